@@ -1,0 +1,14 @@
+//! nodeimg: builds signed, read-only, bootable OS images for Kubernetes nodes.
+//!
+//! The pipeline flows one way: `spec` (TOML -> plan) -> `source` (Debian
+//! archive, lock, cache, .deb extraction) -> `rootfs` (tree from layers) ->
+//! `fs` (squashfs + dm-verity) -> `sign` (manifest). `build` strings the
+//! stages together; each stage is a function of its inputs.
+
+pub mod build;
+pub mod fs;
+pub mod rootfs;
+pub mod sign;
+pub mod source;
+pub mod spec;
+pub mod util;

@@ -1,0 +1,6 @@
+//! Root file system assembly: takes extracted packages and layer content,
+//! produces a normalised [`Tree`]. Never touches the host file system.
+
+pub mod tree;
+
+pub use tree::{normalize, Entry, Kind, Tree};

@@ -1,0 +1,1 @@
+//! What goes out: the manifest (every artifact's sha256).

@@ -1,0 +1,2 @@
+//! Debian archive: InRelease verification, Packages indexes, version
+//! comparison and dependency resolution.

@@ -1,0 +1,1 @@
+//! Image and layer specs (TOML) -> validated build plan.
