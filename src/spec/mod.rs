@@ -1,1 +1,17 @@
-//! Image and layer specs (TOML) -> validated build plan.
+//! Image and layer specs (TOML) -> a validated [`Plan`].
+//!
+//! Takes `images/<name>.toml` and the `layers/<name>/layer.toml` files it
+//! names; produces a `Plan` that later stages consume. Unknown keys, bad
+//! modes, absolute-path escapes and missing layers are errors that name the
+//! file and key. Reads only the spec files and the files they reference;
+//! never touches the network or the output directory.
+
+mod error;
+mod image;
+mod layer;
+mod plan;
+
+pub use error::SpecError;
+pub use image::{DebianSource, ImageSpec, SCHEMA_VERSION};
+pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UserSpec};
+pub use plan::{load_plan, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS};

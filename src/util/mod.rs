@@ -1,1 +1,4 @@
-//! Small shared helpers: hashing, atomic writes.
+//! Small shared helpers: SHA-256 and atomic file replacement.
+
+pub mod atomic;
+pub mod hash;

@@ -1,0 +1,194 @@
+//! Applies a [`Plan`]'s layers to a tree of unpacked packages: drops
+//! package `/etc` files no layer keeps, removes unwanted paths, generates
+//! what maintainer scripts would have made, writes users, sysctls, module
+//! policy and layer files, and checks that no shell slipped in.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::tree::{Entry, Kind, Tree};
+use crate::spec::{FileContent, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("layer `{layer}` places build artifact `{artifact}` at /{path}, but the build has no such artifact (pass --agent for nodeagent)")]
+    MissingArtifact { layer: String, artifact: String, path: String },
+    #[error("image has a shell at /{path} (from {origin}) but no layer is marked `debug = true`; images ship no shell")]
+    Shell { path: String, origin: String },
+    #[error("layer file /{path} is under /{parent}, which is not a directory in the tree")]
+    NotADirectory { path: String, parent: String },
+}
+
+/// File names that are shells; none may exist outside debug images.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "busybox", "zsh", "ksh", "mksh", "rbash", "csh", "tcsh", "fish"];
+const BIN_DIRS: &[&str] = &["bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin", "usr/libexec"];
+
+/// Directories every node has, with their modes.
+const SKELETON: &[(&str, u32)] = &[
+    ("dev", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("run", 0o755),
+    ("tmp", 0o1777),
+    ("var", 0o755),
+    ("etc", 0o755),
+    ("root", 0o700),
+    ("mnt", 0o755),
+    ("sysroot", 0o755),
+    ("usr/lib/nodeimg", 0o755),
+];
+
+/// Build products a layer can place (`artifact = "nodeagent"`).
+pub type Artifacts = BTreeMap<String, Vec<u8>>;
+
+/// Turns unpacked packages into the image's root tree. `owners` maps a tree
+/// path to the package that shipped it (for the shell error).
+pub fn assemble(tree: &mut Tree, plan: &Plan, artifacts: &Artifacts, owners: &BTreeMap<String, String>) -> Result<(), AssembleError> {
+    drop_package_etc(tree, plan);
+    for path in &plan.remove {
+        let n = tree.remove_all(path);
+        tracing::debug!(path, removed = n, "removed");
+    }
+    for (path, mode) in SKELETON {
+        if tree.get(path).is_none() {
+            tree.insert(path, Entry::dir(*mode));
+        }
+    }
+    if plan.generate.contains("ca-bundle") {
+        generate_ca_bundle(tree);
+    }
+    tree.insert("etc/passwd", Entry::file(passwd(plan).into_bytes(), 0o644));
+    tree.insert("etc/group", Entry::file(group(plan).into_bytes(), 0o644));
+    tree.insert("usr/lib/os-release", Entry::file(os_release(plan).into_bytes(), 0o644));
+    if !plan.sysctl.is_empty() {
+        tree.insert("etc/sysctl.d/50-nodeimg.conf", Entry::file(sysctl_conf(plan).into_bytes(), 0o644));
+    }
+    if !plan.deny_modules.is_empty() {
+        tree.insert("etc/modprobe.d/50-nodeimg-deny.conf", Entry::file(modprobe_deny(plan).into_bytes(), 0o644));
+    }
+    for (path, f) in &plan.files {
+        if let Some(parent) = ancestors(path).find(|a| tree.get(a).is_some_and(|e| e.kind != Kind::Dir)) {
+            return Err(AssembleError::NotADirectory { path: path.clone(), parent: parent.to_string() });
+        }
+        let kind = match &f.content {
+            FileContent::Data(d) => Kind::File(d.clone().into()),
+            FileContent::Symlink(t) => Kind::Symlink(t.clone()),
+            FileContent::Artifact(a) => match artifacts.get(a) {
+                Some(d) => Kind::File(d.clone().into()),
+                None => {
+                    return Err(AssembleError::MissingArtifact { layer: f.layer.clone(), artifact: a.clone(), path: path.clone() })
+                }
+            },
+        };
+        tree.remove_all(path);
+        tree.insert(path, Entry { kind, mode: f.mode, uid: f.uid, gid: f.gid });
+    }
+    if !plan.debug {
+        check_no_shell(tree, owners)?;
+    }
+    Ok(())
+}
+
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(move |(i, _)| &path[..i])
+}
+
+fn drop_package_etc(tree: &mut Tree, plan: &Plan) {
+    let dropped: Vec<String> = tree
+        .iter()
+        .filter(|(p, e)| p.starts_with("etc/") && e.kind != Kind::Dir && !plan.keep_etc.contains(*p))
+        .map(|(p, _)| p.to_string())
+        .collect();
+    for p in &dropped {
+        tree.remove_all(p);
+    }
+    // Directories the dropped files leave empty go too, deepest first.
+    let mut dirs: Vec<String> = tree.iter().filter(|(p, _)| p.starts_with("etc/")).map(|(p, _)| p.to_string()).collect();
+    dirs.reverse();
+    for d in dirs {
+        let prefix = format!("{d}/");
+        let empty = !tree.iter().any(|(p, _)| p.starts_with(&prefix));
+        if empty && tree.get(&d).is_some_and(|e| e.kind == Kind::Dir) {
+            tree.remove_all(&d);
+        }
+    }
+    if !dropped.is_empty() {
+        tracing::debug!(count = dropped.len(), "dropped package files under /etc that no layer keeps");
+    }
+}
+
+/// Fails when any shell binary or link exists outside a debug image.
+pub fn check_no_shell(tree: &Tree, owners: &BTreeMap<String, String>) -> Result<(), AssembleError> {
+    for dir in BIN_DIRS {
+        for sh in SHELLS {
+            let path = format!("{dir}/{sh}");
+            if tree.get(&path).is_some() {
+                let origin = owners.get(&path).map(|p| format!("package {p}")).unwrap_or_else(|| "a layer".into());
+                return Err(AssembleError::Shell { path, origin });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `update-ca-certificates` would write: every certificate under
+/// usr/share/ca-certificates, in sorted path order.
+fn generate_ca_bundle(tree: &mut Tree) {
+    let mut bundle = Vec::new();
+    for (path, e) in tree.iter() {
+        if let (true, Kind::File(d)) = (path.starts_with("usr/share/ca-certificates/") && path.ends_with(".crt"), &e.kind) {
+            bundle.extend_from_slice(d);
+            if !bundle.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+        }
+    }
+    tree.insert("etc/ssl/certs/ca-certificates.crt", Entry::file(bundle, 0o644));
+}
+
+fn passwd(plan: &Plan) -> String {
+    let mut users = plan.users.clone();
+    users.sort_by_key(|u| u.uid);
+    users.iter().fold(String::new(), |mut s, u| {
+        let _ = writeln!(s, "{}:x:{}:{}:{}:{}:/usr/sbin/nologin", u.name, u.uid, u.gid, u.comment, u.home);
+        s
+    })
+}
+
+fn group(plan: &Plan) -> String {
+    let mut groups = plan.groups.clone();
+    groups.sort_by_key(|g| g.gid);
+    groups.iter().fold(String::new(), |mut s, g| {
+        let _ = writeln!(s, "{}:x:{}:", g.name, g.gid);
+        s
+    })
+}
+
+fn os_release(plan: &Plan) -> String {
+    format!(
+        "NAME=nodeimg\nID=nodeimg\nID_LIKE=debian\nPRETTY_NAME=\"nodeimg {name} {version} (Debian {suite})\"\n\
+         VERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nVERSION_CODENAME={suite}\n",
+        name = plan.name,
+        version = plan.version,
+        suite = plan.debian.suite,
+    )
+}
+
+fn sysctl_conf(plan: &Plan) -> String {
+    let mut s = String::from("# Written by nodeimg from the image's layers.\n");
+    for (k, (setting, layer)) in &plan.sysctl {
+        let _ = writeln!(s, "# {} ({layer})\n{k} = {}", setting.reason, setting.value);
+    }
+    s
+}
+
+fn modprobe_deny(plan: &Plan) -> String {
+    let mut s = String::from("# Written by nodeimg: modules that must never load.\n");
+    for (m, reason) in &plan.deny_modules {
+        let _ = writeln!(s, "# {reason}\ninstall {m} /bin/false\nblacklist {m}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! `nodeimg.lock`: every .deb an image uses, pinned by name, version,
+//! archive path, size and sha256, plus what it was resolved from.
+//!
+//! The lock carries a checksum over its own content so that a hand edit or
+//! a damaged file is caught before anything is fetched. Images record the
+//! hash of their resolution inputs (suite, components, roots, excludes);
+//! `nodeimg build` refuses a lock whose inputs differ from the specs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Plan;
+use crate::util::{atomic, hash};
+
+pub const LOCK_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lock {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write lock {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: version {found} is not supported (expected {LOCK_VERSION}); run `nodeimg lock`")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: content checksum mismatch (edited by hand or damaged); run `nodeimg lock` to regenerate it")]
+    Checksum { path: PathBuf },
+    #[error("{path}: image `{image}` is not locked; run `nodeimg lock {spec}` or build with --update-lock")]
+    ImageMissing { path: PathBuf, image: String, spec: PathBuf },
+    #[error("{path}: image `{image}` was locked from different specs ({what}); run `nodeimg lock` or build with --update-lock")]
+    Stale { path: PathBuf, image: String, what: String },
+    #[error("{path}: image `{image}` names package `{package}`, which has no [[package]] entry")]
+    Dangling { path: PathBuf, image: String, package: String },
+    #[error("{path}: package `{package}`: {problem}")]
+    BadPackage { path: PathBuf, package: String, problem: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub version: u32,
+    /// sha256 over the canonical JSON of everything else in the lock.
+    #[serde(default)]
+    pub checksum: String,
+    pub source: LockSource,
+    #[serde(default)]
+    pub images: BTreeMap<String, LockedImage>,
+    #[serde(default, rename = "package")]
+    pub packages: Vec<LockedPackage>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockSource {
+    pub suite: String,
+    pub codename: String,
+    /// The InRelease `Date:` the lock was resolved from.
+    pub date: String,
+    pub inrelease_sha256: String,
+    pub indexes: Vec<LockedIndex>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedIndex {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedImage {
+    /// sha256 of the resolution inputs (see [`Inputs`]).
+    pub inputs: String,
+    pub roots: Vec<String>,
+    pub excludes: Vec<String>,
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintainer: Option<String>,
+}
+
+impl LockedPackage {
+    pub fn sha256_bytes(&self) -> Option<hash::Sha256> {
+        hash::parse_sha256(&self.sha256)
+    }
+}
+
+/// What a resolution depends on; equal inputs give an equal closure from
+/// the same index.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Inputs {
+    pub suite: String,
+    pub components: Vec<String>,
+    pub arch: String,
+    pub roots: BTreeSet<String>,
+    pub excludes: BTreeSet<String>,
+}
+
+impl Inputs {
+    pub fn from_plan(plan: &Plan) -> Self {
+        let mut roots = plan.packages.clone();
+        if let Some(k) = &plan.kernel_package {
+            roots.insert(k.clone());
+        }
+        Inputs {
+            suite: plan.debian.suite.clone(),
+            components: plan.debian.components.clone(),
+            arch: plan.arch.clone(),
+            roots,
+            excludes: plan.excludes.clone(),
+        }
+    }
+
+    pub fn digest(&self) -> String {
+        // serde_json of a struct with BTreeSets is canonical: fixed field
+        // order, sorted sets.
+        hash::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+impl Lock {
+    pub fn read(path: &Path) -> Result<Lock, LockError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LockError::Read { path: path.into(), source: e })?;
+        let lock: Lock = toml::from_str(&text)
+            .map_err(|e| LockError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })?;
+        if lock.version != LOCK_VERSION {
+            return Err(LockError::Version { path: path.into(), found: lock.version });
+        }
+        if lock.checksum != lock.compute_checksum() {
+            return Err(LockError::Checksum { path: path.into() });
+        }
+        lock.check_packages(path)?;
+        Ok(lock)
+    }
+
+    /// Writes atomically, with a fresh checksum and sorted packages.
+    pub fn write(&mut self, path: &Path) -> Result<(), LockError> {
+        self.version = LOCK_VERSION;
+        self.packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+        self.packages.dedup();
+        self.checksum = self.compute_checksum();
+        let body = toml::to_string(self).map_err(|e| LockError::Parse { path: path.into(), message: e.to_string() })?;
+        let text = format!("# nodeimg.lock: written by `nodeimg lock`; do not edit by hand.\n{body}");
+        atomic::write(path, text.as_bytes()).map_err(|e| LockError::Write { path: path.into(), source: e })
+    }
+
+    fn compute_checksum(&self) -> String {
+        let mut copy = self.clone();
+        copy.checksum = String::new();
+        hash::sha256_hex(&serde_json::to_vec(&copy).unwrap_or_default())
+    }
+
+    fn check_packages(&self, path: &Path) -> Result<(), LockError> {
+        for p in &self.packages {
+            let bad = |problem: &str| LockError::BadPackage { path: path.into(), package: p.name.clone(), problem: problem.into() };
+            if p.sha256_bytes().is_none() {
+                return Err(bad("sha256 is not 64 hex digits"));
+            }
+            if p.filename.starts_with('/') || p.filename.split('/').any(|c| c == "..") || !p.filename.ends_with(".deb") {
+                return Err(bad("filename must be a relative pool path ending in .deb"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The packages locked for `plan`, after checking that the lock was
+    /// resolved from the plan's current inputs.
+    pub fn packages_for(&self, path: &Path, plan: &Plan) -> Result<Vec<&LockedPackage>, LockError> {
+        let image = self.images.get(&plan.name).ok_or_else(|| LockError::ImageMissing {
+            path: path.into(),
+            image: plan.name.clone(),
+            spec: plan.image_path.clone(),
+        })?;
+        let inputs = Inputs::from_plan(plan);
+        if image.inputs != inputs.digest() {
+            let locked_roots: BTreeSet<String> = image.roots.iter().cloned().collect();
+            let locked_ex: BTreeSet<String> = image.excludes.iter().cloned().collect();
+            let mut what = Vec::new();
+            let added: Vec<_> = inputs.roots.difference(&locked_roots).cloned().collect();
+            let removed: Vec<_> = locked_roots.difference(&inputs.roots).cloned().collect();
+            if !added.is_empty() {
+                what.push(format!("packages not in the lock: {}", added.join(", ")));
+            }
+            if !removed.is_empty() {
+                what.push(format!("packages no longer asked for: {}", removed.join(", ")));
+            }
+            if locked_ex != inputs.excludes {
+                what.push("excludes changed".into());
+            }
+            if what.is_empty() {
+                what.push("suite, components or arch changed".into());
+            }
+            return Err(LockError::Stale { path: path.into(), image: plan.name.clone(), what: what.join("; ") });
+        }
+        let by_name: BTreeMap<&str, &LockedPackage> = self.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        image
+            .packages
+            .iter()
+            .map(|n| {
+                by_name.get(n.as_str()).copied().ok_or_else(|| LockError::Dangling {
+                    path: path.into(),
+                    image: plan.name.clone(),
+                    package: n.clone(),
+                })
+            })
+            .collect()
+    }
+}

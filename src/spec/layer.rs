@@ -1,0 +1,121 @@
+//! `layers/<name>/layer.toml`: one concern of an image (packages, files,
+//! sysctls, users, kernel settings), composed in the order an image lists.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    pub schema: u32,
+    #[serde(default)]
+    pub description: String,
+    /// A debug layer may ship a shell; without one the builder refuses any.
+    #[serde(default)]
+    pub debug: bool,
+    #[serde(default)]
+    pub packages: PackagesSpec,
+    /// Paths removed from the tree after unpacking (docs, man pages, …).
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Package files under `/etc` that stay (all others are dropped: `/etc`
+    /// holds only what layers put there).
+    #[serde(default)]
+    pub keep_etc: Vec<String>,
+    /// Files made at build time in place of a maintainer script
+    /// (`ca-bundle`: what `update-ca-certificates` writes).
+    #[serde(default)]
+    pub generate: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+    /// sysctl name -> value and the reason for it.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, Setting>,
+    #[serde(default)]
+    pub kernel: KernelSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackagesSpec {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// A file the layer adds: inline `content` or a `source` path relative to
+/// the layer directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub path: String,
+    pub content: Option<String>,
+    pub source: Option<String>,
+    /// Symlink target instead of contents.
+    pub symlink: Option<String>,
+    /// A file the build produces, by name (`nodeagent`), instead of contents.
+    pub artifact: Option<String>,
+    /// Octal string, e.g. "0644".
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default = "default_home")]
+    pub home: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// A value with the reason it is set (shown in docs and reviews).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Setting {
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// The Debian package holding the kernel, e.g. `linux-image-amd64`.
+    pub package: Option<String>,
+    /// Command-line arguments with their reasons.
+    #[serde(default)]
+    pub cmdline: BTreeMap<String, String>,
+    /// Modules needed to reach the root (go into the initramfs).
+    #[serde(default)]
+    pub initramfs_modules: Vec<String>,
+    /// Modules loaded from the root after switch_root.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Modules that must never load (`install <m> /bin/false` in modprobe.d),
+    /// name -> reason.
+    #[serde(default)]
+    pub deny_modules: BTreeMap<String, String>,
+}
+
+fn default_home() -> String {
+    "/nonexistent".into()
+}

@@ -1,0 +1,282 @@
+//! Loading and merging: image + layers -> [`Plan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::error::SpecError;
+use super::image::{DebianSource, ImageSpec, SCHEMA_VERSION};
+use super::layer::{GroupSpec, LayerSpec, Setting, UserSpec};
+use crate::rootfs::normalize;
+
+/// Everything a build needs to know, merged from the image and its layers.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub image_path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub debian: DebianSource,
+    pub layers: Vec<String>,
+    pub debug: bool,
+    /// Package names (with optional version constraints) to install.
+    pub packages: BTreeSet<String>,
+    pub excludes: BTreeSet<String>,
+    /// Normalised paths to remove after unpacking.
+    pub remove: Vec<String>,
+    /// Package files under `etc/` that stay.
+    pub keep_etc: BTreeSet<String>,
+    /// Build-time generators (see [`GENERATORS`]).
+    pub generate: BTreeSet<String>,
+    /// Normalised path -> file; later layers replace earlier ones.
+    pub files: BTreeMap<String, FilePlan>,
+    pub users: Vec<UserSpec>,
+    pub groups: Vec<GroupSpec>,
+    /// sysctl name -> (value, reason, layer).
+    pub sysctl: BTreeMap<String, (Setting, String)>,
+    pub kernel_package: Option<String>,
+    pub cmdline: BTreeMap<String, String>,
+    pub initramfs_modules: BTreeSet<String>,
+    pub modules: BTreeSet<String>,
+    pub deny_modules: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileContent {
+    Data(Vec<u8>),
+    Symlink(String),
+    /// Filled in by the build from one of its own products.
+    Artifact(String),
+}
+
+/// Generators a layer may name in `generate`.
+pub const GENERATORS: &[&str] = &["ca-bundle"];
+
+/// Build products a layer may place with `artifact`.
+pub const ARTIFACTS: &[&str] = &["nodeagent"];
+
+#[derive(Debug, Clone)]
+pub struct FilePlan {
+    pub content: FileContent,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The layer that put it there, for error messages and reviews.
+    pub layer: String,
+}
+
+/// Reads `image_path` and its layers from `<image dir>/../layers`.
+pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
+    let image: ImageSpec = read_toml(image_path)?;
+    check_schema(image_path, image.schema)?;
+    check_name(image_path, "name", &image.name)?;
+    if image.version.is_empty() {
+        return Err(SpecError::invalid(image_path, "version", "must not be empty"));
+    }
+    if image.arch != "amd64" {
+        return Err(SpecError::invalid(image_path, "arch", format!("`{}` is not supported (expected amd64)", image.arch)));
+    }
+    if image.layers.is_empty() {
+        return Err(SpecError::invalid(image_path, "layers", "an image needs at least one layer"));
+    }
+    let layers_dir = layers_dir_for(image_path);
+    let mut plan = Plan {
+        image_path: image_path.to_path_buf(),
+        name: image.name.clone(),
+        version: image.version.clone(),
+        arch: image.arch.clone(),
+        debian: image.debian.clone(),
+        layers: image.layers.clone(),
+        debug: false,
+        packages: BTreeSet::new(),
+        excludes: BTreeSet::new(),
+        remove: Vec::new(),
+        keep_etc: BTreeSet::new(),
+        generate: BTreeSet::new(),
+        files: BTreeMap::new(),
+        users: Vec::new(),
+        groups: Vec::new(),
+        sysctl: BTreeMap::new(),
+        kernel_package: None,
+        cmdline: BTreeMap::new(),
+        initramfs_modules: BTreeSet::new(),
+        modules: BTreeSet::new(),
+        deny_modules: BTreeMap::new(),
+    };
+    let mut seen = BTreeSet::new();
+    for name in &image.layers {
+        if !seen.insert(name.clone()) {
+            return Err(SpecError::invalid(image_path, "layers", format!("layer `{name}` is listed twice")));
+        }
+        let dir = layers_dir.join(name);
+        let file = dir.join("layer.toml");
+        if check_name(image_path, "layers", name).is_err() || !file.is_file() {
+            return Err(SpecError::UnknownLayer { path: image_path.to_path_buf(), layer: name.clone(), expected: file });
+        }
+        let layer: LayerSpec = read_toml(&file)?;
+        check_schema(&file, layer.schema)?;
+        merge_layer(&mut plan, name, &dir, &file, layer)?;
+    }
+    Ok(plan)
+}
+
+fn layers_dir_for(image_path: &Path) -> PathBuf {
+    let dir = image_path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    dir.join("..").join("layers")
+}
+
+fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: LayerSpec) -> Result<(), SpecError> {
+    plan.debug |= layer.debug;
+    for (i, p) in layer.packages.include.iter().enumerate() {
+        check_package(file, &format!("packages.include[{i}]"), p)?;
+        plan.packages.insert(p.clone());
+    }
+    for (i, p) in layer.packages.exclude.iter().enumerate() {
+        check_package(file, &format!("packages.exclude[{i}]"), p)?;
+        plan.excludes.insert(p.clone());
+    }
+    for (i, r) in layer.remove.iter().enumerate() {
+        let key = format!("remove[{i}]");
+        let p = tree_path(file, &key, r)?;
+        plan.remove.push(p);
+    }
+    for (i, k) in layer.keep_etc.iter().enumerate() {
+        let p = tree_path(file, &format!("keep_etc[{i}]"), k)?;
+        if !p.starts_with("etc/") {
+            return Err(SpecError::invalid(file, format!("keep_etc[{i}]"), format!("`{k}` is not under /etc")));
+        }
+        plan.keep_etc.insert(p);
+    }
+    for (i, g) in layer.generate.iter().enumerate() {
+        if !GENERATORS.contains(&g.as_str()) {
+            return Err(SpecError::invalid(file, format!("generate[{i}]"), format!("unknown generator `{g}` (known: {})", GENERATORS.join(", "))));
+        }
+        plan.generate.insert(g.clone());
+    }
+    for (i, f) in layer.files.iter().enumerate() {
+        let key = format!("files[{i}]");
+        let path = tree_path(file, &format!("{key}.path"), &f.path)?;
+        let content = match (&f.content, &f.source, &f.symlink, &f.artifact) {
+            (Some(c), None, None, None) => FileContent::Data(c.clone().into_bytes()),
+            (None, None, None, Some(a)) => {
+                if !ARTIFACTS.contains(&a.as_str()) {
+                    return Err(SpecError::invalid(file, format!("{key}.artifact"), format!("unknown build artifact `{a}` (known: {})", ARTIFACTS.join(", "))));
+                }
+                FileContent::Artifact(a.clone())
+            }
+            (None, Some(s), None, None) => {
+                let rel = normalize(s).filter(|r| !r.is_empty()).ok_or_else(|| {
+                    SpecError::invalid(file, format!("{key}.source"), "must be a path inside the layer directory")
+                })?;
+                let src = dir.join(rel);
+                FileContent::Data(fs::read(&src).map_err(|e| SpecError::Read { path: src, source: e })?)
+            }
+            (None, None, Some(t), None) => FileContent::Symlink(t.clone()),
+            _ => {
+                return Err(SpecError::invalid(file, key, "needs exactly one of `content`, `source`, `symlink` or `artifact`"));
+            }
+        };
+        let default_mode = if matches!(content, FileContent::Symlink(_)) { 0o777 } else { 0o644 };
+        let mode = match &f.mode {
+            Some(m) => parse_mode(m).ok_or_else(|| {
+                SpecError::invalid(file, format!("{key}.mode"), format!("`{m}` is not an octal mode like \"0644\""))
+            })?,
+            None => default_mode,
+        };
+        plan.files.insert(path, FilePlan { content, mode, uid: f.uid, gid: f.gid, layer: name.to_string() });
+    }
+    for (i, u) in layer.users.iter().enumerate() {
+        check_name(file, &format!("users[{i}].name"), &u.name)?;
+        plan.users.retain(|x| x.name != u.name);
+        plan.users.push(u.clone());
+    }
+    for (i, g) in layer.groups.iter().enumerate() {
+        check_name(file, &format!("groups[{i}].name"), &g.name)?;
+        plan.groups.retain(|x| x.name != g.name);
+        plan.groups.push(g.clone());
+    }
+    for (k, v) in layer.sysctl {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || k.contains("..") {
+            return Err(SpecError::invalid(file, format!("sysctl.\"{k}\""), "not a sysctl name like net.ipv4.ip_forward"));
+        }
+        if v.value.contains('\n') || v.reason.trim().is_empty() {
+            return Err(SpecError::invalid(file, format!("sysctl.\"{k}\""), "needs a one-line value and a reason"));
+        }
+        plan.sysctl.insert(k, (v, name.to_string()));
+    }
+    let k = layer.kernel;
+    if let Some(p) = k.package {
+        check_package(file, "kernel.package", &p)?;
+        plan.kernel_package = Some(p);
+    }
+    for (arg, reason) in k.cmdline {
+        if arg.is_empty() || arg.contains(char::is_whitespace) || reason.trim().is_empty() {
+            return Err(SpecError::invalid(file, format!("kernel.cmdline.\"{arg}\""), "needs one argument without spaces and a reason"));
+        }
+        plan.cmdline.insert(arg, reason);
+    }
+    for m in k.initramfs_modules {
+        plan.initramfs_modules.insert(m);
+    }
+    for m in k.modules {
+        plan.modules.insert(m);
+    }
+    for (m, reason) in k.deny_modules {
+        plan.deny_modules.insert(m, reason);
+    }
+    Ok(())
+}
+
+fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, SpecError> {
+    let text = fs::read_to_string(path).map_err(|e| SpecError::Read { path: path.to_path_buf(), source: e })?;
+    toml::from_str(&text).map_err(|e| SpecError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
+}
+
+fn check_schema(path: &Path, found: u32) -> Result<(), SpecError> {
+    if found != SCHEMA_VERSION {
+        return Err(SpecError::Schema { path: path.to_path_buf(), found, supported: SCHEMA_VERSION });
+    }
+    Ok(())
+}
+
+fn check_name(path: &Path, key: &str, name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(path, key, format!("`{name}` must be lower-case letters, digits, `-` or `_`")))
+    }
+}
+
+/// A package root: `name`, optionally followed by a constraint `name (>= 1.2)`.
+fn check_package(path: &Path, key: &str, spec: &str) -> Result<(), SpecError> {
+    let name = spec.split([' ', '(', '=']).next().unwrap_or("");
+    let ok = name.len() >= 2
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(path, key, format!("`{spec}` is not a Debian package name")))
+    }
+}
+
+fn tree_path(file: &Path, key: &str, p: &str) -> Result<String, SpecError> {
+    match normalize(p) {
+        Some(n) if !n.is_empty() => Ok(n),
+        _ => Err(SpecError::invalid(file, key, format!("`{p}` must be a path inside the image without `..`"))),
+    }
+}
+
+fn parse_mode(s: &str) -> Option<u32> {
+    let m = u32::from_str_radix(s, 8).ok()?;
+    (m <= 0o7777 && s.len() <= 5).then_some(m)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+use super::*;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("images")).unwrap();
+        Fixture { dir }
+    }
+    fn image(&self, text: &str) -> PathBuf {
+        let p = self.dir.path().join("images/test.toml");
+        fs::write(&p, text).unwrap();
+        p
+    }
+    fn layer(&self, name: &str, text: &str) {
+        let d = self.dir.path().join("layers").join(name);
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("layer.toml"), text).unwrap();
+    }
+}
+
+const IMAGE: &str = "schema = 1\nname = \"test\"\nversion = \"1\"\nlayers = [\"a\", \"b\"]\n";
+
+fn err(f: &Fixture, image: &str) -> String {
+    let e = load_plan(&f.image(image)).unwrap_err();
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
+}
+
+#[test]
+fn layers_merge_in_order() {
+    let f = Fixture::new();
+    f.layer(
+        "a",
+        r#"schema = 1
+packages.include = ["libc6", "containerd (>= 1.7)"]
+remove = ["/usr/share/doc"]
+[[files]]
+path = "/etc/x"
+content = "a"
+[sysctl]
+"kernel.panic" = { value = "5", reason = "r" }
+"#,
+    );
+    f.layer(
+        "b",
+        r#"schema = 1
+packages.exclude = ["perl-base"]
+[[files]]
+path = "etc/x"
+content = "b"
+mode = "0600"
+[sysctl]
+"kernel.panic" = { value = "10", reason = "kubelet wants it" }
+"#,
+    );
+    let p = load_plan(&f.image(IMAGE)).unwrap();
+    assert_eq!(p.packages.iter().collect::<Vec<_>>(), ["containerd (>= 1.7)", "libc6"]);
+    assert!(p.excludes.contains("perl-base"));
+    assert_eq!(p.remove, ["usr/share/doc"]);
+    let x = &p.files["etc/x"];
+    assert_eq!((x.content.clone(), x.mode, x.layer.as_str()), (FileContent::Data(b"b".to_vec()), 0o600, "b"));
+    assert_eq!(p.sysctl["kernel.panic"].0.value, "10");
+    assert_eq!(p.debian.suite, "trixie");
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let f = Fixture::new();
+    f.layer("a", "schema = 1\npackagez = 1\n");
+    f.layer("b", "schema = 1\n");
+    let e = err(&f, IMAGE);
+    assert!(e.contains("layers/a/layer.toml"), "{e}");
+    assert!(e.contains("packagez"), "{e}");
+}
+
+#[test]
+fn malformed_toml_names_line() {
+    let f = Fixture::new();
+    let e = err(&f, "schema = 1\nname = \"x\nversion = 1\n");
+    assert!(e.contains("images/test.toml"), "{e}");
+    assert!(e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn unknown_layer() {
+    let f = Fixture::new();
+    f.layer("a", "schema = 1\n");
+    let e = err(&f, IMAGE);
+    assert!(e.contains("unknown layer `b`"), "{e}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let f = Fixture::new();
+    f.layer("b", "schema = 1\n");
+    for (layer, needle) in [
+        ("schema = 2\n", "schema = 2"),
+        ("schema = 1\nremove = [\"../etc\"]\n", "remove[0]"),
+        ("schema = 1\n[[files]]\npath = \"/x\"\ncontent = \"a\"\nmode = \"999\"\n", "files[0].mode"),
+        ("schema = 1\n[[files]]\npath = \"/x\"\n", "files[0]"),
+        ("schema = 1\npackages.include = [\"Bad Name\"]\n", "packages.include[0]"),
+        ("schema = 1\n[sysctl]\n\"a b\" = { value = \"1\", reason = \"r\" }\n", "sysctl"),
+        ("schema = 1\n[sysctl]\n\"a.b\" = { value = \"1\", reason = \" \" }\n", "reason"),
+    ] {
+        f.layer("a", layer);
+        let e = err(&f, IMAGE);
+        assert!(e.contains(needle), "{layer:?}: {e}");
+    }
+    assert!(err(&f, "schema = 1\nname = \"t\"\nversion = \"1\"\narch = \"arm64\"\nlayers = [\"b\"]\n").contains("arch"));
+    assert!(err(&f, "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"b\", \"b\"]\n").contains("twice"));
+}
