@@ -1,1 +1,315 @@
-//! The build pipeline.
+//! The build pipeline: plan + lock -> packages -> root tree -> squashfs +
+//! dm-verity -> manifest. Every artifact is written under a temporary name
+//! and renamed into place; `manifest.json` goes last, so a failed build
+//! leaves no manifest behind.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::fs::squashfs::{write_squashfs, SquashfsError, SquashfsOptions};
+use crate::fs::verity::{build_hash_tree, salt_for, VerityError, VerityParams};
+use crate::progress::Progress;
+use crate::rootfs::assemble::{assemble, Artifacts, AssembleError};
+use crate::rootfs::usrmerge::{add_merged_symlinks, UsrMergeError};
+use crate::rootfs::Tree;
+use crate::sign::manifest::{
+    Artifact, BuildInfo, Manifest, PackageRecord, VerityRecord, MANIFEST_FILE, MANIFEST_SCHEMA,
+};
+use crate::source::cache::Cache;
+use crate::source::deb::{unpack_into, DebError};
+use crate::source::fetch::{FetchError, Fetcher};
+use crate::source::lock::{Lock, LockError, LockedPackage};
+use crate::source::mirror::MirrorError;
+use crate::spec::Plan;
+use crate::util::{atomic, date, hash};
+
+pub const ROOTFS_FILE: &str = "rootfs.squashfs";
+pub const VERITY_FILE: &str = "rootfs.verity";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("output directory {path}")]
+    Out {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("no mirror to fetch {package} from (it is not in the cache)")]
+    Mirror {
+        package: String,
+        #[source]
+        source: MirrorError,
+    },
+    #[error("package {package} {version}: lock entry has a bad sha256")]
+    LockedHash { package: String, version: String },
+    #[error("fetching package {package} {version}")]
+    Fetch {
+        package: String,
+        version: String,
+        #[source]
+        source: FetchError,
+    },
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    #[error(transparent)]
+    UsrMerge(#[from] UsrMergeError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error("writing the root image {path}")]
+    Squashfs {
+        path: PathBuf,
+        #[source]
+        source: SquashfsError,
+    },
+    #[error("writing the verity hash tree {path}")]
+    Verity {
+        path: PathBuf,
+        #[source]
+        source: VerityError,
+    },
+    #[error("the lock's date `{date}` is not a Debian Release date; set SOURCE_DATE_EPOCH")]
+    NoEpoch { date: String },
+}
+
+/// Everything a build reads besides the plan.
+pub struct BuildInputs<'a> {
+    pub lock: &'a Lock,
+    pub lock_path: &'a Path,
+    pub cache: &'a Cache,
+    /// Called only when a package is missing from the cache.
+    pub fetcher: &'a dyn Fn() -> Result<Fetcher, MirrorError>,
+    /// SOURCE_DATE_EPOCH; else the lock's archive date.
+    pub source_date_epoch: Option<u64>,
+    pub artifacts: Artifacts,
+    pub squashfs: SquashfsOptions,
+    pub progress: Progress,
+}
+
+/// Builds `plan` into `out`, returning the manifest it wrote.
+pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, BuildError> {
+    let io_err = |e| BuildError::Out {
+        path: out.to_path_buf(),
+        source: e,
+    };
+    fs::create_dir_all(out).map_err(io_err)?;
+    // A manifest from an earlier build must not outlive the artifacts this
+    // build is about to replace.
+    match fs::remove_file(out.join(MANIFEST_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
+    let epoch = match inputs.source_date_epoch {
+        Some(e) => e,
+        None => date::parse_release_date(&inputs.lock.source.date).ok_or_else(|| {
+            BuildError::NoEpoch {
+                date: inputs.lock.source.date.clone(),
+            }
+        })?,
+    };
+    let (packages, _kernel_packages) = inputs.lock.packages_for(inputs.lock_path, plan)?;
+
+    let t = Instant::now();
+    let debs = fetch_packages(&packages, inputs)?;
+    tracing::info!(
+        packages = debs.len(),
+        secs = t.elapsed().as_secs_f32(),
+        "packages ready"
+    );
+
+    let t = Instant::now();
+    let mut tree = Tree::new();
+    let mut owners = BTreeMap::new();
+    let bar = inputs.progress.bar(debs.len() as u64, "unpacking");
+    for (pkg, bytes) in packages.iter().zip(&debs) {
+        bar.set_message(pkg.name.clone());
+        let info = unpack_into(&pkg.name, bytes, &mut tree, &mut owners)?;
+        for c in &info.conflicts {
+            tracing::debug!(
+                path = c.path,
+                package = pkg.name,
+                previous = c.previous_owner,
+                "file replaced"
+            );
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    add_merged_symlinks(&mut tree)?;
+    assemble(&mut tree, plan, &inputs.artifacts, &owners)?;
+    tracing::info!(
+        entries = tree.len(),
+        bytes = tree.file_bytes(),
+        secs = t.elapsed().as_secs_f32(),
+        "root tree assembled"
+    );
+
+    let t = Instant::now();
+    let mtime = u32::try_from(epoch).unwrap_or(u32::MAX);
+    let rootfs_tmp = atomic::temp_path(&out.join(ROOTFS_FILE));
+    let verity_tmp = atomic::temp_path(&out.join(VERITY_FILE));
+    let result = write_images(&tree, mtime, inputs, &rootfs_tmp, &verity_tmp);
+    let verity = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&rootfs_tmp);
+            let _ = fs::remove_file(&verity_tmp);
+            return Err(e);
+        }
+    };
+    atomic::commit(&rootfs_tmp, &out.join(ROOTFS_FILE)).map_err(io_err)?;
+    atomic::commit(&verity_tmp, &out.join(VERITY_FILE)).map_err(io_err)?;
+    tracing::info!(
+        secs = t.elapsed().as_secs_f32(),
+        root_hash = verity.root_hash,
+        "root image and verity tree written"
+    );
+
+    let artifacts = vec![
+        Artifact::of_file("rootfs", out, ROOTFS_FILE).map_err(io_err)?,
+        Artifact::of_file("verity", out, VERITY_FILE).map_err(io_err)?,
+    ];
+    let manifest = Manifest {
+        schema: MANIFEST_SCHEMA,
+        name: plan.name.clone(),
+        version: plan.version.clone(),
+        arch: plan.arch.clone(),
+        build: BuildInfo {
+            nodeimg_version: env!("CARGO_PKG_VERSION").into(),
+            source_date_epoch: epoch,
+            lock_checksum: inputs.lock.checksum.clone(),
+            debian_suite: plan.debian.suite.clone(),
+            layers: plan.layers.clone(),
+        },
+        artifacts,
+        verity,
+        boot: None,
+        packages: packages
+            .iter()
+            .map(|p| PackageRecord {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                sha256: p.sha256.clone(),
+                origin: format!("debian:{}/{}", inputs.lock.source.suite, p.filename),
+            })
+            .collect(),
+    };
+    atomic::write(&out.join(MANIFEST_FILE), &manifest.to_json()).map_err(io_err)?;
+    Ok(manifest)
+}
+
+/// Each locked .deb from the cache, fetching what is missing or corrupt.
+fn fetch_packages(
+    packages: &[&LockedPackage],
+    inputs: &BuildInputs,
+) -> Result<Vec<Vec<u8>>, BuildError> {
+    let mut fetcher: Option<Fetcher> = None;
+    let bar = inputs.progress.bar(packages.len() as u64, "fetching");
+    let mut out = Vec::with_capacity(packages.len());
+    for p in packages {
+        let sha = p.sha256_bytes().ok_or_else(|| BuildError::LockedHash {
+            package: p.name.clone(),
+            version: p.version.clone(),
+        })?;
+        let fetch_err = |e| BuildError::Fetch {
+            package: p.name.clone(),
+            version: p.version.clone(),
+            source: e,
+        };
+        let data = match inputs.cache.get(&sha).map_err(|e| fetch_err(e.into()))? {
+            crate::source::cache::Lookup::Hit(d) => d,
+            _ => {
+                let f = match fetcher.take() {
+                    Some(f) => f,
+                    None => (inputs.fetcher)().map_err(|e| BuildError::Mirror {
+                        package: p.name.clone(),
+                        source: e,
+                    })?,
+                };
+                bar.set_message(p.name.clone());
+                let data = f
+                    .cached(inputs.cache, &p.filename, p.size, &sha)
+                    .map_err(fetch_err)?;
+                fetcher = Some(f);
+                data
+            }
+        };
+        out.push(data);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+fn write_images(
+    tree: &Tree,
+    mtime: u32,
+    inputs: &BuildInputs,
+    rootfs: &Path,
+    verity: &Path,
+) -> Result<VerityRecord, BuildError> {
+    let io_at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e| BuildError::Out {
+            path: path.clone(),
+            source: e,
+        }
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(rootfs)
+        .map_err(io_at(rootfs))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let info = write_squashfs(tree, mtime, &inputs.squashfs, &mut w).map_err(|e| {
+        BuildError::Squashfs {
+            path: rootfs.to_path_buf(),
+            source: e,
+        }
+    })?;
+    let mut file = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(io_at(rootfs))?;
+    file.sync_all().map_err(io_at(rootfs))?;
+
+    file.rewind().map_err(io_at(rootfs))?;
+    let (digest, _) =
+        hash::sha256_reader(BufReader::with_capacity(1 << 20, &file)).map_err(io_at(rootfs))?;
+    file.rewind().map_err(io_at(rootfs))?;
+    let params = VerityParams::new(salt_for(&digest));
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(verity).map_err(io_at(verity))?);
+    let v = build_hash_tree(
+        BufReader::with_capacity(1 << 20, file),
+        info.size,
+        &params,
+        &mut out,
+        true,
+    )
+    .map_err(|e| BuildError::Verity {
+        path: verity.to_path_buf(),
+        source: e,
+    })?;
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(io_at(verity))?
+        .sync_all()
+        .map_err(io_at(verity))?;
+    Ok(VerityRecord {
+        root_hash: v.root_hash_hex(),
+        salt: v.salt.clone(),
+        hash_algorithm: v.hash_algorithm.to_string(),
+        data_block_size: v.data_block_size,
+        hash_block_size: v.hash_block_size,
+        data_blocks: v.data_blocks,
+        hash_offset: v.hash_offset,
+        hash_start_block: v.hash_start_block(),
+        uuid: v.uuid.clone(),
+    })
+}

@@ -5,8 +5,11 @@
 //! `fs` (squashfs + dm-verity) -> `sign` (manifest). `build` strings the
 //! stages together; each stage is a function of its inputs.
 
+pub mod boot;
 pub mod build;
 pub mod fs;
+pub mod lab;
+pub mod progress;
 pub mod rootfs;
 pub mod sign;
 pub mod source;

@@ -1,1 +1,63 @@
-fn main() {}
+//! `nodeimg`: the command-line edge. Errors become one report on stderr
+//! with their causes; the exit code says whether the job succeeded.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nodeimg",
+    version,
+    about = "Build signed, read-only, bootable OS images for Kubernetes nodes"
+)]
+struct Cli {
+    /// Only errors on stderr, no progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build an image: packages, root tree, squashfs, dm-verity, manifest.
+    Build(cli::build::BuildArgs),
+    /// Resolve images against the signed Debian archive and write nodeimg.lock.
+    Lock(cli::lock::LockArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("nodeimg={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Build(a) => cli::build::run(a, cli.quiet),
+        Command::Lock(a) => cli::lock::run(a),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::exit(1);
+        }
+    }
+}

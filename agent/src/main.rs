@@ -1,1 +1,378 @@
-fn main() {}
+//! nodeagent: nodeimg's PID 1. As `/init` in the initramfs (stage 1) it verifies
+//! the root image with dm-verity, mounts it read-only and switches to it; as
+//! `/usr/sbin/nodeagent --stage2` on that root (stage 2) it sets the node up,
+//! prints the `NODEIMG-REPORT` line and waits for a shutdown request.
+//!
+//! This file is the one top loop: it runs the phases of `plan::boot_plan`, and it
+//! alone decides power-off, reboot or hang, kills, syncs and unmounts. Nothing
+//! below it exits, and a panic anywhere is caught here, because PID 1 returning
+//! or dying panics the kernel. Run as any other PID it is a small host tool.
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+mod cmdline;
+mod console;
+mod devices;
+mod dm;
+mod error;
+mod events;
+#[cfg(test)]
+mod fake;
+mod modules;
+mod net;
+mod plan;
+mod report;
+mod stage1;
+mod stage2;
+mod sys;
+mod sysctl;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cmdline::{Cmdline, FailureAction, FailurePolicy};
+use console::Console;
+use dm::VerityState;
+use error::{chain, BootError};
+use plan::{Phase, Stage, DM_NAME, STAGE2_ARG};
+use report::Report;
+
+/// Env var stage 1 hands to stage 2: `<stage1 start ms>:<exec ms>`.
+const STAGE1_MS_ENV: &str = "NODEIMG_STAGE1_MS";
+/// How long processes get between SIGTERM and SIGKILL at shutdown.
+const STOP_GRACE_MS: u64 = 5_000;
+
+/// How a boot ended.
+enum Outcome {
+    /// Stage 2 reported ready; then a shutdown was asked for.
+    Shutdown(String),
+    /// A phase failed.
+    Failed {
+        phase: &'static str,
+        error: BootError,
+        policy: FailurePolicy,
+        report: Box<Report>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if rustix::process::getpid() != rustix::process::Pid::INIT {
+        return tool(&args);
+    }
+    let stage = match (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    ) {
+        (Some(argv0), Some(STAGE2_ARG)) if argv0 != "/init" => Stage::Root,
+        _ => Stage::Initramfs,
+    };
+    std::panic::set_hook(Box::new(|info| {
+        Console::open().line(&format!("nodeagent: panic: {info}"))
+    }));
+    let mut console = Console::open();
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| boot(stage, &mut console)))
+            .unwrap_or_else(|_| Outcome::Failed {
+                phase: "panic",
+                error: BootError::Root {
+                    what: "nodeagent panicked (see the line above)".into(),
+                },
+                policy: read_policy(),
+                report: Box::new(Report::new(kernel_release(), String::new())),
+            });
+    finish(outcome, &mut console)
+}
+
+fn kernel_release() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn read_cmdline() -> Result<String, BootError> {
+    std::fs::read_to_string("/proc/cmdline").map_err(|source| BootError::Read {
+        path: "/proc/cmdline".into(),
+        source,
+    })
+}
+
+fn read_policy() -> FailurePolicy {
+    read_cmdline()
+        .map(|raw| cmdline::failure_policy(&raw))
+        .unwrap_or_default()
+}
+
+/// Runs one stage to its end: stage 1 ends in exec (so it returns only on
+/// failure), stage 2 in a shutdown request.
+fn boot(stage: Stage, con: &mut Console) -> Outcome {
+    let start = sys::uptime_ms();
+    let mut report = Report::new(kernel_release(), String::new());
+    let label = match stage {
+        Stage::Initramfs => "stage 1 (initramfs)",
+        Stage::Root => "stage 2 (root)",
+    };
+    con.say(&format!("{label} starting at {start} ms since boot"));
+    if stage == Stage::Root {
+        if let Err(e) = events::block_signals() {
+            con.say(&format!("cannot block signals: {e}"));
+        }
+        stage1_times(&mut report);
+        report.stage_ms.insert("stage2_start", start);
+    } else {
+        report.stage_ms.insert("stage1_start", start);
+    }
+    let fail = |phase, error, report| Outcome::Failed {
+        phase,
+        error,
+        policy: read_policy(),
+        report: Box::new(report),
+    };
+
+    let mut s = sys::Real;
+    let mut found = stage1::Found::default();
+    for phase in plan::prelude(stage) {
+        if let Err(e) = run_phase(&phase, None, stage, &mut s, &mut found, &mut report, con) {
+            return fail(phase.name(), e, report);
+        }
+    }
+    let raw = match read_cmdline() {
+        Ok(raw) => raw,
+        Err(e) => return fail("cmdline", e, report),
+    };
+    report.cmdline = raw.trim().to_string();
+    let c = match Cmdline::parse(&raw) {
+        Ok(c) => c,
+        Err(e) => return fail("cmdline", e.into(), report),
+    };
+    for phase in plan::boot_plan(&c, stage) {
+        if phase == Phase::ExecStage2 {
+            let env = format!("{start}:{}", sys::uptime_ms());
+            std::env::set_var(STAGE1_MS_ENV, env);
+        }
+        if let Err(e) = run_phase(
+            &phase,
+            Some(&c),
+            stage,
+            &mut s,
+            &mut found,
+            &mut report,
+            con,
+        ) {
+            return fail(phase.name(), e, report);
+        }
+    }
+    // only stage 2 gets here (stage 1's last phase execs or fails)
+    stage2::fill_facts(&mut report);
+    report.ready = true;
+    report.stage_ms.insert("report", sys::uptime_ms());
+    con.line(&report.line());
+    match events::Events::open() {
+        Ok(mut ev) => {
+            con.say(&format!(
+                "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
+                ev.button_count()
+            ));
+            let events::Request::PowerOff = ev.wait();
+            Outcome::Shutdown(ev.last_cause.clone())
+        }
+        Err(e) => {
+            con.say(&format!("cannot watch signals ({e}); reaping only"));
+            hang()
+        }
+    }
+}
+
+fn run_phase(
+    phase: &Phase,
+    c: Option<&Cmdline>,
+    stage: Stage,
+    s: &mut sys::Real,
+    found: &mut stage1::Found,
+    report: &mut Report,
+    con: &mut Console,
+) -> Result<(), BootError> {
+    let t = sys::uptime_ms();
+    let note = match (stage, c) {
+        (Stage::Initramfs, None) => stage1::run_prelude(phase, s)?,
+        (Stage::Initramfs, Some(c)) => stage1::run(phase, c, found, s)?,
+        (Stage::Root, Some(c)) => stage2::run(phase, c, s, report)?,
+        (Stage::Root, None) => String::new(),
+    };
+    let took = sys::uptime_ms().saturating_sub(t);
+    con.say(&format!(
+        "{} ok ({took} ms){}{note}",
+        phase.name(),
+        if note.is_empty() { "" } else { ": " }
+    ));
+    Ok(())
+}
+
+fn stage1_times(report: &mut Report) {
+    let Ok(v) = std::env::var(STAGE1_MS_ENV) else {
+        return;
+    };
+    std::env::remove_var(STAGE1_MS_ENV);
+    if let Some((a, b)) = v.split_once(':') {
+        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+            report.stage_ms.insert("stage1_start", a);
+            report.stage_ms.insert("stage1_exec", b);
+        }
+    }
+}
+
+/// The only place that ends a boot: it never returns.
+fn finish(outcome: Outcome, con: &mut Console) -> ! {
+    match outcome {
+        Outcome::Shutdown(cause) => {
+            con.say(&format!("shutdown requested by {cause}"));
+            stop_everything(con);
+            power(FailureAction::PowerOff, con)
+        }
+        Outcome::Failed {
+            phase,
+            error,
+            policy,
+            mut report,
+        } => {
+            let verdict = dm::verity_state(DM_NAME);
+            let error = match (verdict, error) {
+                (VerityState::Corrupted, e @ BootError::VerityCorrupted { .. }) => e,
+                (VerityState::Corrupted, e) => BootError::VerityCorrupted {
+                    name: DM_NAME,
+                    source: Box::new(e),
+                },
+                (_, e) => e,
+            };
+            let cause = chain(&error);
+            report.ready = false;
+            report.error = Some(format!("{phase}: {cause}"));
+            report.root.verity = verdict;
+            con.line(&report::error_line(phase, &cause));
+            con.line(&report.line());
+            let what = match policy.action {
+                FailureAction::PowerOff => "powering off",
+                FailureAction::Reboot => "rebooting",
+                FailureAction::Hang => "hanging (nodeimg.on_failure=hang)",
+            };
+            if policy.action == FailureAction::Hang {
+                con.say(what);
+                hang()
+            }
+            con.say(&format!("{what} in {} s", policy.delay.as_secs()));
+            std::thread::sleep(policy.delay);
+            stop_everything(con);
+            power(policy.action, con)
+        }
+    }
+}
+
+/// SIGTERM to every process, a grace period, SIGKILL, then sync and unmount /var.
+fn stop_everything(con: &mut Console) {
+    // SAFETY: kill(2) with pid -1 signals every process we may signal except
+    // ourselves (PID 1) and kernel threads; it touches no memory of ours.
+    unsafe { libc::kill(-1, libc::SIGTERM) };
+    let deadline = sys::uptime_ms() + STOP_GRACE_MS;
+    loop {
+        match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+            Err(rustix::io::Errno::CHILD) => break, // nothing left
+            Ok(Some(_)) => continue,
+            _ if sys::uptime_ms() >= deadline => {
+                con.say("processes left after the grace period: SIGKILL");
+                // SAFETY: as above.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                events::reap();
+                break;
+            }
+            _ => sys::sleep_ms(20),
+        }
+    }
+    rustix::fs::sync();
+    if Path::new("/var").exists() {
+        use rustix::mount::{mount_remount, unmount, MountFlags, UnmountFlags};
+        match unmount("/var", UnmountFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) => {} // unmounted, or never mounted
+            Err(e) => {
+                con.say(&format!("unmount /var: {e}; remounting it read-only"));
+                let _ = mount_remount("/var", MountFlags::RDONLY, "");
+            }
+        }
+    }
+    rustix::fs::sync();
+}
+
+fn power(action: FailureAction, con: &mut Console) -> ! {
+    use rustix::system::{reboot, RebootCommand};
+    let (cmd, word) = match action {
+        FailureAction::Reboot => (RebootCommand::Restart, "reboot"),
+        _ => (RebootCommand::PowerOff, "poweroff"),
+    };
+    con.line(&format!("NODEIMG-SHUTDOWN {word}"));
+    if let Err(e) = reboot(cmd) {
+        con.say(&format!("reboot({word}) failed: {e}; hanging"));
+    }
+    hang()
+}
+
+/// Stays alive forever (PID 1 must not exit), reaping orphans.
+fn hang() -> ! {
+    loop {
+        events::reap();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Host mode: `nodeagent plan [--stage2] CMDLINE` prints the boot plan.
+fn tool(args: &[String]) -> ExitCode {
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    match rest.as_slice() {
+        ["--version"] => {
+            println!("nodeagent {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        ["plan", more @ ..] => {
+            let (stage, line) = match more {
+                [STAGE2_ARG, line] => (Stage::Root, *line),
+                [line] => (Stage::Initramfs, *line),
+                _ => return usage(),
+            };
+            match Cmdline::parse(line) {
+                Ok(c) => {
+                    for p in plan::prelude(stage)
+                        .iter()
+                        .chain(&plan::boot_plan(&c, stage))
+                    {
+                        println!("{:<16} {p:?}", p.name());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("nodeagent: kernel command line: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => usage(),
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "nodeagent runs as PID 1 (/init, or {} {STAGE2_ARG}).",
+        plan::STAGE2_BIN
+    );
+    eprintln!("usage: nodeagent plan [{STAGE2_ARG}] 'KERNEL COMMAND LINE' | nodeagent --version");
+    ExitCode::from(2)
+}

@@ -12,7 +12,11 @@ use crate::spec::{FileContent, Plan};
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
     #[error("layer `{layer}` places build artifact `{artifact}` at /{path}, but the build has no such artifact (pass --agent for nodeagent)")]
-    MissingArtifact { layer: String, artifact: String, path: String },
+    MissingArtifact {
+        layer: String,
+        artifact: String,
+        path: String,
+    },
     #[error("image has a shell at /{path} (from {origin}) but no layer is marked `debug = true`; images ship no shell")]
     Shell { path: String, origin: String },
     #[error("layer file /{path} is under /{parent}, which is not a directory in the tree")]
@@ -20,8 +24,18 @@ pub enum AssembleError {
 }
 
 /// File names that are shells; none may exist outside debug images.
-const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "busybox", "zsh", "ksh", "mksh", "rbash", "csh", "tcsh", "fish"];
-const BIN_DIRS: &[&str] = &["bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "usr/local/sbin", "usr/libexec"];
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "ash", "busybox", "zsh", "ksh", "mksh", "rbash", "csh", "tcsh", "fish",
+];
+const BIN_DIRS: &[&str] = &[
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "usr/local/bin",
+    "usr/local/sbin",
+    "usr/libexec",
+];
 
 /// Directories every node has, with their modes.
 const SKELETON: &[(&str, u32)] = &[
@@ -43,7 +57,12 @@ pub type Artifacts = BTreeMap<String, Vec<u8>>;
 
 /// Turns unpacked packages into the image's root tree. `owners` maps a tree
 /// path to the package that shipped it (for the shell error).
-pub fn assemble(tree: &mut Tree, plan: &Plan, artifacts: &Artifacts, owners: &BTreeMap<String, String>) -> Result<(), AssembleError> {
+pub fn assemble(
+    tree: &mut Tree,
+    plan: &Plan,
+    artifacts: &Artifacts,
+    owners: &BTreeMap<String, String>,
+) -> Result<(), AssembleError> {
     drop_package_etc(tree, plan);
     for path in &plan.remove {
         let n = tree.remove_all(path);
@@ -59,16 +78,30 @@ pub fn assemble(tree: &mut Tree, plan: &Plan, artifacts: &Artifacts, owners: &BT
     }
     tree.insert("etc/passwd", Entry::file(passwd(plan).into_bytes(), 0o644));
     tree.insert("etc/group", Entry::file(group(plan).into_bytes(), 0o644));
-    tree.insert("usr/lib/os-release", Entry::file(os_release(plan).into_bytes(), 0o644));
+    tree.insert(
+        "usr/lib/os-release",
+        Entry::file(os_release(plan).into_bytes(), 0o644),
+    );
     if !plan.sysctl.is_empty() {
-        tree.insert("etc/sysctl.d/50-nodeimg.conf", Entry::file(sysctl_conf(plan).into_bytes(), 0o644));
+        tree.insert(
+            "etc/sysctl.d/50-nodeimg.conf",
+            Entry::file(sysctl_conf(plan).into_bytes(), 0o644),
+        );
     }
     if !plan.deny_modules.is_empty() {
-        tree.insert("etc/modprobe.d/50-nodeimg-deny.conf", Entry::file(modprobe_deny(plan).into_bytes(), 0o644));
+        tree.insert(
+            "etc/modprobe.d/50-nodeimg-deny.conf",
+            Entry::file(modprobe_deny(plan).into_bytes(), 0o644),
+        );
     }
     for (path, f) in &plan.files {
-        if let Some(parent) = ancestors(path).find(|a| tree.get(a).is_some_and(|e| e.kind != Kind::Dir)) {
-            return Err(AssembleError::NotADirectory { path: path.clone(), parent: parent.to_string() });
+        if let Some(parent) =
+            ancestors(path).find(|a| tree.get(a).is_some_and(|e| e.kind != Kind::Dir))
+        {
+            return Err(AssembleError::NotADirectory {
+                path: path.clone(),
+                parent: parent.to_string(),
+            });
         }
         let kind = match &f.content {
             FileContent::Data(d) => Kind::File(d.clone().into()),
@@ -76,12 +109,24 @@ pub fn assemble(tree: &mut Tree, plan: &Plan, artifacts: &Artifacts, owners: &BT
             FileContent::Artifact(a) => match artifacts.get(a) {
                 Some(d) => Kind::File(d.clone().into()),
                 None => {
-                    return Err(AssembleError::MissingArtifact { layer: f.layer.clone(), artifact: a.clone(), path: path.clone() })
+                    return Err(AssembleError::MissingArtifact {
+                        layer: f.layer.clone(),
+                        artifact: a.clone(),
+                        path: path.clone(),
+                    })
                 }
             },
         };
         tree.remove_all(path);
-        tree.insert(path, Entry { kind, mode: f.mode, uid: f.uid, gid: f.gid });
+        tree.insert(
+            path,
+            Entry {
+                kind,
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+            },
+        );
     }
     if !plan.debug {
         check_no_shell(tree, owners)?;
@@ -96,14 +141,20 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 fn drop_package_etc(tree: &mut Tree, plan: &Plan) {
     let dropped: Vec<String> = tree
         .iter()
-        .filter(|(p, e)| p.starts_with("etc/") && e.kind != Kind::Dir && !plan.keep_etc.contains(*p))
+        .filter(|(p, e)| {
+            p.starts_with("etc/") && e.kind != Kind::Dir && !plan.keep_etc.contains(*p)
+        })
         .map(|(p, _)| p.to_string())
         .collect();
     for p in &dropped {
         tree.remove_all(p);
     }
     // Directories the dropped files leave empty go too, deepest first.
-    let mut dirs: Vec<String> = tree.iter().filter(|(p, _)| p.starts_with("etc/")).map(|(p, _)| p.to_string()).collect();
+    let mut dirs: Vec<String> = tree
+        .iter()
+        .filter(|(p, _)| p.starts_with("etc/"))
+        .map(|(p, _)| p.to_string())
+        .collect();
     dirs.reverse();
     for d in dirs {
         let prefix = format!("{d}/");
@@ -113,7 +164,10 @@ fn drop_package_etc(tree: &mut Tree, plan: &Plan) {
         }
     }
     if !dropped.is_empty() {
-        tracing::debug!(count = dropped.len(), "dropped package files under /etc that no layer keeps");
+        tracing::debug!(
+            count = dropped.len(),
+            "dropped package files under /etc that no layer keeps"
+        );
     }
 }
 
@@ -123,7 +177,10 @@ pub fn check_no_shell(tree: &Tree, owners: &BTreeMap<String, String>) -> Result<
         for sh in SHELLS {
             let path = format!("{dir}/{sh}");
             if tree.get(&path).is_some() {
-                let origin = owners.get(&path).map(|p| format!("package {p}")).unwrap_or_else(|| "a layer".into());
+                let origin = owners
+                    .get(&path)
+                    .map(|p| format!("package {p}"))
+                    .unwrap_or_else(|| "a layer".into());
                 return Err(AssembleError::Shell { path, origin });
             }
         }
@@ -136,21 +193,31 @@ pub fn check_no_shell(tree: &Tree, owners: &BTreeMap<String, String>) -> Result<
 fn generate_ca_bundle(tree: &mut Tree) {
     let mut bundle = Vec::new();
     for (path, e) in tree.iter() {
-        if let (true, Kind::File(d)) = (path.starts_with("usr/share/ca-certificates/") && path.ends_with(".crt"), &e.kind) {
+        if let (true, Kind::File(d)) = (
+            path.starts_with("usr/share/ca-certificates/") && path.ends_with(".crt"),
+            &e.kind,
+        ) {
             bundle.extend_from_slice(d);
             if !bundle.ends_with(b"\n") {
                 bundle.push(b'\n');
             }
         }
     }
-    tree.insert("etc/ssl/certs/ca-certificates.crt", Entry::file(bundle, 0o644));
+    tree.insert(
+        "etc/ssl/certs/ca-certificates.crt",
+        Entry::file(bundle, 0o644),
+    );
 }
 
 fn passwd(plan: &Plan) -> String {
     let mut users = plan.users.clone();
     users.sort_by_key(|u| u.uid);
     users.iter().fold(String::new(), |mut s, u| {
-        let _ = writeln!(s, "{}:x:{}:{}:{}:{}:/usr/sbin/nologin", u.name, u.uid, u.gid, u.comment, u.home);
+        let _ = writeln!(
+            s,
+            "{}:x:{}:{}:{}:{}:/usr/sbin/nologin",
+            u.name, u.uid, u.gid, u.comment, u.home
+        );
         s
     })
 }

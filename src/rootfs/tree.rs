@@ -16,8 +16,14 @@ pub enum Kind {
     File(Arc<[u8]>),
     /// Symlink target exactly as stored (relative or absolute inside the image).
     Symlink(String),
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -33,13 +39,28 @@ pub struct Entry {
 
 impl Entry {
     pub fn dir(mode: u32) -> Self {
-        Entry { kind: Kind::Dir, mode, uid: 0, gid: 0 }
+        Entry {
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+        }
     }
     pub fn file(data: impl Into<Arc<[u8]>>, mode: u32) -> Self {
-        Entry { kind: Kind::File(data.into()), mode, uid: 0, gid: 0 }
+        Entry {
+            kind: Kind::File(data.into()),
+            mode,
+            uid: 0,
+            gid: 0,
+        }
     }
     pub fn symlink(target: impl Into<String>) -> Self {
-        Entry { kind: Kind::Symlink(target.into()), mode: 0o777, uid: 0, gid: 0 }
+        Entry {
+            kind: Kind::Symlink(target.into()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        }
     }
 }
 
@@ -63,10 +84,14 @@ impl Tree {
         let mut end = 0;
         while let Some(pos) = path[end..].find('/') {
             let parent = &path[..end + pos];
-            self.entries.entry(parent.to_string()).or_insert_with(|| Entry::dir(0o755));
+            self.entries
+                .entry(parent.to_string())
+                .or_insert_with(|| Entry::dir(0o755));
             end += pos + 1;
         }
-        self.entries.entry(String::new()).or_insert_with(|| Entry::dir(0o755));
+        self.entries
+            .entry(String::new())
+            .or_insert_with(|| Entry::dir(0o755));
         self.entries.insert(path.to_string(), entry);
     }
 

@@ -19,7 +19,11 @@ pub enum CacheError {
         source: io::Error,
     },
     #[error("refusing to cache {what}: its sha256 is {actual}, expected {expected}")]
-    Mismatch { what: String, expected: String, actual: String },
+    Mismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +37,9 @@ pub enum Lookup {
     Hit(Vec<u8>),
     Miss,
     /// The entry existed but its bytes did not match; it has been removed.
-    Corrupt { path: PathBuf },
+    Corrupt {
+        path: PathBuf,
+    },
 }
 
 impl Cache {
@@ -46,9 +52,13 @@ impl Cache {
         if let Some(p) = explicit {
             return p.to_path_buf();
         }
-        let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|s| !s.is_empty()).map(PathBuf::from);
+        let xdg = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"));
-        xdg.or(home).unwrap_or_else(|| PathBuf::from(".cache")).join("nodeimg")
+        xdg.or(home)
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("nodeimg")
     }
 
     pub fn root(&self) -> &Path {
@@ -70,13 +80,21 @@ impl Cache {
             Ok(Lookup::Hit(data))
         } else {
             tracing::warn!(path = %path.display(), "cache entry does not match its sha256; discarding it");
-            fs::remove_file(&path).map_err(|e| CacheError::Io { path: path.clone(), source: e })?;
+            fs::remove_file(&path).map_err(|e| CacheError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
             Ok(Lookup::Corrupt { path })
         }
     }
 
     /// Stores `data` under its sha256 after checking it equals `expected`.
-    pub fn put(&self, what: &str, expected: &hash::Sha256, data: &[u8]) -> Result<PathBuf, CacheError> {
+    pub fn put(
+        &self,
+        what: &str,
+        expected: &hash::Sha256,
+        data: &[u8],
+    ) -> Result<PathBuf, CacheError> {
         let actual = hash::sha256(data);
         if actual != *expected {
             return Err(CacheError::Mismatch {
@@ -87,8 +105,14 @@ impl Cache {
         }
         let path = self.path_for(expected);
         let dir = self.root.join("sha256");
-        fs::create_dir_all(&dir).map_err(|e| CacheError::Io { path: dir, source: e })?;
-        atomic::write(&path, data).map_err(|e| CacheError::Io { path: path.clone(), source: e })?;
+        fs::create_dir_all(&dir).map_err(|e| CacheError::Io {
+            path: dir,
+            source: e,
+        })?;
+        atomic::write(&path, data).map_err(|e| CacheError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
         Ok(path)
     }
 }
@@ -108,6 +132,9 @@ mod tests {
         fs::write(c.path_for(&h), b"dEb").unwrap();
         assert!(matches!(c.get(&h).unwrap(), Lookup::Corrupt { .. }));
         assert!(!c.path_for(&h).exists());
-        assert!(matches!(c.put("x.deb", &h, b"bad").unwrap_err(), CacheError::Mismatch { .. }));
+        assert!(matches!(
+            c.put("x.deb", &h, b"bad").unwrap_err(),
+            CacheError::Mismatch { .. }
+        ));
     }
 }

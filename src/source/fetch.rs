@@ -15,7 +15,11 @@ pub enum FetchError {
         source: Box<ureq::Error>,
     },
     #[error("{url}: got {actual} bytes, expected {expected}")]
-    Size { url: String, expected: u64, actual: u64 },
+    Size {
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -34,7 +38,10 @@ impl Fetcher {
             .user_agent(concat!("nodeimg/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        Fetcher { agent, mirror: mirror.trim_end_matches('/').to_string() }
+        Fetcher {
+            agent,
+            mirror: mirror.trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn url(&self, archive_path: &str) -> String {
@@ -45,14 +52,27 @@ impl Fetcher {
     pub fn get(&self, archive_path: &str, max_size: u64) -> Result<Vec<u8>, FetchError> {
         let url = self.url(archive_path);
         tracing::debug!(%url, "fetching");
-        let http = |e| FetchError::Http { url: url.clone(), source: Box::new(e) };
+        let http = |e| FetchError::Http {
+            url: url.clone(),
+            source: Box::new(e),
+        };
         let resp = self.agent.get(&url).call().map_err(http)?;
-        resp.into_body().into_with_config().limit(max_size).read_to_vec().map_err(http)
+        resp.into_body()
+            .into_with_config()
+            .limit(max_size)
+            .read_to_vec()
+            .map_err(http)
     }
 
     /// Returns the bytes for `sha256`: from the cache when present and
     /// intact, else downloaded, checked, and stored.
-    pub fn cached(&self, cache: &Cache, archive_path: &str, size: u64, sha256: &Sha256) -> Result<Vec<u8>, FetchError> {
+    pub fn cached(
+        &self,
+        cache: &Cache,
+        archive_path: &str,
+        size: u64,
+        sha256: &Sha256,
+    ) -> Result<Vec<u8>, FetchError> {
         match cache.get(sha256)? {
             Lookup::Hit(data) => return Ok(data),
             Lookup::Corrupt { path } => {
@@ -62,7 +82,11 @@ impl Fetcher {
         }
         let data = self.get(archive_path, size)?;
         if data.len() as u64 != size {
-            return Err(FetchError::Size { url: self.url(archive_path), expected: size, actual: data.len() as u64 });
+            return Err(FetchError::Size {
+                url: self.url(archive_path),
+                expected: size,
+                actual: data.len() as u64,
+            });
         }
         cache.put(archive_path, sha256, &data)?;
         Ok(data)

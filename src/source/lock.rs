@@ -32,18 +32,36 @@ pub enum LockError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("{path}: version {found} is not supported (expected {LOCK_VERSION}); run `nodeimg lock`")]
+    #[error(
+        "{path}: version {found} is not supported (expected {LOCK_VERSION}); run `nodeimg lock`"
+    )]
     Version { path: PathBuf, found: u32 },
     #[error("{path}: content checksum mismatch (edited by hand or damaged); run `nodeimg lock` to regenerate it")]
     Checksum { path: PathBuf },
     #[error("{path}: image `{image}` is not locked; run `nodeimg lock {spec}` or build with --update-lock")]
-    ImageMissing { path: PathBuf, image: String, spec: PathBuf },
+    ImageMissing {
+        path: PathBuf,
+        image: String,
+        spec: PathBuf,
+    },
     #[error("{path}: image `{image}` was locked from different specs ({what}); run `nodeimg lock` or build with --update-lock")]
-    Stale { path: PathBuf, image: String, what: String },
+    Stale {
+        path: PathBuf,
+        image: String,
+        what: String,
+    },
     #[error("{path}: image `{image}` names package `{package}`, which has no [[package]] entry")]
-    Dangling { path: PathBuf, image: String, package: String },
+    Dangling {
+        path: PathBuf,
+        image: String,
+        package: String,
+    },
     #[error("{path}: package `{package}`: {problem}")]
-    BadPackage { path: PathBuf, package: String, problem: String },
+    BadPackage {
+        path: PathBuf,
+        package: String,
+        problem: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +105,10 @@ pub struct LockedImage {
     pub roots: Vec<String>,
     pub excludes: Vec<String>,
     pub packages: Vec<String>,
+    /// The kernel package and the linux-image package it depends on; their
+    /// other dependencies serve maintainer scripts and are not locked.
+    #[serde(default)]
+    pub kernel: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -119,20 +141,18 @@ pub struct Inputs {
     pub arch: String,
     pub roots: BTreeSet<String>,
     pub excludes: BTreeSet<String>,
+    pub kernel: Option<String>,
 }
 
 impl Inputs {
     pub fn from_plan(plan: &Plan) -> Self {
-        let mut roots = plan.packages.clone();
-        if let Some(k) = &plan.kernel_package {
-            roots.insert(k.clone());
-        }
         Inputs {
             suite: plan.debian.suite.clone(),
             components: plan.debian.components.clone(),
             arch: plan.arch.clone(),
-            roots,
+            roots: plan.packages.clone(),
             excludes: plan.excludes.clone(),
+            kernel: plan.kernel_package.clone(),
         }
     }
 
@@ -145,11 +165,19 @@ impl Inputs {
 
 impl Lock {
     pub fn read(path: &Path) -> Result<Lock, LockError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LockError::Read { path: path.into(), source: e })?;
-        let lock: Lock = toml::from_str(&text)
-            .map_err(|e| LockError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| LockError::Read {
+            path: path.into(),
+            source: e,
+        })?;
+        let lock: Lock = toml::from_str(&text).map_err(|e| LockError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         if lock.version != LOCK_VERSION {
-            return Err(LockError::Version { path: path.into(), found: lock.version });
+            return Err(LockError::Version {
+                path: path.into(),
+                found: lock.version,
+            });
         }
         if lock.checksum != lock.compute_checksum() {
             return Err(LockError::Checksum { path: path.into() });
@@ -161,12 +189,20 @@ impl Lock {
     /// Writes atomically, with a fresh checksum and sorted packages.
     pub fn write(&mut self, path: &Path) -> Result<(), LockError> {
         self.version = LOCK_VERSION;
-        self.packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
+        self.packages
+            .sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version)));
         self.packages.dedup();
         self.checksum = self.compute_checksum();
-        let body = toml::to_string(self).map_err(|e| LockError::Parse { path: path.into(), message: e.to_string() })?;
-        let text = format!("# nodeimg.lock: written by `nodeimg lock`; do not edit by hand.\n{body}");
-        atomic::write(path, text.as_bytes()).map_err(|e| LockError::Write { path: path.into(), source: e })
+        let body = toml::to_string(self).map_err(|e| LockError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let text =
+            format!("# nodeimg.lock: written by `nodeimg lock`; do not edit by hand.\n{body}");
+        atomic::write(path, text.as_bytes()).map_err(|e| LockError::Write {
+            path: path.into(),
+            source: e,
+        })
     }
 
     fn compute_checksum(&self) -> String {
@@ -177,25 +213,40 @@ impl Lock {
 
     fn check_packages(&self, path: &Path) -> Result<(), LockError> {
         for p in &self.packages {
-            let bad = |problem: &str| LockError::BadPackage { path: path.into(), package: p.name.clone(), problem: problem.into() };
+            let bad = |problem: &str| LockError::BadPackage {
+                path: path.into(),
+                package: p.name.clone(),
+                problem: problem.into(),
+            };
             if p.sha256_bytes().is_none() {
                 return Err(bad("sha256 is not 64 hex digits"));
             }
-            if p.filename.starts_with('/') || p.filename.split('/').any(|c| c == "..") || !p.filename.ends_with(".deb") {
+            if p.filename.starts_with('/')
+                || p.filename.split('/').any(|c| c == "..")
+                || !p.filename.ends_with(".deb")
+            {
                 return Err(bad("filename must be a relative pool path ending in .deb"));
             }
         }
         Ok(())
     }
 
-    /// The packages locked for `plan`, after checking that the lock was
-    /// resolved from the plan's current inputs.
-    pub fn packages_for(&self, path: &Path, plan: &Plan) -> Result<Vec<&LockedPackage>, LockError> {
-        let image = self.images.get(&plan.name).ok_or_else(|| LockError::ImageMissing {
-            path: path.into(),
-            image: plan.name.clone(),
-            spec: plan.image_path.clone(),
-        })?;
+    /// The root file system's packages and the kernel's packages locked for
+    /// `plan`, after checking that the lock was resolved from the plan's
+    /// current inputs.
+    pub fn packages_for(
+        &self,
+        path: &Path,
+        plan: &Plan,
+    ) -> Result<(Vec<&LockedPackage>, Vec<&LockedPackage>), LockError> {
+        let image = self
+            .images
+            .get(&plan.name)
+            .ok_or_else(|| LockError::ImageMissing {
+                path: path.into(),
+                image: plan.name.clone(),
+                spec: plan.image_path.clone(),
+            })?;
         let inputs = Inputs::from_plan(plan);
         if image.inputs != inputs.digest() {
             let locked_roots: BTreeSet<String> = image.roots.iter().cloned().collect();
@@ -207,27 +258,43 @@ impl Lock {
                 what.push(format!("packages not in the lock: {}", added.join(", ")));
             }
             if !removed.is_empty() {
-                what.push(format!("packages no longer asked for: {}", removed.join(", ")));
+                what.push(format!(
+                    "packages no longer asked for: {}",
+                    removed.join(", ")
+                ));
             }
             if locked_ex != inputs.excludes {
                 what.push("excludes changed".into());
             }
+            if image.kernel.first() != inputs.kernel.as_ref() {
+                what.push("kernel package changed".into());
+            }
             if what.is_empty() {
                 what.push("suite, components or arch changed".into());
             }
-            return Err(LockError::Stale { path: path.into(), image: plan.name.clone(), what: what.join("; ") });
+            return Err(LockError::Stale {
+                path: path.into(),
+                image: plan.name.clone(),
+                what: what.join("; "),
+            });
         }
-        let by_name: BTreeMap<&str, &LockedPackage> = self.packages.iter().map(|p| (p.name.as_str(), p)).collect();
-        image
-            .packages
-            .iter()
-            .map(|n| {
-                by_name.get(n.as_str()).copied().ok_or_else(|| LockError::Dangling {
-                    path: path.into(),
-                    image: plan.name.clone(),
-                    package: n.clone(),
+        let by_name: BTreeMap<&str, &LockedPackage> =
+            self.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        let find = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| {
+                    by_name
+                        .get(n.as_str())
+                        .copied()
+                        .ok_or_else(|| LockError::Dangling {
+                            path: path.into(),
+                            image: plan.name.clone(),
+                            package: n.clone(),
+                        })
                 })
-            })
-            .collect()
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok((find(&image.packages)?, find(&image.kernel)?))
     }
 }

@@ -23,7 +23,9 @@ pub fn find_mirror(explicit: Option<&str>, apt_root: &Path) -> Result<String, Mi
     let mut searched = Vec::new();
     for file in apt_source_files(apt_root) {
         searched.push(file.display().to_string());
-        let Ok(text) = fs::read_to_string(&file) else { continue };
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
         let found = if file.extension().is_some_and(|e| e == "sources") {
             from_deb822(&text)
         } else {
@@ -33,7 +35,12 @@ pub fn find_mirror(explicit: Option<&str>, apt_root: &Path) -> Result<String, Mi
             return check(url);
         }
     }
-    Err(MirrorError::NotFound { searched: apt_root.join("etc/apt/sources.list{,.d/}").display().to_string() })
+    Err(MirrorError::NotFound {
+        searched: apt_root
+            .join("etc/apt/sources.list{,.d/}")
+            .display()
+            .to_string(),
+    })
 }
 
 fn check(url: String) -> Result<String, MirrorError> {
@@ -60,7 +67,10 @@ fn apt_source_files(root: &Path) -> Vec<PathBuf> {
 /// A main-archive source: a `deb` entry with the `main` component whose
 /// suite is not a security or updates pocket (those live on other paths).
 fn is_main_archive(suites: &[&str], components: &[&str]) -> bool {
-    components.contains(&"main") && suites.iter().any(|s| !s.contains("security") && !s.contains('/'))
+    components.contains(&"main")
+        && suites
+            .iter()
+            .any(|s| !s.contains("security") && !s.contains('/'))
 }
 
 fn from_deb822(text: &str) -> Option<String> {
@@ -74,7 +84,9 @@ fn from_deb822(text: &str) -> Option<String> {
             if line.starts_with('#') {
                 continue;
             }
-            let Some((k, v)) = line.split_once(':') else { continue };
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
             match k.trim().to_ascii_lowercase().as_str() {
                 "types" => types = v.trim(),
                 "uris" => uris = v.trim(),
@@ -86,7 +98,10 @@ fn from_deb822(text: &str) -> Option<String> {
         }
         let suites: Vec<&str> = suites.split_whitespace().collect();
         let comps: Vec<&str> = comps.split_whitespace().collect();
-        if enabled && types.split_whitespace().any(|t| t == "deb") && is_main_archive(&suites, &comps) {
+        if enabled
+            && types.split_whitespace().any(|t| t == "deb")
+            && is_main_archive(&suites, &comps)
+        {
             if let Some(u) = uris.split_whitespace().next() {
                 return Some(u.to_string());
             }
@@ -109,7 +124,9 @@ fn from_one_line(text: &str) -> Option<String> {
                 }
             }
         }
-        let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
         let comps: Vec<&str> = words.collect();
         if is_main_archive(&[suite], &comps) {
             return Some(uri.to_string());
@@ -131,7 +148,10 @@ mod tests {
              Types: deb\nURIs: http://off.example/debian\nSuites: trixie\nComponents: main\nEnabled: no\n\n\
              Types: deb deb-src\n# comment\nURIs: {MIRROR}/\nSuites: trixie trixie-updates\nComponents: main contrib\n"
         );
-        assert_eq!(from_deb822(&text).as_deref(), Some(MIRROR.to_string() + "/").as_deref());
+        assert_eq!(
+            from_deb822(&text).as_deref(),
+            Some(MIRROR.to_string() + "/").as_deref()
+        );
     }
 
     #[test]
@@ -145,10 +165,23 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let d = root.path().join("etc/apt/sources.list.d");
         fs::create_dir_all(&d).unwrap();
-        assert!(matches!(find_mirror(None, root.path()), Err(MirrorError::NotFound { .. })));
-        fs::write(d.join("debian.sources"), format!("Types: deb\nURIs: {MIRROR}\nSuites: trixie\nComponents: main\n")).unwrap();
+        assert!(matches!(
+            find_mirror(None, root.path()),
+            Err(MirrorError::NotFound { .. })
+        ));
+        fs::write(
+            d.join("debian.sources"),
+            format!("Types: deb\nURIs: {MIRROR}\nSuites: trixie\nComponents: main\n"),
+        )
+        .unwrap();
         assert_eq!(find_mirror(None, root.path()).unwrap(), MIRROR);
-        assert_eq!(find_mirror(Some("https://other.example/d/"), root.path()).unwrap(), "https://other.example/d");
-        assert!(matches!(find_mirror(Some("ftp://x"), root.path()), Err(MirrorError::BadUrl { .. })));
+        assert_eq!(
+            find_mirror(Some("https://other.example/d/"), root.path()).unwrap(),
+            "https://other.example/d"
+        );
+        assert!(matches!(
+            find_mirror(Some("ftp://x"), root.path()),
+            Err(MirrorError::BadUrl { .. })
+        ));
     }
 }

@@ -1,4 +1,12 @@
 //! Inputs to a build: the Debian archive (index, resolver, lock, fetch,
-//! cache, .deb extraction).
+//! cache, .deb extraction). Everything that comes in is hash-checked: the
+//! InRelease against the archive keyring, indexes against InRelease, .debs
+//! against the index or the lock, cache entries against their names.
 
+pub mod cache;
+pub mod deb;
 pub mod debian;
+pub mod fetch;
+pub mod lock;
+pub mod locking;
+pub mod mirror;

@@ -32,7 +32,10 @@ pub struct DebianSource {
 
 impl Default for DebianSource {
     fn default() -> Self {
-        DebianSource { suite: default_suite(), components: default_components() }
+        DebianSource {
+            suite: default_suite(),
+            components: default_components(),
+        }
     }
 }
 

@@ -73,13 +73,25 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
     check_schema(image_path, image.schema)?;
     check_name(image_path, "name", &image.name)?;
     if image.version.is_empty() {
-        return Err(SpecError::invalid(image_path, "version", "must not be empty"));
+        return Err(SpecError::invalid(
+            image_path,
+            "version",
+            "must not be empty",
+        ));
     }
     if image.arch != "amd64" {
-        return Err(SpecError::invalid(image_path, "arch", format!("`{}` is not supported (expected amd64)", image.arch)));
+        return Err(SpecError::invalid(
+            image_path,
+            "arch",
+            format!("`{}` is not supported (expected amd64)", image.arch),
+        ));
     }
     if image.layers.is_empty() {
-        return Err(SpecError::invalid(image_path, "layers", "an image needs at least one layer"));
+        return Err(SpecError::invalid(
+            image_path,
+            "layers",
+            "an image needs at least one layer",
+        ));
     }
     let layers_dir = layers_dir_for(image_path);
     let mut plan = Plan {
@@ -108,12 +120,20 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
     let mut seen = BTreeSet::new();
     for name in &image.layers {
         if !seen.insert(name.clone()) {
-            return Err(SpecError::invalid(image_path, "layers", format!("layer `{name}` is listed twice")));
+            return Err(SpecError::invalid(
+                image_path,
+                "layers",
+                format!("layer `{name}` is listed twice"),
+            ));
         }
         let dir = layers_dir.join(name);
         let file = dir.join("layer.toml");
         if check_name(image_path, "layers", name).is_err() || !file.is_file() {
-            return Err(SpecError::UnknownLayer { path: image_path.to_path_buf(), layer: name.clone(), expected: file });
+            return Err(SpecError::UnknownLayer {
+                path: image_path.to_path_buf(),
+                layer: name.clone(),
+                expected: file,
+            });
         }
         let layer: LayerSpec = read_toml(&file)?;
         check_schema(&file, layer.schema)?;
@@ -124,11 +144,21 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
 
 fn layers_dir_for(image_path: &Path) -> PathBuf {
     let dir = image_path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     dir.join("..").join("layers")
 }
 
-fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: LayerSpec) -> Result<(), SpecError> {
+fn merge_layer(
+    plan: &mut Plan,
+    name: &str,
+    dir: &Path,
+    file: &Path,
+    layer: LayerSpec,
+) -> Result<(), SpecError> {
     plan.debug |= layer.debug;
     for (i, p) in layer.packages.include.iter().enumerate() {
         check_package(file, &format!("packages.include[{i}]"), p)?;
@@ -146,13 +176,21 @@ fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: Laye
     for (i, k) in layer.keep_etc.iter().enumerate() {
         let p = tree_path(file, &format!("keep_etc[{i}]"), k)?;
         if !p.starts_with("etc/") {
-            return Err(SpecError::invalid(file, format!("keep_etc[{i}]"), format!("`{k}` is not under /etc")));
+            return Err(SpecError::invalid(
+                file,
+                format!("keep_etc[{i}]"),
+                format!("`{k}` is not under /etc"),
+            ));
         }
         plan.keep_etc.insert(p);
     }
     for (i, g) in layer.generate.iter().enumerate() {
         if !GENERATORS.contains(&g.as_str()) {
-            return Err(SpecError::invalid(file, format!("generate[{i}]"), format!("unknown generator `{g}` (known: {})", GENERATORS.join(", "))));
+            return Err(SpecError::invalid(
+                file,
+                format!("generate[{i}]"),
+                format!("unknown generator `{g}` (known: {})", GENERATORS.join(", ")),
+            ));
         }
         plan.generate.insert(g.clone());
     }
@@ -163,30 +201,65 @@ fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: Laye
             (Some(c), None, None, None) => FileContent::Data(c.clone().into_bytes()),
             (None, None, None, Some(a)) => {
                 if !ARTIFACTS.contains(&a.as_str()) {
-                    return Err(SpecError::invalid(file, format!("{key}.artifact"), format!("unknown build artifact `{a}` (known: {})", ARTIFACTS.join(", "))));
+                    return Err(SpecError::invalid(
+                        file,
+                        format!("{key}.artifact"),
+                        format!(
+                            "unknown build artifact `{a}` (known: {})",
+                            ARTIFACTS.join(", ")
+                        ),
+                    ));
                 }
                 FileContent::Artifact(a.clone())
             }
             (None, Some(s), None, None) => {
                 let rel = normalize(s).filter(|r| !r.is_empty()).ok_or_else(|| {
-                    SpecError::invalid(file, format!("{key}.source"), "must be a path inside the layer directory")
+                    SpecError::invalid(
+                        file,
+                        format!("{key}.source"),
+                        "must be a path inside the layer directory",
+                    )
                 })?;
                 let src = dir.join(rel);
-                FileContent::Data(fs::read(&src).map_err(|e| SpecError::Read { path: src, source: e })?)
+                FileContent::Data(fs::read(&src).map_err(|e| SpecError::Read {
+                    path: src,
+                    source: e,
+                })?)
             }
             (None, None, Some(t), None) => FileContent::Symlink(t.clone()),
             _ => {
-                return Err(SpecError::invalid(file, key, "needs exactly one of `content`, `source`, `symlink` or `artifact`"));
+                return Err(SpecError::invalid(
+                    file,
+                    key,
+                    "needs exactly one of `content`, `source`, `symlink` or `artifact`",
+                ));
             }
         };
-        let default_mode = if matches!(content, FileContent::Symlink(_)) { 0o777 } else { 0o644 };
+        let default_mode = if matches!(content, FileContent::Symlink(_)) {
+            0o777
+        } else {
+            0o644
+        };
         let mode = match &f.mode {
             Some(m) => parse_mode(m).ok_or_else(|| {
-                SpecError::invalid(file, format!("{key}.mode"), format!("`{m}` is not an octal mode like \"0644\""))
+                SpecError::invalid(
+                    file,
+                    format!("{key}.mode"),
+                    format!("`{m}` is not an octal mode like \"0644\""),
+                )
             })?,
             None => default_mode,
         };
-        plan.files.insert(path, FilePlan { content, mode, uid: f.uid, gid: f.gid, layer: name.to_string() });
+        plan.files.insert(
+            path,
+            FilePlan {
+                content,
+                mode,
+                uid: f.uid,
+                gid: f.gid,
+                layer: name.to_string(),
+            },
+        );
     }
     for (i, u) in layer.users.iter().enumerate() {
         check_name(file, &format!("users[{i}].name"), &u.name)?;
@@ -199,11 +272,24 @@ fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: Laye
         plan.groups.push(g.clone());
     }
     for (k, v) in layer.sysctl {
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || k.contains("..") {
-            return Err(SpecError::invalid(file, format!("sysctl.\"{k}\""), "not a sysctl name like net.ipv4.ip_forward"));
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            || k.contains("..")
+        {
+            return Err(SpecError::invalid(
+                file,
+                format!("sysctl.\"{k}\""),
+                "not a sysctl name like net.ipv4.ip_forward",
+            ));
         }
         if v.value.contains('\n') || v.reason.trim().is_empty() {
-            return Err(SpecError::invalid(file, format!("sysctl.\"{k}\""), "needs a one-line value and a reason"));
+            return Err(SpecError::invalid(
+                file,
+                format!("sysctl.\"{k}\""),
+                "needs a one-line value and a reason",
+            ));
         }
         plan.sysctl.insert(k, (v, name.to_string()));
     }
@@ -214,7 +300,11 @@ fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: Laye
     }
     for (arg, reason) in k.cmdline {
         if arg.is_empty() || arg.contains(char::is_whitespace) || reason.trim().is_empty() {
-            return Err(SpecError::invalid(file, format!("kernel.cmdline.\"{arg}\""), "needs one argument without spaces and a reason"));
+            return Err(SpecError::invalid(
+                file,
+                format!("kernel.cmdline.\"{arg}\""),
+                "needs one argument without spaces and a reason",
+            ));
         }
         plan.cmdline.insert(arg, reason);
     }
@@ -231,25 +321,41 @@ fn merge_layer(plan: &mut Plan, name: &str, dir: &Path, file: &Path, layer: Laye
 }
 
 fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, SpecError> {
-    let text = fs::read_to_string(path).map_err(|e| SpecError::Read { path: path.to_path_buf(), source: e })?;
-    toml::from_str(&text).map_err(|e| SpecError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
+    let text = fs::read_to_string(path).map_err(|e| SpecError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    toml::from_str(&text).map_err(|e| SpecError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
 }
 
 fn check_schema(path: &Path, found: u32) -> Result<(), SpecError> {
     if found != SCHEMA_VERSION {
-        return Err(SpecError::Schema { path: path.to_path_buf(), found, supported: SCHEMA_VERSION });
+        return Err(SpecError::Schema {
+            path: path.to_path_buf(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     Ok(())
 }
 
 fn check_name(path: &Path, key: &str, name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && !name.starts_with('-');
     if ok {
         Ok(())
     } else {
-        Err(SpecError::invalid(path, key, format!("`{name}` must be lower-case letters, digits, `-` or `_`")))
+        Err(SpecError::invalid(
+            path,
+            key,
+            format!("`{name}` must be lower-case letters, digits, `-` or `_`"),
+        ))
     }
 }
 
@@ -257,19 +363,29 @@ fn check_name(path: &Path, key: &str, name: &str) -> Result<(), SpecError> {
 fn check_package(path: &Path, key: &str, spec: &str) -> Result<(), SpecError> {
     let name = spec.split([' ', '(', '=']).next().unwrap_or("");
     let ok = name.len() >= 2
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
-        Err(SpecError::invalid(path, key, format!("`{spec}` is not a Debian package name")))
+        Err(SpecError::invalid(
+            path,
+            key,
+            format!("`{spec}` is not a Debian package name"),
+        ))
     }
 }
 
 fn tree_path(file: &Path, key: &str, p: &str) -> Result<String, SpecError> {
     match normalize(p) {
         Some(n) if !n.is_empty() => Ok(n),
-        _ => Err(SpecError::invalid(file, key, format!("`{p}` must be a path inside the image without `..`"))),
+        _ => Err(SpecError::invalid(
+            file,
+            key,
+            format!("`{p}` must be a path inside the image without `..`"),
+        )),
     }
 }
 

@@ -8,7 +8,11 @@ fn plan(layer: &str) -> Plan {
     fs::create_dir_all(d.path().join("layers/l")).unwrap();
     fs::write(d.path().join("layers/l/layer.toml"), layer).unwrap();
     let img = d.path().join("images/t.toml");
-    fs::write(&img, "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"l\"]\n").unwrap();
+    fs::write(
+        &img,
+        "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"l\"]\n",
+    )
+    .unwrap();
     load_plan(&img).unwrap()
 }
 
@@ -16,9 +20,18 @@ fn packages_tree() -> Tree {
     let mut t = Tree::new();
     t.insert("etc/default/foo", Entry::file(b"x".to_vec(), 0o644));
     t.insert("etc/protocols", Entry::file(b"tcp 6".to_vec(), 0o644));
-    t.insert("usr/share/ca-certificates/mozilla/B.crt", Entry::file(b"B".to_vec(), 0o644));
-    t.insert("usr/share/ca-certificates/mozilla/A.crt", Entry::file(b"A\n".to_vec(), 0o644));
-    t.insert("usr/share/doc/foo/copyright", Entry::file(b"c".to_vec(), 0o644));
+    t.insert(
+        "usr/share/ca-certificates/mozilla/B.crt",
+        Entry::file(b"B".to_vec(), 0o644),
+    );
+    t.insert(
+        "usr/share/ca-certificates/mozilla/A.crt",
+        Entry::file(b"A\n".to_vec(), 0o644),
+    );
+    t.insert(
+        "usr/share/doc/foo/copyright",
+        Entry::file(b"c".to_vec(), 0o644),
+    );
     t
 }
 
@@ -32,11 +45,19 @@ fn etc_holds_only_what_layers_keep_or_add() {
     let mut t = packages_tree();
     assemble(&mut t, &p, &Artifacts::new(), &BTreeMap::new()).unwrap();
     assert!(t.get("etc/default/foo").is_none());
-    assert!(t.get("etc/default").is_none(), "emptied package dir stays behind");
+    assert!(
+        t.get("etc/default").is_none(),
+        "emptied package dir stays behind"
+    );
     assert!(t.get("etc/protocols").is_some());
     assert!(t.get("usr/share/doc").is_none());
-    assert_eq!(t.get("etc/ssl/certs/ca-certificates.crt").unwrap().kind, Kind::File(b"A\nB\n".to_vec().into()));
-    let Kind::File(s) = &t.get("etc/sysctl.d/50-nodeimg.conf").unwrap().kind else { panic!() };
+    assert_eq!(
+        t.get("etc/ssl/certs/ca-certificates.crt").unwrap().kind,
+        Kind::File(b"A\nB\n".to_vec().into())
+    );
+    let Kind::File(s) = &t.get("etc/sysctl.d/50-nodeimg.conf").unwrap().kind else {
+        panic!()
+    };
     assert!(String::from_utf8_lossy(s).contains("# why (l)\nkernel.panic = 10\n"));
     assert_eq!(t.get("tmp").unwrap().mode, 0o1777);
 }
@@ -46,9 +67,24 @@ fn shell_is_refused_unless_debug() {
     let mut t = Tree::new();
     t.insert("usr/bin/dash", Entry::file(b"elf".to_vec(), 0o755));
     let owners = BTreeMap::from([("usr/bin/dash".to_string(), "dash".to_string())]);
-    let e = assemble(&mut t.clone(), &plan("schema = 1\n"), &Artifacts::new(), &owners).unwrap_err();
-    assert!(e.to_string().contains("usr/bin/dash (from package dash)"), "{e}");
-    assemble(&mut t, &plan("schema = 1\ndebug = true\n"), &Artifacts::new(), &owners).unwrap();
+    let e = assemble(
+        &mut t.clone(),
+        &plan("schema = 1\n"),
+        &Artifacts::new(),
+        &owners,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("usr/bin/dash (from package dash)"),
+        "{e}"
+    );
+    assemble(
+        &mut t,
+        &plan("schema = 1\ndebug = true\n"),
+        &Artifacts::new(),
+        &owners,
+    )
+    .unwrap();
 }
 
 #[test]

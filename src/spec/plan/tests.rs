@@ -63,11 +63,17 @@ mode = "0600"
 "#,
     );
     let p = load_plan(&f.image(IMAGE)).unwrap();
-    assert_eq!(p.packages.iter().collect::<Vec<_>>(), ["containerd (>= 1.7)", "libc6"]);
+    assert_eq!(
+        p.packages.iter().collect::<Vec<_>>(),
+        ["containerd (>= 1.7)", "libc6"]
+    );
     assert!(p.excludes.contains("perl-base"));
     assert_eq!(p.remove, ["usr/share/doc"]);
     let x = &p.files["etc/x"];
-    assert_eq!((x.content.clone(), x.mode, x.layer.as_str()), (FileContent::Data(b"b".to_vec()), 0o600, "b"));
+    assert_eq!(
+        (x.content.clone(), x.mode, x.layer.as_str()),
+        (FileContent::Data(b"b".to_vec()), 0o600, "b")
+    );
     assert_eq!(p.sysctl["kernel.panic"].0.value, "10");
     assert_eq!(p.debian.suite, "trixie");
 }
@@ -105,16 +111,36 @@ fn bad_values_are_named() {
     for (layer, needle) in [
         ("schema = 2\n", "schema = 2"),
         ("schema = 1\nremove = [\"../etc\"]\n", "remove[0]"),
-        ("schema = 1\n[[files]]\npath = \"/x\"\ncontent = \"a\"\nmode = \"999\"\n", "files[0].mode"),
+        (
+            "schema = 1\n[[files]]\npath = \"/x\"\ncontent = \"a\"\nmode = \"999\"\n",
+            "files[0].mode",
+        ),
         ("schema = 1\n[[files]]\npath = \"/x\"\n", "files[0]"),
-        ("schema = 1\npackages.include = [\"Bad Name\"]\n", "packages.include[0]"),
-        ("schema = 1\n[sysctl]\n\"a b\" = { value = \"1\", reason = \"r\" }\n", "sysctl"),
-        ("schema = 1\n[sysctl]\n\"a.b\" = { value = \"1\", reason = \" \" }\n", "reason"),
+        (
+            "schema = 1\npackages.include = [\"Bad Name\"]\n",
+            "packages.include[0]",
+        ),
+        (
+            "schema = 1\n[sysctl]\n\"a b\" = { value = \"1\", reason = \"r\" }\n",
+            "sysctl",
+        ),
+        (
+            "schema = 1\n[sysctl]\n\"a.b\" = { value = \"1\", reason = \" \" }\n",
+            "reason",
+        ),
     ] {
         f.layer("a", layer);
         let e = err(&f, IMAGE);
         assert!(e.contains(needle), "{layer:?}: {e}");
     }
-    assert!(err(&f, "schema = 1\nname = \"t\"\nversion = \"1\"\narch = \"arm64\"\nlayers = [\"b\"]\n").contains("arch"));
-    assert!(err(&f, "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"b\", \"b\"]\n").contains("twice"));
+    assert!(err(
+        &f,
+        "schema = 1\nname = \"t\"\nversion = \"1\"\narch = \"arm64\"\nlayers = [\"b\"]\n"
+    )
+    .contains("arch"));
+    assert!(err(
+        &f,
+        "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"b\", \"b\"]\n"
+    )
+    .contains("twice"));
 }

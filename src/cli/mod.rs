@@ -1,0 +1,75 @@
+//! The command line: one file per subcommand, each a clap struct and a
+//! `run()` that calls library code. Data goes to stdout, logs to stderr.
+
+pub mod build;
+pub mod lock;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nodeimg::source::cache::Cache;
+use nodeimg::source::fetch::Fetcher;
+use nodeimg::source::mirror::{find_mirror, MirrorError};
+use nodeimg::spec::{load_plan, Plan};
+
+/// Where packages come from; shared by `lock` and `build`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// Debian mirror base URL (else NODEIMG_DEBIAN_MIRROR, else the host's apt sources).
+    #[arg(long, env = "NODEIMG_DEBIAN_MIRROR")]
+    pub mirror: Option<String>,
+    /// Package cache directory (else $XDG_CACHE_HOME/nodeimg or ~/.cache/nodeimg).
+    #[arg(long, env = "NODEIMG_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// OpenPGP keyring that signs the archive's InRelease.
+    #[arg(long, default_value = "/usr/share/keyrings/debian-archive-keyring.gpg")]
+    pub keyring: PathBuf,
+    /// Lock file (default: nodeimg.lock beside the images/ directory).
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    pub fn cache(&self) -> Cache {
+        Cache::new(Cache::default_root(self.cache_dir.as_deref()))
+    }
+
+    pub fn fetcher(&self) -> Result<Fetcher, MirrorError> {
+        let url = find_mirror(self.mirror.as_deref(), Path::new("/"))?;
+        tracing::debug!(mirror = url, "using Debian mirror");
+        Ok(Fetcher::new(&url))
+    }
+
+    pub fn lock_path(&self, image: &Path) -> PathBuf {
+        self.lock.clone().unwrap_or_else(|| {
+            let dir = image
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            dir.join("..").join("nodeimg.lock")
+        })
+    }
+}
+
+/// Every `*.toml` in the directory of `image`, sorted: the set one lock covers.
+pub fn sibling_images(image: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = image
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    images_in(dir)
+}
+
+pub fn images_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading image directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn load_plans(images: &[PathBuf]) -> anyhow::Result<Vec<Plan>> {
+    images.iter().map(|p| Ok(load_plan(p)?)).collect()
+}

@@ -1,0 +1,112 @@
+//! `manifest.json`: the build's record of what it produced. Deterministic:
+//! no wall-clock time, fields in a fixed order, lists sorted.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::util::hash;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const MANIFEST_SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub schema: u32,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub build: BuildInfo,
+    pub artifacts: Vec<Artifact>,
+    pub verity: VerityRecord,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootRecord>,
+    pub packages: Vec<PackageRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildInfo {
+    pub nodeimg_version: String,
+    pub source_date_epoch: u64,
+    /// Checksum of the `nodeimg.lock` the packages came from.
+    pub lock_checksum: String,
+    pub debian_suite: String,
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub kind: String,
+    /// Relative to the manifest's directory.
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VerityRecord {
+    pub root_hash: String,
+    pub salt: String,
+    pub hash_algorithm: String,
+    pub data_block_size: u32,
+    pub hash_block_size: u32,
+    pub data_blocks: u64,
+    /// Byte offset of the verity superblock in the hash file (veritysetup's
+    /// `--hash-offset`).
+    pub hash_offset: u64,
+    /// First hash-tree block after the superblock, in hash blocks (the
+    /// kernel table's `hash_start_block`).
+    pub hash_start_block: u64,
+    pub uuid: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BootRecord {
+    pub kernel_version: String,
+    /// The image's kernel command line, root hash included; the lab or the
+    /// UKI adds only where the devices are.
+    pub cmdline: String,
+    pub initramfs_modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PackageRecord {
+    pub name: String,
+    pub version: String,
+    /// sha256 of the .deb.
+    pub sha256: String,
+    /// Where it came from: `debian:<suite>/<pool path>`.
+    pub origin: String,
+}
+
+impl Artifact {
+    /// Describes the file at `dir/path` (hashing it).
+    pub fn of_file(kind: &str, dir: &Path, path: &str) -> std::io::Result<Artifact> {
+        let f = std::fs::File::open(dir.join(path))?;
+        let (sha, size) = hash::sha256_reader(std::io::BufReader::with_capacity(1 << 20, f))?;
+        Ok(Artifact {
+            kind: kind.into(),
+            path: path.into(),
+            sha256: hex::encode(sha),
+            size,
+        })
+    }
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn artifact(&self, kind: &str) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.kind == kind)
+    }
+}

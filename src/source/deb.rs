@@ -1,0 +1,1414 @@
+//! Unpacking Debian binary packages (`.deb`) into the in-memory [`Tree`].
+//!
+//! [`unpack_into`] takes a package's name (used in errors and as the owner
+//! of the paths it writes) and the bytes of its `.deb` (already checked
+//! against the lock's sha256), and writes the data archive into a [`Tree`].
+//! It never runs maintainer scripts and never touches the host file system;
+//! it only records the scripts' names so a later step can warn.
+//!
+//! Archive rules (deb(5), as dpkg enforces them): the ar members come in the
+//! order `debian-binary` (format `2.x`), `control.tar`, `data.tar`, each tar
+//! uncompressed or compressed with xz, zstd or gzip. Members whose name starts
+//! with `_` are ignored; any other member, a missing member, a truncated
+//! member or a corrupt stream is an error naming the package and the member.
+//!
+//! Path rules:
+//! - entry paths are normalised (`./usr/x`, `/usr/x` and `usr//x` are all
+//!   `usr/x`); a `..` component anywhere is an error, never dropped;
+//! - every path is mapped into the merged-/usr layout
+//!   ([`crate::rootfs::usrmerge::canonical_path`]): `./bin/foo` lands at
+//!   `usr/bin/foo`. A top-level `bin`/`lib`/... symlink that agrees with the
+//!   merged layout (trixie's `base-files` ships them) is skipped; any other
+//!   non-directory at those names is an error;
+//! - the parent of each entry is resolved through symlinks already in the
+//!   tree, inside the image root, as the kernel would do in a chroot: after
+//!   `usr/lnk -> /`, an entry `usr/lnk/etc/x` lands at `etc/x`. A resolution
+//!   that climbs above the root, loops, or meets a non-directory is an error;
+//! - a symlink whose target, taken lexically from the symlink's own directory,
+//!   climbs above the root (`usr/x -> ../../etc`) is an error; absolute
+//!   targets are kept as they are (they resolve inside the image at runtime);
+//! - an existing symlink to a directory is kept when the package ships a
+//!   directory at that path (dpkg does the same); a non-directory never
+//!   replaces a directory;
+//! - hard links become copies of an earlier file of the same package;
+//! - devices and fifos are kept; owners are the tar's uid/gid numbers, modes
+//!   are masked with `0o7777`; mtimes and user names are dropped.
+//!
+//! On error the tree and the owner map may hold part of the package: the
+//! caller abandons the build.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, Read};
+
+use crate::rootfs::tree::{normalize, Entry, Kind, Tree};
+use crate::rootfs::usrmerge::{canonical_path, is_merged_dir, is_merged_link_target};
+
+/// Symlinks followed while resolving one path before it counts as a loop
+/// (the kernel's limit).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Files of the control archive that dpkg would run.
+const MAINTAINER_SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
+
+/// Files larger than this are not preallocated from the (untrusted) header.
+const MAX_PREALLOC: u64 = 64 << 20;
+
+/// What a package told us besides its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebInfo {
+    /// The control file's `Package` field.
+    pub package: String,
+    /// The control file's `Version` field.
+    pub version: String,
+    /// The control file's text.
+    pub control: String,
+    /// Conffiles in tree form (`etc/foo.conf`); entries flagged
+    /// `remove-on-upgrade` are not shipped and not listed.
+    pub conffiles: Vec<String>,
+    /// Names of the maintainer scripts present (`postinst`, ...). Never run.
+    pub maintainer_scripts: Vec<String>,
+    /// Text of `usr/share/doc/<package>/copyright` if the package ships it.
+    pub copyright: Option<String>,
+    /// Every tree path written, in archive order.
+    pub paths: Vec<String>,
+    /// Non-directory paths that another package had already written.
+    pub conflicts: Vec<PathConflict>,
+}
+
+/// A path this package overwrote after another package had written it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathConflict {
+    pub path: String,
+    pub previous_owner: String,
+}
+
+/// Errors of [`unpack_into`]; each names the package.
+#[derive(Debug, thiserror::Error)]
+pub enum DebError {
+    #[error("package {package}: cannot read the ar archive")]
+    Ar {
+        package: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("package {package}: member {member} is missing")]
+    MissingMember {
+        package: String,
+        member: &'static str,
+    },
+    #[error("package {package}: member {member} is out of order or repeated")]
+    MemberOrder { package: String, member: String },
+    #[error("package {package}: unexpected member {member}")]
+    UnexpectedMember { package: String, member: String },
+    #[error("package {package}: unsupported format version {found:?} in debian-binary")]
+    FormatVersion { package: String, found: String },
+    #[error("package {package}: member {member} uses an unsupported compression")]
+    Compression { package: String, member: String },
+    #[error("package {package}: cannot read member {member}")]
+    Member {
+        package: String,
+        member: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("package {package}: {what} in {member} is not valid utf-8")]
+    NotUtf8 {
+        package: String,
+        member: String,
+        what: String,
+    },
+    #[error("package {package}: {member} has no control file")]
+    MissingControl { package: String, member: String },
+    #[error("package {package}: control file has no {field} field")]
+    ControlField {
+        package: String,
+        field: &'static str,
+    },
+    #[error("package {package}: path {path:?} climbs out of the image root")]
+    PathEscape { package: String, path: String },
+    #[error("package {package}: path {path:?} is not a valid entry name")]
+    InvalidPath { package: String, path: String },
+    #[error("package {package}: symlink {path} -> {target:?} points above the image root")]
+    SymlinkEscape {
+        package: String,
+        path: String,
+        target: String,
+    },
+    #[error("package {package}: {path} resolves through symlinks to above the image root")]
+    ResolveEscape { package: String, path: String },
+    #[error("package {package}: too many levels of symlinks resolving {path}")]
+    SymlinkLoop { package: String, path: String },
+    #[error("package {package}: cannot place {path}: {parent} is not a directory")]
+    NotADirectory {
+        package: String,
+        path: String,
+        parent: String,
+    },
+    #[error("package {package}: {path} would replace a directory with a non-directory")]
+    ReplacesDirectory { package: String, path: String },
+    #[error("package {package}: hard link {path} -> {target}: target is not an earlier file of the package")]
+    HardLinkTarget {
+        package: String,
+        path: String,
+        target: String,
+    },
+    #[error("package {package}: {path} contradicts the merged /usr layout (expected a directory or a symlink to usr/{path}, found {found})")]
+    UsrMerge {
+        package: String,
+        path: String,
+        found: String,
+    },
+    #[error("package {package}: entry {path} has unsupported tar type {kind}")]
+    UnsupportedType {
+        package: String,
+        path: String,
+        kind: String,
+    },
+    #[error("package {package}: entry {path} has an unreadable header field")]
+    Header {
+        package: String,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Unpacks the `.deb` in `bytes` into `tree`, recording in `owner` the
+/// package (`name`) that last wrote each non-directory path. See the module
+/// docs for the rules.
+pub fn unpack_into(
+    name: &str,
+    bytes: &[u8],
+    tree: &mut Tree,
+    owner: &mut BTreeMap<String, String>,
+) -> Result<DebInfo, DebError> {
+    let mut archive = ar::Archive::new(bytes);
+    let mut control: Option<ControlParts> = None;
+    let mut info: Option<DebInfo> = None;
+    let mut seen_version = false;
+    while let Some(member) = archive.next_entry() {
+        let member = member.map_err(|source| DebError::Ar {
+            package: name.into(),
+            source,
+        })?;
+        let id = String::from_utf8_lossy(member.header().identifier());
+        let id = id.trim_end().trim_end_matches('/').to_string();
+        let reader = Exact {
+            remaining: member.header().size(),
+            inner: member,
+        };
+        let in_order = match member_kind(name, &id)? {
+            MemberKind::Version => {
+                check_version(name, &id, reader)?;
+                !std::mem::replace(&mut seen_version, true)
+            }
+            MemberKind::Control(c) if seen_version && control.is_none() => {
+                control = Some(read_control(name, &id, decompress(name, &id, c, reader)?)?);
+                true
+            }
+            MemberKind::Data(c) if info.is_none() => match &control {
+                Some(parts) => {
+                    let stream = decompress(name, &id, c, reader)?;
+                    info = Some(unpack_data(name, &id, parts, stream, tree, owner)?);
+                    true
+                }
+                None => false,
+            },
+            MemberKind::Ignored => seen_version,
+            MemberKind::Control(_) | MemberKind::Data(_) => false,
+        };
+        if !in_order {
+            return Err(DebError::MemberOrder {
+                package: name.into(),
+                member: id,
+            });
+        }
+    }
+    let missing = |member| DebError::MissingMember {
+        package: name.into(),
+        member,
+    };
+    if !seen_version {
+        return Err(missing("debian-binary"));
+    }
+    if control.is_none() {
+        return Err(missing("control.tar"));
+    }
+    let info = info.ok_or_else(|| missing("data.tar"))?;
+    tracing::debug!(package = name, paths = info.paths.len(), "unpacked");
+    Ok(info)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Compression {
+    None,
+    Xz,
+    Zstd,
+    Gzip,
+}
+
+enum MemberKind {
+    Version,
+    Control(Compression),
+    Data(Compression),
+    Ignored,
+}
+
+fn member_kind(package: &str, id: &str) -> Result<MemberKind, DebError> {
+    let compression = |suffix: &str| match suffix {
+        "" => Ok(Compression::None),
+        ".xz" => Ok(Compression::Xz),
+        ".zst" => Ok(Compression::Zstd),
+        ".gz" => Ok(Compression::Gzip),
+        _ => Err(DebError::Compression {
+            package: package.into(),
+            member: id.into(),
+        }),
+    };
+    if id == "debian-binary" {
+        Ok(MemberKind::Version)
+    } else if let Some(suffix) = id.strip_prefix("control.tar") {
+        Ok(MemberKind::Control(compression(suffix)?))
+    } else if let Some(suffix) = id.strip_prefix("data.tar") {
+        Ok(MemberKind::Data(compression(suffix)?))
+    } else if id.starts_with('_') {
+        Ok(MemberKind::Ignored)
+    } else {
+        Err(DebError::UnexpectedMember {
+            package: package.into(),
+            member: id.into(),
+        })
+    }
+}
+
+fn check_version(package: &str, member: &str, mut reader: impl Read) -> Result<(), DebError> {
+    let mut text = Vec::new();
+    reader
+        .by_ref()
+        .take(64)
+        .read_to_end(&mut text)
+        .map_err(|source| member_err(package, member, source))?;
+    let text = String::from_utf8_lossy(&text);
+    let version = text.lines().next().unwrap_or_default().trim();
+    if version.split('.').next() != Some("2") {
+        return Err(DebError::FormatVersion {
+            package: package.into(),
+            found: version.into(),
+        });
+    }
+    Ok(())
+}
+
+fn member_err(package: &str, member: &str, source: io::Error) -> DebError {
+    DebError::Member {
+        package: package.into(),
+        member: member.into(),
+        source,
+    }
+}
+
+fn decompress<'a>(
+    package: &str,
+    member: &str,
+    compression: Compression,
+    reader: impl Read + 'a,
+) -> Result<Box<dyn Read + 'a>, DebError> {
+    Ok(match compression {
+        Compression::None => Box::new(reader),
+        Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader)),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(reader)
+                .map_err(|source| member_err(package, member, source))?,
+        ),
+    })
+}
+
+/// A reader over one ar member that fails when the archive ends before the
+/// member's declared size (the `ar` crate returns a short read instead).
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "archive ends {} bytes before the member does",
+                    self.remaining
+                ),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the rest of a finished stream, so that a corrupt or truncated
+/// compressed stream (checksum, trailer) is noticed.
+fn drain(package: &str, member: &str, mut stream: impl Read) -> Result<(), DebError> {
+    io::copy(&mut stream, &mut io::sink())
+        .map(drop)
+        .map_err(|source| member_err(package, member, source))
+}
+
+/// What the control archive holds that we keep.
+struct ControlParts {
+    control: String,
+    conffiles: Vec<String>,
+    maintainer_scripts: Vec<String>,
+}
+
+fn read_control(package: &str, member: &str, stream: impl Read) -> Result<ControlParts, DebError> {
+    let err = |source| member_err(package, member, source);
+    let not_utf8 = |what: String| DebError::NotUtf8 {
+        package: package.into(),
+        member: member.into(),
+        what,
+    };
+    let mut archive = tar::Archive::new(stream);
+    let mut control = None;
+    let mut conffiles = Vec::new();
+    let mut maintainer_scripts = Vec::new();
+    for entry in archive.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(path) = normalize(&raw) else {
+            continue;
+        };
+        match path.as_str() {
+            "control" | "conffiles" => {
+                let mut text = String::new();
+                entry
+                    .read_to_string(&mut text)
+                    .map_err(|source| match source.kind() {
+                        io::ErrorKind::InvalidData => not_utf8(format!("file {path}")),
+                        _ => err(source),
+                    })?;
+                if path == "control" {
+                    control = Some(text);
+                } else {
+                    conffiles = parse_conffiles(&text);
+                }
+            }
+            name if MAINTAINER_SCRIPTS.contains(&name) => maintainer_scripts.push(path),
+            _ => {}
+        }
+    }
+    drain(package, member, archive.into_inner())?;
+    let control = control.ok_or_else(|| DebError::MissingControl {
+        package: package.into(),
+        member: member.into(),
+    })?;
+    maintainer_scripts.sort();
+    Ok(ControlParts {
+        control,
+        conffiles,
+        maintainer_scripts,
+    })
+}
+
+/// Parses deb-conffiles(5): one absolute path per line, optionally preceded
+/// by flags; `remove-on-upgrade` entries are not shipped and are skipped.
+fn parse_conffiles(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (flags, path) = match line.find('/') {
+            Some(i) => (&line[..i], &line[i..]),
+            None => continue,
+        };
+        if flags.split_whitespace().any(|f| f == "remove-on-upgrade") {
+            continue;
+        }
+        if let Some(path) = normalize(path) {
+            out.push(canonical_path(&path));
+        }
+    }
+    out
+}
+
+/// The value of a single-line control field (field names are case-insensitive).
+fn control_field<'a>(control: &'a str, field: &str) -> Option<&'a str> {
+    control.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        (!name.starts_with([' ', '\t']) && name.eq_ignore_ascii_case(field)).then(|| value.trim())
+    })
+}
+
+fn unpack_data(
+    name: &str,
+    member: &str,
+    parts: &ControlParts,
+    stream: impl Read,
+    tree: &mut Tree,
+    owner: &mut BTreeMap<String, String>,
+) -> Result<DebInfo, DebError> {
+    let field = |field| {
+        control_field(&parts.control, field)
+            .map(str::to_string)
+            .ok_or(DebError::ControlField {
+                package: name.into(),
+                field,
+            })
+    };
+    let package = field("Package")?;
+    let version = field("Version")?;
+    let mut unpacker = Unpacker {
+        package: name,
+        tree,
+        owner,
+        copyright_path: format!("usr/share/doc/{package}/copyright"),
+        written: HashSet::new(),
+        copyright: None,
+        paths: Vec::new(),
+        conflicts: Vec::new(),
+    };
+    let err = |source| member_err(name, member, source);
+    let mut archive = tar::Archive::new(stream);
+    for entry in archive.entries().map_err(err)? {
+        unpacker.entry(member, entry.map_err(err)?)?;
+    }
+    drain(name, member, archive.into_inner())?;
+    Ok(DebInfo {
+        package,
+        version,
+        control: parts.control.clone(),
+        conffiles: parts.conffiles.clone(),
+        maintainer_scripts: parts.maintainer_scripts.clone(),
+        copyright: unpacker.copyright,
+        paths: unpacker.paths,
+        conflicts: unpacker.conflicts,
+    })
+}
+
+/// One data-archive entry, decoded from its tar header.
+enum Node {
+    Dir,
+    Other(Kind),
+    HardLink(String),
+}
+
+/// Owners and permission bits from a tar header.
+#[derive(Clone, Copy)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+struct Unpacker<'a> {
+    package: &'a str,
+    tree: &'a mut Tree,
+    owner: &'a mut BTreeMap<String, String>,
+    copyright_path: String,
+    /// Non-directory tree paths this package wrote: valid hard-link targets.
+    written: HashSet<String>,
+    copyright: Option<String>,
+    paths: Vec<String>,
+    conflicts: Vec<PathConflict>,
+}
+
+impl Unpacker<'_> {
+    fn entry<R: Read>(&mut self, member: &str, mut entry: tar::Entry<R>) -> Result<(), DebError> {
+        let ty = entry.header().entry_type();
+        if ty.is_pax_global_extensions() {
+            return Ok(());
+        }
+        let raw = self.utf8(member, "entry name", entry.path_bytes())?;
+        let header_err = |source| DebError::Header {
+            package: self.package.into(),
+            path: raw.clone(),
+            source,
+        };
+        let header = entry.header();
+        let uid = header.uid().and_then(to_u32).map_err(header_err)?;
+        let gid = header.gid().and_then(to_u32).map_err(header_err)?;
+        let meta = Meta {
+            mode: header.mode().map_err(header_err)? & 0o7777,
+            uid,
+            gid,
+        };
+        let device = |h: &tar::Header| -> io::Result<(u32, u32)> {
+            Ok((
+                h.device_major()?.unwrap_or(0),
+                h.device_minor()?.unwrap_or(0),
+            ))
+        };
+        let node = match ty {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                Node::Other(Kind::File(self.read_file(member, &raw, &mut entry)?.into()))
+            }
+            tar::EntryType::Directory => Node::Dir,
+            tar::EntryType::Symlink => {
+                Node::Other(Kind::Symlink(self.link_name(member, &raw, &entry)?))
+            }
+            tar::EntryType::Link => Node::HardLink(self.link_name(member, &raw, &entry)?),
+            tar::EntryType::Char => {
+                let (major, minor) = device(entry.header()).map_err(header_err)?;
+                Node::Other(Kind::CharDevice { major, minor })
+            }
+            tar::EntryType::Block => {
+                let (major, minor) = device(entry.header()).map_err(header_err)?;
+                Node::Other(Kind::BlockDevice { major, minor })
+            }
+            tar::EntryType::Fifo => Node::Other(Kind::Fifo),
+            other => {
+                return Err(DebError::UnsupportedType {
+                    package: self.package.into(),
+                    path: raw,
+                    kind: format!("{other:?}"),
+                })
+            }
+        };
+        self.place(&raw, node, meta)
+    }
+
+    fn utf8(&self, member: &str, what: &str, bytes: Cow<'_, [u8]>) -> Result<String, DebError> {
+        String::from_utf8(bytes.into_owned()).map_err(|e| DebError::NotUtf8 {
+            package: self.package.into(),
+            member: member.into(),
+            what: format!("{what} {:?}", String::from_utf8_lossy(e.as_bytes())),
+        })
+    }
+
+    fn link_name<R: Read>(
+        &self,
+        member: &str,
+        raw: &str,
+        entry: &tar::Entry<R>,
+    ) -> Result<String, DebError> {
+        let target = entry.link_name_bytes().unwrap_or_default();
+        let target = self.utf8(member, "link target", target)?;
+        if target.is_empty() {
+            return Err(DebError::InvalidPath {
+                package: self.package.into(),
+                path: format!("{raw} -> \"\""),
+            });
+        }
+        Ok(target)
+    }
+
+    fn read_file<R: Read>(
+        &self,
+        member: &str,
+        raw: &str,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<Vec<u8>, DebError> {
+        let size = entry.size();
+        let mut data = Vec::with_capacity(usize::try_from(size.min(MAX_PREALLOC)).unwrap_or(0));
+        entry
+            .read_to_end(&mut data)
+            .map_err(|source| member_err(self.package, member, source))?;
+        if data.len() as u64 != size {
+            let msg = format!(
+                "{raw}: {} of {size} bytes before the archive ends",
+                data.len()
+            );
+            return Err(member_err(
+                self.package,
+                member,
+                io::Error::new(io::ErrorKind::UnexpectedEof, msg),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Where the entry named `raw` goes: its parent resolved through the tree,
+    /// plus its own name. `None` for the image root itself.
+    fn locate(&self, raw: &str) -> Result<Option<(String, String)>, DebError> {
+        let path = normalize(raw).ok_or_else(|| self.escape(raw))?;
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        let parent = resolve(self.tree, parent).map_err(|e| self.resolve_err(raw, e))?;
+        Ok(Some((parent, name.to_string())))
+    }
+
+    fn place(&mut self, raw: &str, node: Node, meta: Meta) -> Result<(), DebError> {
+        let Some((parent, name)) = self.locate(raw)? else {
+            return match node {
+                Node::Dir => {
+                    self.set_dir_meta("", meta);
+                    Ok(())
+                }
+                _ => Err(DebError::InvalidPath {
+                    package: self.package.into(),
+                    path: raw.into(),
+                }),
+            };
+        };
+        let dest = if parent.is_empty() && is_merged_dir(&name) {
+            match &node {
+                Node::Dir => format!("usr/{name}"),
+                Node::Other(Kind::Symlink(t)) if is_merged_link_target(&name, t) => return Ok(()),
+                other => {
+                    return Err(DebError::UsrMerge {
+                        package: self.package.into(),
+                        path: name,
+                        found: describe(other),
+                    })
+                }
+            }
+        } else if parent.is_empty() {
+            name
+        } else {
+            format!("{parent}/{name}")
+        };
+        let entry = match node {
+            Node::Dir => return self.place_dir(dest, meta),
+            Node::HardLink(target) => self.hard_link_source(raw, &target)?,
+            Node::Other(Kind::Symlink(target)) => {
+                if !stays_inside(&parent_of(&dest), &target) {
+                    return Err(DebError::SymlinkEscape {
+                        package: self.package.into(),
+                        path: dest,
+                        target,
+                    });
+                }
+                Entry {
+                    kind: Kind::Symlink(target),
+                    mode: 0o777,
+                    uid: meta.uid,
+                    gid: meta.gid,
+                }
+            }
+            Node::Other(kind) => Entry {
+                kind,
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+            },
+        };
+        self.place_node(dest, entry)
+    }
+
+    fn place_dir(&mut self, dest: String, meta: Meta) -> Result<(), DebError> {
+        match self.tree.get(&dest).map(|e| &e.kind) {
+            Some(Kind::Dir) => self.set_dir_meta(&dest, meta),
+            // dpkg keeps a symlink to a directory where a package ships a directory
+            Some(Kind::Symlink(_)) if self.is_dir_through_links(&dest) => {}
+            existing => {
+                if existing.is_some() {
+                    self.tree.remove_all(&dest);
+                    if let Some(previous) = self.owner.remove(&dest) {
+                        self.note_conflict(&dest, previous);
+                    }
+                }
+                self.tree.insert(
+                    &dest,
+                    Entry {
+                        kind: Kind::Dir,
+                        mode: meta.mode,
+                        uid: meta.uid,
+                        gid: meta.gid,
+                    },
+                );
+            }
+        }
+        self.paths.push(dest);
+        Ok(())
+    }
+
+    fn place_node(&mut self, dest: String, entry: Entry) -> Result<(), DebError> {
+        if let Some(Kind::Dir) = self.tree.get(&dest).map(|e| &e.kind) {
+            return Err(DebError::ReplacesDirectory {
+                package: self.package.into(),
+                path: dest,
+            });
+        }
+        if dest == self.copyright_path {
+            if let Kind::File(data) = &entry.kind {
+                self.copyright = Some(String::from_utf8_lossy(data).into_owned());
+            }
+        }
+        self.tree.insert(&dest, entry);
+        if let Some(previous) = self.owner.insert(dest.clone(), self.package.into()) {
+            self.note_conflict(&dest, previous);
+        }
+        self.written.insert(dest.clone());
+        self.paths.push(dest);
+        Ok(())
+    }
+
+    fn note_conflict(&mut self, path: &str, previous: String) {
+        if previous != self.package {
+            tracing::debug!(package = self.package, path, previous, "path overwritten");
+            self.conflicts.push(PathConflict {
+                path: path.into(),
+                previous_owner: previous,
+            });
+        }
+    }
+
+    /// The entry a hard link copies: an earlier non-directory of this package.
+    fn hard_link_source(&self, raw: &str, target: &str) -> Result<Entry, DebError> {
+        let missing = || DebError::HardLinkTarget {
+            package: self.package.into(),
+            path: raw.into(),
+            target: target.into(),
+        };
+        let (parent, name) = self.locate(target)?.ok_or_else(missing)?;
+        let path = if parent.is_empty() {
+            name
+        } else {
+            format!("{parent}/{name}")
+        };
+        match self.tree.get(&path) {
+            Some(entry) if self.written.contains(&path) => Ok(entry.clone()),
+            _ => Err(missing()),
+        }
+    }
+
+    fn set_dir_meta(&mut self, path: &str, meta: Meta) {
+        if let Some(entry) = self.tree.get_mut(path) {
+            entry.mode = meta.mode;
+            entry.uid = meta.uid;
+            entry.gid = meta.gid;
+        }
+    }
+
+    fn is_dir_through_links(&self, path: &str) -> bool {
+        resolve(self.tree, path)
+            .is_ok_and(|p| matches!(self.tree.get(&p).map(|e| &e.kind), Some(Kind::Dir)))
+    }
+
+    fn escape(&self, path: &str) -> DebError {
+        DebError::PathEscape {
+            package: self.package.into(),
+            path: path.into(),
+        }
+    }
+
+    fn resolve_err(&self, path: &str, err: ResolveError) -> DebError {
+        let (package, path) = (self.package.to_string(), path.to_string());
+        match err {
+            ResolveError::Escape => DebError::ResolveEscape { package, path },
+            ResolveError::Loop => DebError::SymlinkLoop { package, path },
+            ResolveError::NotDir(parent) => DebError::NotADirectory {
+                package,
+                path,
+                parent,
+            },
+        }
+    }
+}
+
+fn to_u32(v: u64) -> io::Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("id {v} exceeds 32 bits"),
+        )
+    })
+}
+
+fn describe(node: &Node) -> String {
+    match node {
+        Node::Dir => "a directory".into(),
+        Node::HardLink(t) => format!("a hard link to {t}"),
+        Node::Other(Kind::Symlink(t)) => format!("a symlink to {t}"),
+        Node::Other(Kind::File(_)) => "a regular file".into(),
+        Node::Other(_) => "a special file".into(),
+    }
+}
+
+fn parent_of(path: &str) -> String {
+    path.rsplit_once('/')
+        .map(|(p, _)| p.to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a symlink in directory `dir` with `target` stays inside the root,
+/// taking the target lexically (absolute targets start at the root).
+fn stays_inside(dir: &str, target: &str) -> bool {
+    let mut depth = if target.starts_with('/') {
+        0
+    } else {
+        dir.split('/').filter(|c| !c.is_empty()).count()
+    };
+    for comp in target.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." if depth == 0 => return false,
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ResolveError {
+    /// A `..` would climb above the root.
+    Escape,
+    /// More than [`MAX_SYMLINK_HOPS`] symlinks.
+    Loop,
+    /// A component is neither a directory nor a symlink (the path so far).
+    NotDir(String),
+}
+
+/// Resolves `path` through the symlinks in `tree`, inside the root, the way
+/// the kernel resolves a path in a chroot except that climbing above the root
+/// is an error. Top-level merged directories (`bin`, `lib`, ...) resolve to
+/// their `usr/` counterparts whether or not their links exist yet. Missing
+/// components are taken as directories to be created. Returns a tree path
+/// whose every prefix is a directory or missing.
+fn resolve(tree: &Tree, path: &str) -> Result<String, ResolveError> {
+    let mut resolved: Vec<String> = Vec::new();
+    // components still to walk, last one first
+    let mut pending: Vec<String> = path.rsplit('/').map(str::to_string).collect();
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        match comp.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved.pop().ok_or(ResolveError::Escape)?;
+                continue;
+            }
+            _ => {}
+        }
+        if resolved.is_empty() && is_merged_dir(&comp) {
+            resolved.push("usr".into());
+        }
+        resolved.push(comp);
+        let here = resolved.join("/");
+        match tree.get(&here).map(|e| &e.kind) {
+            None | Some(Kind::Dir) => {}
+            Some(Kind::Symlink(target)) => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(ResolveError::Loop);
+                }
+                resolved.pop();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                pending.extend(target.rsplit('/').map(str::to_string));
+            }
+            Some(_) => return Err(ResolveError::NotDir(here)),
+        }
+    }
+    Ok(resolved.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// One data-archive entry to build; paths are written verbatim (the tar
+    /// crate's own setters refuse `..`).
+    enum T<'a> {
+        Dir(&'a str, u32),
+        File(&'a str, &'a [u8], u32),
+        Owned(&'a str, &'a [u8], u32, u32, u32),
+        Symlink(&'a str, &'a str),
+        HardLink(&'a str, &'a str),
+        Char(&'a str, u32, u32),
+        Fifo(&'a str),
+    }
+
+    fn tar_bytes(entries: &[T]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            let (path, data, ty, mode, uid): (&str, &[u8], _, u32, u32) = match *e {
+                T::Dir(p, m) => (p, b"", tar::EntryType::Directory, m, 0),
+                T::File(p, d, m) => (p, d, tar::EntryType::Regular, m, 0),
+                T::Owned(p, d, m, uid, _) => (p, d, tar::EntryType::Regular, m, uid),
+                T::Symlink(p, t) | T::HardLink(p, t) => {
+                    h.set_link_name_literal(t).expect("link name");
+                    let ty = match e {
+                        T::Symlink(..) => tar::EntryType::Symlink,
+                        _ => tar::EntryType::Link,
+                    };
+                    (p, b"", ty, 0o777, 0)
+                }
+                T::Char(p, major, minor) => {
+                    h.set_device_major(major).expect("major");
+                    h.set_device_minor(minor).expect("minor");
+                    (p, b"", tar::EntryType::Char, 0o666, 0)
+                }
+                T::Fifo(p) => (p, b"", tar::EntryType::Fifo, 0o600, 0),
+            };
+            let name = &mut h.as_old_mut().name;
+            name.fill(0);
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_entry_type(ty);
+            h.set_mode(mode);
+            h.set_uid(uid.into());
+            h.set_gid(if let T::Owned(.., gid) = *e {
+                gid.into()
+            } else {
+                0
+            });
+            h.set_mtime(0);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            builder.append(&h, data).expect("append");
+        }
+        builder.into_inner().expect("finish tar")
+    }
+
+    fn compress(suffix: &str, data: &[u8]) -> Vec<u8> {
+        match suffix {
+            ".xz" => {
+                let mut w = liblzma::write::XzEncoder::new(Vec::new(), 1);
+                w.write_all(data).expect("xz");
+                w.finish().expect("xz finish")
+            }
+            ".zst" => zstd::stream::encode_all(data, 3).expect("zstd"),
+            ".gz" => {
+                let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                w.write_all(data).expect("gz");
+                w.finish().expect("gz finish")
+            }
+            _ => data.to_vec(),
+        }
+    }
+
+    const CONTROL: &[u8] =
+        b"Package: hello\nVersion: 1.0-1\nArchitecture: amd64\nDescription: test\n";
+
+    fn control_tar() -> Vec<u8> {
+        tar_bytes(&[
+            T::Dir("./", 0o755),
+            T::File("./control", CONTROL, 0o644),
+            T::File(
+                "./conffiles",
+                b"/etc/hello.conf\nremove-on-upgrade /etc/old.conf\n",
+                0o644,
+            ),
+            T::File("./postinst", b"#!/bin/sh\nexit 1\n", 0o755),
+            T::File("./md5sums", b"", 0o644),
+        ])
+    }
+
+    fn ar_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut ar = ar::Builder::new(Vec::new());
+        for (name, data) in members {
+            let header = ar::Header::new(name.as_bytes().to_vec(), data.len() as u64);
+            ar.append(&header, *data).expect("ar append");
+        }
+        ar.into_inner().expect("ar finish")
+    }
+
+    /// A .deb whose data member is `data.tar<suffix>` holding `entries`.
+    fn deb(suffix: &str, entries: &[T]) -> Vec<u8> {
+        let control = compress(".xz", &control_tar());
+        let data = compress(suffix, &tar_bytes(entries));
+        ar_bytes(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", &control),
+            (&format!("data.tar{suffix}"), &data),
+        ])
+    }
+
+    fn unpack(bytes: &[u8]) -> Result<(Tree, DebInfo), DebError> {
+        let mut tree = Tree::new();
+        let info = unpack_into("hello", bytes, &mut tree, &mut BTreeMap::new())?;
+        Ok((tree, info))
+    }
+
+    fn unpack_entries(entries: &[T]) -> Result<Tree, DebError> {
+        unpack(&deb("", entries)).map(|(tree, _)| tree)
+    }
+
+    fn kind<'a>(tree: &'a Tree, path: &str) -> Option<&'a Kind> {
+        tree.get(path).map(|e| &e.kind)
+    }
+
+    fn file(data: &[u8]) -> Kind {
+        Kind::File(data.to_vec().into())
+    }
+
+    #[test]
+    fn good_deb_unpacks_with_each_compressor() {
+        let entries = [
+            T::Dir("./", 0o755),
+            T::Dir("./usr/", 0o755),
+            T::Dir("./usr/bin/", 0o755),
+            T::File("./usr/bin/hello", b"\x7fELF", 0o755),
+            T::Owned("./usr/bin/su-hello", b"suid", 0o104755, 0, 0),
+            T::Symlink("./usr/bin/hi", "hello"),
+            T::Symlink("./etc/alternatives/hello", "/usr/bin/hello"),
+            T::Owned("./etc/hello.conf", b"x=1\n", 0o640, 0, 42),
+            T::Dir("./var/tmp/", 0o1777),
+            T::File("./usr/share/doc/hello/copyright", b"GPL-2+\n", 0o644),
+            T::Char("./usr/lib/hello/null", 1, 3),
+            T::Fifo("./usr/lib/hello/fifo"),
+        ];
+        for suffix in ["", ".xz", ".zst", ".gz"] {
+            let (tree, info) = unpack(&deb(suffix, &entries)).expect(suffix);
+            let hello = tree.get("usr/bin/hello").expect("hello");
+            assert_eq!(
+                (&hello.kind, hello.mode),
+                (&file(b"\x7fELF"), 0o755),
+                "{suffix}"
+            );
+            assert_eq!(tree.get("usr/bin/su-hello").map(|e| e.mode), Some(0o4755));
+            assert_eq!(
+                kind(&tree, "usr/bin/hi"),
+                Some(&Kind::Symlink("hello".into()))
+            );
+            assert_eq!(
+                kind(&tree, "etc/alternatives/hello"),
+                Some(&Kind::Symlink("/usr/bin/hello".into()))
+            );
+            let conf = tree.get("etc/hello.conf").expect("conf");
+            assert_eq!((conf.mode, conf.uid, conf.gid), (0o640, 0, 42));
+            assert_eq!(
+                tree.get("var/tmp").map(|e| (&e.kind, e.mode)),
+                Some((&Kind::Dir, 0o1777))
+            );
+            assert_eq!(
+                kind(&tree, "usr/lib/hello/null"),
+                Some(&Kind::CharDevice { major: 1, minor: 3 })
+            );
+            assert_eq!(kind(&tree, "usr/lib/hello/fifo"), Some(&Kind::Fifo));
+            assert_eq!(info.package, "hello");
+            assert_eq!(info.version, "1.0-1");
+            assert_eq!(info.control.as_bytes(), CONTROL);
+            assert_eq!(info.conffiles, ["etc/hello.conf"]);
+            assert_eq!(info.maintainer_scripts, ["postinst"]);
+            assert_eq!(info.copyright.as_deref(), Some("GPL-2+\n"));
+            assert!(info.paths.contains(&"usr/bin/hello".to_string()));
+            assert!(info.conflicts.is_empty());
+        }
+    }
+
+    #[test]
+    fn truncated_deb_is_an_error_naming_package_and_member() {
+        let entries = [T::File("./usr/bin/hello", &[7u8; 5000], 0o755)];
+        // cut inside the file's data, and inside the xz stream's trailer
+        for (suffix, cut) in [("", 1500), (".xz", 10)] {
+            let full = deb(suffix, &entries);
+            let err = unpack(&full[..full.len() - cut]).expect_err(suffix);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("package hello") && msg.contains(&format!("data.tar{suffix}")),
+                "{msg}"
+            );
+            assert!(matches!(err, DebError::Member { .. }), "{err:?}");
+            // cut anywhere else: never a success
+            for cut in [0, 7, 30, 68, 100, full.len() / 2, full.len() - 1] {
+                assert!(unpack(&full[..cut]).is_err(), "{suffix} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn missing_member_bad_compressor_bad_version_and_corrupt_tar() {
+        let control = compress(".xz", &control_tar());
+        let data = tar_bytes(&[T::File("./x", b"x", 0o644)]);
+        let err = unpack(&ar_bytes(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", &control),
+        ]))
+        .expect_err("no data");
+        assert_eq!(err.to_string(), "package hello: member data.tar is missing");
+
+        let err = unpack(&ar_bytes(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", &control),
+            ("data.tar.bz2", &data),
+        ]))
+        .expect_err("bz2");
+        assert_eq!(
+            err.to_string(),
+            "package hello: member data.tar.bz2 uses an unsupported compression"
+        );
+
+        let err = unpack(&ar_bytes(&[
+            ("debian-binary", b"3.0\n"),
+            ("control.tar.xz", &control),
+        ]))
+        .expect_err("version");
+        assert!(matches!(err, DebError::FormatVersion { ref found, .. } if found == "3.0"));
+
+        let err = unpack(&ar_bytes(&[
+            ("debian-binary", b"2.0\n"),
+            ("data.tar", &data),
+            ("control.tar.xz", &control),
+        ]))
+        .expect_err("order");
+        assert!(matches!(err, DebError::MemberOrder { ref member, .. } if member == "data.tar"));
+
+        let mut corrupt = data.clone();
+        corrupt[100] ^= 0xff; // inside the first header: checksum mismatch
+        let err = unpack(&ar_bytes(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", &control),
+            ("data.tar", &corrupt),
+        ]))
+        .expect_err("corrupt");
+        assert!(
+            matches!(err, DebError::Member { ref member, .. } if member == "data.tar"),
+            "{err:?}"
+        );
+
+        let mut bad_xz = compress(".xz", &data);
+        let mid = bad_xz.len() / 2;
+        bad_xz[mid] ^= 0x55;
+        let err = unpack(&ar_bytes(&[
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", &control),
+            ("data.tar.xz", &bad_xz),
+        ]))
+        .expect_err("corrupt xz");
+        assert!(
+            matches!(err, DebError::Member { ref member, .. } if member == "data.tar.xz"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn dotdot_anywhere_is_an_error_naming_the_path() {
+        for path in ["../x", "./usr/../../x", "usr/share/../bin/x"] {
+            let err = unpack_entries(&[T::File(path, b"x", 0o644)]).expect_err(path);
+            assert_eq!(
+                err.to_string(),
+                format!("package hello: path {path:?} climbs out of the image root")
+            );
+        }
+        let err = unpack_entries(&[T::File("./a", b"x", 0o644), T::HardLink("./b", "../a")])
+            .expect_err("hard link target");
+        assert!(matches!(err, DebError::PathEscape { ref path, .. } if path == "../a"));
+    }
+
+    #[test]
+    fn absolute_entry_path_is_made_relative() {
+        let tree = unpack_entries(&[T::File("/usr/share/x", b"x", 0o644)]).expect("unpack");
+        assert_eq!(kind(&tree, "usr/share/x"), Some(&file(b"x")));
+    }
+
+    #[test]
+    fn symlink_climbing_above_root_is_an_error() {
+        let err = unpack_entries(&[T::Symlink("./usr/evil", "../../../etc")]).expect_err("evil");
+        assert_eq!(
+            err.to_string(),
+            "package hello: symlink usr/evil -> \"../../../etc\" points above the image root"
+        );
+        // exactly reaching the root, or absolute, is fine
+        let tree = unpack_entries(&[
+            T::Symlink("./usr/share/up", "../../etc"),
+            T::Symlink("./usr/share/abs", "/../etc/passwd"),
+        ]);
+        assert!(
+            matches!(tree, Err(DebError::SymlinkEscape { ref path, .. }) if path == "usr/share/abs")
+        );
+        let tree = unpack_entries(&[T::Symlink("./usr/share/up", "../../etc")]).expect("up");
+        assert_eq!(
+            kind(&tree, "usr/share/up"),
+            Some(&Kind::Symlink("../../etc".into()))
+        );
+    }
+
+    /// Choice: a path through a symlink is resolved inside the root, the way
+    /// it resolves in the booted image, rather than rejected.
+    #[test]
+    fn path_through_symlink_to_root_lands_inside_the_tree() {
+        let tree = unpack_entries(&[
+            T::Symlink("./usr/lnk", "/"),
+            T::File("./usr/lnk/etc/x", b"x", 0o600),
+            T::Symlink("./usr/rel", ".."),
+            T::File("./usr/rel/etc/y", b"y", 0o600),
+        ])
+        .expect("unpack");
+        assert_eq!(kind(&tree, "etc/x"), Some(&file(b"x")));
+        assert_eq!(kind(&tree, "etc/y"), Some(&file(b"y")));
+        assert_eq!(kind(&tree, "usr/lnk"), Some(&Kind::Symlink("/".into())));
+        assert!(tree.get("usr/lnk/etc/x").is_none());
+    }
+
+    #[test]
+    fn chained_symlinks_climbing_above_root_or_looping_are_errors() {
+        // each link stays inside on its own; `d/..` resolves to `/..`
+        let err = unpack_entries(&[
+            T::Symlink("./usr/x", ".."),
+            T::Symlink("./d", "usr/x"),
+            T::Symlink("./e", "d/.."),
+            T::File("./e/passwd", b"x", 0o644),
+        ])
+        .expect_err("escape");
+        assert!(
+            matches!(err, DebError::ResolveEscape { ref path, .. } if path == "./e/passwd"),
+            "{err:?}"
+        );
+
+        let err = unpack_entries(&[
+            T::Symlink("./usr/a", "b"),
+            T::Symlink("./usr/b", "a"),
+            T::File("./usr/a/x", b"x", 0o644),
+        ])
+        .expect_err("loop");
+        assert!(matches!(err, DebError::SymlinkLoop { .. }), "{err:?}");
+
+        let err = unpack_entries(&[
+            T::File("./usr/f", b"", 0o644),
+            T::File("./usr/f/x", b"", 0o644),
+        ])
+        .expect_err("file as dir");
+        assert!(matches!(err, DebError::NotADirectory { ref parent, .. } if parent == "usr/f"));
+    }
+
+    #[test]
+    fn hard_link_becomes_a_copy_and_needs_an_earlier_target() {
+        let tree = unpack_entries(&[
+            T::Owned("./usr/bin/a", b"data", 0o4755, 0, 5),
+            T::HardLink("./usr/bin/b", "./usr/bin/a"),
+            T::HardLink("./bin/c", "bin/../usr/bin/a"),
+        ]);
+        assert!(matches!(tree, Err(DebError::PathEscape { .. })));
+        let tree = unpack_entries(&[
+            T::Owned("./usr/bin/a", b"data", 0o4755, 0, 5),
+            T::HardLink("./usr/bin/b", "./usr/bin/a"),
+            T::HardLink("./bin/c", "bin/a"),
+        ])
+        .expect("unpack");
+        let a = tree.get("usr/bin/a").expect("a");
+        assert_eq!(tree.get("usr/bin/b"), Some(a));
+        assert_eq!(tree.get("usr/bin/c"), Some(a));
+        assert_eq!(a.gid, 5);
+
+        let err = unpack_entries(&[T::HardLink("./usr/bin/b", "./usr/bin/missing")])
+            .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "package hello: hard link ./usr/bin/b -> ./usr/bin/missing: target is not an earlier file of the package"
+        );
+        let err = unpack_entries(&[T::Dir("./usr/d/", 0o755), T::HardLink("./usr/h", "./usr/d")])
+            .expect_err("dir");
+        assert!(matches!(err, DebError::HardLinkTarget { .. }));
+    }
+
+    #[test]
+    fn unmerged_paths_land_under_usr() {
+        let tree = unpack_entries(&[
+            T::Dir("./bin/", 0o755),
+            T::File("./bin/foo", b"foo", 0o755),
+            T::File("./lib/x86_64-linux-gnu/libfoo.so.1", b"so", 0o644),
+            T::Symlink(
+                "./lib64/ld-linux-x86-64.so.2",
+                "../lib/x86_64-linux-gnu/ld.so",
+            ),
+            T::File("./sbin/init", b"init", 0o755),
+        ])
+        .expect("unpack");
+        assert_eq!(kind(&tree, "usr/bin/foo"), Some(&file(b"foo")));
+        assert_eq!(
+            kind(&tree, "usr/lib/x86_64-linux-gnu/libfoo.so.1"),
+            Some(&file(b"so"))
+        );
+        assert!(matches!(
+            kind(&tree, "usr/lib64/ld-linux-x86-64.so.2"),
+            Some(Kind::Symlink(_))
+        ));
+        assert_eq!(kind(&tree, "usr/sbin/init"), Some(&file(b"init")));
+        for top in ["bin", "lib", "lib64", "sbin"] {
+            assert!(tree.get(top).is_none(), "{top}");
+        }
+    }
+
+    #[test]
+    fn merged_top_level_symlinks_are_skipped_and_contradictions_rejected() {
+        // trixie's base-files ships these
+        let tree = unpack_entries(&[
+            T::Symlink("./bin", "usr/bin"),
+            T::Symlink("./lib64", "usr/lib64"),
+            T::File("./bin/sh", b"sh", 0o755),
+        ])
+        .expect("unpack");
+        assert!(tree.get("bin").is_none());
+        assert_eq!(kind(&tree, "usr/bin/sh"), Some(&file(b"sh")));
+
+        let err = unpack_entries(&[T::Symlink("./bin", "usr/sbin")]).expect_err("contradiction");
+        assert_eq!(
+            err.to_string(),
+            "package hello: bin contradicts the merged /usr layout (expected a directory or a symlink to usr/bin, found a symlink to usr/sbin)"
+        );
+        assert!(unpack_entries(&[T::File("./lib", b"", 0o644)]).is_err());
+    }
+
+    #[test]
+    fn directory_and_overwrite_rules() {
+        let err = unpack_entries(&[
+            T::Dir("./usr/share/d/", 0o755),
+            T::File("./usr/share/d", b"", 0o644),
+        ])
+        .expect_err("file over dir");
+        assert!(
+            matches!(err, DebError::ReplacesDirectory { ref path, .. } if path == "usr/share/d")
+        );
+
+        // a shipped directory where a symlink to a directory exists keeps the symlink
+        let tree = unpack_entries(&[
+            T::Dir("./usr/share/real/", 0o755),
+            T::Symlink("./usr/share/alias", "real"),
+            T::Dir("./usr/share/alias/", 0o700),
+            T::File("./usr/share/alias/f", b"f", 0o644),
+        ])
+        .expect("unpack");
+        assert_eq!(
+            kind(&tree, "usr/share/alias"),
+            Some(&Kind::Symlink("real".into()))
+        );
+        assert_eq!(kind(&tree, "usr/share/real/f"), Some(&file(b"f")));
+    }
+
+    #[test]
+    fn second_package_overwriting_a_file_is_reported() {
+        let mut tree = Tree::new();
+        let mut owner = BTreeMap::new();
+        let first = deb(
+            "",
+            &[
+                T::Dir("./etc/", 0o755),
+                T::File("./etc/shared", b"1", 0o644),
+            ],
+        );
+        unpack_into("one", &first, &mut tree, &mut owner).expect("one");
+        let info = unpack_into("two", &first, &mut tree, &mut owner).expect("two");
+        assert_eq!(
+            info.conflicts,
+            [PathConflict {
+                path: "etc/shared".into(),
+                previous_owner: "one".into()
+            }]
+        );
+        assert_eq!(owner.get("etc/shared").map(String::as_str), Some("two"));
+        assert!(!owner.contains_key("etc"));
+    }
+
+    #[test]
+    fn resolve_walks_links_inside_root() {
+        let mut tree = Tree::new();
+        tree.insert("usr/lib64", Entry::dir(0o755));
+        tree.insert("usr/lnk", Entry::symlink("/etc"));
+        assert_eq!(resolve(&tree, "lib64/x"), Ok("usr/lib64/x".into()));
+        assert_eq!(resolve(&tree, "bin/../lib"), Ok("usr/lib".into()));
+        assert_eq!(resolve(&tree, "usr/lnk/a"), Ok("etc/a".into()));
+        assert_eq!(resolve(&tree, "usr/../.."), Err(ResolveError::Escape));
+    }
+
+    #[test]
+    fn conffile_flags_and_usrmerge() {
+        let parsed = parse_conffiles("/etc/a\nremove-on-upgrade /etc/b\n\n /lib/c \n");
+        assert_eq!(parsed, ["etc/a", "usr/lib/c"]);
+    }
+}
