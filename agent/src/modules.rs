@@ -62,6 +62,18 @@ pub fn is_compressed(path: &Path) -> bool {
 pub struct LoadSummary {
     pub loaded: usize,
     pub already: usize,
+    /// The slowest load (file name, ms): module loading dominates TCG boot time.
+    pub slowest: Option<(String, u64)>,
+}
+
+impl std::fmt::Display for LoadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} loaded, {} present", self.loaded, self.already)?;
+        if let Some((name, ms)) = &self.slowest {
+            write!(f, ", slowest {name} {ms} ms")?;
+        }
+        Ok(())
+    }
 }
 
 /// Loads every module of `list`, in order, stopping at the first failure.
@@ -85,10 +97,19 @@ pub fn load_list<S: Files + Modules>(
     };
     let mut sum = LoadSummary::default();
     for module in parse_order(list, &text)? {
+        let t = crate::sys::uptime_ms();
         match sys.load(&module) {
             Ok(Loaded::New) => sum.loaded += 1,
             Ok(Loaded::Already) => sum.already += 1,
             Err(source) => return Err(ModuleError::Load { module, source }),
+        }
+        let ms = crate::sys::uptime_ms().saturating_sub(t);
+        if sum.slowest.as_ref().is_none_or(|(_, max)| ms > *max) {
+            let name = module
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            sum.slowest = Some((name, ms));
         }
     }
     Ok(sum)
@@ -142,13 +163,8 @@ mod tests {
         f.builtin
             .push("/usr/lib/modules/6.12/kernel/drivers/md/dm-mod.ko.xz".into());
         let s = load_list(&mut f, Path::new("/order"), false).unwrap();
-        assert_eq!(
-            s,
-            LoadSummary {
-                loaded: 2,
-                already: 1
-            }
-        );
+        assert_eq!((s.loaded, s.already), (2, 1));
+        assert!(s.slowest.is_some());
         let loads: Vec<_> = f
             .calls
             .iter()

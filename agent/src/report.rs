@@ -27,6 +27,8 @@ pub struct StateReport {
     pub device: String,
     /// `true` when this boot ran mke2fs (first boot of the disk).
     pub formatted: bool,
+    /// Boots this disk has seen, this one included (`/var/lib/nodeimg/boot-count`).
+    pub boot_count: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -181,8 +181,7 @@ pub fn run(
     match phase {
         Phase::CheckInitramfs | Phase::MountApi => run_prelude(phase, s),
         Phase::LoadModules { list, optional } => {
-            let sum = modules::load_list(s, Path::new(list), *optional)?;
-            Ok(format!("{} loaded, {} present", sum.loaded, sum.already))
+            Ok(modules::load_list(s, Path::new(list), *optional)?.to_string())
         }
         Phase::WaitDevices => {
             let v = &c.verity;

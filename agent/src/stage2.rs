@@ -19,6 +19,8 @@ use crate::sysctl;
 
 const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
 const STATE_LABEL: &str = "nodeimg-state";
+/// Boots seen by this state disk: proves /var persists (and was not reformatted).
+const BOOT_COUNT: &str = "/var/lib/nodeimg/boot-count";
 /// ext4 superblock magic 0xEF53, little-endian at byte 1080 of the device.
 const EXT4_MAGIC_AT: u64 = 1080;
 
@@ -169,6 +171,25 @@ fn mkfs_ext4(dev: &Path) -> Result<(), BootError> {
     Ok(())
 }
 
+/// Reads, increments and durably rewrites the state disk's boot counter.
+fn bump_boot_count(path: &Path) -> std::io::Result<u64> {
+    use std::io::Write;
+    let n = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("{n}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(n)
+}
+
 fn mount_var(plan: &VarPlan, s: &mut Real, report: &mut Report) -> Result<String, BootError> {
     let safe = MountFlags::NOSUID | MountFlags::NODEV;
     let m = match plan {
@@ -191,16 +212,28 @@ fn mount_var(plan: &VarPlan, s: &mut Real, report: &mut Report) -> Result<String
             if formatted {
                 mkfs_ext4(&node)?;
             }
+            let m = Mount::new(&node.display().to_string(), "/var", "ext4", safe, "");
+            s.mount(&m).map_err(|e| BootError::mount(&m, e))?;
+            let boot_count =
+                bump_boot_count(Path::new(BOOT_COUNT)).map_err(|e| BootError::State {
+                    device: node.clone(),
+                    what: format!("update {BOOT_COUNT}: {e}"),
+                })?;
             report.var = Some("ext4");
             report.state = Some(StateReport {
                 device: node.display().to_string(),
                 formatted,
+                boot_count,
             });
-            Mount::new(&node.display().to_string(), "/var", "ext4", safe, "")
+            let now = if formatted { ", formatted now" } else { "" };
+            return Ok(format!(
+                "ext4 on {}, boot {boot_count}{now}",
+                node.display()
+            ));
         }
     };
     s.mount(&m).map_err(|e| BootError::mount(&m, e))?;
-    Ok(report.var.unwrap_or("").to_string())
+    Ok("tmpfs".into())
 }
 
 /// Runs one stage-2 phase, recording what it found in `report`.
@@ -229,8 +262,7 @@ pub fn run(
         }
         Phase::MountExtraApi => mount_extra_api(s).map(|()| String::new()),
         Phase::LoadModules { list, optional } => {
-            let sum = modules::load_list(s, Path::new(list), *optional)?;
-            Ok(format!("{} loaded, {} present", sum.loaded, sum.already))
+            Ok(modules::load_list(s, Path::new(list), *optional)?.to_string())
         }
         Phase::Var(plan) => mount_var(plan, s, report),
         Phase::Sysctl => {

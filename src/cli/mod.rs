@@ -10,7 +10,7 @@ use anyhow::Context;
 use nodeimg::source::cache::Cache;
 use nodeimg::source::fetch::Fetcher;
 use nodeimg::source::mirror::{find_mirror, MirrorError};
-use nodeimg::spec::{load_plan, Plan};
+use nodeimg::spec::{load_plan, project_dir, Plan};
 
 /// Where packages come from; shared by `lock` and `build`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,13 +41,9 @@ impl SourceArgs {
     }
 
     pub fn lock_path(&self, image: &Path) -> PathBuf {
-        self.lock.clone().unwrap_or_else(|| {
-            let dir = image
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            dir.join("..").join("nodeimg.lock")
-        })
+        self.lock
+            .clone()
+            .unwrap_or_else(|| project_dir(image).join("nodeimg.lock"))
     }
 }
 

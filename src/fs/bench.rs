@@ -342,4 +342,38 @@ mod tests {
         let report = compare_with_reference(&tree, level, scratch.path()).expect("bench");
         println!("{report}");
     }
+
+    /// Size and time of our writer per zstd level:
+    /// `cargo test --release --lib fs::bench::tests::sweep -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark: reads /usr and takes minutes"]
+    fn sweep_levels() {
+        let env = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let tree = realistic_host_tree(env("NODEIMG_BENCH_MB", 40)).expect("load host tree");
+        println!(
+            "{} entries, {:.1} MB",
+            tree.len(),
+            tree.file_bytes() as f64 / 1e6
+        );
+        for level in [1, 3, 6, 9, 12, 15, 19] {
+            let opts = SquashfsOptions {
+                compression_level: level,
+                ..Default::default()
+            };
+            let mut out = Vec::new();
+            let t = Instant::now();
+            let info = write_squashfs(&tree, 0, &opts, &mut out).expect("write");
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "level {level:>2}: {:>6.2} s  {:>6.1} MB",
+                secs,
+                info.size as f64 / 1e6
+            );
+        }
+    }
 }

@@ -290,3 +290,37 @@ fn small_blocks_and_empty_salt_match_veritysetup() {
         "empty salt is '-' in the dm table"
     );
 }
+
+/// `cargo test --release --lib fs::verity::tests::bench -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark"]
+fn bench_hashing_threads() {
+    let data = noise(256 << 20, 1);
+    let mut salted = ring::digest::Context::new(&ring::digest::SHA256);
+    salted.update(&[7u8; 32]);
+    for threads in [1, 2] {
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        hash_blocks(&salted, &data, BLOCK, threads, &mut out);
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "hash_blocks, {threads} thread(s): {:.0} MB/s",
+            data.len() as f64 / 1e6 / s
+        );
+    }
+    let t = std::time::Instant::now();
+    let info = build_hash_tree(
+        &data[..],
+        data.len() as u64,
+        &VerityParams::new(vec![1; 32]),
+        Cursor::new(Vec::new()),
+        true,
+    )
+    .expect("tree");
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "build_hash_tree: {:.0} MB/s ({} blocks)",
+        data.len() as f64 / 1e6 / s,
+        info.data_blocks
+    );
+}

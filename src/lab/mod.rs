@@ -1,1 +1,354 @@
-//! QEMU lab (in progress).
+//! The QEMU lab: boots a built image and reads its boot report.
+//!
+//! Takes a build directory (`manifest.json` plus the artifacts it lists)
+//! and produces a [`BootOutcome`]: the agent's `NODEIMG-REPORT {json}`
+//! console line with `boot_ms` added, and the serial log. It verifies each
+//! artifact's size and sha256 before QEMU sees it, attaches the root image
+//! (`/dev/vda`) and verity tree (`/dev/vdb`) read-only and a state disk
+//! (`/dev/vdc`) read-write, never sends traffic off the machine (no NIC),
+//! never waits on fixed sleeps and never leaves QEMU running: [`Vm`] kills
+//! it on drop, and every wait has a bound. TCG unless a bounded probe shows
+//! that KVM works. When a boot fails, the run's directory (serial log, QEMU
+//! log) is kept and named in the error.
+
+pub mod accel;
+pub mod manifest;
+pub mod vm;
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use accel::{Accel, Resolved};
+pub use manifest::{boot_artifacts, BootArtifacts};
+pub use vm::{Disk, Shutdown, Vm, VmConfig};
+
+/// The agent prints its report on the serial console after this.
+pub const REPORT_MARKER: &str = "NODEIMG-REPORT ";
+/// x86 `COMMAND_LINE_SIZE` including the final NUL.
+const MAX_CMDLINE: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("manifest in {dir}: {what}")]
+    Manifest { dir: PathBuf, what: String },
+    #[error("the manifest lists no artifact of kind {kind:?}")]
+    MissingArtifact { kind: String },
+    #[error("{kind} artifact {path} is {actual} bytes, the manifest says {expected}")]
+    ArtifactSize {
+        kind: String,
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{kind} artifact {path} has sha256 {actual}, the manifest says {expected}")]
+    ArtifactDigest {
+        kind: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("reading artifact {path}")]
+    ArtifactIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kernel {path} cannot be unpacked for a PVH boot")]
+    Kernel {
+        path: PathBuf,
+        #[source]
+        source: crate::boot::KernelError,
+    },
+    #[error("kernel command line is {len} bytes; x86 takes at most {max}")]
+    CmdlineTooLong { len: usize, max: usize },
+    #[error("lab file {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting {qemu} failed")]
+    Spawn {
+        qemu: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("qemu exited ({status}) before the boot report; serial log: {serial_log}")]
+    Exited { status: String, serial_log: PathBuf },
+    #[error("no {marker:?} line within {seconds} s; serial log: {serial_log}")]
+    Timeout {
+        marker: String,
+        seconds: u64,
+        serial_log: PathBuf,
+    },
+    #[error("the boot report is not a JSON object: {line}; serial log: {serial_log}")]
+    BadReport {
+        line: String,
+        serial_log: PathBuf,
+        #[source]
+        source: Option<serde_json::Error>,
+    },
+}
+
+impl LabError {
+    /// The serial log kept for a boot that did not report, if one ran.
+    pub fn serial_log(&self) -> Option<&Path> {
+        match self {
+            LabError::Exited { serial_log, .. }
+            | LabError::Timeout { serial_log, .. }
+            | LabError::BadReport { serial_log, .. } => Some(serial_log),
+            _ => None,
+        }
+    }
+}
+
+/// How to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    /// From QEMU start to the report line.
+    pub timeout: Duration,
+    pub memory_mib: u32,
+    /// A state disk to use (created sparse when missing, reused otherwise);
+    /// `None` makes a fresh one in the run directory.
+    pub state: Option<PathBuf>,
+    /// Size of a state disk that is created.
+    pub state_size: u64,
+    /// Boot the bzImage as is (the UEFI/PXE path) instead of the PVH `vmlinux`.
+    pub bzimage: bool,
+    pub accel: Accel,
+    /// Appended after the lab's own arguments, e.g. `nodeimg.verity=full`.
+    pub extra_cmdline: Vec<String>,
+    /// How long the guest gets to power off after the ACPI power button.
+    pub shutdown_timeout: Duration,
+    /// Where the run's files go; `None` makes a temporary directory.
+    pub work_dir: Option<PathBuf>,
+    pub qemu: PathBuf,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        BootOptions {
+            timeout: Duration::from_secs(120),
+            memory_mib: 1024,
+            state: None,
+            state_size: 1 << 30,
+            bzimage: false,
+            accel: Accel::Auto,
+            extra_cmdline: Vec::new(),
+            shutdown_timeout: Duration::from_secs(30),
+            work_dir: None,
+            qemu: PathBuf::from("qemu-system-x86_64"),
+        }
+    }
+}
+
+/// What a boot produced.
+#[derive(Debug)]
+pub struct BootOutcome {
+    /// The agent's report with `boot_ms` (QEMU start to report) added.
+    pub report: Value,
+    pub serial_log: PathBuf,
+    pub accel: Resolved,
+    /// `pvh` (vmlinux) or `bzimage`.
+    pub boot_path: &'static str,
+    pub shutdown: Shutdown,
+    /// Holds a temporary run directory (and so the serial log) alive.
+    _work: Option<tempfile::TempDir>,
+}
+
+impl BootOutcome {
+    /// `report.ready == true`.
+    pub fn ready(&self) -> bool {
+        self.report.get("ready").and_then(Value::as_bool) == Some(true)
+    }
+}
+
+/// The lab's own kernel arguments: serial console, the three disks, and
+/// `panic=-1` so a kernel panic ends QEMU at once (`-no-reboot`) instead of
+/// running into the timeout.
+pub fn lab_cmdline(image_cmdline: &str, extra: &[String]) -> Result<String, LabError> {
+    let mut words: Vec<&str> = image_cmdline.split_whitespace().collect();
+    words.extend([
+        "console=ttyS0",
+        "nodeimg.root=/dev/vda",
+        "nodeimg.hash=/dev/vdb",
+        "nodeimg.state=/dev/vdc",
+        "panic=-1",
+    ]);
+    words.extend(extra.iter().map(String::as_str));
+    let line = words.join(" ");
+    if line.len() >= MAX_CMDLINE {
+        return Err(LabError::CmdlineTooLong {
+            len: line.len(),
+            max: MAX_CMDLINE - 1,
+        });
+    }
+    Ok(line)
+}
+
+fn create_state_disk(path: &Path, size: u64) -> Result<(), LabError> {
+    let io = |source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.exists() {
+        tracing::info!(path = %path.display(), "reusing state disk");
+        return Ok(());
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io)?;
+    file.set_len(size).map_err(io) // sparse: no blocks written
+}
+
+/// Verifies DIR's artifacts, boots them, waits for the report, powers the
+/// VM off and returns the report.
+pub fn boot_direct(
+    dir: &Path,
+    manifest: &Value,
+    opts: &BootOptions,
+) -> Result<BootOutcome, LabError> {
+    let artifacts = boot_artifacts(dir, manifest)?;
+    let (tmp, work) = match &opts.work_dir {
+        Some(w) => {
+            std::fs::create_dir_all(w).map_err(|source| LabError::Io {
+                path: w.clone(),
+                source,
+            })?;
+            (None, w.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("nodeimg-lab-")
+                .tempdir()
+                .map_err(|source| LabError::Io {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let (kernel, boot_path) = if opts.bzimage {
+        (artifacts.kernel.clone(), "bzimage")
+    } else {
+        let kerr = |source| LabError::Kernel {
+            path: artifacts.kernel.clone(),
+            source,
+        };
+        let bz = std::fs::read(&artifacts.kernel).map_err(|source| LabError::ArtifactIo {
+            path: artifacts.kernel.clone(),
+            source,
+        })?;
+        let vmlinux = crate::boot::extract_vmlinux(&bz).map_err(kerr)?;
+        let path = work.join("vmlinux");
+        std::fs::write(&path, vmlinux).map_err(|source| LabError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        (path, "pvh")
+    };
+    let state = opts.state.clone().unwrap_or_else(|| work.join("state.img"));
+    create_state_disk(&state, opts.state_size)?;
+    let accel = accel::resolve(opts.accel, &opts.qemu);
+    let disk = |path: &Path, read_only, serial: &str| Disk {
+        path: path.to_path_buf(),
+        read_only,
+        serial: serial.to_string(),
+    };
+    let config = VmConfig {
+        qemu: opts.qemu.clone(),
+        accel,
+        memory_mib: opts.memory_mib,
+        kernel,
+        initrd: artifacts.initramfs.clone(),
+        append: lab_cmdline(&artifacts.cmdline, &opts.extra_cmdline)?,
+        disks: vec![
+            disk(&artifacts.rootfs, true, "nodeimg-root"),
+            disk(&artifacts.verity, true, "nodeimg-verity"),
+            disk(&state, false, "nodeimg-state"),
+        ],
+        serial_log: work.join("serial.log"),
+        qmp_socket: work.join("qmp.sock"),
+        qemu_log: work.join("qemu.log"),
+    };
+    tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
+    let result = run(&config, opts);
+    match result {
+        Ok((report, shutdown)) => Ok(BootOutcome {
+            report,
+            serial_log: config.serial_log,
+            accel,
+            boot_path,
+            shutdown,
+            _work: tmp,
+        }),
+        Err(e) => {
+            if let Some(t) = tmp {
+                let kept = t.keep(); // The evidence outlives the failure.
+                tracing::warn!(dir = %kept.display(), "boot failed; run directory kept");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Spawns the VM, waits for the report, powers off.
+fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Shutdown), LabError> {
+    let mut vm = Vm::spawn(config)?;
+    let deadline = vm.started() + opts.timeout;
+    let (line, seen) = vm.wait_for(REPORT_MARKER, deadline)?;
+    let boot_ms = seen.duration_since(vm.started()).as_millis() as u64;
+    tracing::info!(boot_ms, "boot report received");
+    let json = line[REPORT_MARKER.len()..].trim();
+    let bad = |source| LabError::BadReport {
+        line: line.clone(),
+        serial_log: config.serial_log.clone(),
+        source,
+    };
+    let mut report: Value = serde_json::from_str(json).map_err(|e| bad(Some(e)))?;
+    let object = report.as_object_mut().ok_or_else(|| bad(None))?;
+    object.insert("boot_ms".into(), boot_ms.into());
+    let shutdown = vm.shutdown(opts.shutdown_timeout);
+    tracing::info!(?shutdown, "VM stopped");
+    Ok((report, shutdown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_cmdline_appends_disks_after_the_image_line() {
+        let line = lab_cmdline(
+            "ro  quiet nodeimg.roothash=ab",
+            &["nodeimg.verity=full".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            "ro quiet nodeimg.roothash=ab console=ttyS0 nodeimg.root=/dev/vda \
+             nodeimg.hash=/dev/vdb nodeimg.state=/dev/vdc panic=-1 nodeimg.verity=full"
+        );
+        let long = "x".repeat(3000);
+        assert!(matches!(
+            lab_cmdline(&long, &[]),
+            Err(LabError::CmdlineTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn state_disk_is_sparse_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.img");
+        create_state_disk(&path, 1 << 30).unwrap();
+        std::fs::write(&path, b"kept").unwrap();
+        create_state_disk(&path, 1 << 30).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"kept");
+    }
+}

@@ -44,7 +44,7 @@ pub enum LockingError {
         suite: String,
         keyring: PathBuf,
         #[source]
-        source: ReleaseError,
+        source: Box<ReleaseError>,
     },
     #[error("index {path}")]
     Index {
@@ -97,7 +97,7 @@ pub fn lock_images(
         verify_inrelease(&inrelease, &keyring_bytes).map_err(|e| LockingError::Verify {
             suite: suite.clone(),
             keyring: keyring.into(),
-            source: e,
+            source: Box::new(e),
         })?;
     let mut source = LockSource {
         suite: suite.clone(),

@@ -14,4 +14,4 @@ mod plan;
 pub use error::SpecError;
 pub use image::{DebianSource, ImageSpec, SCHEMA_VERSION};
 pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UserSpec};
-pub use plan::{load_plan, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS};
+pub use plan::{load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS};

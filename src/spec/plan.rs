@@ -142,14 +142,19 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
     Ok(plan)
 }
 
+/// `<image dir>/../layers`, written without `..` when the image path has
+/// enough components (so error messages show `layers/base/layer.toml`).
 fn layers_dir_for(image_path: &Path) -> PathBuf {
-    let dir = image_path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    dir.join("..").join("layers")
+    project_dir(image_path).join("layers")
+}
+
+/// The directory above the one holding `image_path`.
+pub fn project_dir(image_path: &Path) -> PathBuf {
+    let dir = image_path.parent().unwrap_or(Path::new(""));
+    match dir.parent() {
+        Some(p) if !dir.ends_with("..") && dir.file_name().is_some() => p.to_path_buf(),
+        _ => dir.join(".."),
+    }
 }
 
 fn merge_layer(

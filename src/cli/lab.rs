@@ -1,0 +1,167 @@
+//! `nodeimg lab boot DIR`: boot a built image in QEMU and print its boot
+//! report (a summary, or the JSON object with `--json`) on stdout. Exit 0
+//! only when the node reported `ready: true`; 1 when it booted but was not
+//! ready or never reported.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use nodeimg::lab::{self, Accel, BootOptions, LabError};
+use serde_json::{json, Value};
+
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Boot DIR's kernel + initramfs with its root, verity and a state disk; print the boot report.
+    Boot(BootArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AccelArg {
+    /// KVM if a short probe shows it works, else TCG.
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BootArgs {
+    /// Build output directory holding manifest.json.
+    pub dir: PathBuf,
+    /// Print the report JSON object (with boot_ms) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds from QEMU start to the boot report.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// State disk to use and keep (created when missing); default: a fresh one per run.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Copy the serial console log here.
+    #[arg(long)]
+    pub keep_serial: Option<PathBuf>,
+    /// Boot the bzImage itself (the UEFI/PXE kernel path) instead of the PVH vmlinux.
+    #[arg(long)]
+    pub bzimage: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// Extra kernel arguments after the image's own, e.g. nodeimg.verity=full.
+    #[arg(long, value_name = "ARG")]
+    pub append: Vec<String>,
+}
+
+pub fn run(args: LabArgs) -> anyhow::Result<i32> {
+    match args.command {
+        LabCommand::Boot(a) => boot(a),
+    }
+}
+
+fn boot(args: BootArgs) -> anyhow::Result<i32> {
+    let manifest_path = args.dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let manifest: Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let opts = BootOptions {
+        timeout: Duration::from_secs(args.timeout),
+        memory_mib: args.memory,
+        state: args.state.clone(),
+        bzimage: args.bzimage,
+        accel: match args.accel {
+            AccelArg::Auto => Accel::Auto,
+            AccelArg::Tcg => Accel::Tcg,
+            AccelArg::Kvm => Accel::Kvm,
+        },
+        extra_cmdline: args.append.clone(),
+        ..BootOptions::default()
+    };
+    match lab::boot_direct(&args.dir, &manifest, &opts) {
+        Ok(outcome) => {
+            keep_serial(&outcome.serial_log, args.keep_serial.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&outcome.report)?);
+            } else {
+                print_summary(&outcome.report, outcome.accel.as_str(), outcome.boot_path);
+            }
+            Ok(if outcome.ready() { 0 } else { 1 })
+        }
+        Err(e) => match e.serial_log().map(Path::to_path_buf) {
+            // The VM ran but never reported: that is a boot result, not a tool failure.
+            Some(log) => {
+                keep_serial(&log, args.keep_serial.as_deref())?;
+                print_serial_tail(&log);
+                let report = json!({ "ready": false, "error": e.to_string(), "serial_log": log });
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print_summary(&report, "", "");
+                }
+                Ok(1)
+            }
+            None => Err(anyhow::Error::new(e).context(format!("booting {}", args.dir.display()))),
+        },
+    }
+}
+
+fn keep_serial(log: &Path, to: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(to) = to {
+        std::fs::copy(log, to)
+            .with_context(|| format!("copying the serial log to {}", to.display()))?;
+    }
+    Ok(())
+}
+
+/// The last lines of the console, on stderr, for a boot that did not report.
+fn print_serial_tail(log: &Path) {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("--- last console lines ({}) ---", log.display());
+    for line in &lines[lines.len().saturating_sub(25)..] {
+        eprintln!("{line}");
+    }
+}
+
+fn print_summary(report: &Value, accel: &str, boot_path: &str) {
+    let s = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
+    let ready = report.get("ready").and_then(Value::as_bool) == Some(true);
+    println!("ready    {}", if ready { "yes" } else { "NO" });
+    if let Some(err) = report.get("error").and_then(Value::as_str) {
+        println!("error    {err}");
+    }
+    println!("kernel   {}", s("kernel"));
+    println!("pid1     {}", s("pid1"));
+    if let Some(root) = report.get("root") {
+        let r = |k: &str| root.get(k).map(|v| v.to_string().trim_matches('"').to_string());
+        println!(
+            "root     {} {} read_only={} verity={}",
+            r("device").unwrap_or_default(),
+            r("fstype").unwrap_or_default(),
+            r("read_only").unwrap_or_default(),
+            r("verity").unwrap_or_default()
+        );
+    }
+    println!("var      {}", s("var"));
+    let count = |key: &str| match report.get(key) {
+        Some(Value::Array(a)) => a.len(),
+        Some(Value::Object(o)) => o.len(),
+        _ => 0,
+    };
+    println!("modules  {} loaded", count("modules"));
+    println!("sysctl   {} read back", count("sysctl"));
+    if let Some(ms) = report.get("boot_ms").and_then(Value::as_u64) {
+        println!("boot     {:.2} s to report ({accel}, {boot_path})", ms as f64 / 1000.0);
+    }
+    if let Some(log) = report.get("serial_log").and_then(Value::as_str) {
+        println!("serial   {log}");
+    }
+}

@@ -1,0 +1,353 @@
+//! One QEMU virtual machine, owned: [`Vm`] kills QEMU when dropped, sends
+//! the serial console to a log file that outlives it, and waits for
+//! console markers (never fixed sleeps). A QMP socket gives a clean ACPI
+//! power-down.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::accel::Resolved;
+use super::LabError;
+
+/// How often the serial log and QEMU's status are polled.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One virtio disk; disks appear as `/dev/vda`, `/dev/vdb`, … in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// Shown to the guest in `/sys/block/vdX/serial` (at most 20 bytes).
+    pub serial: String,
+}
+
+/// Everything QEMU is started with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub qemu: PathBuf,
+    pub accel: Resolved,
+    pub memory_mib: u32,
+    /// A bzImage, or an ELF `vmlinux` with a PVH note.
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
+    pub disks: Vec<Disk>,
+    pub serial_log: PathBuf,
+    pub qmp_socket: PathBuf,
+    /// QEMU's own stdout/stderr (warnings, errors).
+    pub qemu_log: PathBuf,
+}
+
+impl VmConfig {
+    /// The QEMU command line: q35, one vCPU, no network, no display, no
+    /// reboot (a guest reboot or panic ends QEMU), disks on fixed PCI slots
+    /// so their order is their `vdX` name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |s: String| args.push(s.into());
+        for a in [
+            "-accel",
+            self.accel.as_str(),
+            "-M",
+            "q35",
+            "-smp",
+            "1",
+            "-m",
+        ] {
+            push(a.to_string());
+        }
+        push(self.memory_mib.to_string());
+        for a in [
+            "-nodefaults",
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+        ] {
+            push(a.to_string());
+        }
+        push("-chardev".into());
+        push(format!(
+            "file,id=serial0,path={}",
+            self.serial_log.display()
+        ));
+        push("-serial".into());
+        push("chardev:serial0".into());
+        push("-qmp".into());
+        push(format!(
+            "unix:{},server=on,wait=off",
+            self.qmp_socket.display()
+        ));
+        for (i, disk) in self.disks.iter().enumerate() {
+            let ro = if disk.read_only { "on" } else { "off" };
+            push("-drive".into());
+            push(format!(
+                "if=none,id=disk{i},format=raw,file={},readonly={ro},cache=unsafe",
+                disk.path.display()
+            ));
+            push("-device".into());
+            push(format!(
+                "virtio-blk-pci,drive=disk{i},serial={},bus=pcie.0,addr={:#x}",
+                disk.serial,
+                4 + i
+            ));
+        }
+        push("-kernel".into());
+        args.push(self.kernel.clone().into());
+        args.push("-initrd".into());
+        args.push(self.initrd.clone().into());
+        args.push("-append".into());
+        args.push(self.append.clone().into());
+        args
+    }
+}
+
+/// How a VM ended after [`Vm::shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shutdown {
+    /// QEMU had already exited (the guest powered off or rebooted).
+    AlreadyExited,
+    /// The guest powered off after the ACPI power button.
+    PoweredOff,
+    /// The guest did not power off in time; QEMU was killed.
+    Killed,
+}
+
+/// A running QEMU. Dropping it kills QEMU; the serial log stays on disk.
+#[derive(Debug)]
+pub struct Vm {
+    child: Child,
+    started: Instant,
+    serial_log: PathBuf,
+    qmp_socket: PathBuf,
+    /// Bytes of the serial log already scanned, and an unfinished last line.
+    scanned: u64,
+    partial: Vec<u8>,
+}
+
+impl Vm {
+    pub fn spawn(config: &VmConfig) -> Result<Vm, LabError> {
+        let log_err = |source| LabError::Io {
+            path: config.qemu_log.clone(),
+            source,
+        };
+        let out = File::create(&config.qemu_log).map_err(log_err)?;
+        let err = out.try_clone().map_err(log_err)?;
+        File::create(&config.serial_log).map_err(|source| LabError::Io {
+            path: config.serial_log.clone(),
+            source,
+        })?;
+        tracing::debug!(args = ?config.args(), "starting QEMU");
+        let started = Instant::now();
+        let child = Command::new(&config.qemu)
+            .args(config.args())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                qemu: config.qemu.clone(),
+                source,
+            })?;
+        Ok(Vm {
+            child,
+            started,
+            serial_log: config.serial_log.clone(),
+            qmp_socket: config.qmp_socket.clone(),
+            scanned: 0,
+            partial: Vec::new(),
+        })
+    }
+
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn serial_log(&self) -> &Path {
+        &self.serial_log
+    }
+
+    /// Reads what the guest wrote since the last call; returns complete lines.
+    fn new_lines(&mut self) -> Result<Vec<String>, LabError> {
+        let io = |source| LabError::Io {
+            path: self.serial_log.clone(),
+            source,
+        };
+        let mut f = File::open(&self.serial_log).map_err(io)?;
+        f.seek(SeekFrom::Start(self.scanned)).map_err(io)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(io)?;
+        self.scanned += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        let mut lines = Vec::new();
+        while let Some(pos) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            lines.push(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+        Ok(lines)
+    }
+
+    /// Waits until a console line contains `marker`; returns the text from
+    /// the marker on (kernel messages may share the line) and when it was
+    /// seen. Errors when QEMU exits first or `deadline` passes.
+    pub fn wait_for(
+        &mut self,
+        marker: &str,
+        deadline: Instant,
+    ) -> Result<(String, Instant), LabError> {
+        loop {
+            let exited = self.child.try_wait().map_err(|source| LabError::Io {
+                path: PathBuf::from("qemu"),
+                source,
+            })?;
+            // Read after try_wait, so a line written just before exit is seen.
+            for line in self.new_lines()? {
+                tracing::trace!(target: "nodeimg::lab::serial", "{line}");
+                if let Some(at) = line.find(marker) {
+                    return Ok((line[at..].to_string(), Instant::now()));
+                }
+            }
+            if let Some(status) = exited {
+                return Err(LabError::Exited {
+                    status: status.to_string(),
+                    serial_log: self.serial_log.clone(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    marker: marker.to_string(),
+                    seconds: deadline.saturating_duration_since(self.started).as_secs(),
+                    serial_log: self.serial_log.clone(),
+                });
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Presses the ACPI power button over QMP and waits up to `bound` for
+    /// QEMU to exit; kills it otherwise.
+    pub fn shutdown(&mut self, bound: Duration) -> Shutdown {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return Shutdown::AlreadyExited;
+        }
+        if let Err(e) = qmp_command(&self.qmp_socket, "system_powerdown") {
+            tracing::warn!(error = %e, "QMP system_powerdown failed");
+        }
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                tracing::debug!(%status, "QEMU exited after power-down");
+                return Shutdown::PoweredOff;
+            }
+            std::thread::sleep(POLL);
+        }
+        tracing::warn!(
+            bound_s = bound.as_secs(),
+            "guest ignored the power button: killing QEMU"
+        );
+        self.kill();
+        Shutdown::Killed
+    }
+
+    /// Kills QEMU (if still running) and reaps it.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs one QMP command: read the greeting, negotiate, execute, read the reply.
+pub fn qmp_command(socket: &Path, command: &str) -> std::io::Result<serde_json::Value> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut reply = || -> std::io::Result<serde_json::Value> {
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let v: serde_json::Value = serde_json::from_str(&line)?;
+            if v.get("event").is_none() {
+                return Ok(v); // Asynchronous events are skipped.
+            }
+        }
+    };
+    reply()?; // {"QMP": {...}} greeting
+    writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    reply()?;
+    writer.write_all(format!("{{\"execute\":\"{command}\"}}\n").as_bytes())?;
+    let v = reply()?;
+    if let Some(e) = v.get("error") {
+        return Err(std::io::Error::other(e.to_string()));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_pin_disk_order_and_keep_network_off() {
+        let disk = |p: &str, ro| Disk {
+            path: p.into(),
+            read_only: ro,
+            serial: p.into(),
+        };
+        let cfg = VmConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Resolved::Tcg,
+            memory_mib: 512,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            append: "console=ttyS0 a=b".into(),
+            disks: vec![disk("root", true), disk("hash", true), disk("state", false)],
+            serial_log: "/w/serial.log".into(),
+            qmp_socket: "/w/qmp.sock".into(),
+            qemu_log: "/w/qemu.log".into(),
+        };
+        let args: Vec<String> = cfg
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = args.join(" ");
+        assert!(
+            line.starts_with("-accel tcg -M q35 -smp 1 -m 512 -nodefaults"),
+            "{line}"
+        );
+        assert!(
+            line.contains("-no-reboot") && !line.contains("-net"),
+            "{line}"
+        );
+        assert!(line.contains("file=root,readonly=on"), "{line}");
+        assert!(line.contains("file=state,readonly=off"), "{line}");
+        assert!(
+            line.contains("drive=disk0,serial=root,bus=pcie.0,addr=0x4"),
+            "{line}"
+        );
+        assert!(
+            line.contains("drive=disk2,serial=state,bus=pcie.0,addr=0x6"),
+            "{line}"
+        );
+        assert_eq!(args.last().map(String::as_str), Some("console=ttyS0 a=b"));
+    }
+}
