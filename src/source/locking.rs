@@ -57,7 +57,7 @@ pub enum LockingError {
         image: String,
         spec: PathBuf,
         #[source]
-        source: ResolveError,
+        source: Box<ResolveError>,
     },
 }
 
@@ -124,7 +124,7 @@ pub fn lock_images(
         let res = resolve(&index, &roots, &inputs.excludes).map_err(|e| LockingError::Resolve {
             image: plan.name.clone(),
             spec: plan.image_path.clone(),
-            source: e,
+            source: Box::new(e),
         })?;
         tracing::info!(image = plan.name, packages = res.packages.len(), "resolved");
         for (by, dep) in &res.dropped {
@@ -140,7 +140,7 @@ pub fn lock_images(
                 kernel_packages(&index, k, &inputs.excludes).map_err(|e| LockingError::Resolve {
                     image: plan.name.clone(),
                     spec: plan.image_path.clone(),
-                    source: e,
+                    source: Box::new(e),
                 })?
             }
             None => Vec::new(),
