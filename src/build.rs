@@ -19,7 +19,7 @@ use crate::sign::manifest::{
     Artifact, BuildInfo, Manifest, PackageRecord, VerityRecord, MANIFEST_FILE, MANIFEST_SCHEMA,
 };
 use crate::source::cache::Cache;
-use crate::source::deb::{unpack_into, DebError};
+use crate::source::deb::{to_plain, unpack_into, DebError};
 use crate::source::fetch::{FetchError, Fetcher};
 use crate::source::lock::{Lock, LockError, LockedPackage};
 use crate::source::mirror::MirrorError;
@@ -28,6 +28,8 @@ use crate::util::{atomic, date, hash};
 
 pub const ROOTFS_FILE: &str = "rootfs.squashfs";
 pub const VERITY_FILE: &str = "rootfs.verity";
+/// Derived-cache kind of decompressed .debs.
+const PLAIN_DEB: &str = "plain-deb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -202,7 +204,9 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     Ok(manifest)
 }
 
-/// Each locked .deb from the cache, fetching what is missing or corrupt.
+/// Each locked .deb with its members decompressed (see
+/// [`crate::source::deb::to_plain`]), from the cache when an earlier build
+/// made it; else the .deb from the cache or the mirror, converted and cached.
 fn fetch_packages(
     packages: &[&LockedPackage],
     inputs: &BuildInputs,
@@ -220,6 +224,15 @@ fn fetch_packages(
             version: p.version.clone(),
             source: e,
         };
+        if let Some(plain) = inputs
+            .cache
+            .get_derived(PLAIN_DEB, &sha)
+            .map_err(|e| fetch_err(e.into()))?
+        {
+            out.push(plain);
+            bar.inc(1);
+            continue;
+        }
         let data = match inputs.cache.get(&sha).map_err(|e| fetch_err(e.into()))? {
             crate::source::cache::Lookup::Hit(d) => d,
             _ => {
@@ -238,7 +251,12 @@ fn fetch_packages(
                 data
             }
         };
-        out.push(data);
+        let plain = to_plain(&p.name, &data)?;
+        inputs
+            .cache
+            .put_derived(PLAIN_DEB, &sha, &plain)
+            .map_err(|e| fetch_err(e.into()))?;
+        out.push(plain);
         bar.inc(1);
     }
     bar.finish_and_clear();

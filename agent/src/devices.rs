@@ -1,10 +1,13 @@
 //! Finding block devices: a `/dev/...` path is taken as is; `PARTUUID=<guid>` is
-//! looked up in `/sys/class/block/*/uevent` (no udev, no /dev/disk). Waiting is
-//! a bounded poll, since module probes and partition scans finish asynchronously.
+//! found by reading each whole disk's GPT (the kernel keeps PARTUUID out of
+//! sysfs, and there is no udev or /dev/disk) and matching the partition number
+//! with `/sys/class/block/<disk>/<part>/partition`. Waiting is a bounded poll,
+//! since module probes and partition scans finish asynchronously.
 
 use std::path::{Path, PathBuf};
 
 use crate::cmdline::DeviceRef;
+use crate::gpt;
 use crate::sys::{sleep_ms, uptime_ms};
 
 const SYS_BLOCK: &str = "/sys/class/block";
@@ -20,20 +23,6 @@ pub enum DeviceError {
     },
 }
 
-/// `DEVNAME` and `PARTUUID` of a block device's uevent text.
-pub fn parse_uevent(text: &str) -> (Option<String>, Option<String>) {
-    let mut name = None;
-    let mut uuid = None;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("DEVNAME=") {
-            name = Some(v.trim().to_string());
-        } else if let Some(v) = line.strip_prefix("PARTUUID=") {
-            uuid = Some(v.trim().to_ascii_lowercase());
-        }
-    }
-    (name, uuid)
-}
-
 fn block_names() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(SYS_BLOCK)
         .map(|rd| {
@@ -46,22 +35,87 @@ fn block_names() -> Vec<String> {
     v
 }
 
+/// Whole disks worth probing for a GPT (not partitions, loops, RAM or optical).
+fn probe_disks() -> Vec<String> {
+    const SKIP: [&str; 6] = ["loop", "ram", "zram", "dm-", "sr", "fd"];
+    block_names()
+        .into_iter()
+        .filter(|n| !SKIP.iter().any(|p| n.starts_with(p)))
+        .filter(|n| !Path::new(SYS_BLOCK).join(n).join("partition").exists())
+        .collect()
+}
+
+fn read_at(dev: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(dev).ok()?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset).ok()?;
+    Some(buf)
+}
+
+fn sys_text(path: PathBuf) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|t| t.trim().to_string())
+}
+
+/// (partition name, PARTUUID) of every GPT partition the kernel has a node for.
+fn gpt_partitions() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for disk in probe_disks() {
+        let sys = Path::new(SYS_BLOCK).join(&disk);
+        let lbs: u64 = sys_text(sys.join("queue/logical_block_size"))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(512);
+        let node = Path::new("/dev").join(&disk);
+        let Some(h) = read_at(&node, lbs, 512).and_then(|b| gpt::parse_header(&b)) else {
+            continue;
+        };
+        let len = h.entry_count as usize * h.entry_size as usize;
+        let Some(entries) = read_at(&node, h.entries_lba.saturating_mul(lbs), len) else {
+            continue;
+        };
+        let parts = gpt::partitions(&h, &entries);
+        // the disk's sysfs directory holds one directory per partition node
+        let subs = std::fs::read_dir(&sys).map(|rd| rd.flatten().collect::<Vec<_>>());
+        for sub in subs.unwrap_or_default() {
+            let Some(n) =
+                sys_text(sub.path().join("partition")).and_then(|t| t.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some((_, guid)) = parts.iter().find(|(p, _)| *p == n) {
+                out.push((sub.file_name().to_string_lossy().into_owned(), guid.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The device node for `dev` if it exists now.
 pub fn resolve(dev: &DeviceRef) -> Option<PathBuf> {
     match dev {
         DeviceRef::Path(p) => p.exists().then(|| p.clone()),
-        DeviceRef::PartUuid(want) => block_names().into_iter().find_map(|n| {
-            let text =
-                std::fs::read_to_string(Path::new(SYS_BLOCK).join(&n).join("uevent")).ok()?;
-            match parse_uevent(&text) {
-                (Some(name), Some(uuid)) if uuid == *want => {
-                    let node = Path::new("/dev").join(name);
-                    node.exists().then_some(node)
-                }
-                _ => None,
-            }
-        }),
+        DeviceRef::PartUuid(want) => gpt_partitions()
+            .into_iter()
+            .find(|(_, guid)| guid == want)
+            .map(|(name, _)| Path::new("/dev").join(name))
+            .filter(|node| node.exists()),
     }
+}
+
+/// Block devices, with the PARTUUID of GPT partitions, for error messages.
+fn seen() -> String {
+    let parts = gpt_partitions();
+    block_names()
+        .into_iter()
+        .map(|n| match parts.iter().find(|(p, _)| *p == n) {
+            Some((_, g)) => format!("{n}={g}"),
+            None => n,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Polls every 10 ms until every device exists or `timeout_ms` passes.
@@ -85,7 +139,7 @@ pub fn wait_all(
             let (role, dev) = missing
                 .map(|(r, d)| (*r, d.to_string()))
                 .unwrap_or(("", String::new()));
-            let seen = block_names().join(" ");
+            let seen = seen();
             return Err(DeviceError::Timeout {
                 role,
                 dev,
@@ -100,23 +154,6 @@ pub fn wait_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uevent_fields() {
-        let t = "MAJOR=254\nMINOR=1\nDEVNAME=vda1\nDEVTYPE=partition\nDISKSEQ=1\nPARTN=1\n\
-                 PARTUUID=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n";
-        assert_eq!(
-            parse_uevent(t),
-            (
-                Some("vda1".into()),
-                Some("0fc63daf-8483-4772-8e79-3d69d8477de4".into())
-            )
-        );
-        assert_eq!(
-            parse_uevent("MAJOR=254\nDEVNAME=vda\n"),
-            (Some("vda".into()), None)
-        );
-    }
 
     #[test]
     fn timeout_names_the_missing_device() {

@@ -13,7 +13,7 @@ use crate::sysctl::SysctlError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("kernel command line")]
+    #[error(transparent)]
     Cmdline(#[from] CmdlineError),
     #[error("/ is not an initramfs: stage 1 runs only as /init from an initramfs")]
     NotInitramfs,

@@ -26,6 +26,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fake;
+mod gpt;
 mod modules;
 mod net;
 mod plan;
@@ -34,6 +35,7 @@ mod stage1;
 mod stage2;
 mod sys;
 mod sysctl;
+mod verity;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -41,10 +43,10 @@ use std::time::Duration;
 
 use cmdline::{Cmdline, FailureAction, FailurePolicy};
 use console::Console;
-use dm::VerityState;
 use error::{chain, BootError};
 use plan::{Phase, Stage, DM_NAME, STAGE2_ARG};
 use report::Report;
+use verity::VerityState;
 
 /// Env var stage 1 hands to stage 2: `<stage1 start ms>:<exec ms>`.
 const STAGE1_MS_ENV: &str = "NODEIMG_STAGE1_MS";
@@ -247,7 +249,7 @@ fn finish(outcome: Outcome, con: &mut Console) -> ! {
             policy,
             mut report,
         } => {
-            let verdict = dm::verity_state(DM_NAME);
+            let verdict = verity::verity_state(DM_NAME);
             let error = match (verdict, error) {
                 (VerityState::Corrupted, e @ BootError::VerityCorrupted { .. }) => e,
                 (VerityState::Corrupted, e) => BootError::VerityCorrupted {
@@ -257,6 +259,7 @@ fn finish(outcome: Outcome, con: &mut Console) -> ! {
                 (_, e) => e,
             };
             let cause = chain(&error);
+            stage2::fill_facts(&mut report);
             report.ready = false;
             report.error = Some(format!("{phase}: {cause}"));
             report.root.verity = verdict;

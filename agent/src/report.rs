@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::dm::VerityState;
+use crate::verity::VerityState;
 
 pub const REPORT_PREFIX: &str = "NODEIMG-REPORT ";
 pub const ERROR_PREFIX: &str = "NODEIMG-ERROR ";

@@ -9,11 +9,12 @@ use rustix::mount::MountFlags;
 
 use crate::cmdline::Cmdline;
 use crate::devices;
-use crate::dm::{self, Control, Target};
+use crate::dm::{Control, Target};
 use crate::error::BootError;
 use crate::modules;
 use crate::plan::{Phase, DEVICE_WAIT_MS, DM_NAME, DM_NODE, STAGE2_ARG, STAGE2_BIN, SYSROOT};
 use crate::sys::{self, Files, Mount, Mounts, Real};
+use crate::verity;
 
 /// API file systems, moved into the new root by `switch_root`.
 const API_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];
@@ -207,7 +208,7 @@ pub fn run(
         }
         Phase::VerifyFull => {
             let bytes = c.verity.data_blocks.saturating_mul(4096);
-            dm::read_through(Path::new(DM_NODE), bytes).map_err(|source| BootError::Read {
+            verity::read_through(Path::new(DM_NODE), bytes).map_err(|source| BootError::Read {
                 path: DM_NODE.into(),
                 source,
             })?;
@@ -231,10 +232,10 @@ fn create_verity(c: &Cmdline, data: &Path, hash: &Path) -> Result<String, BootEr
     let ctl = Control::open()?;
     let uuid = format!("NODEIMG-VERITY-{}", c.verity.root_hash);
     let (major, minor) = ctl.create(DM_NAME, &uuid)?;
-    let params = dm::verity_table(&c.verity, data, hash);
+    let params = verity::verity_table(&c.verity, data, hash);
     let target = Target {
         start: 0,
-        length: dm::verity_sectors(&c.verity),
+        length: verity::verity_sectors(&c.verity),
         target_type: "verity",
         params: &params,
     };
@@ -254,7 +255,7 @@ fn create_verity(c: &Cmdline, data: &Path, hash: &Path) -> Result<String, BootEr
     })?;
     Ok(format!(
         "{DM_NODE} ({major}:{minor}) {}",
-        dm::verity_state(DM_NAME).as_str()
+        verity::verity_state(DM_NAME).as_str()
     ))
 }
 

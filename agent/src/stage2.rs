@@ -8,7 +8,6 @@ use rustix::mount::MountFlags;
 
 use crate::cmdline::Cmdline;
 use crate::devices;
-use crate::dm::{self, VerityState};
 use crate::error::BootError;
 use crate::modules;
 use crate::net;
@@ -16,6 +15,7 @@ use crate::plan::{Phase, VarPlan, DEVICE_WAIT_MS, DM_NAME, DM_NODE};
 use crate::report::{Report, RootReport, StateReport};
 use crate::sys::{Files, Mount, Mounts, Real};
 use crate::sysctl;
+use crate::verity::{self, VerityState};
 
 const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
 const STATE_LABEL: &str = "nodeimg-state";
@@ -251,7 +251,7 @@ pub fn run(
                     source,
                 })?;
             let entry = root_entry(&mounts);
-            let verdict = dm::verity_state(DM_NAME);
+            let verdict = verity::verity_state(DM_NAME);
             report.root = RootReport {
                 device: entry.as_ref().map(|e| e.device.clone()),
                 fstype: entry.as_ref().map(|e| e.fstype.clone()),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use nodeimg::lab::{self, Accel, BootOptions, LabError};
+use nodeimg::lab::{self, Accel, BootOptions};
 use serde_json::{json, Value};
 
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,7 @@
 //! device plus root hash ([`verity::build_hash_tree`]). Both write into
 //! `impl Write + Seek` sinks and are byte-reproducible. They never need root,
 //! loop devices or mounts, and never read the clock, the environment or the
-//! host file system ([`bench`] alone does, and only for measurements).
+//! host file system ([`mod@bench`] alone does, and only for measurements).
 
 pub mod bench;
 pub mod squashfs;

@@ -38,10 +38,17 @@ use crate::rootfs::{Entry, Kind, Tree};
 /// Alignment of the finished image: one dm-verity data block.
 pub const IMAGE_ALIGN: u64 = 4096;
 
+/// Default zstd level: the knee of the size/time curve (see
+/// [`SquashfsOptions::compression_level`]).
+pub const DEFAULT_ZSTD_LEVEL: u32 = 6;
+
 /// How the image is compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SquashfsOptions {
-    /// zstd level, 1..=22. 15 matches `mksquashfs -comp zstd`'s default.
+    /// zstd level, 1..=22. Default 6: on 150 MB of /usr (2 cores) level 6
+    /// takes 3.4 s for 58.3 MB, level 15 (mksquashfs' default) 37 s for
+    /// 54.7 MB, level 19 about 3x longer again for 1 % less. Pass 15 or 19
+    /// for release images if the minutes are worth it.
     pub compression_level: u32,
     /// Data block size: a power of two from 4 KiB to 1 MiB.
     pub block_size: u32,
@@ -52,7 +59,7 @@ pub struct SquashfsOptions {
 impl Default for SquashfsOptions {
     fn default() -> Self {
         SquashfsOptions {
-            compression_level: 15,
+            compression_level: DEFAULT_ZSTD_LEVEL,
             block_size: 128 * 1024,
             threads: 0,
         }
@@ -161,7 +168,7 @@ pub(crate) struct CompressStats {
     pub planned: usize,
 }
 
-/// Writes `tree` as a squashfs image into `out` (at its current position),
+/// Writes `tree` as a squashfs image into `out`,
 /// padded with zeros to a multiple of [`IMAGE_ALIGN`]. The image is built in
 /// memory and written to `out` in one `write_all`; `out` is not flushed.
 pub fn write_squashfs<W: Write>(
@@ -566,6 +573,16 @@ fn run_precompressed<T>(
             let shared = Arc::clone(&shared);
             scope.spawn(move || shared.worker());
         }
+        // Stops the workers and clears the plan however `write` ends: a
+        // panic must not leave workers waiting, or the scope never joins.
+        struct Finish(Arc<Shared>);
+        impl Drop for Finish {
+            fn drop(&mut self) {
+                PLAN.with(|p| p.borrow_mut().take());
+                self.0.stop();
+            }
+        }
+        let finish = Finish(Arc::clone(&shared));
         PLAN.with(|p| {
             *p.borrow_mut() = Some(PlanCursor {
                 shared: Arc::clone(&shared),
@@ -574,10 +591,11 @@ fn run_precompressed<T>(
             })
         });
         let result = write();
-        let cursor = PLAN.with(|p| p.borrow_mut().take());
-        shared.stop();
-        let mut stats = cursor.map(|c| c.stats).unwrap_or_default();
+        let mut stats = PLAN
+            .with(|p| p.borrow().as_ref().map(|c| c.stats))
+            .unwrap_or_default();
         stats.planned = planned;
+        drop(finish);
         (result, stats)
     })
 }

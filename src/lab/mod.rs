@@ -320,6 +320,10 @@ fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Shutdown), LabEr
 }
 
 #[cfg(test)]
+#[path = "lab_tests.rs"]
+mod lab_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

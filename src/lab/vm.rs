@@ -237,6 +237,9 @@ impl Vm {
             return Shutdown::AlreadyExited;
         }
         if let Err(e) = qmp_command(&self.qmp_socket, "system_powerdown") {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Shutdown::AlreadyExited; // The guest powered off first.
+            }
             tracing::warn!(error = %e, "QMP system_powerdown failed");
         }
         let deadline = Instant::now() + bound;

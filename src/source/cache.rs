@@ -117,6 +117,63 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// A product derived from the entry `source` (e.g. a .deb with its
+    /// members decompressed), if cached and intact. The product is stored
+    /// content-addressed like any entry; `derived/<kind>-<source>` names it.
+    pub fn get_derived(
+        &self,
+        kind: &str,
+        source: &hash::Sha256,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        let link = self.derived_link(kind, source);
+        let text = match fs::read_to_string(&link) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(CacheError::Io {
+                    path: link,
+                    source: e,
+                })
+            }
+        };
+        let Some(sha) = hash::parse_sha256(text.trim()) else {
+            tracing::warn!(path = %link.display(), "unreadable derived-cache link; rebuilding it");
+            return Ok(None);
+        };
+        match self.get(&sha)? {
+            Lookup::Hit(d) => Ok(Some(d)),
+            Lookup::Miss | Lookup::Corrupt { .. } => Ok(None),
+        }
+    }
+
+    pub fn put_derived(
+        &self,
+        kind: &str,
+        source: &hash::Sha256,
+        data: &[u8],
+    ) -> Result<(), CacheError> {
+        let sha = hash::sha256(data);
+        self.put(kind, &sha, data)?;
+        let link = self.derived_link(kind, source);
+        let dir = self.root.join("derived");
+        fs::create_dir_all(&dir).map_err(|e| CacheError::Io {
+            path: dir,
+            source: e,
+        })?;
+        atomic::write(&link, hex::encode(sha).as_bytes()).map_err(|e| CacheError::Io {
+            path: link,
+            source: e,
+        })
+    }
+
+    fn derived_link(&self, kind: &str, source: &hash::Sha256) -> PathBuf {
+        self.root
+            .join("derived")
+            .join(format!("{kind}-{}", hex::encode(source)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

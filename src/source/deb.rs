@@ -240,6 +240,43 @@ pub fn unpack_into(
     Ok(info)
 }
 
+/// Rewrites a `.deb` with its `control.tar` and `data.tar` members
+/// decompressed. Unpacking the result yields the same tree as unpacking
+/// `bytes` (it goes through the same checks), but skips the xz work: the
+/// build caches these so a rebuild does not decompress containerd again.
+pub fn to_plain(name: &str, bytes: &[u8]) -> Result<Vec<u8>, DebError> {
+    let mut archive = ar::Archive::new(bytes);
+    let mut out = ar::Builder::new(Vec::with_capacity(bytes.len() * 4));
+    while let Some(member) = archive.next_entry() {
+        let member = member.map_err(|source| DebError::Ar {
+            package: name.into(),
+            source,
+        })?;
+        let id = String::from_utf8_lossy(member.header().identifier());
+        let id = id.trim_end().trim_end_matches('/').to_string();
+        let reader = Exact {
+            remaining: member.header().size(),
+            inner: member,
+        };
+        let (plain_id, compression) = match member_kind(name, &id)? {
+            MemberKind::Control(c) => ("control.tar".to_string(), c),
+            MemberKind::Data(c) => ("data.tar".to_string(), c),
+            MemberKind::Version | MemberKind::Ignored => (id.clone(), Compression::None),
+        };
+        let mut data = Vec::new();
+        decompress(name, &id, compression, reader)?
+            .read_to_end(&mut data)
+            .map_err(|source| member_err(name, &id, source))?;
+        let header = ar::Header::new(plain_id.into_bytes(), data.len() as u64);
+        out.append(&header, &data[..])
+            .map_err(|source| member_err(name, &id, source))?;
+    }
+    out.into_inner().map_err(|source| DebError::Ar {
+        package: name.into(),
+        source,
+    })
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Compression {
     None,
