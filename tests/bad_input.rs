@@ -101,6 +101,16 @@ fn cache_entry(p: &Project, data: &[u8]) -> PathBuf {
     p.path("cache/sha256").join(sha256_hex(data))
 }
 
+/// The cached decompressed copy the build keeps of a .deb (read first on
+/// rebuilds, so corruption tests must damage it too).
+fn derived_entry(p: &Project, deb: &[u8]) -> PathBuf {
+    let link = p
+        .path("cache/derived")
+        .join(format!("plain-deb-{}", sha256_hex(deb)));
+    let sha = std::fs::read_to_string(&link).unwrap();
+    p.path("cache/sha256").join(sha.trim())
+}
+
 /// Locks, then builds into `out`, both expected to succeed.
 fn lock_and_build(p: &Project, out: &str) -> serde_json::Value {
     assert!(p.lock().ok, "lock failed");
@@ -229,9 +239,13 @@ fn corrupt_cache_entry_is_fetched_again() {
     let p = &f.p;
     let first = lock_and_build(p, "out");
     let entry = cache_entry(p, &hello().deb);
-    let mut bytes = std::fs::read(&entry).unwrap();
-    bytes[100] ^= 0xff;
-    std::fs::write(&entry, &bytes).unwrap();
+    let derived = derived_entry(p, &hello().deb);
+    let plain = std::fs::read(&derived).unwrap();
+    for e in [&entry, &derived] {
+        let mut bytes = std::fs::read(e).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(e, &bytes).unwrap();
+    }
 
     let run = p.build("out", &[]);
     assert!(run.ok, "{}", run.stderr);
@@ -242,6 +256,7 @@ fn corrupt_cache_entry_is_fetched_again() {
     );
     assert_eq!(manifest(p, "out"), first);
     assert_eq!(std::fs::read(&entry).unwrap(), hello().deb);
+    assert_eq!(std::fs::read(&derived).unwrap(), plain);
 }
 
 #[test]
@@ -252,6 +267,7 @@ fn corrupt_cache_and_changed_mirror_is_a_hash_mismatch() {
     let good = hello();
     let entry = cache_entry(p, &good.deb);
     std::fs::write(&entry, b"garbage").unwrap();
+    std::fs::write(derived_entry(p, &good.deb), b"garbage").unwrap();
     let mut other = good.deb.clone();
     let n = other.len();
     other[n - 30] ^= 0xff;

@@ -194,4 +194,19 @@ mod tests {
             CacheError::Mismatch { .. }
         ));
     }
+
+    #[test]
+    fn derived_entries_are_hash_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path());
+        let src = hash::sha256(b"deb");
+        assert_eq!(c.get_derived("plain", &src).unwrap(), None);
+        c.put_derived("plain", &src, b"plain deb").unwrap();
+        assert_eq!(
+            c.get_derived("plain", &src).unwrap().as_deref(),
+            Some(&b"plain deb"[..])
+        );
+        fs::write(c.path_for(&hash::sha256(b"plain deb")), b"tampered").unwrap();
+        assert_eq!(c.get_derived("plain", &src).unwrap(), None);
+    }
 }
