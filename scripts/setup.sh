@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  ca-certificates curl xz-utils zstd cpio binutils
+  ca-certificates curl xz-utils zstd cpio binutils bc
   cryptsetup-bin squashfs-tools erofs-utils
   qemu-system-x86 qemu-utils
   debian-archive-keyring

@@ -18,4 +18,4 @@ pub mod modules;
 
 pub use initramfs::Compression;
 pub use kernel::{extract_vmlinux, find_kernel, inspect, KernelError, KernelInfo};
-pub use modules::{closure, Module, ModuleError};
+pub use modules::{closure, initramfs_payload, EarlyModules, Module, ModuleError};

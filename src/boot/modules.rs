@@ -393,15 +393,19 @@ pub fn closure(tree: &Tree, kver: &str, wanted: &[String]) -> Result<Vec<Module>
     Ok(walk.out)
 }
 
-/// The initramfs side of a closure: each loadable module's file (same path
-/// as in the tree, bytes as shipped) and the `modules.order` text the agent
-/// reads from [`MODULES_ORDER_PATH`] (one absolute path per line, load order).
-pub fn initramfs_payload(
-    tree: &Tree,
-    modules: &[Module],
-) -> Result<(Vec<(String, Arc<[u8]>)>, String), ModuleError> {
-    let mut files = Vec::new();
-    let mut order = String::new();
+/// The files a closure puts in the initramfs, ready for
+/// [`initramfs::build`](super::initramfs::build).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlyModules {
+    /// `(path, bytes)`: the same path as in the tree, the bytes as shipped.
+    pub files: Vec<(String, Arc<[u8]>)>,
+    /// The text for [`MODULES_ORDER_PATH`]: one absolute path per line, in load order.
+    pub order: String,
+}
+
+/// The initramfs side of a closure: every loadable module, builtins skipped.
+pub fn initramfs_payload(tree: &Tree, modules: &[Module]) -> Result<EarlyModules, ModuleError> {
+    let mut early = EarlyModules::default();
     for m in modules.iter().filter(|m| !m.builtin) {
         let data = match tree.get(&m.path_in_tree).map(|e| &e.kind) {
             Some(Kind::File(data)) => Arc::clone(data),
@@ -410,12 +414,12 @@ pub fn initramfs_payload(
                 return Err(ModuleError::NotInTree { name, path });
             }
         };
-        order.push('/');
-        order.push_str(&m.path_in_tree);
-        order.push('\n');
-        files.push((m.path_in_tree.clone(), data));
+        early.order.push('/');
+        early.order.push_str(&m.path_in_tree);
+        early.order.push('\n');
+        early.files.push((m.path_in_tree.clone(), data));
     }
-    Ok((files, order))
+    Ok(early)
 }
 
 #[cfg(test)]

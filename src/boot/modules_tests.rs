@@ -210,10 +210,10 @@ fn closure_orders_dependencies_first_and_reports_builtins() {
         }]
     );
 
-    let (files, order) = initramfs_payload(&tree, &mods).unwrap();
-    assert_eq!(files.len(), 11);
-    assert_eq!(order.lines().count(), 11);
-    assert!(order.starts_with(&format!(
+    let early = initramfs_payload(&tree, &mods).unwrap();
+    assert_eq!(early.files.len(), 11);
+    assert_eq!(early.order.lines().count(), 11);
+    assert!(early.order.starts_with(&format!(
         "/usr/lib/modules/{KVER}/kernel/drivers/md/dm-mod.ko.xz\n"
     )));
 }

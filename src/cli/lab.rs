@@ -132,16 +132,29 @@ fn print_serial_tail(log: &Path) {
 }
 
 fn print_summary(report: &Value, accel: &str, boot_path: &str) {
-    let s = |key: &str| report.get(key).and_then(Value::as_str).unwrap_or("-").to_string();
+    let s = |key: &str| {
+        report
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string()
+    };
     let ready = report.get("ready").and_then(Value::as_bool) == Some(true);
     println!("ready    {}", if ready { "yes" } else { "NO" });
-    if let Some(err) = report.get("error").and_then(Value::as_str) {
+    if let Some(err) = report
+        .get("error")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+    {
         println!("error    {err}");
     }
     println!("kernel   {}", s("kernel"));
     println!("pid1     {}", s("pid1"));
     if let Some(root) = report.get("root") {
-        let r = |k: &str| root.get(k).map(|v| v.to_string().trim_matches('"').to_string());
+        let r = |k: &str| {
+            root.get(k)
+                .map(|v| v.to_string().trim_matches('"').to_string())
+        };
         println!(
             "root     {} {} read_only={} verity={}",
             r("device").unwrap_or_default(),
@@ -159,7 +172,10 @@ fn print_summary(report: &Value, accel: &str, boot_path: &str) {
     println!("modules  {} loaded", count("modules"));
     println!("sysctl   {} read back", count("sysctl"));
     if let Some(ms) = report.get("boot_ms").and_then(Value::as_u64) {
-        println!("boot     {:.2} s to report ({accel}, {boot_path})", ms as f64 / 1000.0);
+        println!(
+            "boot     {:.2} s to report ({accel}, {boot_path})",
+            ms as f64 / 1000.0
+        );
     }
     if let Some(log) = report.get("serial_log").and_then(Value::as_str) {
         println!("serial   {log}");

@@ -214,6 +214,10 @@ impl Vm {
                 }
             }
             if let Some(status) = exited {
+                let last = String::from_utf8_lossy(&self.partial).into_owned();
+                if let Some(at) = last.find(marker) {
+                    return Ok((last[at..].trim_end().to_string(), Instant::now()));
+                }
                 return Err(LabError::Exited {
                     status: status.to_string(),
                     serial_log: self.serial_log.clone(),
