@@ -32,7 +32,8 @@ pub fn parse_header(block: &[u8]) -> Option<Header> {
         entry_count: u32_at(block, 80)?,
         entry_size: u32_at(block, 84)?,
     };
-    let sane = h.entry_size >= 128 && h.entry_size % 8 == 0 && h.entry_count <= 1024;
+    let sane =
+        (128..=4096).contains(&h.entry_size) && h.entry_size % 8 == 0 && h.entry_count <= 1024;
     sane.then_some(h)
 }
 
@@ -138,6 +139,7 @@ mod tests {
     fn rejects_non_gpt() {
         assert!(parse_header(&[0u8; 512]).is_none());
         assert!(parse_header(&header(4, 64)).is_none());
+        assert!(parse_header(&header(4, u32::MAX - 7)).is_none());
         assert!(parse_header(&header(100_000, 128)).is_none());
         assert!(parse_header(b"EFI PART").is_none());
     }
