@@ -9,12 +9,18 @@ use nodeimg::fs::bench::{compare_with_reference, tree_from_host};
 use nodeimg::fs::squashfs::SquashfsOptions;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let Some(dir) = args.first() else {
         eprintln!("usage: cargo bench --bench fs_reference -- DIR [LEVEL]");
         std::process::exit(2);
     };
-    let level = args.get(1).and_then(|l| l.parse().ok()).unwrap_or(SquashfsOptions::default().compression_level);
+    let level = args
+        .get(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(SquashfsOptions::default().compression_level);
     let tree = match tree_from_host(&[(Path::new(dir), "", u64::MAX)]) {
         Ok(t) => t,
         Err(e) => {

@@ -29,6 +29,8 @@ enum Command {
     Build(cli::build::BuildArgs),
     /// Resolve images against the signed Debian archive and write nodeimg.lock.
     Lock(cli::lock::LockArgs),
+    /// Boot built images in QEMU and report what the node saw.
+    Lab(cli::lab::LabArgs),
 }
 
 fn main() {
@@ -49,6 +51,7 @@ fn main() {
     let result = match cli.command {
         Command::Build(a) => cli::build::run(a, cli.quiet),
         Command::Lock(a) => cli::lock::run(a),
+        Command::Lab(a) => cli::lab::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -382,3 +382,46 @@ fn device_numbers_use_the_kernel_encoding() {
         assert_eq!(decode_dev(dev), (major, minor));
     }
 }
+
+/// Phase timings on a host tree:
+/// `NODEIMG_SQUASHFS_TREE=/tmp/wtree cargo test --release --lib fs::squashfs::tests::profile -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark: needs NODEIMG_SQUASHFS_TREE"]
+fn profile_phases_on_a_host_tree() {
+    use std::time::Instant;
+    let Ok(dir) = std::env::var("NODEIMG_SQUASHFS_TREE") else {
+        return;
+    };
+    let tree = crate::fs::bench::tree_from_host(&[(std::path::Path::new(&dir), "", u64::MAX)])
+        .expect("load tree");
+    let opts = SquashfsOptions::default();
+    let cpu = || {
+        let mut t = std::mem::MaybeUninit::<[i64; 2]>::uninit();
+        let s = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        let f: Vec<&str> = s
+            .rsplit(')')
+            .next()
+            .expect("x")
+            .split_whitespace()
+            .collect();
+        let _ = &mut t;
+        (f[11].parse::<f64>().expect("u") + f[12].parse::<f64>().expect("s")) / 100.0
+    };
+    for threads in [2, 1] {
+        for _ in 0..3 {
+            let o = SquashfsOptions {
+                threads,
+                ..opts.clone()
+            };
+            let (c0, t) = (cpu(), Instant::now());
+            let mut out = Vec::new();
+            let (info, stats) = write_squashfs_with_stats(&tree, 0, &o, &mut out).expect("write");
+            println!(
+                "threads {threads}: {:.2} s wall, {:.2} s cpu, {} bytes, {stats:?}",
+                t.elapsed().as_secs_f64(),
+                cpu() - c0,
+                info.size
+            );
+        }
+    }
+}

@@ -72,6 +72,8 @@ pub struct BootRecord {
     /// UKI adds only where the devices are.
     pub cmdline: String,
     pub initramfs_modules: Vec<String>,
+    /// Modules shipped in the root image and loaded after switch_root.
+    pub root_modules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

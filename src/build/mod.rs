@@ -3,6 +3,8 @@
 //! and renamed into place; `manifest.json` goes last, so a failed build
 //! leaves no manifest behind.
 
+mod boot_stage;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Seek};
@@ -16,7 +18,8 @@ use crate::rootfs::assemble::{assemble, Artifacts, AssembleError};
 use crate::rootfs::usrmerge::{add_merged_symlinks, UsrMergeError};
 use crate::rootfs::Tree;
 use crate::sign::manifest::{
-    Artifact, BuildInfo, Manifest, PackageRecord, VerityRecord, MANIFEST_FILE, MANIFEST_SCHEMA,
+    Artifact, BootRecord, BuildInfo, Manifest, PackageRecord, VerityRecord, MANIFEST_FILE,
+    MANIFEST_SCHEMA,
 };
 use crate::source::cache::Cache;
 use crate::source::deb::{to_plain, unpack_into, DebError};
@@ -28,6 +31,8 @@ use crate::util::{atomic, date, hash};
 
 pub const ROOTFS_FILE: &str = "rootfs.squashfs";
 pub const VERITY_FILE: &str = "rootfs.verity";
+pub const KERNEL_FILE: &str = "vmlinuz";
+pub const INITRAMFS_FILE: &str = "initramfs.img";
 /// Derived-cache kind of decompressed .debs.
 const PLAIN_DEB: &str = "plain-deb";
 
@@ -74,6 +79,8 @@ pub enum BuildError {
         #[source]
         source: VerityError,
     },
+    #[error(transparent)]
+    Boot(#[from] boot_stage::BootStageError),
     #[error("the lock's date `{date}` is not a Debian Release date; set SOURCE_DATE_EPOCH")]
     NoEpoch { date: String },
 }
@@ -113,10 +120,11 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
             }
         })?,
     };
-    let (packages, _kernel_packages) = inputs.lock.packages_for(inputs.lock_path, plan)?;
+    let (packages, kernel_packages) = inputs.lock.packages_for(inputs.lock_path, plan)?;
 
     let t = Instant::now();
     let debs = fetch_packages(&packages, inputs)?;
+    let kernel_debs = fetch_packages(&kernel_packages, inputs)?;
     tracing::info!(
         packages = debs.len(),
         secs = t.elapsed().as_secs_f32(),
@@ -143,6 +151,19 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     bar.finish_and_clear();
     add_merged_symlinks(&mut tree)?;
     assemble(&mut tree, plan, &inputs.artifacts, &owners)?;
+    let mtime = u32::try_from(epoch).unwrap_or(u32::MAX);
+    let boot = match plan.kernel_package {
+        Some(_) => {
+            let named: Vec<(&str, &[u8])> = kernel_packages
+                .iter()
+                .zip(&kernel_debs)
+                .map(|(p, d)| (p.name.as_str(), d.as_slice()))
+                .collect();
+            let agent = inputs.artifacts.get("nodeagent").map(Vec::as_slice);
+            Some(boot_stage::prepare(plan, &named, agent, &mut tree, mtime)?)
+        }
+        None => None,
+    };
     tracing::info!(
         entries = tree.len(),
         bytes = tree.file_bytes(),
@@ -151,7 +172,6 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     );
 
     let t = Instant::now();
-    let mtime = u32::try_from(epoch).unwrap_or(u32::MAX);
     let rootfs_tmp = atomic::temp_path(&out.join(ROOTFS_FILE));
     let verity_tmp = atomic::temp_path(&out.join(VERITY_FILE));
     let result = write_images(&tree, mtime, inputs, &rootfs_tmp, &verity_tmp);
@@ -171,10 +191,25 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         "root image and verity tree written"
     );
 
-    let artifacts = vec![
+    let mut artifacts = vec![
         Artifact::of_file("rootfs", out, ROOTFS_FILE).map_err(io_err)?,
         Artifact::of_file("verity", out, VERITY_FILE).map_err(io_err)?,
     ];
+    let boot_record = match &boot {
+        Some(b) => {
+            write_artifact(out, KERNEL_FILE, &b.kernel)?;
+            write_artifact(out, INITRAMFS_FILE, &b.initramfs)?;
+            artifacts.push(Artifact::of_file("kernel", out, KERNEL_FILE).map_err(io_err)?);
+            artifacts.push(Artifact::of_file("initramfs", out, INITRAMFS_FILE).map_err(io_err)?);
+            Some(BootRecord {
+                kernel_version: b.kernel_release.clone(),
+                cmdline: boot_stage::cmdline(plan, &verity),
+                initramfs_modules: b.initramfs_modules.clone(),
+                root_modules: b.root_modules.clone(),
+            })
+        }
+        None => None,
+    };
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA,
         name: plan.name.clone(),
@@ -189,7 +224,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         },
         artifacts,
         verity,
-        boot: None,
+        boot: boot_record,
         packages: packages
             .iter()
             .map(|p| PackageRecord {
@@ -202,6 +237,11 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     };
     atomic::write(&out.join(MANIFEST_FILE), &manifest.to_json()).map_err(io_err)?;
     Ok(manifest)
+}
+
+fn write_artifact(out: &Path, name: &str, data: &[u8]) -> Result<(), BuildError> {
+    let path = out.join(name);
+    atomic::write(&path, data).map_err(|e| BuildError::Out { path, source: e })
 }
 
 /// Each locked .deb with its members decompressed (see

@@ -1,0 +1,124 @@
+//! The boot side of a build: Debian's kernel package -> the kernel as
+//! Debian signed it, the module closure split between the initramfs (what
+//! reaching the root needs) and the root image (the rest), and the
+//! initramfs with the agent as `/init`. The command line that carries the
+//! verity root hash is made after the root image exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::boot::initramfs::{self, InitramfsError};
+use crate::boot::modules::{closure, initramfs_payload, ModuleError, MODULES_ORDER_PATH};
+use crate::boot::{find_kernel, KernelError};
+use crate::rootfs::{Entry, Tree};
+use crate::sign::manifest::VerityRecord;
+use crate::source::deb::{unpack_into, DebError};
+use crate::spec::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootStageError {
+    #[error("image `{image}` places nodeagent or names a kernel, but the build has no agent binary (pass --agent)")]
+    NoAgent { image: String },
+    #[error("unpacking kernel package")]
+    Deb(#[source] DebError),
+    #[error("kernel")]
+    Kernel(#[source] KernelError),
+    #[error("kernel modules")]
+    Modules(#[source] ModuleError),
+    #[error("initramfs")]
+    Initramfs(#[source] InitramfsError),
+}
+
+/// What the boot stage hands back to the build.
+pub struct BootParts {
+    pub kernel_release: String,
+    pub kernel: Arc<[u8]>,
+    pub initramfs: Vec<u8>,
+    pub initramfs_modules: Vec<String>,
+    pub root_modules: Vec<String>,
+}
+
+/// Unpacks the kernel packages, puts the root-side modules (and their load
+/// order) into `root`, and builds the initramfs.
+pub fn prepare(
+    plan: &Plan,
+    kernel_debs: &[(&str, &[u8])],
+    agent: Option<&[u8]>,
+    root: &mut Tree,
+    mtime: u32,
+) -> Result<BootParts, BootStageError> {
+    let agent = agent.ok_or_else(|| BootStageError::NoAgent {
+        image: plan.name.clone(),
+    })?;
+    let mut ktree = Tree::new();
+    let mut owners = BTreeMap::new();
+    for (name, deb) in kernel_debs {
+        unpack_into(name, deb, &mut ktree, &mut owners).map_err(BootStageError::Deb)?;
+    }
+    let (kver, kernel) = find_kernel(&ktree).map_err(BootStageError::Kernel)?;
+
+    let early_wanted: Vec<String> = plan.initramfs_modules.iter().cloned().collect();
+    let early = closure(&ktree, &kver, &early_wanted).map_err(BootStageError::Modules)?;
+    let early_names: BTreeSet<String> = early.iter().map(|m| m.name.clone()).collect();
+    let payload = initramfs_payload(&ktree, &early).map_err(BootStageError::Modules)?;
+
+    let root_wanted: Vec<String> = plan.modules.iter().cloned().collect();
+    let late = closure(&ktree, &kver, &root_wanted).map_err(BootStageError::Modules)?;
+    let late: Vec<_> = late
+        .into_iter()
+        .filter(|m| !early_names.contains(&m.name))
+        .collect();
+    let root_payload = initramfs_payload(&ktree, &late).map_err(BootStageError::Modules)?;
+    for (path, data) in &root_payload.files {
+        root.insert(path, Entry::file(Arc::clone(data), 0o644));
+    }
+    root.insert(
+        MODULES_ORDER_PATH,
+        Entry::file(root_payload.order.clone().into_bytes(), 0o644),
+    );
+
+    let initramfs = initramfs::build(agent, &payload.files, &payload.order, mtime)
+        .map_err(BootStageError::Initramfs)?;
+    tracing::info!(
+        kernel = kver,
+        initramfs_modules = early.len(),
+        root_modules = late.len(),
+        initramfs_bytes = initramfs.len(),
+        "boot parts ready"
+    );
+    Ok(BootParts {
+        kernel_release: kver,
+        kernel,
+        initramfs,
+        initramfs_modules: early
+            .iter()
+            .filter(|m| !m.builtin)
+            .map(|m| m.name.clone())
+            .collect(),
+        root_modules: late
+            .iter()
+            .filter(|m| !m.builtin)
+            .map(|m| m.name.clone())
+            .collect(),
+    })
+}
+
+/// The image's kernel command line: the layers' arguments (sorted, so the
+/// line is stable) and where the agent finds and checks its root. Devices
+/// are not named here: the lab, the UKI or the boot loader adds them.
+pub fn cmdline(plan: &Plan, verity: &VerityRecord) -> String {
+    let mut args: Vec<String> = plan.cmdline.keys().cloned().collect();
+    args.push(format!("nodeimg.roothash={}", verity.root_hash));
+    args.push(format!(
+        "nodeimg.salt={}",
+        if verity.salt.is_empty() {
+            "-"
+        } else {
+            &verity.salt
+        }
+    ));
+    args.push(format!("nodeimg.data_blocks={}", verity.data_blocks));
+    args.push(format!("nodeimg.hash_start={}", verity.hash_start_block));
+    args.push("nodeimg.fstype=squashfs".into());
+    args.join(" ")
+}
