@@ -27,6 +27,8 @@ pub struct Fake {
     pub dirs: Vec<PathBuf>,
     /// Modules that answer EEXIST.
     pub builtin: Vec<PathBuf>,
+    /// Modules that answer ENODEV (no such hardware).
+    pub absent_hardware: Vec<PathBuf>,
     /// A call that fails with EIO (compared after it is recorded).
     pub fail: Option<Call>,
     /// Writes go through a filter: (path, written) -> what a later read returns.
@@ -122,6 +124,8 @@ impl Modules for Fake {
         self.record(Call::Load(path.into()))?;
         Ok(if self.builtin.iter().any(|b| b == path) {
             Loaded::Already
+        } else if self.absent_hardware.iter().any(|b| b == path) {
+            Loaded::NoDevice
         } else {
             Loaded::New
         })

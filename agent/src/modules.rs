@@ -62,6 +62,8 @@ pub fn is_compressed(path: &Path) -> bool {
 pub struct LoadSummary {
     pub loaded: usize,
     pub already: usize,
+    /// Drivers for hardware the machine lacks (ENODEV), by file name.
+    pub no_device: Vec<String>,
     /// The slowest load (file name, ms): module loading dominates TCG boot time.
     pub slowest: Option<(String, u64)>,
 }
@@ -69,6 +71,9 @@ pub struct LoadSummary {
 impl std::fmt::Display for LoadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} loaded, {} present", self.loaded, self.already)?;
+        if !self.no_device.is_empty() {
+            write!(f, ", no hardware for {}", self.no_device.join(" "))?;
+        }
         if let Some((name, ms)) = &self.slowest {
             write!(f, ", slowest {name} {ms} ms")?;
         }
@@ -101,6 +106,12 @@ pub fn load_list<S: Files + Modules>(
         match sys.load(&module) {
             Ok(Loaded::New) => sum.loaded += 1,
             Ok(Loaded::Already) => sum.already += 1,
+            Ok(Loaded::NoDevice) => sum.no_device.push(
+                module
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
             Err(source) => return Err(ModuleError::Load { module, source }),
         }
         let ms = crate::sys::uptime_ms().saturating_sub(t);
@@ -148,6 +159,17 @@ mod tests {
             matches!(e, ModuleError::NotAbsolute { line: 2, .. }),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn driver_without_hardware_is_skipped_not_fatal() {
+        let mut f = Fake::new().with_file("/order", ORDER);
+        f.absent_hardware
+            .push("/usr/lib/modules/6.12/kernel/drivers/md/dm-mod.ko.xz".into());
+        let s = load_list(&mut f, Path::new("/order"), false).unwrap();
+        assert_eq!(s.loaded, 2);
+        assert_eq!(s.no_device, ["dm-mod.ko.xz"]);
+        assert!(s.to_string().contains("no hardware for dm-mod.ko.xz"));
     }
 
     #[test]

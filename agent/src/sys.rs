@@ -65,6 +65,9 @@ pub enum Loaded {
     New,
     /// EEXIST: built in, or loaded earlier (stage 1 loaded it).
     Already,
+    /// ENODEV: a driver for hardware this machine lacks (crc32c-intel on a
+    /// CPU without SSE4.2, say). Not an error: the generic module serves.
+    NoDevice,
 }
 
 pub trait Modules {
@@ -201,6 +204,7 @@ impl Modules for Real {
         match rustix::system::finit_module(&fd, c"", flags) {
             Ok(()) => Ok(Loaded::New),
             Err(rustix::io::Errno::EXIST) => Ok(Loaded::Already),
+            Err(rustix::io::Errno::NODEV) => Ok(Loaded::NoDevice),
             Err(e) => Err(e.into()),
         }
     }

@@ -407,6 +407,41 @@ fn profile_phases_on_a_host_tree() {
         let _ = &mut t;
         (f[11].parse::<f64>().expect("u") + f[12].parse::<f64>().expect("s")) / 100.0
     };
+    let files: Vec<Arc<[u8]>> = {
+        let mut e: Vec<(&str, &Entry)> = tree.iter().filter(|(p, _)| !p.is_empty()).collect();
+        e.sort_by(|a, b| std::path::Path::new(a.0).cmp(std::path::Path::new(b.0)));
+        e.iter()
+            .filter_map(|(_, e)| match &e.kind {
+                Kind::File(d) => Some(Arc::clone(d)),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 0..3 {
+        let (c0, t) = (cpu(), Instant::now());
+        let jobs = plan_blocks(&files, 131072);
+        let t_plan = t.elapsed().as_secs_f64();
+        let fc = zstd_compressor(6).expect("fc");
+        let mut n = 0;
+        for j in &jobs {
+            n += DefaultCompressor
+                .compress(j.bytes(), fc, 131072)
+                .expect("c")
+                .len();
+        }
+        let t_fresh = t.elapsed().as_secs_f64();
+        let mut z = zstd::bulk::Compressor::new(6).expect("z");
+        let mut m = 0;
+        for j in &jobs {
+            m += z.compress(j.bytes()).expect("c").len();
+        }
+        println!(
+            "plan {t_plan:.3} fresh-ctx {:.2} reused-ctx {:.2} (cpu {:.2}) {n} {m}",
+            t_fresh - t_plan,
+            t.elapsed().as_secs_f64() - t_fresh,
+            cpu() - c0
+        );
+    }
     for threads in [2, 1] {
         for _ in 0..3 {
             let o = SquashfsOptions {
