@@ -10,42 +10,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod support;
 
-/// The static agent the Makefile builds before the tests (`make agent`).
-fn agent() -> PathBuf {
-    let p = repo().join("target/x86_64-unknown-linux-gnu/release/nodeagent");
-    assert!(
-        p.is_file(),
-        "{} is missing: run `make agent` (make test does) before these tests",
-        p.display()
-    );
-    p
-}
-
-fn tool(name: &str) -> String {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p.display().to_string();
-        }
-    }
-    panic!("{name} is not installed: run scripts/setup.sh (make test does)");
-}
+use support::{artifact_path as artifact, build_image, read_manifest, tool};
 
 fn build_into(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-        .current_dir(repo())
-        .args(["build", "images/worker.toml", "--quiet", "--out"])
-        .arg(out)
-        .arg("--agent")
-        .arg(agent())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .status()
-        .expect("run nodeimg");
-    assert!(status.success(), "nodeimg build failed");
+    build_image("worker", out);
 }
 
 struct Built {
@@ -60,27 +30,13 @@ fn built() -> &'static Built {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("worker");
         build_into(&out);
-        let manifest =
-            serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest"))
-                .expect("json");
+        let manifest = read_manifest(&out);
         Built {
             _dir: dir,
             out,
             manifest,
         }
     })
-}
-
-fn artifact(m: &Value, kind: &str) -> String {
-    m["artifacts"]
-        .as_array()
-        .expect("artifacts")
-        .iter()
-        .find(|a| a["kind"] == kind)
-        .expect(kind)["path"]
-        .as_str()
-        .expect("path")
-        .to_string()
 }
 
 fn veritysetup_verify(data: &Path, hash: &Path, root: &str) -> std::process::Output {

@@ -1,0 +1,277 @@
+//! Boots the repository's worker image in QEMU (TCG) through
+//! `nodeimg lab boot` and judges the node's own report: a verified
+//! read-only root, every sysctl of the image read back, PID 1 being
+//! nodeagent, a state disk that survives a reboot, and a tampered root
+//! that never comes up. The kernel is the final judge.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use support::{artifact_path, build_image, read_manifest, tool};
+
+struct Built {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+}
+
+fn built() -> &'static Built {
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("worker");
+        build_image("worker", &out);
+        Built { _dir: dir, out }
+    })
+}
+
+/// Runs `nodeimg lab boot DIR --json` and returns (exit code, report). The
+/// serial log is kept next to DIR for a failing test's evidence.
+fn lab_boot(dir: &Path, extra: &[&str]) -> (i32, Value) {
+    let serial = dir.with_extension("serial.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["lab", "boot", "--json", "--timeout", "180", "--keep-serial"])
+        .arg(&serial)
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run nodeimg lab boot");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr:\n{}\nserial log: {}",
+            String::from_utf8_lossy(&out.stderr),
+            serial.display()
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// Name -> value of every sysctl the image sets, read from the root image
+/// itself (not from the specs), so the test checks what shipped.
+fn image_sysctls(dir: &Path) -> Vec<(String, String)> {
+    let m = read_manifest(dir);
+    let rootfs = dir.join(artifact_path(&m, "rootfs"));
+    let out = Command::new(tool("unsquashfs"))
+        .args(["-cat"])
+        .arg(&rootfs)
+        .arg("etc/sysctl.d/50-nodeimg.conf")
+        .output()
+        .expect("unsquashfs -cat");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+/// A copy of the build whose root image has one byte flipped at `offset`.
+/// The manifest is rewritten to match: an attacker controls the disk and
+/// the manifest, but not the root hash on the kernel command line.
+fn tampered_copy(src: &Path, dst: &Path, offset: usize) {
+    std::fs::create_dir_all(dst).unwrap();
+    let mut m = read_manifest(src);
+    for a in m["artifacts"].as_array().unwrap().clone() {
+        let p = a["path"].as_str().unwrap();
+        std::fs::copy(src.join(p), dst.join(p)).unwrap();
+    }
+    let rootfs = artifact_path(&m, "rootfs");
+    let mut bytes = std::fs::read(dst.join(&rootfs)).unwrap();
+    bytes[offset] ^= 0x40;
+    std::fs::write(dst.join(&rootfs), &bytes).unwrap();
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    for a in m["artifacts"].as_array_mut().unwrap() {
+        if a["kind"] == "rootfs" {
+            a["sha256"] = Value::String(sha.clone());
+        }
+    }
+    std::fs::write(
+        dst.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Where block `index` (128 KiB) of `path` sits in the root image, found
+/// by content: our writer compresses each block with zstd, so the same
+/// block compressed here at the image's level is found verbatim.
+fn file_block_offset(dir: &Path, path: &str, index: usize) -> usize {
+    let m = read_manifest(dir);
+    let rootfs = dir.join(artifact_path(&m, "rootfs"));
+    let out = Command::new(tool("unsquashfs"))
+        .arg("-cat")
+        .arg(&rootfs)
+        .arg(path)
+        .output()
+        .expect("unsquashfs -cat");
+    assert!(
+        out.status.success(),
+        "{path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = index * 128 * 1024;
+    let block = &out.stdout[start..out.stdout.len().min(start + 128 * 1024)];
+    let image = std::fs::read(&rootfs).unwrap();
+    for level in 1..=22 {
+        let z = zstd::bulk::compress(block, level).unwrap();
+        let probe = &z[..z.len().min(256)];
+        if let Some(pos) = image.windows(probe.len()).position(|w| w == probe) {
+            return pos + probe.len() / 2;
+        }
+    }
+    panic!("block {index} of {path} was not found in the root image");
+}
+
+/// Boots `dir`, which must not come up, and must say verity is why.
+fn refused_for_verity(dir: &Path) -> Value {
+    let (code, r) = lab_boot(dir, &[]);
+    assert_ne!(code, 0);
+    assert_eq!(r["ready"], false);
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("verity"),
+        "error does not name verity: {r:#}"
+    );
+    r
+}
+
+#[test]
+fn worker_boots_verified_with_every_sysctl_and_nodeagent_as_pid1() {
+    let b = built();
+    let (code, r) = lab_boot(&b.out, &[]);
+    assert_eq!(r["ready"], true, "report: {r:#}");
+    assert_eq!(code, 0);
+    assert_eq!(r["root"]["verity"], "verified", "{r:#}");
+    assert_eq!(r["root"]["read_only"], true);
+    assert_eq!(r["root"]["fstype"], "squashfs");
+    assert!(
+        r["root"]["device"]
+            .as_str()
+            .unwrap()
+            .contains("nodeimg-root"),
+        "{r:#}"
+    );
+    let pid1 = r["pid1"].as_str().unwrap();
+    assert!(pid1.ends_with("/nodeagent"), "PID 1 is {pid1}");
+    let m = read_manifest(&b.out);
+    assert_eq!(r["kernel"], m["boot"]["kernel_version"]);
+    assert!(r["cmdline"]
+        .as_str()
+        .unwrap()
+        .contains(m["verity"]["root_hash"].as_str().unwrap()));
+    let sysctls = image_sysctls(&b.out);
+    assert!(
+        sysctls.len() >= 30,
+        "only {} sysctls in the image",
+        sysctls.len()
+    );
+    for (k, v) in &sysctls {
+        let got = r["sysctl"][k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} not in the report: {r:#}"));
+        assert_eq!(
+            got.split_whitespace().collect::<Vec<_>>().join(" "),
+            *v,
+            "sysctl {k}"
+        );
+    }
+    for module in ["dm_verity", "squashfs", "virtio_blk"] {
+        assert!(
+            r["modules"].as_array().unwrap().iter().any(|m| m == module),
+            "{module} not loaded: {r:#}"
+        );
+    }
+}
+
+#[test]
+fn state_disk_is_formatted_once_and_kept() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.img");
+    let state_arg = state.to_str().unwrap();
+    let (code, first) = lab_boot(&b.out, &["--state", state_arg]);
+    assert_eq!(
+        (code, &first["ready"]),
+        (0, &Value::Bool(true)),
+        "{first:#}"
+    );
+    assert_eq!(first["var"], "ext4");
+    assert_eq!(first["state"]["formatted"], true, "{first:#}");
+    let (code, second) = lab_boot(&b.out, &["--state", state_arg]);
+    assert_eq!(
+        (code, &second["ready"]),
+        (0, &Value::Bool(true)),
+        "{second:#}"
+    );
+    assert_eq!(
+        second["state"]["formatted"], false,
+        "reformatted: {second:#}"
+    );
+    let count = |r: &Value| r["state"]["boot_count"].as_u64().unwrap();
+    assert_eq!(
+        count(&second),
+        count(&first) + 1,
+        "what the first boot wrote under /var was lost"
+    );
+}
+
+#[test]
+fn flipped_byte_in_the_first_block_never_comes_up() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("flipped-superblock");
+    tampered_copy(&b.out, &bad, 100);
+    refused_for_verity(&bad);
+}
+
+#[test]
+fn flipped_byte_in_the_stage2_agent_never_comes_up() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("flipped-agent");
+    tampered_copy(
+        &b.out,
+        &bad,
+        file_block_offset(&b.out, "usr/sbin/nodeagent", 0),
+    );
+    let r = refused_for_verity(&bad);
+    assert_ne!(
+        r["pid1"].as_str().unwrap_or(""),
+        "/usr/sbin/nodeagent",
+        "stage 2 ran from a tampered root"
+    );
+}
+
+#[test]
+fn full_verification_finds_a_flip_that_boot_never_reads() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("flipped-late");
+    // Inside containerd, which nothing reads at boot.
+    tampered_copy(
+        &b.out,
+        &bad,
+        file_block_offset(&b.out, "usr/bin/containerd", 100),
+    );
+    let (code, lazy) = lab_boot(&bad, &[]);
+    assert_eq!(
+        (code, &lazy["ready"]),
+        (0, &Value::Bool(true)),
+        "a block nobody read stopped the boot: {lazy:#}"
+    );
+    let (code, full) = lab_boot(&bad, &["--append", "nodeimg.verity=full"]);
+    assert_ne!(code, 0);
+    assert_eq!(full["ready"], false);
+    assert_eq!(full["root"]["verity"], "corrupted", "{full:#}");
+}
