@@ -11,7 +11,7 @@ use crate::boot::initramfs::{self, InitramfsError};
 use crate::boot::modules::{
     closure, decompress_module, initramfs_payload, EarlyModules, ModuleError, MODULES_ORDER_PATH,
 };
-use crate::boot::{find_kernel, KernelError};
+use crate::boot::{find_kernel, inspect, KernelError, KernelInfo};
 use crate::rootfs::{Entry, Tree};
 use crate::sign::manifest::VerityRecord;
 use crate::source::deb::{unpack_into, DebError};
@@ -34,6 +34,7 @@ pub enum BootStageError {
 /// What the boot stage hands back to the build.
 pub struct BootParts {
     pub kernel_release: String,
+    pub kernel_info: KernelInfo,
     pub kernel: Arc<[u8]>,
     pub initramfs: Vec<u8>,
     pub initramfs_modules: Vec<String>,
@@ -58,6 +59,7 @@ pub fn prepare(
         unpack_into(name, deb, &mut ktree, &mut owners).map_err(BootStageError::Deb)?;
     }
     let (kver, kernel) = find_kernel(&ktree).map_err(BootStageError::Kernel)?;
+    let info = inspect(&kernel).map_err(BootStageError::Kernel)?;
 
     let early_wanted: Vec<String> = plan.initramfs_modules.iter().cloned().collect();
     let early = closure(&ktree, &kver, &early_wanted).map_err(BootStageError::Modules)?;
@@ -92,6 +94,7 @@ pub fn prepare(
     );
     Ok(BootParts {
         kernel_release: kver,
+        kernel_info: info,
         kernel,
         initramfs,
         initramfs_modules: early

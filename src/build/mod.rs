@@ -203,6 +203,8 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
             artifacts.push(Artifact::of_file("initramfs", out, INITRAMFS_FILE).map_err(io_err)?);
             Some(BootRecord {
                 kernel_version: b.kernel_release.clone(),
+                kernel_arch: b.kernel_info.arch.to_string(),
+                kernel_signed: b.kernel_info.signed,
                 cmdline: boot_stage::cmdline(plan, &verity),
                 initramfs_modules: b.initramfs_modules.clone(),
                 root_modules: b.root_modules.clone(),

@@ -67,7 +67,13 @@ pub struct VerityRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BootRecord {
+    /// The uname release, from the kernel's setup header.
     pub kernel_version: String,
+    /// Architecture read from the kernel's PE header (x86_64 only).
+    pub kernel_arch: String,
+    /// Debian's Authenticode signature is present (the kernel is shipped
+    /// unmodified).
+    pub kernel_signed: bool,
     /// The image's kernel command line, root hash included; the lab or the
     /// UKI adds only where the devices are.
     pub cmdline: String,
