@@ -51,6 +51,10 @@ echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree"
 unsquashfs -q -n -d "$work/tree" "$work/out/rootfs.squashfs" >/dev/null
 fsrow=$(cargo bench --quiet --bench fs_reference -- "$work/tree" 2>/dev/null | tail -1)
 
+echo "bench: boot to the report under QEMU TCG, beside a kernel-only baseline" >&2
+bootrows=$(cargo bench --quiet --bench boot_baseline -- "$work/out" "$RUNS" 2>/dev/null | grep '^|')
+agent_size=$(stat -c %s "$AGENT")
+
 cat > BENCHMARKS.md <<MD
 # Benchmarks
 
@@ -76,5 +80,16 @@ nodeimg writes squashfs + dm-verity itself; the reference is
 | zstd level | tree | nodeimg squashfs | nodeimg verity | mksquashfs | veritysetup | ratio |
 | --- | --- | --- | --- | --- | --- | --- |
 ${fsrow}
+
+## Boot (QEMU TCG, q35, 1 vCPU, PVH vmlinux, formatted state disk)
+
+The baseline is the same kernel and command line with an initramfs whose
+\`/init\` is a 144-byte ELF that only powers off (benches/boot_baseline.rs),
+measured in the same run.
+
+| what | result |
+| --- | --- |
+${bootrows}
+| nodeagent binary (static, stripped) | $((agent_size / 1024)) KiB |
 MD
 cat BENCHMARKS.md

@@ -181,7 +181,11 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     report.ready = true;
     report.stage_ms.insert("report", sys::uptime_ms());
     con.line(&report.line());
-    match events::Events::open() {
+    // Open the event sources before anything slow: a power-button press
+    // that arrives while deferred modules load is queued, not lost.
+    let events = events::Events::open();
+    load_deferred_modules(con);
+    match events {
         Ok(mut ev) => {
             con.say(&format!(
                 "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
@@ -194,6 +198,21 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
             con.say(&format!("cannot watch signals ({e}); reaping only"));
             hang()
         }
+    }
+}
+
+/// Modules nothing before `ready` needs (netfilter, CNI, overlay networks)
+/// load after the report, so they do not delay it. A failure is reported
+/// loudly but does not undo `ready`: the root is verified and up.
+fn load_deferred_modules(con: &mut Console) {
+    let list = std::path::Path::new(plan::DEFERRED_MODULES_ORDER);
+    let t = sys::uptime_ms();
+    match modules::load_list(&mut sys::Real, list, true) {
+        Ok(sum) => con.say(&format!(
+            "deferred modules ok ({} ms): {sum}",
+            sys::uptime_ms().saturating_sub(t)
+        )),
+        Err(e) => con.line(&format!("NODEIMG-WARN deferred modules: {e}")),
     }
 }
 

@@ -22,6 +22,8 @@ pub const DM_NODE: &str = "/dev/mapper/nodeimg-root";
 pub const SYSROOT: &str = "/sysroot";
 /// Module list in the initramfs and, for the late modules, in the root image.
 pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
+/// Root modules loaded after the report (see `load_deferred_modules`).
+pub const DEFERRED_MODULES_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";
 /// The stage-2 binary, as seen from inside the root image.
 pub const STAGE2_BIN: &str = "/usr/sbin/nodeagent";
 /// The argument that tells nodeagent it is stage 2.

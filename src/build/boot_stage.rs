@@ -39,6 +39,38 @@ pub struct BootParts {
     pub initramfs: Vec<u8>,
     pub initramfs_modules: Vec<String>,
     pub root_modules: Vec<String>,
+    pub deferred_modules: Vec<String>,
+}
+
+/// Where the agent finds the modules to load after it reports ready.
+const DEFERRED_ORDER_PATH: &str = "usr/lib/nodeimg/modules-deferred.order";
+
+/// Puts the closure of `wanted`, minus what loads earlier, into the root
+/// with its load order at `order_path`; returns the module names.
+fn root_modules(
+    ktree: &Tree,
+    kver: &str,
+    wanted: &BTreeSet<String>,
+    earlier: &BTreeSet<String>,
+    order_path: &str,
+    root: &mut Tree,
+) -> Result<Vec<String>, BootStageError> {
+    let wanted: Vec<String> = wanted.iter().cloned().collect();
+    let all = closure(ktree, kver, &wanted).map_err(BootStageError::Modules)?;
+    let mods: Vec<_> = all
+        .into_iter()
+        .filter(|m| !earlier.contains(&m.name))
+        .collect();
+    let payload = decompressed(initramfs_payload(ktree, &mods).map_err(BootStageError::Modules)?)?;
+    for (path, data) in &payload.files {
+        root.insert(path, Entry::file(Arc::clone(data), 0o644));
+    }
+    root.insert(order_path, Entry::file(payload.order.into_bytes(), 0o644));
+    Ok(mods
+        .iter()
+        .filter(|m| !m.builtin)
+        .map(|m| m.name.clone())
+        .collect())
 }
 
 /// Unpacks the kernel packages, puts the root-side modules (and their load
@@ -67,21 +99,24 @@ pub fn prepare(
     let payload =
         decompressed(initramfs_payload(&ktree, &early).map_err(BootStageError::Modules)?)?;
 
-    let root_wanted: Vec<String> = plan.modules.iter().cloned().collect();
-    let late = closure(&ktree, &kver, &root_wanted).map_err(BootStageError::Modules)?;
-    let late: Vec<_> = late
-        .into_iter()
-        .filter(|m| !early_names.contains(&m.name))
-        .collect();
-    let root_payload =
-        decompressed(initramfs_payload(&ktree, &late).map_err(BootStageError::Modules)?)?;
-    for (path, data) in &root_payload.files {
-        root.insert(path, Entry::file(Arc::clone(data), 0o644));
-    }
-    root.insert(
+    let late = root_modules(
+        &ktree,
+        &kver,
+        &plan.modules,
+        &early_names,
         MODULES_ORDER_PATH,
-        Entry::file(root_payload.order.clone().into_bytes(), 0o644),
-    );
+        root,
+    )?;
+    let mut loaded = early_names.clone();
+    loaded.extend(late.iter().cloned());
+    let deferred = root_modules(
+        &ktree,
+        &kver,
+        &plan.deferred_modules,
+        &loaded,
+        DEFERRED_ORDER_PATH,
+        root,
+    )?;
 
     let initramfs = initramfs::build(agent, &payload.files, &payload.order, mtime)
         .map_err(BootStageError::Initramfs)?;
@@ -89,6 +124,7 @@ pub fn prepare(
         kernel = kver,
         initramfs_modules = early.len(),
         root_modules = late.len(),
+        deferred_modules = deferred.len(),
         initramfs_bytes = initramfs.len(),
         "boot parts ready"
     );
@@ -102,11 +138,8 @@ pub fn prepare(
             .filter(|m| !m.builtin)
             .map(|m| m.name.clone())
             .collect(),
-        root_modules: late
-            .iter()
-            .filter(|m| !m.builtin)
-            .map(|m| m.name.clone())
-            .collect(),
+        root_modules: late,
+        deferred_modules: deferred,
     })
 }
 

@@ -208,6 +208,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
                 cmdline: boot_stage::cmdline(plan, &verity),
                 initramfs_modules: b.initramfs_modules.clone(),
                 root_modules: b.root_modules.clone(),
+                deferred_modules: b.deferred_modules.clone(),
             })
         }
         None => None,

@@ -187,6 +187,7 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
     mut out: W,
 ) -> Result<(SquashfsInfo, CompressStats), SquashfsError> {
     validate(opts)?;
+    let t0 = std::time::Instant::now();
     let fc = zstd_compressor(opts.compression_level).map_err(|e| SquashfsError::Prepare {
         source: BackhandCause(e),
     })?;
@@ -235,6 +236,11 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
         })?;
     }
 
+    eprintln!(
+        "TIMING pushed {:.3} {:?}",
+        t0.elapsed().as_secs_f64(),
+        std::time::SystemTime::now()
+    );
     let jobs = plan_blocks(&files, opts.block_size as usize);
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -251,12 +257,18 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
             source: BackhandCause(e),
         })?;
 
+    eprintln!(
+        "TIMING written {:.3} {:?}",
+        t0.elapsed().as_secs_f64(),
+        std::time::SystemTime::now()
+    );
     let size = bytes_used.div_ceil(IMAGE_ALIGN) * IMAGE_ALIGN;
     let mut image = image.into_inner();
     image.resize(bytes_used as usize, 0);
     image.resize(size as usize, 0);
     out.write_all(&image)
         .map_err(|e| SquashfsError::Output { source: e })?;
+    eprintln!("TIMING out {:.3}", t0.elapsed().as_secs_f64());
     Ok((
         SquashfsInfo {
             size,
@@ -523,6 +535,9 @@ impl CompressionAction for Precompressed {
             }
             let got = cur.shared.take(cur.next);
             cur.next += 1;
+            if cur.next == cur.shared.jobs.len() {
+                eprintln!("TIMING last job {:?}", std::time::SystemTime::now());
+            }
             if got.is_some() {
                 cur.stats.hits += 1;
             }
@@ -591,6 +606,10 @@ fn run_precompressed<T>(
             })
         });
         let result = write();
+        eprintln!(
+            "TIMING data+meta done; next job {}",
+            PLAN.with(|p| p.borrow().as_ref().map(|c| c.next).unwrap_or(0))
+        );
         let mut stats = PLAN
             .with(|p| p.borrow().as_ref().map(|c| c.stats))
             .unwrap_or_default();

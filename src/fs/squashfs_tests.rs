@@ -442,6 +442,35 @@ fn profile_phases_on_a_host_tree() {
             cpu() - c0
         );
     }
+    for fresh in [true, false, true, false] {
+        let jobs = plan_blocks(&files, 131072);
+        let fc = zstd_compressor(6).expect("fc");
+        let next = AtomicUsize::new(0);
+        let (c0, t) = (cpu(), Instant::now());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let mut z = zstd::bulk::Compressor::new(6).expect("z");
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(j) = jobs.get(i) else { break };
+                        if fresh {
+                            DefaultCompressor
+                                .compress(j.bytes(), fc, 131072)
+                                .expect("c");
+                        } else {
+                            z.compress(j.bytes()).expect("c");
+                        }
+                    }
+                });
+            }
+        });
+        println!(
+            "parallel fresh={fresh}: {:.2} s wall {:.2} cpu",
+            t.elapsed().as_secs_f64(),
+            cpu() - c0
+        );
+    }
     for threads in [2, 1] {
         for _ in 0..3 {
             let o = SquashfsOptions {

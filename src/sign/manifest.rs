@@ -80,6 +80,8 @@ pub struct BootRecord {
     pub initramfs_modules: Vec<String>,
     /// Modules shipped in the root image and loaded after switch_root.
     pub root_modules: Vec<String>,
+    /// Modules loaded after the node reports ready.
+    pub deferred_modules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

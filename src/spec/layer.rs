@@ -107,9 +107,13 @@ pub struct KernelSpec {
     /// Modules needed to reach the root (go into the initramfs).
     #[serde(default)]
     pub initramfs_modules: Vec<String>,
-    /// Modules loaded from the root after switch_root.
+    /// Modules loaded from the root after switch_root, before `ready`.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// Modules loaded after the node reports ready (nothing at boot needs
+    /// them: netfilter, CNI and overlay networking).
+    #[serde(default)]
+    pub deferred_modules: Vec<String>,
     /// Modules that must never load (`install <m> /bin/false` in modprobe.d),
     /// name -> reason.
     #[serde(default)]

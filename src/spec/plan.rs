@@ -40,6 +40,7 @@ pub struct Plan {
     pub cmdline: BTreeMap<String, String>,
     pub initramfs_modules: BTreeSet<String>,
     pub modules: BTreeSet<String>,
+    pub deferred_modules: BTreeSet<String>,
     pub deny_modules: BTreeMap<String, String>,
 }
 
@@ -115,6 +116,7 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         cmdline: BTreeMap::new(),
         initramfs_modules: BTreeSet::new(),
         modules: BTreeSet::new(),
+        deferred_modules: BTreeSet::new(),
         deny_modules: BTreeMap::new(),
     };
     let mut seen = BTreeSet::new();
@@ -318,6 +320,9 @@ fn merge_layer(
     }
     for m in k.modules {
         plan.modules.insert(m);
+    }
+    for m in k.deferred_modules {
+        plan.deferred_modules.insert(m);
     }
     for (m, reason) in k.deny_modules {
         plan.deny_modules.insert(m, reason);
