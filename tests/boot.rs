@@ -4,6 +4,9 @@
 //! nodeagent, a state disk that survives a reboot, and a tampered root
 //! that never comes up. The kernel is the final judge.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! reference tools: `veritysetup verify` and `unsquashfs`. Two builds at
 //! different times into different directories must be byte-identical.
 
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
