@@ -156,6 +156,10 @@ fn worker_boots_verified_with_every_sysctl_and_nodeagent_as_pid1() {
     assert_eq!(r["ready"], true, "report: {r:#}");
     assert_eq!(code, 0);
     assert_eq!(r["root"]["verity"], "verified", "{r:#}");
+    assert_eq!(
+        r["shutdown"], "powered_off",
+        "no clean shutdown on the power button: {r:#}"
+    );
     assert_eq!(r["root"]["read_only"], true);
     assert_eq!(r["root"]["fstype"], "squashfs");
     assert!(

@@ -88,7 +88,13 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         Ok(outcome) => {
             keep_serial(&outcome.serial_log, args.keep_serial.as_deref())?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&outcome.report)?);
+                // How the VM ended after the power button: `powered_off`
+                // means the agent shut down cleanly.
+                let mut report = outcome.report.clone();
+                if let Some(obj) = report.as_object_mut() {
+                    obj.insert("shutdown".into(), serde_json::to_value(outcome.shutdown)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_summary(&outcome.report, outcome.accel.as_str(), outcome.boot_path);
             }
