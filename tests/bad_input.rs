@@ -106,7 +106,7 @@ fn cache_entry(p: &Project, data: &[u8]) -> PathBuf {
 fn derived_entry(p: &Project, deb: &[u8]) -> PathBuf {
     let link = p
         .path("cache/derived")
-        .join(format!("plain-deb-{}", sha256_hex(deb)));
+        .join(format!("plain-deb-v1-{}", sha256_hex(deb)));
     let sha = std::fs::read_to_string(&link).unwrap();
     p.path("cache/sha256").join(sha.trim())
 }
@@ -257,6 +257,22 @@ fn corrupt_cache_entry_is_fetched_again() {
     assert_eq!(manifest(p, "out"), first);
     assert_eq!(std::fs::read(&entry).unwrap(), hello().deb);
     assert_eq!(std::fs::read(&derived).unwrap(), plain);
+}
+
+#[test]
+fn derived_cache_pointing_at_another_package_is_refused() {
+    let f = fixture(vec![], LAYER);
+    let p = &f.p;
+    lock_and_build(p, "out");
+    // The link for hello now names libfoo's (intact) decompressed .deb.
+    let link = |deb: &[u8]| {
+        p.path("cache/derived")
+            .join(format!("plain-deb-v1-{}", sha256_hex(deb)))
+    };
+    std::fs::copy(link(&libfoo().deb), link(&hello().deb)).unwrap();
+    let before = p.snapshot();
+    let run = p.build("out2", &[]);
+    assert_rejected(p, "out2", &before, &run, &["package hello", "libfoo"]);
 }
 
 #[test]

@@ -15,12 +15,15 @@ use crate::boot::{find_kernel, inspect, KernelError, KernelInfo};
 use crate::rootfs::{Entry, Tree};
 use crate::sign::manifest::VerityRecord;
 use crate::source::deb::{unpack_into, DebError};
+use crate::source::lock::LockedPackage;
 use crate::spec::Plan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootStageError {
     #[error("image `{image}` places nodeagent or names a kernel, but the build has no agent binary (pass --agent)")]
     NoAgent { image: String },
+    #[error(transparent)]
+    Identity(#[from] Box<super::BuildError>),
     #[error("unpacking kernel package")]
     Deb(#[source] DebError),
     #[error("kernel")]
@@ -77,7 +80,7 @@ fn root_modules(
 /// order) into `root`, and builds the initramfs.
 pub fn prepare(
     plan: &Plan,
-    kernel_debs: &[(&str, &[u8])],
+    kernel_debs: &[(&LockedPackage, &[u8])],
     agent: Option<&[u8]>,
     root: &mut Tree,
     mtime: u32,
@@ -87,8 +90,10 @@ pub fn prepare(
     })?;
     let mut ktree = Tree::new();
     let mut owners = BTreeMap::new();
-    for (name, deb) in kernel_debs {
-        unpack_into(name, deb, &mut ktree, &mut owners).map_err(BootStageError::Deb)?;
+    for (locked, deb) in kernel_debs {
+        let info =
+            unpack_into(&locked.name, deb, &mut ktree, &mut owners).map_err(BootStageError::Deb)?;
+        super::check_identity(locked, &info)?;
     }
     let (kver, kernel) = find_kernel(&ktree).map_err(BootStageError::Kernel)?;
     let info = inspect(&kernel).map_err(BootStageError::Kernel)?;

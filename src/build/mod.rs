@@ -18,8 +18,8 @@ use crate::rootfs::assemble::{assemble, Artifacts, AssembleError};
 use crate::rootfs::usrmerge::{add_merged_symlinks, UsrMergeError};
 use crate::rootfs::Tree;
 use crate::sign::manifest::{
-    Artifact, BootRecord, BuildInfo, Manifest, PackageRecord, VerityRecord, MANIFEST_FILE,
-    MANIFEST_SCHEMA,
+    Artifact, BootRecord, BuildInfo, InputRecord, Manifest, PackageRecord, VerityRecord,
+    MANIFEST_FILE, MANIFEST_SCHEMA,
 };
 use crate::source::cache::Cache;
 use crate::source::deb::{to_plain, unpack_into, DebError};
@@ -34,7 +34,7 @@ pub const VERITY_FILE: &str = "rootfs.verity";
 pub const KERNEL_FILE: &str = "vmlinuz";
 pub const INITRAMFS_FILE: &str = "initramfs.img";
 /// Derived-cache kind of decompressed .debs.
-const PLAIN_DEB: &str = "plain-deb";
+const PLAIN_DEB: &str = "plain-deb-v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -81,6 +81,14 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Boot(#[from] boot_stage::BootStageError),
+    #[error("package {package} {version}: the cached or fetched .deb is {found}")]
+    Identity {
+        package: String,
+        version: String,
+        found: String,
+    },
+    #[error("writing the manifest")]
+    Manifest(#[source] serde_json::Error),
     #[error("the lock's date `{date}` is not a Debian Release date; set SOURCE_DATE_EPOCH")]
     NoEpoch { date: String },
 }
@@ -106,12 +114,6 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         source: e,
     };
     fs::create_dir_all(out).map_err(io_err)?;
-    // A manifest from an earlier build must not outlive the artifacts this
-    // build is about to replace.
-    match fs::remove_file(out.join(MANIFEST_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
-        _ => {}
-    }
     let epoch = match inputs.source_date_epoch {
         Some(e) => e,
         None => date::parse_release_date(&inputs.lock.source.date).ok_or_else(|| {
@@ -121,6 +123,12 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         })?,
     };
     let (packages, kernel_packages) = inputs.lock.packages_for(inputs.lock_path, plan)?;
+    // Inputs are valid: from here on a manifest from an earlier build must
+    // not outlive the artifacts this build is about to replace.
+    match fs::remove_file(out.join(MANIFEST_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+        _ => {}
+    }
 
     let t = Instant::now();
     let debs = fetch_packages(&packages, inputs)?;
@@ -138,6 +146,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     for (pkg, bytes) in packages.iter().zip(&debs) {
         bar.set_message(pkg.name.clone());
         let info = unpack_into(&pkg.name, bytes, &mut tree, &mut owners)?;
+        check_identity(pkg, &info).map_err(|e| *e)?;
         for c in &info.conflicts {
             tracing::debug!(
                 path = c.path,
@@ -154,10 +163,10 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     let mtime = u32::try_from(epoch).unwrap_or(u32::MAX);
     let boot = match plan.kernel_package {
         Some(_) => {
-            let named: Vec<(&str, &[u8])> = kernel_packages
+            let named: Vec<(&LockedPackage, &[u8])> = kernel_packages
                 .iter()
                 .zip(&kernel_debs)
-                .map(|(p, d)| (p.name.as_str(), d.as_slice()))
+                .map(|(p, d)| (*p, d.as_slice()))
                 .collect();
             let agent = inputs.artifacts.get("nodeagent").map(Vec::as_slice);
             Some(boot_stage::prepare(plan, &named, agent, &mut tree, mtime)?)
@@ -211,7 +220,17 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
                 deferred_modules: b.deferred_modules.clone(),
             })
         }
-        None => None,
+        None => {
+            // Boot files of an earlier build would sit unlisted beside this
+            // manifest: remove them.
+            for stale in [KERNEL_FILE, INITRAMFS_FILE] {
+                match fs::remove_file(out.join(stale)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+                    _ => {}
+                }
+            }
+            None
+        }
     };
     let manifest = Manifest {
         schema: MANIFEST_SCHEMA,
@@ -220,6 +239,15 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         arch: plan.arch.clone(),
         build: BuildInfo {
             nodeimg_version: env!("CARGO_PKG_VERSION").into(),
+            inputs: inputs
+                .artifacts
+                .iter()
+                .map(|(name, data)| InputRecord {
+                    name: name.clone(),
+                    sha256: hash::sha256_hex(data),
+                    size: data.len() as u64,
+                })
+                .collect(),
             source_date_epoch: epoch,
             lock_checksum: inputs.lock.checksum.clone(),
             debian_suite: plan.debian.suite.clone(),
@@ -230,16 +258,37 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         boot: boot_record,
         packages: packages
             .iter()
-            .map(|p| PackageRecord {
+            .map(|p| (p, "rootfs"))
+            .chain(kernel_packages.iter().map(|p| (p, "kernel")))
+            .map(|(p, role)| PackageRecord {
                 name: p.name.clone(),
                 version: p.version.clone(),
                 sha256: p.sha256.clone(),
                 origin: format!("debian:{}/{}", inputs.lock.source.suite, p.filename),
+                role: role.into(),
             })
             .collect(),
     };
-    atomic::write(&out.join(MANIFEST_FILE), &manifest.to_json()).map_err(io_err)?;
+    let json = manifest.to_json().map_err(BuildError::Manifest)?;
+    atomic::write(&out.join(MANIFEST_FILE), &json).map_err(io_err)?;
     Ok(manifest)
+}
+
+/// The unpacked package is the one the lock names: guards the derived
+/// cache (decompressed .debs are named by the .deb's hash, not checked
+/// against it on every read).
+fn check_identity(
+    locked: &LockedPackage,
+    info: &crate::source::deb::DebInfo,
+) -> Result<(), Box<BuildError>> {
+    if info.package != locked.name || info.version != locked.version {
+        return Err(Box::new(BuildError::Identity {
+            package: locked.name.clone(),
+            version: locked.version.clone(),
+            found: format!("{} {}", info.package, info.version),
+        }));
+    }
+    Ok(())
 }
 
 fn write_artifact(out: &Path, name: &str, data: &[u8]) -> Result<(), BuildError> {
@@ -328,12 +377,18 @@ fn write_images(
         .open(rootfs)
         .map_err(io_at(rootfs))?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let info = write_squashfs(tree, mtime, &inputs.squashfs, &mut w).map_err(|e| {
-        BuildError::Squashfs {
+    // Compressed blocks of the last build live next to the package cache,
+    // so a rebuild recompresses only what changed (same bytes either way).
+    let squashfs = SquashfsOptions {
+        block_cache: (inputs.squashfs.block_cache.clone())
+            .or_else(|| Some(inputs.cache.root().join("squashfs-blocks"))),
+        ..inputs.squashfs.clone()
+    };
+    let info =
+        write_squashfs(tree, mtime, &squashfs, &mut w).map_err(|e| BuildError::Squashfs {
             path: rootfs.to_path_buf(),
             source: e,
-        }
-    })?;
+        })?;
     let mut file = w
         .into_inner()
         .map_err(|e| e.into_error())

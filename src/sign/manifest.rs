@@ -29,11 +29,22 @@ pub struct Manifest {
 #[serde(deny_unknown_fields)]
 pub struct BuildInfo {
     pub nodeimg_version: String,
+    /// Build products that went into the image besides packages (the
+    /// nodeagent binary), by sha256, so two builds that differ say why.
+    pub inputs: Vec<InputRecord>,
     pub source_date_epoch: u64,
     /// Checksum of the `nodeimg.lock` the packages came from.
     pub lock_checksum: String,
     pub debian_suite: String,
     pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InputRecord {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -93,6 +104,9 @@ pub struct PackageRecord {
     pub sha256: String,
     /// Where it came from: `debian:<suite>/<pool path>`.
     pub origin: String,
+    /// `rootfs` (unpacked into the root) or `kernel` (the kernel and the
+    /// modules taken from it).
+    pub role: String,
 }
 
 impl Artifact {
@@ -110,10 +124,10 @@ impl Artifact {
 }
 
 impl Manifest {
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut v = serde_json::to_vec_pretty(self)?;
         v.push(b'\n');
-        v
+        Ok(v)
     }
 
     pub fn artifact(&self, kind: &str) -> Option<&Artifact> {

@@ -159,8 +159,15 @@ impl Inputs {
     pub fn digest(&self) -> String {
         // serde_json of a struct with BTreeSets is canonical: fixed field
         // order, sorted sets.
-        hash::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+        hash::sha256_hex(canonical_json(self).as_bytes())
     }
+}
+
+/// JSON of plain data (strings, numbers, sets and maps with string keys),
+/// which serde_json cannot fail to write; written out by hand in the
+/// impossible case so a checksum never silently covers nothing.
+fn canonical_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("unserializable: {e}"))
 }
 
 impl Lock {
@@ -208,7 +215,7 @@ impl Lock {
     fn compute_checksum(&self) -> String {
         let mut copy = self.clone();
         copy.checksum = String::new();
-        hash::sha256_hex(&serde_json::to_vec(&copy).unwrap_or_default())
+        hash::sha256_hex(canonical_json(&copy).as_bytes())
     }
 
     fn check_packages(&self, path: &Path) -> Result<(), LockError> {
