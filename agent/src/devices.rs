@@ -21,6 +21,10 @@ pub enum DeviceError {
         waited_ms: u64,
         seen: String,
     },
+    /// Cloned disks share GUIDs: picking one could mount or format the
+    /// wrong disk, so more than one match is an error.
+    #[error("{dev} matches several partitions: {}", matches.join(" "))]
+    Ambiguous { dev: String, matches: Vec<String> },
 }
 
 fn block_names() -> Vec<String> {
@@ -94,14 +98,26 @@ fn gpt_partitions() -> Vec<(String, String)> {
 }
 
 /// The device node for `dev` if it exists now.
-pub fn resolve(dev: &DeviceRef) -> Option<PathBuf> {
+pub fn resolve(dev: &DeviceRef) -> Result<Option<PathBuf>, DeviceError> {
     match dev {
-        DeviceRef::Path(p) => p.exists().then(|| p.clone()),
-        DeviceRef::PartUuid(want) => gpt_partitions()
-            .into_iter()
-            .find(|(_, guid)| guid == want)
-            .map(|(name, _)| Path::new("/dev").join(name))
-            .filter(|node| node.exists()),
+        DeviceRef::Path(p) => Ok(p.exists().then(|| p.clone())),
+        DeviceRef::PartUuid(want) => {
+            let matches: Vec<String> = gpt_partitions()
+                .into_iter()
+                .filter(|(_, guid)| guid == want)
+                .map(|(name, _)| name)
+                .collect();
+            if matches.len() > 1 {
+                return Err(DeviceError::Ambiguous {
+                    dev: dev.to_string(),
+                    matches,
+                });
+            }
+            Ok(matches
+                .into_iter()
+                .map(|name| Path::new("/dev").join(name))
+                .find(|node| node.exists()))
+        }
     }
 }
 
@@ -125,7 +141,10 @@ pub fn wait_all(
 ) -> Result<Vec<PathBuf>, DeviceError> {
     let start = uptime_ms();
     loop {
-        let found: Vec<Option<PathBuf>> = devs.iter().map(|(_, d)| resolve(d)).collect();
+        let found: Vec<Option<PathBuf>> = devs
+            .iter()
+            .map(|(_, d)| resolve(d))
+            .collect::<Result<_, _>>()?;
         if found.iter().all(Option::is_some) {
             return Ok(found.into_iter().flatten().collect());
         }

@@ -144,14 +144,39 @@ impl Events {
         loop {
             let mut fds = vec![PollFd::new(&self.signals, PollFlags::IN)];
             fds.extend(self.buttons.iter().map(|b| PollFd::new(b, PollFlags::IN)));
-            if rustix::event::poll(&mut fds, None).is_err() {
-                continue; // EINTR
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    // Never spin PID 1 at full CPU on a persistent error.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
             }
             let ready: Vec<bool> = fds
                 .iter()
                 .map(|f| f.revents().contains(PollFlags::IN))
                 .collect();
+            // A button device that went away reports HUP/ERR without IN on
+            // every poll: drop it rather than spin on it.
+            let gone: Vec<bool> = fds
+                .iter()
+                .skip(1)
+                .map(|f| {
+                    let r = f.revents();
+                    !r.contains(PollFlags::IN)
+                        && r.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL)
+                })
+                .collect();
             drop(fds);
+            if gone.iter().any(|g| *g) {
+                let mut i = 0;
+                self.buttons.retain(|_| {
+                    let keep = !gone.get(i).copied().unwrap_or(false);
+                    i += 1;
+                    keep
+                });
+                continue;
+            }
             if ready.first() == Some(&true) {
                 if let Some(r) = self.read_signals() {
                     return r;

@@ -180,10 +180,12 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     stage2::fill_facts(&mut report);
     report.ready = true;
     report.stage_ms.insert("report", sys::uptime_ms());
-    con.line(&report.line());
-    // Open the event sources before anything slow: a power-button press
-    // that arrives while deferred modules load is queued, not lost.
+    // Open the event sources before the report: the lab (or an operator)
+    // may press the power button as soon as it sees the report, and a
+    // press before the device is open is lost. Opened, it is queued while
+    // the deferred modules load.
     let events = events::Events::open();
+    con.line(&report.line());
     load_deferred_modules(con);
     match events {
         Ok(mut ev) => {

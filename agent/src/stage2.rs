@@ -172,22 +172,55 @@ fn mkfs_ext4(dev: &Path) -> Result<(), BootError> {
 }
 
 /// Reads, increments and durably rewrites the state disk's boot counter.
+/// The state disk is not verified: a symlink planted on it must not make
+/// PID 1 read or write elsewhere, so no path component may be a symlink
+/// and the temp file is created exclusively without following links.
 fn bump_boot_count(path: &Path) -> std::io::Result<u64> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir)?;
+    refuse_symlinks(path)?;
     let n = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(0)
-        + 1;
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
+        .saturating_add(1);
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(&tmp)?;
     f.write_all(format!("{n}\n").as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(n)
+}
+
+/// Fails when `path` or any ancestor below `/var` is a symlink.
+fn refuse_symlinks(path: &Path) -> std::io::Result<()> {
+    for p in path
+        .ancestors()
+        .take_while(|p| p.starts_with("/var") && *p != Path::new("/var"))
+    {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(std::io::Error::other(format!(
+                    "{} on the state disk is a symlink",
+                    p.display()
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn mount_var(plan: &VarPlan, s: &mut Real, report: &mut Report) -> Result<String, BootError> {
