@@ -187,17 +187,7 @@ pub fn unpack_into(
     let mut control: Option<ControlParts> = None;
     let mut info: Option<DebInfo> = None;
     let mut seen_version = false;
-    while let Some(member) = archive.next_entry() {
-        let member = member.map_err(|source| DebError::Ar {
-            package: name.into(),
-            source,
-        })?;
-        let id = String::from_utf8_lossy(member.header().identifier());
-        let id = id.trim_end().trim_end_matches('/').to_string();
-        let reader = Exact {
-            remaining: member.header().size(),
-            inner: member,
-        };
+    while let Some((id, reader)) = next_member(name, &mut archive)? {
         let in_order = match member_kind(name, &id)? {
             MemberKind::Version => {
                 check_version(name, &id, reader)?;
@@ -247,17 +237,7 @@ pub fn unpack_into(
 pub fn to_plain(name: &str, bytes: &[u8]) -> Result<Vec<u8>, DebError> {
     let mut archive = ar::Archive::new(bytes);
     let mut out = ar::Builder::new(Vec::with_capacity(bytes.len() * 4));
-    while let Some(member) = archive.next_entry() {
-        let member = member.map_err(|source| DebError::Ar {
-            package: name.into(),
-            source,
-        })?;
-        let id = String::from_utf8_lossy(member.header().identifier());
-        let id = id.trim_end().trim_end_matches('/').to_string();
-        let reader = Exact {
-            remaining: member.header().size(),
-            inner: member,
-        };
+    while let Some((id, reader)) = next_member(name, &mut archive)? {
         let (plain_id, compression) = match member_kind(name, &id)? {
             MemberKind::Control(c) => ("control.tar".to_string(), c),
             MemberKind::Data(c) => ("data.tar".to_string(), c),
@@ -275,6 +255,29 @@ pub fn to_plain(name: &str, bytes: &[u8]) -> Result<Vec<u8>, DebError> {
         package: name.into(),
         source,
     })
+}
+
+/// The next ar member's name and an exact-length reader over it.
+type Member<'a, 'b> = (String, Exact<ar::Entry<'b, &'a [u8]>>);
+
+fn next_member<'a, 'b>(
+    name: &str,
+    archive: &'b mut ar::Archive<&'a [u8]>,
+) -> Result<Option<Member<'a, 'b>>, DebError> {
+    let Some(member) = archive.next_entry() else {
+        return Ok(None);
+    };
+    let member = member.map_err(|source| DebError::Ar {
+        package: name.into(),
+        source,
+    })?;
+    let id = String::from_utf8_lossy(member.header().identifier());
+    let id = id.trim_end().trim_end_matches('/').to_string();
+    let reader = Exact {
+        remaining: member.header().size(),
+        inner: member,
+    };
+    Ok(Some((id, reader)))
 }
 
 #[derive(Debug, Clone, Copy)]
