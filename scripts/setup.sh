@@ -9,7 +9,7 @@ packages=(
   cryptsetup-bin squashfs-tools erofs-utils
   qemu-system-x86 qemu-utils
   debian-archive-keyring
-  gdisk dosfstools mtools
+  gdisk fdisk dosfstools mtools
 )
 
 missing=()

@@ -32,8 +32,9 @@ pub fn parse_header(block: &[u8]) -> Option<Header> {
         entry_count: u32_at(block, 80)?,
         entry_size: u32_at(block, 84)?,
     };
-    let sane =
-        (128..=4096).contains(&h.entry_size) && h.entry_size % 8 == 0 && h.entry_count <= 1024;
+    let sane = (128..=4096).contains(&h.entry_size)
+        && h.entry_size.is_multiple_of(8)
+        && h.entry_count <= 1024;
     sane.then_some(h)
 }
 

@@ -2,31 +2,26 @@
 //!
 //! Takes a [`Tree`] and SOURCE_DATE_EPOCH; writes a zstd squashfs 4.0 image
 //! into an `impl Write`, padded with zeros to a multiple of 4096 bytes so
-//! that dm-verity sees whole data blocks. Never reads the clock, the
-//! environment or the host file system.
+//! that dm-verity sees whole data blocks. Never reads the clock or the
+//! environment; touches the host file system only for the optional block
+//! cache ([`SquashfsOptions::block_cache`]), which cannot change the bytes.
 //!
 //! Every inode, the root included, carries `mtime`, the entry's uid, gid and
-//! mode. The same tree and `mtime` give the same bytes.
+//! mode. The same tree and `mtime` give the same bytes, whatever the thread
+//! count and whatever the cache holds.
 //!
-//! Speed: backhand compresses one block at a time on the calling thread. We
-//! predict the exact sequence of data and fragment blocks it will ask to
-//! compress (same file order, same fragment packing), compress them ahead on
-//! worker threads with backhand's own zstd code, and hand the results back
-//! through a custom [`CompressionAction`]. A block whose bytes differ from
-//! the prediction is simply compressed inline, so a wrong prediction costs
-//! time, never correctness.
+//! Speed: backhand compresses one block at a time on the calling thread;
+//! `blocks` (`squashfs_blocks.rs`) compresses them ahead on worker threads
+//! with reused zstd contexts, and `cache` (`squashfs_cache.rs`) lets a
+//! rebuild skip the blocks that did not change.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Cursor, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use backhand::compression::{
-    CompressionAction, CompressionOptions, Compressor, DefaultCompressor, Zstd,
-};
+use backhand::compression::{CompressionOptions, Compressor, Zstd};
 use backhand::kind::Kind as BackhandKind;
 use backhand::{
     BackhandError, FilesystemCompressor, FilesystemReader, FilesystemWriter, Id, NodeHeader,
@@ -34,6 +29,15 @@ use backhand::{
 };
 
 use crate::rootfs::{Entry, Kind, Tree};
+
+#[path = "squashfs_blocks.rs"]
+mod blocks;
+#[path = "squashfs_cache.rs"]
+mod cache;
+
+pub(crate) use blocks::CompressStats;
+use blocks::{plan_blocks, run_precompressed, PRECOMPRESSED};
+use cache::BlockCache;
 
 /// Alignment of the finished image: one dm-verity data block.
 pub const IMAGE_ALIGN: u64 = 4096;
@@ -54,6 +58,11 @@ pub struct SquashfsOptions {
     pub block_size: u32,
     /// Compression threads; 0 means one per available core.
     pub threads: usize,
+    /// Directory of the compressed-block cache, or `None` for no cache.
+    /// With a cache, a block whose bytes were in the previous write is not
+    /// compressed again; the image is the same bytes either way. A cache
+    /// that cannot be read or written is logged and ignored.
+    pub block_cache: Option<PathBuf>,
 }
 
 impl Default for SquashfsOptions {
@@ -62,6 +71,7 @@ impl Default for SquashfsOptions {
             compression_level: DEFAULT_ZSTD_LEVEL,
             block_size: 128 * 1024,
             threads: 0,
+            block_cache: None,
         }
     }
 }
@@ -157,17 +167,6 @@ impl std::error::Error for BackhandCause {
     }
 }
 
-/// Counters from one write, for tests and benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct CompressStats {
-    /// Predicted blocks that backhand asked for and got precompressed.
-    pub hits: usize,
-    /// Data or fragment blocks that did not match the prediction.
-    pub misses: usize,
-    /// Blocks predicted in all.
-    pub planned: usize,
-}
-
 /// Writes `tree` as a squashfs image into `out`,
 /// padded with zeros to a multiple of [`IMAGE_ALIGN`]. The image is built in
 /// memory and written to `out` in one `write_all`; `out` is not flushed.
@@ -187,7 +186,6 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
     mut out: W,
 ) -> Result<(SquashfsInfo, CompressStats), SquashfsError> {
     validate(opts)?;
-    let t0 = std::time::Instant::now();
     let fc = zstd_compressor(opts.compression_level).map_err(|e| SquashfsError::Prepare {
         source: BackhandCause(e),
     })?;
@@ -236,39 +234,38 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
         })?;
     }
 
-    eprintln!(
-        "TIMING pushed {:.3} {:?}",
-        t0.elapsed().as_secs_f64(),
-        std::time::SystemTime::now()
-    );
     let jobs = plan_blocks(&files, opts.block_size as usize);
     let threads = match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let cache = opts
+        .block_cache
+        .as_deref()
+        .and_then(|dir| open_cache(dir, opts));
     // backhand writes a duplicate file's data, then seeks back over it: the
     // sink keeps those bytes past the image's end. Write into memory and
     // copy out the image alone, so a file sink holds no trailing garbage.
     let mut image = Cursor::new(Vec::with_capacity(tree.file_bytes() as usize / 2));
-    let (written, stats) =
-        run_precompressed(jobs, fc, opts.block_size, threads, || fs.write(&mut image));
+    let (written, stats, shared) =
+        run_precompressed(jobs, cache, opts.compression_level, threads, || {
+            fs.write(&mut image)
+        });
     let (superblock, bytes_used): (SuperBlock, u64) =
         written.map_err(|e| SquashfsError::Write {
             source: BackhandCause(e),
         })?;
 
-    eprintln!(
-        "TIMING written {:.3} {:?}",
-        t0.elapsed().as_secs_f64(),
-        std::time::SystemTime::now()
-    );
     let size = bytes_used.div_ceil(IMAGE_ALIGN) * IMAGE_ALIGN;
     let mut image = image.into_inner();
     image.resize(bytes_used as usize, 0);
     image.resize(size as usize, 0);
     out.write_all(&image)
         .map_err(|e| SquashfsError::Output { source: e })?;
-    eprintln!("TIMING out {:.3}", t0.elapsed().as_secs_f64());
+    drop(image);
+    if let Some(cache) = shared.cache() {
+        save_cache(cache, shared.take_kept(), &stats);
+    }
     Ok((
         SquashfsInfo {
             size,
@@ -276,6 +273,49 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
         },
         stats,
     ))
+}
+
+/// The block cache in `dir`, or `None` (logged) if it cannot be read.
+fn open_cache(dir: &Path, opts: &SquashfsOptions) -> Option<BlockCache> {
+    match BlockCache::open(dir, opts.compression_level, opts.block_size) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("{}; compressing every block", error_chain(&e));
+            None
+        }
+    }
+}
+
+/// Replaces the cache with this write's blocks, unless it holds exactly
+/// them already. A failure is logged: the image is already written.
+fn save_cache(cache: &BlockCache, kept: Vec<Option<blocks::Kept>>, stats: &CompressStats) {
+    let fresh = kept.iter().flatten().filter(|k| k.fresh.is_some()).count();
+    let keys: BTreeSet<_> = kept.iter().flatten().map(|k| k.key).collect();
+    tracing::debug!(
+        planned = stats.planned,
+        reused = stats.cache_hits,
+        rejected = stats.cache_rejected,
+        "squashfs block cache"
+    );
+    if fresh == 0 && keys.len() == cache.len() {
+        return;
+    }
+    let blocks = kept.iter().flatten().map(|k| (k.key, k.fresh.as_deref()));
+    if let Err(e) = cache.save(blocks) {
+        tracing::warn!("{}", error_chain(&e));
+    }
+}
+
+/// `error: cause: cause`, for a log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn validate(opts: &SquashfsOptions) -> Result<(), SquashfsError> {
@@ -357,268 +397,10 @@ fn bootstrap_reader(
     Ok(reader)
 }
 
-// ---------------------------------------------------------------------------
-// Parallel precompression
-
-/// One block backhand will ask to compress.
-enum Job {
-    /// `data[start..end]` of one file.
-    Slice {
-        data: Arc<[u8]>,
-        start: usize,
-        end: usize,
-    },
-    /// A fragment block: tails of small files packed together.
-    Fragment(Vec<u8>),
-}
-
-impl Job {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Job::Slice { data, start, end } => &data[*start..*end],
-            Job::Fragment(v) => v,
-        }
-    }
-}
-
-/// Predicts backhand 0.25's `DataWriter::add_bytes` calls to `compress`, in
-/// order: a file shorter than a block joins the fragment block (which is
-/// compressed first if the file does not fit); a longer file is cut into
-/// blocks, all-zero blocks become holes and are not compressed; empty files
-/// store nothing. The fragment block is compressed once more at the end,
-/// even when empty.
-fn plan_blocks(files: &[Arc<[u8]>], block_size: usize) -> Vec<Job> {
-    let mut jobs = Vec::new();
-    let mut fragment: Vec<u8> = Vec::with_capacity(block_size);
-    for data in files {
-        let len = data.len();
-        if len == 0 {
-            continue;
-        }
-        if len < block_size {
-            if len + fragment.len() > block_size {
-                jobs.push(Job::Fragment(std::mem::take(&mut fragment)));
-            }
-            fragment.extend_from_slice(data);
-            continue;
-        }
-        for start in (0..len).step_by(block_size) {
-            let end = (start + block_size).min(len);
-            if data[start..end].iter().any(|b| *b != 0) {
-                jobs.push(Job::Slice {
-                    data: Arc::clone(data),
-                    start,
-                    end,
-                });
-            }
-        }
-    }
-    jobs.push(Job::Fragment(fragment));
-    jobs
-}
-
-/// How many finished blocks may wait for the writer: bounds memory.
-const WINDOW: usize = 512;
-
-struct Shared {
-    jobs: Vec<Job>,
-    fc: FilesystemCompressor,
-    block_size: u32,
-    next: AtomicUsize,
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
-struct State {
-    results: Vec<Option<Compressed>>,
-    /// Jobs the writer has taken; workers stay within `WINDOW` of it.
-    consumed: usize,
-    /// Set when the writer is done or a worker died: everyone stops waiting.
-    stop: bool,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A poisoned lock only means a worker panicked; the data is a list
-        // of finished results and stays usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn stop(&self) {
-        self.lock().stop = true;
-        self.changed.notify_all();
-    }
-
-    fn worker(&self) {
-        // If this thread unwinds, wake the writer so it compresses inline.
-        struct StopOnPanic<'a>(&'a Shared);
-        impl Drop for StopOnPanic<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.stop();
-                }
-            }
-        }
-        let _guard = StopOnPanic(self);
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.jobs.len() {
-                return;
-            }
-            {
-                let mut st = self.lock();
-                while !st.stop && i >= st.consumed + WINDOW {
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-                if st.stop {
-                    return;
-                }
-            }
-            let out = DefaultCompressor.compress(self.jobs[i].bytes(), self.fc, self.block_size);
-            self.lock().results[i] = Some(out);
-            self.changed.notify_all();
-        }
-    }
-
-    /// Waits for job `i` and takes its result; `None` if workers stopped.
-    fn take(&self, i: usize) -> Option<Compressed> {
-        let mut st = self.lock();
-        loop {
-            if let Some(r) = st.results[i].take() {
-                st.consumed = i + 1;
-                drop(st);
-                self.changed.notify_all();
-                return Some(r);
-            }
-            if st.stop {
-                return None;
-            }
-            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// The writer thread's view: which job comes next.
-struct PlanCursor {
-    shared: Arc<Shared>,
-    next: usize,
-    stats: CompressStats,
-}
-
-thread_local! {
-    /// Set on the thread running `FilesystemWriter::write` for its duration.
-    static PLAN: RefCell<Option<PlanCursor>> = const { RefCell::new(None) };
-}
-
-/// backhand's zstd, fed from the precompressed plan when the bytes match.
-struct Precompressed;
-static PRECOMPRESSED: Precompressed = Precompressed;
-
-impl CompressionAction for Precompressed {
-    type Error = BackhandError;
-    type Compressor = Compressor;
-    type FilesystemCompressor = FilesystemCompressor;
-    type SuperBlock = SuperBlock;
-
-    fn decompress(&self, bytes: &[u8], out: &mut Vec<u8>, c: Compressor) -> Compressed<()> {
-        DefaultCompressor.decompress(bytes, out, c)
-    }
-
-    fn compress(&self, bytes: &[u8], fc: FilesystemCompressor, block_size: u32) -> Compressed {
-        let planned = PLAN.with(|plan| {
-            let mut plan = plan.borrow_mut();
-            let cur = plan.as_mut()?;
-            let job = cur.shared.jobs.get(cur.next)?;
-            if job.bytes() != bytes {
-                cur.stats.misses += 1;
-                return None;
-            }
-            let got = cur.shared.take(cur.next);
-            cur.next += 1;
-            if cur.next == cur.shared.jobs.len() {
-                eprintln!("TIMING last job {:?}", std::time::SystemTime::now());
-            }
-            if got.is_some() {
-                cur.stats.hits += 1;
-            }
-            got
-        });
-        match planned {
-            Some(result) => result,
-            None => DefaultCompressor.compress(bytes, fc, block_size),
-        }
-    }
-
-    fn compression_options(
-        &self,
-        superblock: &mut SuperBlock,
-        kind: &BackhandKind,
-        fc: FilesystemCompressor,
-    ) -> Compressed<Option<Vec<u8>>> {
-        DefaultCompressor.compression_options(superblock, kind, fc)
-    }
-}
-
-/// `Result` with backhand's error, generic over the value.
-type Compressed<T = Vec<u8>> = Result<T, BackhandError>;
-
-/// Runs `write` on this thread while `threads` workers compress `jobs`.
-fn run_precompressed<T>(
-    jobs: Vec<Job>,
-    fc: FilesystemCompressor,
-    block_size: u32,
-    threads: usize,
-    write: impl FnOnce() -> T,
-) -> (T, CompressStats) {
-    let planned = jobs.len();
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            results: (0..planned).map(|_| None).collect(),
-            consumed: 0,
-            stop: false,
-        }),
-        jobs,
-        fc,
-        block_size,
-        next: AtomicUsize::new(0),
-        changed: Condvar::new(),
-    });
-    std::thread::scope(|scope| {
-        for _ in 0..threads.max(1) {
-            let shared = Arc::clone(&shared);
-            scope.spawn(move || shared.worker());
-        }
-        // Stops the workers and clears the plan however `write` ends: a
-        // panic must not leave workers waiting, or the scope never joins.
-        struct Finish(Arc<Shared>);
-        impl Drop for Finish {
-            fn drop(&mut self) {
-                PLAN.with(|p| p.borrow_mut().take());
-                self.0.stop();
-            }
-        }
-        let finish = Finish(Arc::clone(&shared));
-        PLAN.with(|p| {
-            *p.borrow_mut() = Some(PlanCursor {
-                shared: Arc::clone(&shared),
-                next: 0,
-                stats: Default::default(),
-            })
-        });
-        let result = write();
-        eprintln!(
-            "TIMING data+meta done; next job {}",
-            PLAN.with(|p| p.borrow().as_ref().map(|c| c.next).unwrap_or(0))
-        );
-        let mut stats = PLAN
-            .with(|p| p.borrow().as_ref().map(|c| c.stats))
-            .unwrap_or_default();
-        stats.planned = planned;
-        drop(finish);
-        (result, stats)
-    })
-}
-
 #[cfg(test)]
 #[path = "squashfs_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "squashfs_cache_tests.rs"]
+mod cache_tests;

@@ -254,7 +254,7 @@ fn validate(data_size: u64, params: &VerityParams) -> Result<(), VerityError> {
         });
     }
     let block_size = params.data_block_size;
-    if data_size == 0 || data_size % u64::from(block_size) != 0 {
+    if data_size == 0 || !data_size.is_multiple_of(u64::from(block_size)) {
         return Err(VerityError::UnalignedData {
             data_size,
             block_size,

@@ -1,0 +1,829 @@
+//! Disk formats for clouds and hypervisors, converted from the raw GPT disk.
+//!
+//! Takes a finished raw disk image file, a [`Format`] and SOURCE_DATE_EPOCH
+//! (in [`ConvertOptions`]); writes one output file through a temporary name
+//! in the output's directory, renames it into place, syncs the directory, and
+//! returns its [`Output`] (path, size, sha256). It never reads the clock, the
+//! environment or the network, and never holds the disk in memory.
+//!
+//! | format       | written by | reproducible |
+//! |--------------|------------|--------------|
+//! | `vhd`        | this module: fixed VHD (Azure) | yes, byte for byte |
+//! | `gce`        | this module: `disk.raw` in an old-GNU tar, gzip | yes, byte for byte |
+//! | `disk-qcow2` | `qemu-img convert -O qcow2` | yes (qemu-img writes no time or random id) |
+//! | `vmdk`       | `qemu-img convert -O vmdk -o subformat=streamOptimized` | yes for the same output file name, after we replace qemu's random `CID` |
+//!
+//! Why qemu-img for qcow2 and vmdk: both are sparse, cluster-mapped formats
+//! whose writers (refcount tables, L1/L2 tables, deflated grains and grain
+//! markers) are thousands of lines in qemu, and qemu-img is the reference
+//! every hypervisor and cloud importer is tested against. A native writer
+//! would buy no capability, only risk. VHD (a footer behind the data) and the
+//! GCE archive (one tar header) are small enough to write natively, which
+//! keeps them byte-reproducible and free of a host tool.
+//!
+//! What is not reproducible, and why:
+//! - qemu's VMDK descriptor carries a random `CID` (content id); we overwrite
+//!   its 8 hex digits in place with digits derived from the raw disk's sha256
+//!   (same length, so no offset moves; VMDK has no checksum over the
+//!   descriptor). The descriptor's extent line also names the output file,
+//!   so two vmdk files are identical only when their file names are.
+//! - Padding: a fixed VHD must be a whole number of MiB and GCE imports a
+//!   `disk.raw` of whole GiB; padding appends zeros *after* the GPT backup
+//!   header, which then no longer sits on the last LBA. The agent repairs
+//!   that when it grows the disk, but a raw disk built to a whole GiB avoids
+//!   it entirely (padding is then a no-op).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+
+use flate2::{Compression, GzBuilder};
+use ring::digest::{Context, SHA256};
+
+use crate::util::atomic;
+use crate::util::hash::{sha256_reader, Sha256};
+
+/// Bytes per sector in every format here.
+pub const SECTOR: u64 = 512;
+/// A fixed VHD's virtual size is a whole number of these (Azure rejects others).
+pub const MIB: u64 = 1 << 20;
+/// GCE import requires `disk.raw` in whole GB increments (Google's "import
+/// existing image" page; rancher/os#1998, rancher/elemental-toolkit#406), and
+/// an old-GNU tar (google/netbsd-gce#4: other formats fail with "The tar
+/// archive is not a valid image"). `disk.raw` is padded to a multiple of this.
+pub const GIB: u64 = 1 << 30;
+/// The one member of a GCE image archive, as GCE's import requires.
+pub const GCE_MEMBER: &str = "disk.raw";
+/// gzip level of the GCE archive (flate2's default; NOTES.md: ~49 MB/s).
+const GZIP_LEVEL: u32 = 6;
+/// Read size when streaming the raw disk.
+const CHUNK: usize = 1 << 20;
+/// Seconds from the Unix epoch to 2000-01-01 00:00:00 UTC (the VHD epoch).
+const VHD_EPOCH: u64 = 946_684_800;
+/// `apt-get install` hint for a missing `qemu-img`.
+const QEMU_IMG_HINT: &str = "install qemu-utils (Debian: apt-get install qemu-utils)";
+
+/// Errors of the format converters; each names the file or tool that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("unknown output format `{name}`; choose one of: {}", Format::NAMES.join(", "))]
+    UnknownFormat { name: String },
+    #[error("cannot read raw disk {}", path.display())]
+    ReadRaw {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("raw disk {} is empty", path.display())]
+    EmptyRaw { path: PathBuf },
+    #[error("raw disk {} changed size while it was read (expected {expected} bytes, read {read})", path.display())]
+    RawChanged {
+        path: PathBuf,
+        expected: u64,
+        read: u64,
+    },
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("SOURCE_DATE_EPOCH {epoch} is past the last VHD timestamp (2136-02-07)")]
+    VhdTimestamp { epoch: u64 },
+    #[error("`{tool}` was not found; {hint}")]
+    ToolMissing {
+        tool: &'static str,
+        hint: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot run `{tool}`")]
+    ToolSpawn {
+        tool: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{tool} {args}` failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        args: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("cannot normalise the descriptor of vmdk {}: {reason}", path.display())]
+    VmdkDescriptor { path: PathBuf, reason: &'static str },
+}
+
+/// An output disk format, named as in `outputs = [...]` and `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// qcow2 for QEMU/KVM and the lab (`disk-qcow2`).
+    DiskQcow2,
+    /// Fixed VHD for Azure (`vhd`).
+    Vhd,
+    /// `disk.raw` in a gzip'd old-GNU tar for GCE image import (`gce`).
+    Gce,
+    /// Stream-optimised VMDK for AWS import and VMware (`vmdk`).
+    Vmdk,
+}
+
+impl Format {
+    /// Every format, in the order of [`Format::NAMES`].
+    pub const ALL: [Format; 4] = [Format::DiskQcow2, Format::Vhd, Format::Gce, Format::Vmdk];
+    /// The accepted names.
+    pub const NAMES: [&'static str; 4] = ["disk-qcow2", "vhd", "gce", "vmdk"];
+
+    /// The name this format parses from.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::DiskQcow2 => "disk-qcow2",
+            Format::Vhd => "vhd",
+            Format::Gce => "gce",
+            Format::Vmdk => "vmdk",
+        }
+    }
+
+    /// The usual file-name suffix, dot included.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::DiskQcow2 => ".qcow2",
+            Format::Vhd => ".vhd",
+            Format::Gce => ".tar.gz",
+            Format::Vmdk => ".vmdk",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = FormatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| FormatError::UnknownFormat { name: s.to_owned() })
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Inputs of a conversion besides the raw disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// SOURCE_DATE_EPOCH: the VHD timestamp and the tar member's mtime.
+    pub source_date_epoch: u64,
+    /// Pad GCE's `disk.raw` to a whole GiB (default `true`).
+    pub gce_round_to_gib: bool,
+}
+
+impl ConvertOptions {
+    pub fn new(source_date_epoch: u64) -> Self {
+        ConvertOptions {
+            source_date_epoch,
+            gce_round_to_gib: true,
+        }
+    }
+}
+
+/// A written output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: Sha256,
+}
+
+/// Converts the raw disk `raw` to `format` at `out`, atomically.
+pub fn convert(
+    raw: &Path,
+    format: Format,
+    out: &Path,
+    opts: &ConvertOptions,
+) -> Result<Output, FormatError> {
+    match format {
+        Format::Vhd => write_native(raw, out, |src, len, dst| {
+            write_vhd(src, len, dst, opts.source_date_epoch)
+        }),
+        Format::Gce => {
+            let size = if opts.gce_round_to_gib {
+                round_up(raw_len(raw)?, GIB)
+            } else {
+                raw_len(raw)?
+            };
+            write_native(raw, out, |src, len, dst| {
+                write_gce(src, len, size, dst, opts.source_date_epoch)
+            })
+        }
+        Format::DiskQcow2 => qemu_img_convert(raw, out, &["-O", "qcow2"], |_| Ok(())),
+        Format::Vmdk => {
+            let (digest, _) =
+                sha256_reader(open_raw(raw)?).map_err(|source| FormatError::ReadRaw {
+                    path: raw.to_owned(),
+                    source,
+                })?;
+            qemu_img_convert(
+                raw,
+                out,
+                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
+                |tmp| normalise_vmdk_cid(tmp, &digest),
+            )
+        }
+    }
+}
+
+/// `value` rounded up to a multiple of `unit`.
+pub fn round_up(value: u64, unit: u64) -> u64 {
+    value.div_ceil(unit) * unit
+}
+
+fn open_raw(raw: &Path) -> Result<File, FormatError> {
+    File::open(raw).map_err(|source| FormatError::ReadRaw {
+        path: raw.to_owned(),
+        source,
+    })
+}
+
+fn raw_len(raw: &Path) -> Result<u64, FormatError> {
+    let len = fs::metadata(raw)
+        .map_err(|source| FormatError::ReadRaw {
+            path: raw.to_owned(),
+            source,
+        })?
+        .len();
+    if len == 0 {
+        return Err(FormatError::EmptyRaw {
+            path: raw.to_owned(),
+        });
+    }
+    Ok(len)
+}
+
+/// Why a native writer stopped: the source or the sink.
+#[derive(Debug)]
+enum StreamError {
+    Read(io::Error),
+    Write(io::Error),
+    Short { read: u64 },
+    Vhd(FormatError),
+}
+
+/// Streams `raw` through `fill` into a temporary sibling of `out`, hashing
+/// what is written, then renames it into place.
+fn write_native(
+    raw: &Path,
+    out: &Path,
+    fill: impl FnOnce(&mut dyn Read, u64, &mut HashWriter<File>) -> Result<(), StreamError>,
+) -> Result<Output, FormatError> {
+    let len = raw_len(raw)?;
+    let src = open_raw(raw)?;
+    let mut src = BufReader::with_capacity(CHUNK, src.take(len));
+    let write_err = |source| FormatError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let tmp = atomic::temp_path(out);
+    let result = (|| {
+        let file = File::create(&tmp).map_err(write_err)?;
+        let mut dst = HashWriter::new(file);
+        fill(&mut src, len, &mut dst).map_err(|e| match e {
+            StreamError::Read(source) => FormatError::ReadRaw {
+                path: raw.to_owned(),
+                source,
+            },
+            StreamError::Write(source) => write_err(source),
+            StreamError::Short { read } => FormatError::RawChanged {
+                path: raw.to_owned(),
+                expected: len,
+                read,
+            },
+            StreamError::Vhd(e) => e,
+        })?;
+        let (file, sha256, size) = dst.finish();
+        file.sync_all().map_err(write_err)?;
+        drop(file);
+        atomic::commit(&tmp, out).map_err(write_err)?;
+        Ok(Output {
+            path: out.to_owned(),
+            size,
+            sha256,
+        })
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Copies exactly `len` bytes of `src` into `dst`.
+fn copy_exact(src: &mut dyn Read, len: u64, dst: &mut dyn Write) -> Result<(), StreamError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let k = src.read(&mut buf).map_err(StreamError::Read)?;
+        if k == 0 {
+            return Err(StreamError::Short { read: done });
+        }
+        dst.write_all(&buf[..k]).map_err(StreamError::Write)?;
+        done += k as u64;
+    }
+    Ok(())
+}
+
+/// Writes `n` zero bytes.
+fn write_zeros(dst: &mut dyn Write, n: u64) -> io::Result<()> {
+    io::copy(&mut io::repeat(0).take(n), dst).map(|_| ())
+}
+
+/// The fixed VHD: the raw data, zeros up to a whole MiB, then the footer.
+fn write_vhd(
+    src: &mut dyn Read,
+    len: u64,
+    dst: &mut HashWriter<File>,
+    source_date_epoch: u64,
+) -> Result<(), StreamError> {
+    let timestamp = vhd_timestamp(source_date_epoch).map_err(StreamError::Vhd)?;
+    let size = round_up(len, MIB);
+    copy_exact(src, len, dst)?;
+    write_zeros(dst, size - len).map_err(StreamError::Write)?;
+    // The data's digest, taken before the footer, names the disk.
+    let unique_id = uuid_from_digest(&dst.digest_so_far());
+    let footer = VhdFooter::fixed(size, timestamp, unique_id);
+    dst.write_all(&footer.to_bytes())
+        .map_err(StreamError::Write)
+}
+
+/// VHD time stamp: seconds since 2000-01-01 UTC. Epochs before 2000 give 0.
+pub fn vhd_timestamp(source_date_epoch: u64) -> Result<u32, FormatError> {
+    u32::try_from(source_date_epoch.saturating_sub(VHD_EPOCH)).map_err(|_| {
+        FormatError::VhdTimestamp {
+            epoch: source_date_epoch,
+        }
+    })
+}
+
+/// An RFC 9562 version-8 (custom) UUID from the first 16 bytes of a sha256.
+pub fn uuid_from_digest(digest: &Sha256) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id[6] = (id[6] & 0x0f) | 0x80;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// The GCE archive: gzip (header mtime 0, no name) of an old-GNU tar whose
+/// only member is `disk.raw` (mode 0644, owner 0:0, mtime
+/// SOURCE_DATE_EPOCH), `size` bytes: the raw data then zeros.
+fn write_gce(
+    src: &mut dyn Read,
+    len: u64,
+    size: u64,
+    dst: &mut HashWriter<File>,
+    source_date_epoch: u64,
+) -> Result<(), StreamError> {
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .write(dst, Compression::new(GZIP_LEVEL));
+    let mut tar = tar::Builder::new(gz);
+    let mut header = gce_header(size, source_date_epoch).map_err(StreamError::Write)?;
+    header.set_cksum();
+    let mut data = CountingReader {
+        inner: src.take(len).chain(io::repeat(0).take(size - len)),
+        count: 0,
+        error: None,
+    };
+    if let Err(e) = tar.append(&header, &mut data) {
+        return Err(match data.error.take() {
+            Some(read) => StreamError::Read(read),
+            None => StreamError::Write(e),
+        });
+    }
+    if data.count != size {
+        return Err(StreamError::Short {
+            read: data.count.min(len),
+        });
+    }
+    let gz = tar.into_inner().map_err(StreamError::Write)?;
+    gz.finish().map_err(StreamError::Write)?;
+    Ok(())
+}
+
+/// The tar header of `disk.raw`: GNU magic (`ustar  \0`), which is what
+/// `tar --format=oldgnu` writes for a short name; sizes past 8 GiB use GNU's
+/// base-256 size field, as GNU tar does.
+fn gce_header(size: u64, mtime: u64) -> io::Result<tar::Header> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(GCE_MEMBER)?;
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    Ok(h)
+}
+
+/// Runs `qemu-img convert -f raw <args> RAW TMP` into a fresh directory
+/// beside `out`, with the final file name (qemu's VMDK descriptor records
+/// it), lets `fix` adjust the file, then renames it into place.
+fn qemu_img_convert(
+    raw: &Path,
+    out: &Path,
+    args: &[&str],
+    fix: impl FnOnce(&Path) -> Result<(), FormatError>,
+) -> Result<Output, FormatError> {
+    raw_len(raw)?;
+    let write_err = |source| FormatError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out.file_name().ok_or_else(|| {
+        write_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "output path has no file name",
+        ))
+    })?;
+    // Dropped (and removed) on every path; on success it is empty.
+    let stage = tempfile::Builder::new()
+        .prefix(".formats-")
+        .tempdir_in(dir)
+        .map_err(write_err)?;
+    let tmp = stage.path().join(name);
+    let mut full: Vec<&std::ffi::OsStr> = vec!["convert".as_ref(), "-f".as_ref(), "raw".as_ref()];
+    full.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    full.push(raw.as_os_str());
+    full.push(tmp.as_os_str());
+    run_qemu_img(&full)?;
+    fix(&tmp)?;
+    let file = File::open(&tmp).map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    let (sha256, size) = sha256_reader(BufReader::with_capacity(CHUNK, file)).map_err(write_err)?;
+    atomic::commit(&tmp, out).map_err(write_err)?;
+    Ok(Output {
+        path: out.to_owned(),
+        size,
+        sha256,
+    })
+}
+
+fn run_qemu_img(args: &[&std::ffi::OsStr]) -> Result<(), FormatError> {
+    let result = Command::new("qemu-img").args(args).output();
+    let output = match result {
+        Ok(o) => o,
+        Err(source) if source.kind() == io::ErrorKind::NotFound => {
+            return Err(FormatError::ToolMissing {
+                tool: "qemu-img",
+                hint: QEMU_IMG_HINT,
+                source,
+            })
+        }
+        Err(source) => {
+            return Err(FormatError::ToolSpawn {
+                tool: "qemu-img",
+                source,
+            })
+        }
+    };
+    if !output.status.success() {
+        return Err(FormatError::ToolFailed {
+            tool: "qemu-img",
+            args: join_args(args),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn join_args(args: &[&std::ffi::OsStr]) -> String {
+    args.iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Replaces the 8 hex digits of `CID=` in the embedded descriptor of a
+/// monolithic VMDK with digits from `digest`. The descriptor's location
+/// comes from the sparse extent header (VMware "Virtual Disk Format 5.0":
+/// magic `KDMV` at 0, `descriptorOffset` u64 LE at 28 and `descriptorSize`
+/// u64 LE at 36, both in sectors).
+pub fn normalise_vmdk_cid(path: &Path, digest: &Sha256) -> Result<(), FormatError> {
+    use std::io::{Seek, SeekFrom};
+    let bad = |reason| FormatError::VmdkDescriptor {
+        path: path.to_owned(),
+        reason,
+    };
+    let io_err = |source| FormatError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err)?;
+    let mut header = [0u8; 512];
+    f.read_exact(&mut header).map_err(io_err)?;
+    if &header[..4] != b"KDMV" {
+        return Err(bad("no KDMV magic"));
+    }
+    let le = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    let (offset, sectors) = (le(28), le(36));
+    if offset == 0 || sectors == 0 || sectors > 64 {
+        return Err(bad("no embedded descriptor"));
+    }
+    let start = offset * SECTOR;
+    let mut desc = vec![0u8; (sectors * SECTOR) as usize];
+    f.seek(SeekFrom::Start(start)).map_err(io_err)?;
+    f.read_exact(&mut desc).map_err(io_err)?;
+    let (at, len) = find_cid(&desc).ok_or_else(|| bad("no CID line"))?;
+    // qemu prints the CID without zero padding, so its width varies with
+    // the random value: rewrite the descriptor text with an 8-digit CID
+    // inside its fixed, zero-padded region (nothing else in the file moves).
+    let cid = hex::encode(&digest[..4]);
+    let text_end = desc.iter().position(|b| *b == 0).unwrap_or(desc.len());
+    let mut new = Vec::with_capacity(desc.len());
+    new.extend_from_slice(&desc[..at]);
+    new.extend_from_slice(cid.as_bytes());
+    new.extend_from_slice(&desc[at + len..text_end]);
+    if new.len() > desc.len() {
+        return Err(bad("descriptor region too small for an 8-digit CID"));
+    }
+    new.resize(desc.len(), 0);
+    f.seek(SeekFrom::Start(start)).map_err(io_err)?;
+    f.write_all(&new).map_err(io_err)?;
+    Ok(())
+}
+
+/// Offset and length of the hex digits after a line-leading `CID=`. qemu
+/// prints the CID with `%x`, so it has 1 to 8 digits (not zero-padded).
+fn find_cid(desc: &[u8]) -> Option<(usize, usize)> {
+    let key = b"\nCID=";
+    let at = desc.windows(key.len()).position(|w| w == key)? + key.len();
+    let len = desc
+        .get(at..)?
+        .iter()
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    let ends = desc.get(at + len).is_some_and(|b| *b == b'\n');
+    ((1..=8).contains(&len) && ends).then_some((at, len))
+}
+
+/// VHD disk geometry (spec appendix "CHS Calculation").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chs {
+    pub cylinders: u16,
+    pub heads: u8,
+    pub sectors_per_track: u8,
+}
+
+impl Chs {
+    /// The spec's algorithm, verbatim: capped at 65535×16×255 sectors.
+    pub fn for_sectors(total_sectors: u64) -> Chs {
+        let total = total_sectors.min(65535 * 16 * 255);
+        let (spt, heads, cth) = if total >= 65535 * 16 * 63 {
+            (255, 16, total / 255)
+        } else {
+            let mut spt = 17;
+            let mut cth = total / spt;
+            let mut heads = cth.div_ceil(1024).max(4);
+            if cth >= heads * 1024 || heads > 16 {
+                spt = 31;
+                heads = 16;
+                cth = total / spt;
+            }
+            if cth >= heads * 1024 {
+                spt = 63;
+                heads = 16;
+                cth = total / spt;
+            }
+            (spt, heads, cth)
+        };
+        // In range by construction: cth / heads <= 65535, heads <= 16, spt <= 255.
+        Chs {
+            cylinders: (cth / heads) as u16,
+            heads: heads as u8,
+            sectors_per_track: spt as u8,
+        }
+    }
+}
+
+/// The 512-byte hard disk footer (Microsoft "Virtual Hard Disk Image Format
+/// Specification" 1.0). All integers big-endian; a fixed disk has it only
+/// at the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhdFooter {
+    /// Bit 1 is reserved and must be set: 2.
+    pub features: u32,
+    /// 0x00010000 (1.0).
+    pub format_version: u32,
+    /// Offset of the dynamic header; all ones for a fixed disk.
+    pub data_offset: u64,
+    /// Seconds since 2000-01-01 00:00:00 UTC.
+    pub timestamp: u32,
+    /// Application that created the image.
+    pub creator_app: [u8; 4],
+    /// Its version, major.minor in the high and low halves.
+    pub creator_version: u32,
+    /// `Wi2k` (Windows) or `Mac `.
+    pub creator_host_os: [u8; 4],
+    /// Size at creation, bytes.
+    pub original_size: u64,
+    /// Current virtual size, bytes.
+    pub current_size: u64,
+    pub geometry: Chs,
+    /// 2 fixed, 3 dynamic, 4 differencing.
+    pub disk_type: u32,
+    /// One's complement of the byte sum of the footer with this field zero.
+    pub checksum: u32,
+    pub unique_id: [u8; 16],
+    pub saved_state: u8,
+}
+
+/// `conectix`: the footer cookie.
+pub const VHD_COOKIE: &[u8; 8] = b"conectix";
+pub const VHD_FOOTER_SIZE: usize = 512;
+pub const VHD_DISK_FIXED: u32 = 2;
+/// Creator `win ` / `Wi2k` / 10.0, as Hyper-V writes. Readers pick the
+/// virtual size by creator: Azure and Hyper-V use `current_size`; qemu up
+/// to 8.x uses `current_size` only for a fixed list of creators (`win `,
+/// `qem2`, `d2v `, `CTXS`, `tap\0`) and otherwise the CHS geometry, which is
+/// smaller than a whole-MiB size. A creator of our own would make qemu (and
+/// the lab) see a truncated disk.
+pub const VHD_CREATOR_APP: &[u8; 4] = b"win ";
+pub const VHD_CREATOR_VERSION: u32 = 0x000a_0000;
+pub const VHD_CREATOR_HOST_OS: &[u8; 4] = b"Wi2k";
+
+impl VhdFooter {
+    /// The footer of a fixed disk of `size` bytes (a multiple of 512).
+    pub fn fixed(size: u64, timestamp: u32, unique_id: [u8; 16]) -> Self {
+        VhdFooter {
+            features: 2,
+            format_version: 0x0001_0000,
+            data_offset: u64::MAX,
+            timestamp,
+            creator_app: *VHD_CREATOR_APP,
+            creator_version: VHD_CREATOR_VERSION,
+            creator_host_os: *VHD_CREATOR_HOST_OS,
+            original_size: size,
+            current_size: size,
+            geometry: Chs::for_sectors(size / SECTOR),
+            disk_type: VHD_DISK_FIXED,
+            checksum: 0,
+            unique_id,
+            saved_state: 0,
+        }
+    }
+
+    /// The on-disk bytes, with the checksum computed (the field is ignored).
+    pub fn to_bytes(&self) -> [u8; VHD_FOOTER_SIZE] {
+        let mut b = [0u8; VHD_FOOTER_SIZE];
+        b[0..8].copy_from_slice(VHD_COOKIE);
+        b[8..12].copy_from_slice(&self.features.to_be_bytes());
+        b[12..16].copy_from_slice(&self.format_version.to_be_bytes());
+        b[16..24].copy_from_slice(&self.data_offset.to_be_bytes());
+        b[24..28].copy_from_slice(&self.timestamp.to_be_bytes());
+        b[28..32].copy_from_slice(&self.creator_app);
+        b[32..36].copy_from_slice(&self.creator_version.to_be_bytes());
+        b[36..40].copy_from_slice(&self.creator_host_os);
+        b[40..48].copy_from_slice(&self.original_size.to_be_bytes());
+        b[48..56].copy_from_slice(&self.current_size.to_be_bytes());
+        b[56..58].copy_from_slice(&self.geometry.cylinders.to_be_bytes());
+        b[58] = self.geometry.heads;
+        b[59] = self.geometry.sectors_per_track;
+        b[60..64].copy_from_slice(&self.disk_type.to_be_bytes());
+        b[68..84].copy_from_slice(&self.unique_id);
+        b[84] = self.saved_state;
+        let sum = vhd_checksum(&b);
+        b[64..68].copy_from_slice(&sum.to_be_bytes());
+        b
+    }
+
+    /// Reads a footer; `None` unless the cookie and checksum are right.
+    pub fn parse(b: &[u8; VHD_FOOTER_SIZE]) -> Option<Self> {
+        let u32_at = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |at: usize| (u64::from(u32_at(at)) << 32) | u64::from(u32_at(at + 4));
+        let four = |at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        if &b[0..8] != VHD_COOKIE || vhd_checksum(b) != u32_at(64) {
+            return None;
+        }
+        let mut unique_id = [0u8; 16];
+        unique_id.copy_from_slice(&b[68..84]);
+        Some(VhdFooter {
+            features: u32_at(8),
+            format_version: u32_at(12),
+            data_offset: u64_at(16),
+            timestamp: u32_at(24),
+            creator_app: four(28),
+            creator_version: u32_at(32),
+            creator_host_os: four(36),
+            original_size: u64_at(40),
+            current_size: u64_at(48),
+            geometry: Chs {
+                cylinders: u16::from_be_bytes([b[56], b[57]]),
+                heads: b[58],
+                sectors_per_track: b[59],
+            },
+            disk_type: u32_at(60),
+            checksum: u32_at(64),
+            unique_id,
+            saved_state: b[84],
+        })
+    }
+}
+
+/// One's complement of the sum of the footer's bytes, the checksum field
+/// (bytes 64..68) counted as zero.
+pub fn vhd_checksum(footer: &[u8; VHD_FOOTER_SIZE]) -> u32 {
+    let sum = footer
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(64..68).contains(i))
+        .fold(0u32, |s, (_, b)| s.wrapping_add(u32::from(*b)));
+    !sum
+}
+
+/// A writer that hashes and counts what passes through it.
+struct HashWriter<W> {
+    inner: W,
+    ctx: Context,
+    count: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            ctx: Context::new(&SHA256),
+            count: 0,
+        }
+    }
+
+    fn digest_so_far(&self) -> Sha256 {
+        digest_bytes(self.ctx.clone())
+    }
+
+    fn finish(self) -> (W, Sha256, u64) {
+        (self.inner, digest_bytes(self.ctx), self.count)
+    }
+}
+
+fn digest_bytes(ctx: Context) -> Sha256 {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.ctx.update(&buf[..k]);
+        self.count += k as u64;
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that counts the bytes it yields and keeps its first error, so a
+/// failed copy can tell a read error from a write error.
+struct CountingReader<R> {
+    inner: R,
+    count: u64,
+    error: Option<io::Error>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(k) => {
+                self.count += k as u64;
+                Ok(k)
+            }
+            Err(e) => {
+                let again = io::Error::new(e.kind(), e.to_string());
+                self.error.get_or_insert(e);
+                Err(again)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "formats_tests.rs"]
+mod tests;
