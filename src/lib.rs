@@ -16,3 +16,6 @@ pub mod sign;
 pub mod source;
 pub mod spec;
 pub mod util;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -12,8 +12,5 @@ pub mod bench;
 pub mod squashfs;
 pub mod verity;
 
-#[cfg(test)]
-mod testutil;
-
 pub use squashfs::{write_squashfs, SquashfsError, SquashfsInfo, SquashfsOptions};
 pub use verity::{build_hash_tree, salt_for, VerityError, VerityInfo, VerityParams};

@@ -9,8 +9,8 @@ use backhand::compression::{CompressionAction, DefaultCompressor};
 use super::blocks::BlockCompressor;
 use super::cache::{BlockCache, CACHE_FILE};
 use super::*;
-use crate::fs::testutil::noise;
 use crate::rootfs::{Entry, Tree};
+use crate::testutil::noise;
 
 const MTIME: u32 = 1_700_000_000;
 

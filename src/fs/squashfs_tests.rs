@@ -5,8 +5,8 @@ use std::process::Command;
 use backhand::{FilesystemReader, InnerNode};
 
 use super::*;
-use crate::fs::testutil::{noise, run_ok, tool};
 use crate::rootfs::{Entry, Kind, Tree};
+use crate::testutil::{noise, run_ok, tool};
 
 const MTIME: u32 = 1_700_000_000; // 2023-11-14 22:13:20 UTC
 

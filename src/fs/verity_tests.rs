@@ -3,7 +3,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::*;
-use crate::fs::testutil::{noise, run_ok, tool};
+use crate::testutil::{noise, run_ok, tool};
 
 const BLOCK: usize = 4096;
 

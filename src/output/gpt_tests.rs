@@ -1,35 +1,10 @@
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use super::*;
 
-/// The reference tool `name`. Panics with an install hint when it is
-/// missing: these tests judge our output and must not pass without a judge.
-pub(crate) fn tool(name: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("reference tool `{name}` not found: install the Debian package `{package}`");
-}
-
-/// Runs `cmd`, panicking with its output unless it exits 0.
-pub(crate) fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+pub(crate) use crate::testutil::{run_ok, tool};
 
 /// `sgdisk -v` must report no problems.
 pub(crate) fn assert_sgdisk_clean(path: &Path) {

@@ -1,4 +1,4 @@
-//! Test helpers shared by the file system writers' tests.
+//! Test helpers shared by the format writers' tests (reference tools, data).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
