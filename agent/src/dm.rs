@@ -315,9 +315,20 @@ impl Control {
 
     /// DM_TABLE_STATUS (info, not the table).
     pub fn status(&self, name: &str) -> Result<Vec<TargetStatus>, DmError> {
+        self.status_and_dev(name).map(|(t, _)| t)
+    }
+
+    /// DM_TABLE_STATUS, with the device's (major, minor) from the reply
+    /// header: what ties a mounted `/` to this device.
+    pub fn status_and_dev(&self, name: &str) -> Result<(Vec<TargetStatus>, (u32, u32)), DmError> {
         let req = request(name, "", 0, &[])?;
         let reply = self.call::<DM_TABLE_STATUS>("DM_TABLE_STATUS", name, &req)?;
-        parse_status(name, &reply.0)
+        let dev = get_u64(&reply.0, off!(DmIoctl, dev)).ok_or_else(|| DmError::BadReply {
+            name: name.into(),
+            why: "no dev",
+        })?;
+        let targets = parse_status(name, &reply.0)?;
+        Ok((targets, (rustix::fs::major(dev), rustix::fs::minor(dev))))
     }
 }
 

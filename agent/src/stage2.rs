@@ -284,7 +284,8 @@ pub fn run(
                     source,
                 })?;
             let entry = root_entry(&mounts);
-            let verdict = verity::verity_state(DM_NAME);
+            // `none` unless `/` is the nodeimg-root device itself.
+            let verdict = verity::root_is_verified_device(DM_NAME);
             report.root = RootReport {
                 device: entry.as_ref().map(|e| e.device.clone()),
                 fstype: entry.as_ref().map(|e| e.fstype.clone()),

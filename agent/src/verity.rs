@@ -69,6 +69,21 @@ pub fn verity_state(name: &str) -> VerityState {
     }
 }
 
+/// The verdict of `name` and whether `/` is that very device: a mount
+/// of some other dm device must not borrow this one's verdict.
+pub fn root_is_verified_device(name: &str) -> VerityState {
+    let Ok((targets, (major, minor))) = Control::open().and_then(|c| c.status_and_dev(name)) else {
+        return VerityState::None;
+    };
+    let root_dev = rustix::fs::stat("/").map(|st| st.st_dev);
+    match root_dev {
+        Ok(d) if rustix::fs::major(d) == major && rustix::fs::minor(d) == minor => {
+            VerityState::from_targets(&targets)
+        }
+        _ => VerityState::None,
+    }
+}
+
 /// Reads `bytes` bytes of `dev` once (the `nodeimg.verity=full` pass): every
 /// block goes through its hash check, and the first failure surfaces as EIO.
 pub fn read_through(dev: &Path, bytes: u64) -> io::Result<()> {
