@@ -305,3 +305,77 @@ impl Lock {
         Ok((find(&image.packages)?, find(&image.kernel)?))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lock {
+        Lock {
+            source: LockSource {
+                suite: "trixie".into(),
+                codename: "trixie".into(),
+                ..LockSource::default()
+            },
+            packages: vec![LockedPackage {
+                name: "libc6".into(),
+                version: "2.41-12".into(),
+                architecture: "amd64".into(),
+                filename: "pool/main/g/glibc/libc6_2.41-12_amd64.deb".into(),
+                size: 3,
+                sha256: hash::sha256_hex(b"deb"),
+                ..LockedPackage::default()
+            }],
+            ..Lock::default()
+        }
+    }
+
+    #[test]
+    fn round_trips_and_catches_hand_edits() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("nodeimg.lock");
+        let mut lock = sample();
+        lock.write(&path).unwrap();
+        assert_eq!(Lock::read(&path).unwrap(), lock);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("2.41-12\"", "2.41-13\"")).unwrap();
+        assert!(matches!(Lock::read(&path), Err(LockError::Checksum { .. })));
+    }
+
+    #[test]
+    fn rejects_bad_hashes_and_paths_even_with_a_valid_checksum() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("nodeimg.lock");
+        for (field, bad) in [("sha256", "zz"), ("filename", "../../etc/passwd.deb")] {
+            let mut lock = sample();
+            match field {
+                "sha256" => lock.packages[0].sha256 = bad.into(),
+                _ => lock.packages[0].filename = bad.into(),
+            }
+            lock.write(&path).unwrap();
+            let e = Lock::read(&path).unwrap_err();
+            assert!(
+                matches!(e, LockError::BadPackage { ref package, .. } if package == "libc6"),
+                "{field}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn inputs_digest_ignores_order_but_not_content() {
+        let a = Inputs {
+            suite: "trixie".into(),
+            components: vec!["main".into()],
+            arch: "amd64".into(),
+            roots: ["b".to_string(), "a".to_string()].into(),
+            excludes: Default::default(),
+            kernel: None,
+        };
+        let mut b = a.clone();
+        b.roots = ["a".to_string(), "b".to_string()].into();
+        assert_eq!(a.digest(), b.digest());
+        b.roots.insert("c".into());
+        assert_ne!(a.digest(), b.digest());
+    }
+}
