@@ -19,10 +19,6 @@ impl Progress {
         }
     }
 
-    pub fn hidden() -> Self {
-        Progress { enabled: false }
-    }
-
     pub fn bar(&self, len: u64, msg: &'static str) -> ProgressBar {
         if !self.enabled {
             return ProgressBar::hidden();
