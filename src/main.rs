@@ -31,6 +31,12 @@ enum Command {
     Lock(cli::lock::LockArgs),
     /// Boot built images in QEMU and report what the node saw.
     Lab(cli::lab::LabArgs),
+    /// Create key files: the manifest signing pair and the Secure Boot set.
+    Keys(cli::keys::KeysArgs),
+    /// Sign DIR/manifest.json into DIR/manifest.sigstore.json (Sigstore bundle).
+    Sign(cli::sign::SignArgs),
+    /// Check DIR's signature and every artifact's size and sha256.
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn main() {
@@ -52,6 +58,9 @@ fn main() {
         Command::Build(a) => cli::build::run(a, cli.quiet),
         Command::Lock(a) => cli::lock::run(a),
         Command::Lab(a) => cli::lab::run(a),
+        Command::Keys(a) => cli::keys::run(a),
+        Command::Sign(a) => cli::sign::run(a),
+        Command::Verify(a) => cli::verify::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

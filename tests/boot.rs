@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use support::{artifact_path, build_image, read_manifest, tool};
+use support::{artifact_path, build_image, lab_boot, read_manifest, tool};
 
 struct Built {
     _dir: tempfile::TempDir,
@@ -29,28 +29,6 @@ fn built() -> &'static Built {
         build_image("worker", &out);
         Built { _dir: dir, out }
     })
-}
-
-/// Runs `nodeimg lab boot DIR --json` and returns (exit code, report). The
-/// serial log is kept next to DIR for a failing test's evidence.
-fn lab_boot(dir: &Path, extra: &[&str]) -> (i32, Value) {
-    let serial = dir.with_extension("serial.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-        .args(["lab", "boot", "--json", "--timeout", "180", "--keep-serial"])
-        .arg(&serial)
-        .arg(dir)
-        .args(extra)
-        .output()
-        .expect("run nodeimg lab boot");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON report ({e}); stderr:\n{}\nserial log: {}",
-            String::from_utf8_lossy(&out.stderr),
-            serial.display()
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
 }
 
 /// Name -> value of every sysctl the image sets, read from the root image

@@ -13,6 +13,9 @@ pub enum DeviceRef {
     Path(PathBuf),
     /// A GPT partition by its unique GUID (`PARTUUID=...`), lower-case.
     PartUuid(String),
+    /// `file:/abs/path`: a file in the initramfs (the PXE bundle's root), which
+    /// stage 1 attaches read-only to a loop device. Root and hash only.
+    File(PathBuf),
 }
 
 impl std::fmt::Display for DeviceRef {
@@ -20,8 +23,19 @@ impl std::fmt::Display for DeviceRef {
         match self {
             DeviceRef::Path(p) => write!(f, "{}", p.display()),
             DeviceRef::PartUuid(u) => write!(f, "PARTUUID={u}"),
+            DeviceRef::File(p) => write!(f, "file:{}", p.display()),
         }
     }
+}
+
+/// `nodeimg.state`: where `/var` lives (ext4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateRef {
+    /// A disk or partition named on the command line.
+    Device(DeviceRef),
+    /// `auto`: the state partition on the root's own disk, added to its GPT
+    /// on first boot (see `state_partition.rs`).
+    Auto,
 }
 
 /// File system of the root image.
@@ -86,7 +100,10 @@ pub struct Cmdline {
     pub verity: VerityArgs,
     pub fstype: RootFs,
     /// ext4 state disk for `/var`; `None` puts `/var` on tmpfs.
-    pub state: Option<DeviceRef>,
+    pub state: Option<StateRef>,
+    /// `nodeimg.health=fail`: a testing switch that fails the health check
+    /// after everything else ran (so the boot is not blessed).
+    pub fail_health: bool,
     /// `nodeimg.verity=full`: read the whole verity device before mounting it.
     pub verify_full: bool,
     pub failure: FailurePolicy,
@@ -123,6 +140,7 @@ const KEYS: &[&str] = &[
     "verity",
     "on_failure",
     "failure_delay",
+    "health",
 ];
 
 /// Splits a command line into words, honouring the kernel's double quotes
@@ -220,6 +238,38 @@ fn parse_device(key: &str, v: &str) -> Result<DeviceRef, CmdlineError> {
     Ok(DeviceRef::Path(PathBuf::from(v)))
 }
 
+/// The verity devices may also be `file:/path` in the initramfs: absolute,
+/// no `.` or `..` or empty components, and not under the API mounts.
+fn parse_image_device(key: &str, v: &str) -> Result<DeviceRef, CmdlineError> {
+    let Some(path) = v.strip_prefix("file:") else {
+        return parse_device(key, v);
+    };
+    let plain = path.len() > 1
+        && path.starts_with('/')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !plain {
+        return Err(bad(
+            key,
+            v,
+            "expected file:/<absolute path in the initramfs>",
+        ));
+    }
+    if ["/dev/", "/proc/", "/sys/", "/run/"]
+        .iter()
+        .any(|api| path.starts_with(api))
+    {
+        return Err(bad(
+            key,
+            v,
+            "file: must name a file of the initramfs itself",
+        ));
+    }
+    Ok(DeviceRef::File(PathBuf::from(path)))
+}
+
 fn parse_u64(key: &str, v: &str) -> Result<u64, CmdlineError> {
     v.parse::<u64>()
         .map_err(|_| bad(key, v, "expected a decimal number"))
@@ -271,8 +321,8 @@ impl Cmdline {
             return Err(bad("data_blocks", &data_blocks.to_string(), "out of range"));
         }
         let verity = VerityArgs {
-            data: parse_device("root", need("root")?)?,
-            hash: parse_device("hash", need("hash")?)?,
+            data: parse_image_device("root", need("root")?)?,
+            hash: parse_image_device("hash", need("hash")?)?,
             root_hash,
             salt,
             data_blocks,
@@ -283,7 +333,16 @@ impl Cmdline {
             "erofs" => RootFs::Erofs,
             v => return Err(bad("fstype", v, "expected squashfs or erofs")),
         };
-        let state = get("state").map(|v| parse_device("state", v)).transpose()?;
+        let state = match get("state") {
+            None => None,
+            Some("auto") => Some(StateRef::Auto),
+            Some(v) => Some(StateRef::Device(parse_device("state", v)?)),
+        };
+        let fail_health = match get("health") {
+            None | Some("ok") => false,
+            Some("fail") => true,
+            Some(v) => return Err(bad("health", v, "expected ok or fail")),
+        };
         let verify_full = match get("verity") {
             None | Some("lazy") => false,
             Some("full") => true,
@@ -304,6 +363,7 @@ impl Cmdline {
             verity,
             fstype,
             state,
+            fail_health,
             verify_full,
             failure,
             raw: raw.trim().to_string(),
@@ -336,6 +396,7 @@ mod tests {
         assert_eq!(c.verity.hash_start, 1);
         assert_eq!(c.fstype, RootFs::Squashfs);
         assert_eq!(c.state, None);
+        assert!(!c.fail_health);
         assert!(!c.verify_full);
         assert_eq!(c.failure, FailurePolicy::default());
         assert!(!c.raw.ends_with('\n'));
@@ -351,9 +412,9 @@ mod tests {
         let c = Cmdline::parse(&raw).unwrap();
         assert_eq!(
             c.state,
-            Some(DeviceRef::PartUuid(
+            Some(StateRef::Device(DeviceRef::PartUuid(
                 "0fc63daf-8483-4772-8e79-3d69d8477de4".into()
-            ))
+            )))
         );
         assert!(c.verify_full);
         assert_eq!(c.fstype, RootFs::Erofs);
@@ -414,6 +475,67 @@ mod tests {
                 key: "nodeimg.root".into()
             }
         );
+    }
+
+    #[test]
+    fn root_and_hash_may_be_initramfs_files() {
+        let raw = base()
+            .replace(
+                "nodeimg.root=/dev/vda",
+                "nodeimg.root=file:/nodeimg/root.img",
+            )
+            .replace(
+                "nodeimg.hash=/dev/vdb",
+                "nodeimg.hash=file:/nodeimg/root.verity",
+            );
+        let c = Cmdline::parse(&raw).unwrap();
+        assert_eq!(c.verity.data, DeviceRef::File("/nodeimg/root.img".into()));
+        assert_eq!(
+            c.verity.hash,
+            DeviceRef::File("/nodeimg/root.verity".into())
+        );
+        assert_eq!(c.verity.data.to_string(), "file:/nodeimg/root.img");
+        for bad in [
+            "file:",
+            "file:/",
+            "file:nodeimg/root.img",
+            "file:/nodeimg/../etc/x",
+            "file:/nodeimg/./root.img",
+            "file://root.img",
+            "file:/nodeimg/",
+            "file:/dev/vda",
+            "file:/proc/self/exe",
+        ] {
+            let raw = base().replace("nodeimg.root=/dev/vda", &format!("nodeimg.root={bad}"));
+            assert!(Cmdline::parse(&raw).is_err(), "{bad} accepted");
+        }
+        // a state disk must be writable and outlive the boot: never a file
+        let raw = format!("{} nodeimg.state=file:/nodeimg/state.img", base());
+        assert!(Cmdline::parse(&raw).is_err());
+    }
+
+    #[test]
+    fn state_auto_and_the_health_switch() {
+        let c = Cmdline::parse(&format!(
+            "{} nodeimg.state=auto nodeimg.health=fail",
+            base()
+        ))
+        .unwrap();
+        assert_eq!(c.state, Some(StateRef::Auto));
+        assert!(c.fail_health);
+        let c = Cmdline::parse(&format!("{} nodeimg.health=ok", base())).unwrap();
+        assert!(!c.fail_health);
+        for bad in [
+            "nodeimg.health=",
+            "nodeimg.health=maybe",
+            "nodeimg.state=AUTO",
+            "nodeimg.state=automatic",
+        ] {
+            assert!(
+                Cmdline::parse(&format!("{} {bad}", base())).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

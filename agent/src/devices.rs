@@ -1,13 +1,16 @@
 //! Finding block devices: a `/dev/...` path is taken as is; `PARTUUID=<guid>` is
 //! found by reading each whole disk's GPT (the kernel keeps PARTUUID out of
 //! sysfs, and there is no udev or /dev/disk) and matching the partition number
-//! with `/sys/class/block/<disk>/<part>/partition`. Waiting is a bounded poll,
-//! since module probes and partition scans finish asynchronously.
+//! with `/sys/class/block/<disk>/<part>/partition`; `file:<path>` is the loop
+//! device whose sysfs `backing_file` is that path (stage 1 attaches it, see
+//! `loopdev.rs`). Waiting is a bounded poll, since module probes and partition
+//! scans finish asynchronously.
 
 use std::path::{Path, PathBuf};
 
 use crate::cmdline::DeviceRef;
 use crate::gpt;
+use crate::loopdev::{self, LoopError};
 use crate::sys::{sleep_ms, uptime_ms};
 
 const SYS_BLOCK: &str = "/sys/class/block";
@@ -25,6 +28,8 @@ pub enum DeviceError {
     /// wrong disk, so more than one match is an error.
     #[error("{dev} matches several partitions: {}", matches.join(" "))]
     Ambiguous { dev: String, matches: Vec<String> },
+    #[error("attaching a loop device")]
+    Loop(#[from] LoopError),
 }
 
 fn block_names() -> Vec<String> {
@@ -101,6 +106,7 @@ fn gpt_partitions() -> Vec<(String, String)> {
 pub fn resolve(dev: &DeviceRef) -> Result<Option<PathBuf>, DeviceError> {
     match dev {
         DeviceRef::Path(p) => Ok(p.exists().then(|| p.clone())),
+        DeviceRef::File(file) => Ok(loopdev::find_attached(file).filter(|node| node.exists())),
         DeviceRef::PartUuid(want) => {
             let matches: Vec<String> = gpt_partitions()
                 .into_iter()

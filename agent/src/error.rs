@@ -9,6 +9,7 @@ use crate::cmdline::CmdlineError;
 use crate::devices::DeviceError;
 use crate::dm::DmError;
 use crate::modules::ModuleError;
+use crate::state_partition::StateError;
 use crate::sysctl::SysctlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,11 @@ pub enum BootError {
     Sysctl(#[from] SysctlError),
     #[error("state disk {device}: {what}")]
     State { device: PathBuf, what: String },
+    #[error("state partition")]
+    StatePartition(#[from] StateError),
+    /// A health check failed (or `nodeimg.health=fail` said to fail).
+    #[error("{what}")]
+    Health { what: String },
     #[error("hostname {name:?}")]
     Hostname {
         name: String,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::loopdev::{Attached, LoopError, Loops};
 use crate::sys::{Files, Loaded, Modules, Mount, Mounts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,10 @@ pub enum Call {
     Mkdir(PathBuf),
     Write(PathBuf, String),
     Load(PathBuf),
+    Unmount(PathBuf),
+    Rename(PathBuf, PathBuf),
+    SyncDir(PathBuf),
+    AttachLoop(PathBuf),
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +82,9 @@ impl Mounts for Fake {
     fn free_initramfs(&mut self) -> io::Result<()> {
         self.record(Call::FreeInitramfs)
     }
+    fn unmount(&mut self, target: &Path) -> io::Result<()> {
+        self.record(Call::Unmount(target.into()))
+    }
 }
 
 impl Files for Fake {
@@ -108,6 +116,26 @@ impl Files for Fake {
     fn is_dir(&mut self, path: &Path) -> bool {
         self.dirs.iter().any(|d| d == path)
     }
+    fn exists(&mut self, path: &Path) -> bool {
+        self.files.contains_key(path) || self.dirs.iter().any(|d| d == path)
+    }
+    /// Moves a file of the tree; ENOENT without `from`, EEXIST with `to`.
+    fn rename_noreplace(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        self.record(Call::Rename(from.into(), to.into()))?;
+        if !self.files.contains_key(from) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        if self.files.contains_key(to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        if let Some(data) = self.files.remove(from) {
+            self.files.insert(to.into(), data);
+        }
+        Ok(())
+    }
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        self.record(Call::SyncDir(dir.into()))
+    }
     fn list(&mut self, dir: &Path) -> io::Result<Vec<String>> {
         let names = self
             .files
@@ -116,6 +144,26 @@ impl Files for Fake {
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
         Ok(names) // BTreeMap keys: already sorted
+    }
+}
+
+impl Loops for Fake {
+    /// Attaches to `/dev/loopN`, N counting the attach calls so far.
+    fn attach(&mut self, file: &Path) -> Result<Attached, LoopError> {
+        let n = self
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::AttachLoop(_)))
+            .count();
+        let device = PathBuf::from(format!("/dev/loop{n}"));
+        self.record(Call::AttachLoop(file.into()))
+            .map_err(|source| LoopError::Configure {
+                op: "LOOP_CONFIGURE",
+                device: device.clone(),
+                file: file.into(),
+                source,
+            })?;
+        Ok(Attached::detached(file, &device))
     }
 }
 

@@ -18,6 +18,7 @@
     )
 )]
 
+mod bless;
 mod cmdline;
 mod console;
 mod devices;
@@ -27,12 +28,14 @@ mod events;
 #[cfg(test)]
 mod fake;
 mod gpt;
+mod loopdev;
 mod modules;
 mod net;
 mod plan;
 mod report;
 mod stage1;
 mod stage2;
+mod state_partition;
 mod sys;
 mod sysctl;
 mod verity;
@@ -228,6 +231,7 @@ fn run_phase(
     con: &mut Console,
 ) -> Result<(), BootError> {
     let t = sys::uptime_ms();
+    let warned = report.warnings.len();
     let note = match (stage, c) {
         (Stage::Initramfs, None) => stage1::run_prelude(phase, s)?,
         (Stage::Initramfs, Some(c)) => stage1::run(phase, c, found, s)?,
@@ -240,6 +244,9 @@ fn run_phase(
         phase.name(),
         if note.is_empty() { "" } else { ": " }
     ));
+    for w in report.warnings.iter().skip(warned) {
+        con.line(&report::warn_line(w));
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! stage executors (`stage1.rs`, `stage2.rs`) carry the phases out, and only
 //! `main.rs` decides what happens when one fails.
 
-use crate::cmdline::{Cmdline, DeviceRef};
+use crate::cmdline::{Cmdline, DeviceRef, StateRef};
 
 /// Which PID 1 this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,9 @@ pub enum VarPlan {
     /// ext4 on the state disk, made with `mke2fs` from the root when the disk has
     /// no ext4 superblock yet.
     Ext4(DeviceRef),
+    /// `nodeimg.state=auto`: ext4 on the state partition of the root's disk,
+    /// which is added to the GPT (and formatted) on first boot.
+    Auto,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +55,9 @@ pub enum Phase {
         list: &'static str,
         optional: bool,
     },
+    /// Attach the `file:` root data and hash files of the initramfs to
+    /// read-only loop devices (the PXE bundle; see `loopdev.rs`).
+    AttachFiles,
     /// Poll until the root data and hash devices exist.
     WaitDevices,
     /// DM_DEV_CREATE, DM_TABLE_LOAD (verity), DM_DEV_SUSPEND (resume); mknod the node.
@@ -79,6 +85,13 @@ pub enum Phase {
     Sysctl,
     Hostname,
     Loopback,
+    /// Last checks before the boot counts as good; `forced` is
+    /// `nodeimg.health=fail` (a testing switch for boot counting).
+    Health {
+        forced: bool,
+    },
+    /// Mark the boot good for systemd-boot's boot counting (never fails).
+    BlessBoot,
 }
 
 impl Phase {
@@ -88,6 +101,7 @@ impl Phase {
             Phase::CheckInitramfs => "check-initramfs",
             Phase::MountApi => "mount-api",
             Phase::LoadModules { .. } => "modules",
+            Phase::AttachFiles => "attach-files",
             Phase::WaitDevices => "wait-devices",
             Phase::CreateVerity => "verity",
             Phase::VerifyFull => "verity-full",
@@ -102,6 +116,8 @@ impl Phase {
             Phase::Sysctl => "sysctl",
             Phase::Hostname => "hostname",
             Phase::Loopback => "loopback",
+            Phase::Health { .. } => "health",
+            Phase::BlessBoot => "bless-boot",
         }
     }
 }
@@ -126,6 +142,14 @@ pub fn boot_plan(cmdline: &Cmdline, stage: Stage) -> Vec<Phase> {
                 Phase::WaitDevices,
                 Phase::CreateVerity,
             ];
+            let v = &cmdline.verity;
+            if [&v.data, &v.hash]
+                .iter()
+                .any(|d| matches!(d, DeviceRef::File(_)))
+            {
+                // after the modules (loop), before the wait finds the devices
+                p.insert(1, Phase::AttachFiles);
+            }
             if cmdline.verify_full {
                 p.push(Phase::VerifyFull);
             }
@@ -140,7 +164,8 @@ pub fn boot_plan(cmdline: &Cmdline, stage: Stage) -> Vec<Phase> {
         }
         Stage::Root => {
             let var = match &cmdline.state {
-                Some(dev) => VarPlan::Ext4(dev.clone()),
+                Some(StateRef::Device(dev)) => VarPlan::Ext4(dev.clone()),
+                Some(StateRef::Auto) => VarPlan::Auto,
                 None => VarPlan::Tmpfs,
             };
             vec![
@@ -154,6 +179,10 @@ pub fn boot_plan(cmdline: &Cmdline, stage: Stage) -> Vec<Phase> {
                 Phase::Sysctl,
                 Phase::Hostname,
                 Phase::Loopback,
+                Phase::Health {
+                    forced: cmdline.fail_health,
+                },
+                Phase::BlessBoot,
             ]
         }
     }
@@ -205,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn initramfs_files_are_attached_after_the_modules_load() {
+        let plain = boot_plan(&cmdline(""), Stage::Initramfs);
+        assert!(!plain.contains(&Phase::AttachFiles));
+        let c = Cmdline::parse(&format!(
+            "nodeimg.root=file:/nodeimg/root.img nodeimg.hash=file:/nodeimg/root.verity \
+             nodeimg.roothash={} nodeimg.data_blocks=10 nodeimg.hash_start=1",
+            "a".repeat(64)
+        ))
+        .unwrap();
+        let n = names(&boot_plan(&c, Stage::Initramfs));
+        assert_eq!(
+            n[..4],
+            ["modules", "attach-files", "wait-devices", "verity"]
+        );
+        // one file is enough to need the phase
+        let c = cmdline("").verity.clone();
+        let mut one = cmdline("");
+        one.verity = crate::cmdline::VerityArgs {
+            hash: DeviceRef::File("/nodeimg/root.verity".into()),
+            ..c
+        };
+        assert!(boot_plan(&one, Stage::Initramfs).contains(&Phase::AttachFiles));
+    }
+
+    #[test]
     fn full_verification_runs_between_create_and_mount() {
         let p = boot_plan(&cmdline("nodeimg.verity=full"), Stage::Initramfs);
         let n = names(&p);
@@ -226,7 +280,9 @@ mod tests {
                 "var",
                 "sysctl",
                 "hostname",
-                "loopback"
+                "loopback",
+                "health",
+                "bless-boot"
             ]
         );
         assert!(p.contains(&Phase::Var(VarPlan::Tmpfs)));
@@ -238,6 +294,19 @@ mod tests {
         assert!(p.contains(&Phase::Var(VarPlan::Ext4(DeviceRef::Path(
             "/dev/vdc".into()
         )))));
+        let p = boot_plan(&cmdline("nodeimg.state=auto"), Stage::Root);
+        assert!(p.contains(&Phase::Var(VarPlan::Auto)));
+    }
+
+    #[test]
+    fn the_boot_is_blessed_last_after_the_health_check() {
+        let p = boot_plan(&cmdline(""), Stage::Root);
+        assert_eq!(
+            p[p.len() - 2..],
+            [Phase::Health { forced: false }, Phase::BlessBoot]
+        );
+        let p = boot_plan(&cmdline("nodeimg.health=fail"), Stage::Root);
+        assert!(p.contains(&Phase::Health { forced: true }));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::verity::VerityState;
 
 pub const REPORT_PREFIX: &str = "NODEIMG-REPORT ";
 pub const ERROR_PREFIX: &str = "NODEIMG-ERROR ";
+pub const WARN_PREFIX: &str = "NODEIMG-WARN ";
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RootReport {
@@ -24,11 +25,39 @@ pub struct RootReport {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StateReport {
+    /// The device mounted on `/var`.
     pub device: String,
+    /// `nodeimg.state=auto`: the state partition's node (as `device`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `nodeimg.state=auto`: the disk holding the root and the state partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// `true` when this boot added the state partition to the GPT.
+    pub created: bool,
+    /// Size of the partition before this boot grew it (the disk grew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grown_from_bytes: Option<u64>,
+    /// Size of the device (the partition, after any growth).
+    pub size_bytes: u64,
     /// `true` when this boot ran mke2fs (first boot of the disk).
     pub formatted: bool,
+    /// `true` when this boot grew the file system (`resize2fs`, online).
+    pub resized: bool,
     /// Boots this disk has seen, this one included (`/var/lib/nodeimg/boot-count`).
     pub boot_count: u64,
+}
+
+/// systemd-boot's boot counting, as stage 2 found and left it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BootEntryReport {
+    /// `LoaderBootCountPath` as the boot loader set it (`\EFI\Linux\x+2-1.efi`);
+    /// absent when there is no such variable.
+    pub path: Option<String>,
+    /// `true` when the entry now carries no counter (this boot renamed it,
+    /// or an earlier one did).
+    pub blessed: bool,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -51,6 +80,13 @@ pub struct Report {
     pub hostname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loopback: Option<bool>,
+    /// Present once the bless-boot phase ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_entry: Option<BootEntryReport>,
+    /// Problems that did not fail the boot, as `<phase>: <text>`; each is
+    /// also printed as a `NODEIMG-WARN <phase>: <text>` line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Milliseconds since boot (CLOCK_BOOTTIME) at each milestone.
     pub stage_ms: BTreeMap<&'static str, u64>,
 }
@@ -75,6 +111,8 @@ impl Report {
             state: None,
             hostname: None,
             loopback: None,
+            boot_entry: None,
+            warnings: Vec::new(),
             stage_ms: BTreeMap::new(),
         }
     }
@@ -98,6 +136,11 @@ pub fn error_line(phase: &str, cause: &str) -> String {
         "{ERROR_PREFIX}{phase}: {}",
         cause.replace(['\n', '\r'], " ")
     )
+}
+
+/// `NODEIMG-WARN <phase>: <text>` on one line (`warning` is `<phase>: <text>`).
+pub fn warn_line(warning: &str) -> String {
+    format!("{WARN_PREFIX}{}", warning.replace(['\n', '\r'], " "))
 }
 
 #[cfg(test)]
@@ -127,7 +170,51 @@ mod tests {
         assert_eq!(v["sysctl"]["kernel.panic"], "10");
         assert_eq!(v["var"], "tmpfs");
         assert!(v.get("error").is_none());
+        assert!(v.get("warnings").is_none());
+        assert!(v.get("boot_entry").is_none());
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn state_and_boot_entry_shape() {
+        let mut r = Report::new("k".into(), "c".into());
+        r.state = Some(StateReport {
+            device: "/dev/vda6".into(),
+            partition: Some("/dev/vda6".into()),
+            disk: Some("/dev/vda".into()),
+            created: true,
+            grown_from_bytes: None,
+            size_bytes: 1 << 30,
+            formatted: true,
+            resized: false,
+            boot_count: 1,
+        });
+        r.boot_entry = Some(BootEntryReport {
+            path: Some("\\EFI\\Linux\\worker-0.1.0+2-1.efi".into()),
+            blessed: true,
+            note: "renamed to worker-0.1.0.efi".into(),
+        });
+        r.warnings.push("bless-boot: x".into());
+        let v: serde_json::Value =
+            serde_json::from_str(r.line().strip_prefix(REPORT_PREFIX).unwrap()).unwrap();
+        assert_eq!(v["state"]["partition"], "/dev/vda6");
+        assert_eq!(v["state"]["created"], true);
+        assert_eq!(v["state"]["size_bytes"], 1u64 << 30);
+        assert!(v["state"].get("grown_from_bytes").is_none());
+        assert_eq!(
+            v["boot_entry"]["path"],
+            "\\EFI\\Linux\\worker-0.1.0+2-1.efi"
+        );
+        assert_eq!(v["boot_entry"]["blessed"], true);
+        assert_eq!(v["warnings"][0], "bless-boot: x");
+        let mut none = BootEntryReport {
+            path: None,
+            blessed: false,
+            note: "n".into(),
+        };
+        none.blessed = false;
+        let j = serde_json::to_value(&none).unwrap();
+        assert!(j["path"].is_null());
     }
 
     #[test]
@@ -145,5 +232,9 @@ mod tests {
     #[test]
     fn error_line_is_one_line() {
         assert_eq!(error_line("sysctl", "a\nb"), "NODEIMG-ERROR sysctl: a b");
+        assert_eq!(
+            warn_line("bless-boot: a\rb"),
+            "NODEIMG-WARN bless-boot: a b"
+        );
     }
 }

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
 
-use crate::cmdline::Cmdline;
+use crate::cmdline::{Cmdline, DeviceRef};
 use crate::devices;
 use crate::dm::{Control, Target};
 use crate::error::BootError;
+use crate::loopdev::{Attached, Loops};
 use crate::modules;
 use crate::plan::{Phase, DEVICE_WAIT_MS, DM_NAME, DM_NODE, STAGE2_ARG, STAGE2_BIN, SYSROOT};
 use crate::sys::{self, Files, Mount, Mounts, Real};
@@ -152,10 +153,30 @@ pub fn check_stage2<F: Files>(fs: &mut F, path: &Path) -> Result<usize, BootErro
     Ok(bytes.len())
 }
 
-/// The data and hash device nodes found by `WaitDevices`.
+/// The data and hash device nodes found by `WaitDevices`, and the loop
+/// devices `AttachFiles` made (held until the exec of stage 2).
 #[derive(Debug, Default)]
 pub struct Found {
     devices: Option<(PathBuf, PathBuf)>,
+    loops: Vec<Attached>,
+}
+
+/// Attaches each distinct `file:` verity device to a read-only loop device,
+/// data first. The files stay in the initramfs: `free_initramfs` may unlink
+/// them, since each loop device holds its open file.
+pub fn attach_files<L: Loops>(l: &mut L, c: &Cmdline) -> Result<Vec<Attached>, BootError> {
+    let mut files: Vec<&Path> = Vec::new();
+    for dev in [&c.verity.data, &c.verity.hash] {
+        if let DeviceRef::File(f) = dev {
+            if !files.contains(&f.as_path()) {
+                files.push(f);
+            }
+        }
+    }
+    files
+        .into_iter()
+        .map(|f| l.attach(f).map_err(|e| BootError::Device(e.into())))
+        .collect()
 }
 
 /// Runs a phase of the prelude (before the command line can be read).
@@ -183,6 +204,16 @@ pub fn run(
         Phase::CheckInitramfs | Phase::MountApi => run_prelude(phase, s),
         Phase::LoadModules { list, optional } => {
             Ok(modules::load_list(s, Path::new(list), *optional)?.to_string())
+        }
+        Phase::AttachFiles => {
+            found.loops = attach_files(s, c)?;
+            let note = found
+                .loops
+                .iter()
+                .map(|a| format!("{} on {}", a.file.display(), a.device.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok(note)
         }
         Phase::WaitDevices => {
             let v = &c.verity;
@@ -391,6 +422,56 @@ mod tests {
             "{e}"
         );
         assert!(!f.calls.contains(&Call::FreeInitramfs));
+    }
+
+    fn cmdline(root: &str, hash: &str) -> Cmdline {
+        Cmdline::parse(&format!(
+            "nodeimg.root={root} nodeimg.hash={hash} nodeimg.roothash={} \
+             nodeimg.data_blocks=10 nodeimg.hash_start=1",
+            "a".repeat(64)
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn attach_files_attaches_each_initramfs_file_once() {
+        let mut f = Fake::new();
+        let c = cmdline("file:/nodeimg/root.img", "file:/nodeimg/root.verity");
+        let got = attach_files(&mut f, &c).unwrap();
+        let p = PathBuf::from;
+        assert_eq!(
+            f.calls,
+            [
+                Call::AttachLoop(p("/nodeimg/root.img")),
+                Call::AttachLoop(p("/nodeimg/root.verity")),
+            ]
+        );
+        assert_eq!(got[1].device, p("/dev/loop1"));
+
+        // one file carrying both data and tree: one loop device
+        let mut f = Fake::new();
+        let c = cmdline("file:/nodeimg/root.img", "file:/nodeimg/root.img");
+        assert_eq!(attach_files(&mut f, &c).unwrap().len(), 1);
+
+        // disks: nothing to attach
+        let mut f = Fake::new();
+        assert!(attach_files(&mut f, &cmdline("/dev/vda", "/dev/vdb"))
+            .unwrap()
+            .is_empty());
+        assert!(f.calls.is_empty());
+    }
+
+    #[test]
+    fn attach_failure_names_the_file() {
+        let mut f = Fake::new();
+        f.fail = Some(Call::AttachLoop("/nodeimg/root.verity".into()));
+        let c = cmdline("file:/nodeimg/root.img", "file:/nodeimg/root.verity");
+        let e = attach_files(&mut f, &c).unwrap_err();
+        let text = crate::error::chain(&e);
+        assert!(
+            text.contains("LOOP_CONFIGURE of /dev/loop1 with /nodeimg/root.verity"),
+            "{text}"
+        );
     }
 
     #[test]

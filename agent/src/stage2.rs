@@ -1,28 +1,35 @@
 //! Stage 2, `nodeagent --stage2` as PID 1 on the verified root: carries out the
 //! root phases of the plan and fills in the report as it goes. It formats the
-//! state disk only when it carries no ext4 superblock, and never otherwise.
+//! state disk only when it carries no ext4 superblock (or when this boot just
+//! added the state partition), and never otherwise. Its last phases check
+//! health and then bless the boot for systemd-boot (`bless.rs`).
 
 use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
 
-use crate::cmdline::Cmdline;
+use crate::bless;
+use crate::cmdline::{Cmdline, DeviceRef};
 use crate::devices;
-use crate::error::BootError;
+use crate::error::{chain, BootError};
 use crate::modules;
 use crate::net;
 use crate::plan::{Phase, VarPlan, DEVICE_WAIT_MS, DM_NAME, DM_NODE};
 use crate::report::{Report, RootReport, StateReport};
+use crate::state_partition::{self, StatePartition, ALIGN_BYTES};
 use crate::sys::{Files, Mount, Mounts, Real};
 use crate::sysctl;
 use crate::verity::{self, VerityState};
 
 const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
+const RESIZE2FS: [&str; 2] = ["/usr/sbin/resize2fs", "/sbin/resize2fs"];
 const STATE_LABEL: &str = "nodeimg-state";
 /// Boots seen by this state disk: proves /var persists (and was not reformatted).
 const BOOT_COUNT: &str = "/var/lib/nodeimg/boot-count";
-/// ext4 superblock magic 0xEF53, little-endian at byte 1080 of the device.
-const EXT4_MAGIC_AT: u64 = 1080;
+/// The ext4 superblock: 1024 bytes at byte 1024 of the device.
+const EXT4_SB_AT: u64 = 1024;
+/// Its magic 0xEF53, little-endian at byte 0x38 (1080 of the device).
+const EXT4_MAGIC_IN_SB: usize = 0x38;
 
 /// A `/proc/mounts` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +120,24 @@ pub fn has_ext4_magic(two_bytes: &[u8]) -> bool {
     two_bytes == [0x53, 0xef]
 }
 
+/// Size of an ext4 file system from its superblock (the 1024 bytes at byte
+/// 1024 of the device): blocks (the high half only with the 64bit feature)
+/// times the block size. `None` when it is not ext4.
+pub fn ext4_bytes(sb: &[u8]) -> Option<u64> {
+    let u32_at = |at: usize| Some(u32::from_le_bytes(sb.get(at..at + 4)?.try_into().ok()?));
+    if !has_ext4_magic(sb.get(EXT4_MAGIC_IN_SB..EXT4_MAGIC_IN_SB + 2)?) {
+        return None;
+    }
+    let log = u32_at(0x18)?;
+    if log > 6 {
+        return None; // blocks of 1 KiB to 64 KiB
+    }
+    let incompat_64bit = u32_at(0x60)? & 0x80 != 0;
+    let hi = if incompat_64bit { u32_at(0x150)? } else { 0 };
+    let blocks = (u64::from(hi) << 32) | u64::from(u32_at(0x04)?);
+    blocks.checked_mul(1024u64 << log)
+}
+
 /// First line of /etc/hostname, or `nodeimg`; must be a valid host name.
 pub fn hostname_from(text: Option<&str>) -> Result<String, String> {
     let name = text
@@ -138,25 +163,29 @@ pub fn hostname_from(text: Option<&str>) -> Result<String, String> {
     }
 }
 
-fn read_magic(dev: &Path) -> std::io::Result<[u8; 2]> {
+/// The ext4 superblock and the device's size in bytes.
+fn read_superblock(dev: &Path) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::io::Seek;
     use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(dev)?;
-    let mut b = [0u8; 2];
-    f.read_exact_at(&mut b, EXT4_MAGIC_AT)?;
-    Ok(b)
+    let mut f = std::fs::File::open(dev)?;
+    let mut b = vec![0u8; 1024];
+    f.read_exact_at(&mut b, EXT4_SB_AT)?;
+    let size = f.seek(std::io::SeekFrom::End(0))?;
+    Ok((b, size))
 }
 
-fn mkfs_ext4(dev: &Path) -> Result<(), BootError> {
+/// Runs the first of `bins` that exists with `args` and the device.
+fn e2fs_tool(bins: &[&str], args: &[&str], dev: &Path) -> Result<(), BootError> {
     let state = |what: String| BootError::State {
         device: dev.into(),
         what,
     };
-    let bin = MKE2FS
+    let bin = bins
         .iter()
         .find(|p| Path::new(p).exists())
-        .ok_or_else(|| state("no mke2fs in the root image".into()))?;
+        .ok_or_else(|| state(format!("none of {} in the root image", bins.join(" "))))?;
     let out = std::process::Command::new(bin)
-        .args(["-q", "-F", "-t", "ext4", "-L", STATE_LABEL])
+        .args(args)
         .arg(dev)
         .output()
         .map_err(|e| state(format!("run {bin}: {e}")))?;
@@ -169,6 +198,10 @@ fn mkfs_ext4(dev: &Path) -> Result<(), BootError> {
         )));
     }
     Ok(())
+}
+
+fn mkfs_ext4(dev: &Path) -> Result<(), BootError> {
+    e2fs_tool(&MKE2FS, &["-q", "-F", "-t", "ext4", "-L", STATE_LABEL], dev)
 }
 
 /// Reads, increments and durably rewrites the state disk's boot counter.
@@ -223,56 +256,134 @@ fn refuse_symlinks(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn mount_var(plan: &VarPlan, s: &mut Real, report: &mut Report) -> Result<String, BootError> {
-    let safe = MountFlags::NOSUID | MountFlags::NODEV;
-    let m = match plan {
+fn mount_var(
+    plan: &VarPlan,
+    c: &Cmdline,
+    s: &mut Real,
+    report: &mut Report,
+) -> Result<String, BootError> {
+    let node = match plan {
         VarPlan::Tmpfs => {
-            report.var = Some("tmpfs");
-            Mount::new("tmpfs", "/var", "tmpfs", safe, "mode=0755")
-        }
-        VarPlan::Ext4(dev) => {
-            let node = devices::wait_all(&[("state", dev)], DEVICE_WAIT_MS)?
-                .into_iter()
-                .next();
-            let node = node.ok_or_else(|| BootError::Root {
-                what: "state device vanished".into(),
-            })?;
-            let magic = read_magic(&node).map_err(|e| BootError::State {
-                device: node.clone(),
-                what: format!("read superblock: {e}"),
-            })?;
-            let formatted = !has_ext4_magic(&magic);
-            if formatted {
-                mkfs_ext4(&node)?;
-            }
-            let m = Mount::new(&node.display().to_string(), "/var", "ext4", safe, "");
+            let safe = MountFlags::NOSUID | MountFlags::NODEV;
+            let m = Mount::new("tmpfs", "/var", "tmpfs", safe, "mode=0755");
             s.mount(&m).map_err(|e| BootError::mount(&m, e))?;
-            let boot_count =
-                bump_boot_count(Path::new(BOOT_COUNT)).map_err(|e| BootError::State {
-                    device: node.clone(),
-                    what: format!("update {BOOT_COUNT}: {e}"),
-                })?;
-            report.var = Some("ext4");
-            report.state = Some(StateReport {
-                device: node.display().to_string(),
-                formatted,
-                boot_count,
-            });
-            let now = if formatted { ", formatted now" } else { "" };
-            return Ok(format!(
-                "ext4 on {}, boot {boot_count}{now}",
-                node.display()
-            ));
+            report.var = Some("tmpfs");
+            return Ok("tmpfs".into());
+        }
+        VarPlan::Ext4(dev) => devices::wait_all(&[("state", dev)], DEVICE_WAIT_MS)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| BootError::Root {
+                what: "state device vanished".into(),
+            })?,
+        VarPlan::Auto => {
+            let root = root_partition(&c.verity.data)?;
+            let part = state_partition::ensure(&root, DEVICE_WAIT_MS)?;
+            return mount_state(&part.node.clone(), Some(&part), s, report);
         }
     };
+    mount_state(&node, None, s, report)
+}
+
+/// The root data device's node (stage 1 waited for it, so it is there).
+fn root_partition(data: &DeviceRef) -> Result<PathBuf, BootError> {
+    devices::resolve(data)?.ok_or_else(|| BootError::Root {
+        what: format!("root data device {data} vanished"),
+    })
+}
+
+/// ext4 on `node` at /var: formatted when it has no ext4 superblock or is
+/// a partition this boot created, grown online when the partition is larger
+/// than the file system by 1 MiB or more (growth never fails the boot: it is
+/// reported as a warning and tried again next boot).
+fn mount_state(
+    node: &Path,
+    part: Option<&StatePartition>,
+    s: &mut Real,
+    report: &mut Report,
+) -> Result<String, BootError> {
+    let state_err = |what: String| BootError::State {
+        device: node.into(),
+        what,
+    };
+    let (sb, size_bytes) =
+        read_superblock(node).map_err(|e| state_err(format!("read superblock: {e}")))?;
+    let created = part.is_some_and(|p| p.created);
+    let magic = sb.get(EXT4_MAGIC_IN_SB..EXT4_MAGIC_IN_SB + 2);
+    let formatted = created || !has_ext4_magic(magic.unwrap_or_default());
+    if formatted {
+        mkfs_ext4(node)?;
+    }
+    let safe = MountFlags::NOSUID | MountFlags::NODEV;
+    let m = Mount::new(&node.display().to_string(), "/var", "ext4", safe, "");
     s.mount(&m).map_err(|e| BootError::mount(&m, e))?;
-    Ok("tmpfs".into())
+    let mut resized = false;
+    let fs_bytes = if formatted { None } else { ext4_bytes(&sb) };
+    if let (Some(fs), Some(_)) = (fs_bytes, part) {
+        if fs.saturating_add(ALIGN_BYTES) <= size_bytes {
+            match e2fs_tool(&RESIZE2FS, &[], node) {
+                Ok(()) => resized = true,
+                Err(e) => report.warnings.push(format!(
+                    "var: growing the file system from {fs} to {size_bytes} bytes failed: {}",
+                    chain(&e)
+                )),
+            }
+        }
+    }
+    let boot_count = bump_boot_count(Path::new(BOOT_COUNT))
+        .map_err(|e| state_err(format!("update {BOOT_COUNT}: {e}")))?;
+    report.var = Some("ext4");
+    report.state = Some(StateReport {
+        device: node.display().to_string(),
+        partition: part.map(|p| p.node.display().to_string()),
+        disk: part.map(|p| p.disk.display().to_string()),
+        created,
+        grown_from_bytes: part.and_then(|p| p.grown_from_bytes),
+        size_bytes,
+        formatted,
+        resized,
+        boot_count,
+    });
+    let mut note = format!("ext4 on {}, boot {boot_count}", node.display());
+    if created {
+        note.push_str(&format!(", partition created ({size_bytes} bytes)"));
+    }
+    if let Some(from) = part.and_then(|p| p.grown_from_bytes) {
+        note.push_str(&format!(
+            ", partition grown from {from} to {size_bytes} bytes"
+        ));
+    }
+    if formatted {
+        note.push_str(", formatted now");
+    }
+    if resized {
+        note.push_str(", file system grown");
+    }
+    Ok(note)
+}
+
+/// The last checks before the boot counts as good: the root's verity
+/// status is still `V` (no block failed since check-root), and the testing
+/// switch `nodeimg.health=fail` is off.
+fn health(forced: bool) -> Result<String, BootError> {
+    let verdict = verity::verity_state(DM_NAME);
+    if verdict != VerityState::Verified {
+        return Err(BootError::Health {
+            what: format!("verity status of {DM_NAME} is {}", verdict.as_str()),
+        });
+    }
+    if forced {
+        return Err(BootError::Health {
+            what: "forced by nodeimg.health=fail".into(),
+        });
+    }
+    Ok(format!("{DM_NAME} {}", verdict.as_str()))
 }
 
 /// Runs one stage-2 phase, recording what it found in `report`.
 pub fn run(
     phase: &Phase,
-    _c: &Cmdline,
+    c: &Cmdline,
     s: &mut Real,
     report: &mut Report,
 ) -> Result<String, BootError> {
@@ -298,7 +409,7 @@ pub fn run(
         Phase::LoadModules { list, optional } => {
             Ok(modules::load_list(s, Path::new(list), *optional)?.to_string())
         }
-        Phase::Var(plan) => mount_var(plan, s, report),
+        Phase::Var(plan) => mount_var(plan, c, s, report),
         Phase::Sysctl => {
             let list = sysctl::load_dir(s, Path::new(sysctl::SYSCTL_DIR))?;
             report.sysctl = sysctl::apply(s, &list)?;
@@ -327,6 +438,19 @@ pub fn run(
             net::loopback_up().map_err(|(step, source)| BootError::Loopback { step, source })?;
             report.loopback = Some(true);
             Ok("127.0.0.1 up".into())
+        }
+        Phase::Health { forced } => health(*forced),
+        Phase::BlessBoot => {
+            let entry = bless::bless(s, |uuid| {
+                devices::resolve(&DeviceRef::PartUuid(uuid.to_string()))
+            });
+            // a counted entry left unblessed will run out of tries
+            if entry.path.is_some() && !entry.blessed {
+                report.warnings.push(format!("bless-boot: {}", entry.note));
+            }
+            let note = entry.note.clone();
+            report.boot_entry = Some(entry);
+            Ok(note)
         }
         other => Err(BootError::Root {
             what: format!("phase {} does not run on the root", other.name()),
@@ -399,6 +523,42 @@ mod tests {
             })
             .collect();
         assert_eq!(targets, ["/dev/pts", "/dev/shm", "/sys/fs/cgroup"]);
+    }
+
+    #[test]
+    fn ext4_size_from_the_superblock() {
+        let mut sb = vec![0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&[0x53, 0xef]);
+        sb[0x04..0x08].copy_from_slice(&38400u32.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes()); // 4 KiB blocks
+        assert_eq!(ext4_bytes(&sb), Some(38400 * 4096));
+        // the high half counts only with the 64bit feature
+        sb[0x150..0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(ext4_bytes(&sb), Some(38400 * 4096));
+        sb[0x60..0x64].copy_from_slice(&0x80u32.to_le_bytes());
+        assert_eq!(ext4_bytes(&sb), Some(((1u64 << 32) + 38400) * 4096));
+        sb[0x18..0x1c].copy_from_slice(&40u32.to_le_bytes());
+        assert_eq!(ext4_bytes(&sb), None);
+        assert_eq!(ext4_bytes(&[0u8; 1024]), None);
+        assert_eq!(ext4_bytes(&sb[..100]), None);
+    }
+
+    #[test]
+    fn ext4_size_agrees_with_mke2fs() {
+        let path = std::env::temp_dir().join(format!("nodeagent-ext4-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(48 << 20)
+            .unwrap();
+        let out = std::process::Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext4"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let (sb, size) = read_superblock(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(ext4_bytes(&sb), Some(size));
     }
 
     #[test]

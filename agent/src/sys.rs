@@ -47,6 +47,8 @@ pub trait Mounts {
     /// Delete every file of the initramfs (the `/` file system only, never
     /// crossing into another mount). Refuses when `/` is not ramfs or tmpfs.
     fn free_initramfs(&mut self) -> io::Result<()>;
+    /// umount(2) without flags.
+    fn unmount(&mut self, target: &Path) -> io::Result<()>;
 }
 
 pub trait Files {
@@ -57,6 +59,12 @@ pub trait Files {
     fn is_dir(&mut self, path: &Path) -> bool;
     /// File names in a directory, sorted; a missing directory is empty.
     fn list(&mut self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether anything (file, directory, symlink) is at `path`.
+    fn exists(&mut self, path: &Path) -> bool;
+    /// rename(2) that fails with EEXIST instead of replacing `to`.
+    fn rename_noreplace(&mut self, from: &Path, to: &Path) -> io::Result<()>;
+    /// fsync(2) on a directory, so renames in it are durable.
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
 }
 
 /// Result of one module load.
@@ -153,6 +161,13 @@ impl Mounts for Real {
         let dev = std::fs::symlink_metadata("/")?.dev();
         remove_on_device(Path::new("/"), dev)
     }
+
+    fn unmount(&mut self, target: &Path) -> io::Result<()> {
+        Ok(rustix::mount::unmount(
+            target,
+            rustix::mount::UnmountFlags::empty(),
+        )?)
+    }
 }
 
 impl Files for Real {
@@ -187,6 +202,28 @@ impl Files for Real {
         }
         names.sort();
         Ok(names)
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        std::fs::symlink_metadata(path).is_ok()
+    }
+
+    fn rename_noreplace(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            // a file system without RENAME_NOREPLACE: check, then rename
+            Err(rustix::io::Errno::INVAL) => {
+                if std::fs::symlink_metadata(to).is_ok() {
+                    return Err(io::ErrorKind::AlreadyExists.into());
+                }
+                std::fs::rename(from, to)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 

@@ -4,6 +4,7 @@
 //! leaves no manifest behind.
 
 mod boot_stage;
+pub mod outputs;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -81,6 +82,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Boot(#[from] boot_stage::BootStageError),
+    #[error(transparent)]
+    Output(#[from] outputs::OutputError),
     #[error("package {package} {version}: the cached or fetched .deb is {found}")]
     Identity {
         package: String,
@@ -122,7 +125,8 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
             }
         })?,
     };
-    let (packages, kernel_packages) = inputs.lock.packages_for(inputs.lock_path, plan)?;
+    let locked = inputs.lock.packages_for(inputs.lock_path, plan)?;
+    let (packages, kernel_packages, uefi_packages) = (locked.rootfs, locked.kernel, locked.uefi);
     // Inputs are valid: from here on a manifest from an earlier build must
     // not outlive the artifacts this build is about to replace.
     match fs::remove_file(out.join(MANIFEST_FILE)) {
@@ -133,6 +137,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     let t = Instant::now();
     let debs = fetch_packages(&packages, inputs)?;
     let kernel_debs = fetch_packages(&kernel_packages, inputs)?;
+    let uefi_debs = fetch_packages(&uefi_packages, inputs)?;
     tracing::info!(
         packages = debs.len(),
         secs = t.elapsed().as_secs_f32(),
@@ -204,17 +209,38 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         Artifact::of_file("rootfs", out, ROOTFS_FILE).map_err(io_err)?,
         Artifact::of_file("verity", out, VERITY_FILE).map_err(io_err)?,
     ];
+    let mut uefi_record = None;
     let boot_record = match &boot {
         Some(b) => {
             write_artifact(out, KERNEL_FILE, &b.kernel)?;
             write_artifact(out, INITRAMFS_FILE, &b.initramfs)?;
             artifacts.push(Artifact::of_file("kernel", out, KERNEL_FILE).map_err(io_err)?);
             artifacts.push(Artifact::of_file("initramfs", out, INITRAMFS_FILE).map_err(io_err)?);
+            let cmdline = boot_stage::cmdline(plan, &verity);
+            let written = outputs::write_outputs(&outputs::OutputInputs {
+                plan,
+                out,
+                source_date_epoch: epoch,
+                tree: &tree,
+                verity: &verity,
+                root_file: ROOTFS_FILE,
+                verity_file: VERITY_FILE,
+                kernel: &b.kernel,
+                initramfs: &b.initramfs,
+                kernel_release: &b.kernel_release,
+                cmdline: &cmdline,
+                uefi_deb: uefi_packages
+                    .first()
+                    .zip(uefi_debs.first())
+                    .map(|(p, d)| (p.name.as_str(), d.as_slice())),
+            })?;
+            artifacts.extend(written.artifacts);
+            uefi_record = written.uefi;
             Some(BootRecord {
                 kernel_version: b.kernel_release.clone(),
                 kernel_arch: b.kernel_info.arch.to_string(),
                 kernel_signed: b.kernel_info.signed,
-                cmdline: boot_stage::cmdline(plan, &verity),
+                cmdline,
                 initramfs_modules: b.initramfs_modules.clone(),
                 root_modules: b.root_modules.clone(),
                 deferred_modules: b.deferred_modules.clone(),
@@ -223,6 +249,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         None => {
             // Boot files of an earlier build would sit unlisted beside this
             // manifest: remove them.
+            outputs::remove_unrequested(plan, out)?;
             for stale in [KERNEL_FILE, INITRAMFS_FILE] {
                 match fs::remove_file(out.join(stale)) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
@@ -256,10 +283,12 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         artifacts,
         verity,
         boot: boot_record,
+        uefi: uefi_record,
         packages: packages
             .iter()
             .map(|p| (p, "rootfs"))
             .chain(kernel_packages.iter().map(|p| (p, "kernel")))
+            .chain(uefi_packages.iter().map(|p| (p, "uefi")))
             .map(|(p, role)| PackageRecord {
                 name: p.name.clone(),
                 version: p.version.clone(),

@@ -9,7 +9,7 @@ use nodeimg::progress::Progress;
 use nodeimg::rootfs::assemble::Artifacts;
 use nodeimg::source::lock::Lock;
 use nodeimg::source::locking::lock_images;
-use nodeimg::spec::load_plan;
+use nodeimg::spec::{check_outputs, load_plan, OutputKind};
 
 use super::{load_plans, sibling_images, SourceArgs};
 
@@ -32,12 +32,25 @@ pub struct BuildArgs {
     /// zstd level of the root image.
     #[arg(long, default_value_t = SquashfsOptions::default().compression_level)]
     pub compression_level: u32,
+    /// Outputs to write, replacing the spec's `outputs` (comma-separated or
+    /// repeated): uki, disk-raw, disk-qcow2, vhd, gce, vmdk, pxe; `none` for
+    /// just the root, verity, kernel and initramfs.
+    #[arg(long = "format", value_delimiter = ',')]
+    pub formats: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
 
 pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
-    let plan = load_plan(&args.image)?;
+    let mut plan = load_plan(&args.image)?;
+    if !args.formats.is_empty() {
+        plan.outputs.clear();
+        for name in args.formats.iter().filter(|n| n.as_str() != "none") {
+            plan.outputs
+                .insert(name.parse::<OutputKind>().context("--format")?);
+        }
+        check_outputs(&plan).map_err(|problem| anyhow::anyhow!("--format: {problem}"))?;
+    }
     let lock_path = args.source.lock_path(&args.image);
     let cache = args.source.cache();
     if args.update_lock || !lock_path.exists() {

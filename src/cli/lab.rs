@@ -54,9 +54,50 @@ pub struct BootArgs {
     pub bzimage: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
-    /// Extra kernel arguments after the image's own, e.g. nodeimg.verity=full.
+    /// Extra kernel arguments after the image's own, e.g. nodeimg.verity=full
+    /// (direct boots only: a UKI's command line is sealed inside it).
     #[arg(long, value_name = "ARG")]
     pub append: Vec<String>,
+    /// `direct`: QEMU loads the kernel with root, verity and state disks.
+    /// `uefi`: OVMF boots the image's disk (disk-qcow2 or disk-raw) through
+    /// systemd-boot and the UKI; `--state` then names the VM's disk overlay.
+    #[arg(long, value_enum, default_value = "direct")]
+    pub firmware: FirmwareArg,
+    /// UEFI: size of the VM's disk, e.g. 4G (at least the image's size);
+    /// the agent grows its state partition into it.
+    #[arg(long, value_parser = parse_size)]
+    pub disk_size: Option<u64>,
+    /// UEFI: reports to wait for while the guest fails and reboots (boot
+    /// counting); the first ready report ends the run.
+    #[arg(long, default_value_t = 1)]
+    pub reports: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FirmwareArg {
+    Direct,
+    Uefi,
+}
+
+/// `4G`, `512M`, `1048576`: bytes, with an optional binary K/M/G/T suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix `{c}` (use K, M, G or T)")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size"))?;
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<i32> {
@@ -82,9 +123,20 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
             AccelArg::Kvm => Accel::Kvm,
         },
         extra_cmdline: args.append.clone(),
+        disk_size: args.disk_size,
+        reports: args.reports,
         ..BootOptions::default()
     };
-    match lab::boot_direct(&args.dir, &manifest, &opts) {
+    let result = match args.firmware {
+        FirmwareArg::Direct => lab::boot_direct(&args.dir, &manifest, &opts),
+        FirmwareArg::Uefi => {
+            if !args.append.is_empty() {
+                anyhow::bail!("--append works only for direct boots: the UKI's command line is sealed inside it");
+            }
+            lab::boot_uefi(&args.dir, &manifest, &opts)
+        }
+    };
+    match result {
         Ok(outcome) => {
             keep_serial(&outcome.serial_log, args.keep_serial.as_deref())?;
             if args.json {
@@ -93,9 +145,19 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
                 let mut report = outcome.report.clone();
                 if let Some(obj) = report.as_object_mut() {
                     obj.insert("shutdown".into(), serde_json::to_value(outcome.shutdown)?);
+                    if !outcome.earlier_reports.is_empty() {
+                        obj.insert(
+                            "earlier_reports".into(),
+                            Value::Array(outcome.earlier_reports.clone()),
+                        );
+                    }
                 }
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
+                for (i, r) in outcome.earlier_reports.iter().enumerate() {
+                    println!("--- boot {} ---", i + 1);
+                    print_summary(r, outcome.accel.as_str(), outcome.boot_path);
+                }
                 print_summary(&outcome.report, outcome.accel.as_str(), outcome.boot_path);
             }
             Ok(if outcome.ready() { 0 } else { 1 })
@@ -170,6 +232,26 @@ fn print_summary(report: &Value, accel: &str, boot_path: &str) {
         );
     }
     println!("var      {}", s("var"));
+    if let Some(part) = report.pointer("/state/partition").and_then(Value::as_str) {
+        let created = report.pointer("/state/created").and_then(Value::as_bool) == Some(true);
+        let size = report
+            .pointer("/state/size_bytes")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        println!(
+            "state    {part} {} MiB{}",
+            size >> 20,
+            if created { " (created this boot)" } else { "" }
+        );
+    }
+    if let Some(entry) = report.get("boot_entry") {
+        let path = entry.get("path").and_then(Value::as_str).unwrap_or("-");
+        let blessed = entry.get("blessed").and_then(Value::as_bool) == Some(true);
+        println!(
+            "entry    {path}{}",
+            if blessed { " (marked good)" } else { "" }
+        );
+    }
     let count = |key: &str| match report.get(key) {
         Some(Value::Array(a)) => a.len(),
         Some(Value::Object(o)) => o.len(),

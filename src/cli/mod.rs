@@ -2,8 +2,11 @@
 //! `run()` that calls library code. Data goes to stdout, logs to stderr.
 
 pub mod build;
+pub mod keys;
 pub mod lab;
 pub mod lock;
+pub mod sign;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 

@@ -77,6 +77,15 @@ fn artifact<'m>(
     Ok((dir.join(rel), sha, size))
 }
 
+/// The path of DIR's one artifact of `kind`, after checking its size and
+/// sha256 against the manifest.
+pub fn verified_artifact(dir: &Path, manifest: &Value, kind: &str) -> Result<PathBuf, LabError> {
+    let (path, sha, size) = artifact(dir, manifest, kind)?;
+    verify_file(kind, &path, sha, size)?;
+    tracing::debug!(kind, path = %path.display(), "artifact verified");
+    Ok(path)
+}
+
 /// Checks one file's size and sha256 against the manifest.
 fn verify_file(kind: &str, path: &Path, sha256: &str, size: u64) -> Result<(), LabError> {
     let io = |source| LabError::ArtifactIo {
@@ -113,12 +122,7 @@ pub fn boot_artifacts(dir: &Path, manifest: &Value) -> Result<BootArtifacts, Lab
         .and_then(Value::as_str)
         .ok_or_else(|| bad(dir, "no \"boot.cmdline\" string"))?
         .to_string();
-    let get = |kind: &str| -> Result<PathBuf, LabError> {
-        let (path, sha, size) = artifact(dir, manifest, kind)?;
-        verify_file(kind, &path, sha, size)?;
-        tracing::debug!(kind, path = %path.display(), "artifact verified");
-        Ok(path)
-    };
+    let get = |kind: &str| verified_artifact(dir, manifest, kind);
     Ok(BootArtifacts {
         rootfs: get("rootfs")?,
         verity: get("verity")?,

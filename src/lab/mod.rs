@@ -13,6 +13,7 @@
 
 pub mod accel;
 pub mod manifest;
+pub mod uefi;
 pub mod vm;
 
 use std::fs::OpenOptions;
@@ -23,7 +24,8 @@ use serde_json::Value;
 
 pub use accel::{Accel, Resolved};
 pub use manifest::{boot_artifacts, BootArtifacts};
-pub use vm::{Disk, Shutdown, Vm, VmConfig};
+pub use uefi::{boot_uefi, Ovmf};
+pub use vm::{Disk, Shutdown, Vm, VmBoot, VmConfig};
 
 /// The agent prints its report on the serial console after this.
 pub const REPORT_MARKER: &str = "NODEIMG-REPORT ";
@@ -64,6 +66,10 @@ pub enum LabError {
     },
     #[error("kernel command line is {len} bytes; x86 takes at most {max}")]
     CmdlineTooLong { len: usize, max: usize },
+    #[error("UEFI firmware {path} is missing (install ovmf: scripts/setup.sh)")]
+    Firmware { path: PathBuf },
+    #[error("{tool} failed: {message}")]
+    Tool { tool: &'static str, message: String },
     #[error("lab file {path}")]
     Io {
         path: PathBuf,
@@ -126,6 +132,13 @@ pub struct BootOptions {
     /// Where the run's files go; `None` makes a temporary directory.
     pub work_dir: Option<PathBuf>,
     pub qemu: PathBuf,
+    /// How many reports to wait for when the guest reboots after one that
+    /// is not ready (UEFI boot counting); the first ready one ends the run.
+    pub reports: u32,
+    /// UEFI boots: size of the VM's disk (at least the image's size).
+    pub disk_size: Option<u64>,
+    /// UEFI boots: OVMF's code and variable-store templates.
+    pub ovmf: Ovmf,
 }
 
 impl Default for BootOptions {
@@ -141,6 +154,9 @@ impl Default for BootOptions {
             shutdown_timeout: Duration::from_secs(30),
             work_dir: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
+            reports: 1,
+            disk_size: None,
+            ovmf: Ovmf::default(),
         }
     }
 }
@@ -150,6 +166,9 @@ impl Default for BootOptions {
 pub struct BootOutcome {
     /// The agent's report with `boot_ms` (QEMU start to report) added.
     pub report: Value,
+    /// Reports of boots before the last one (a UEFI guest that failed
+    /// and rebooted), oldest first.
+    pub earlier_reports: Vec<Value>,
     pub serial_log: PathBuf,
     pub accel: Resolved,
     /// `pvh` (vmlinux) or `bzimage`.
@@ -160,7 +179,7 @@ pub struct BootOutcome {
 }
 
 impl BootOutcome {
-    /// `report.ready == true`.
+    /// `report.ready == true` for the last report.
     pub fn ready(&self) -> bool {
         self.report.get("ready").and_then(Value::as_bool) == Some(true)
     }
@@ -206,21 +225,18 @@ fn create_state_disk(path: &Path, size: u64) -> Result<(), LabError> {
     file.set_len(size).map_err(io) // sparse: no blocks written
 }
 
-/// Verifies DIR's artifacts, boots them, waits for the report, powers the
-/// VM off and returns the report.
-pub fn boot_direct(
-    dir: &Path,
-    manifest: &Value,
+/// The run directory: the one asked for, or a temporary one that the
+/// returned handle removes unless it is kept.
+pub(crate) fn work_dir(
     opts: &BootOptions,
-) -> Result<BootOutcome, LabError> {
-    let artifacts = boot_artifacts(dir, manifest)?;
-    let (tmp, work) = match &opts.work_dir {
+) -> Result<(Option<tempfile::TempDir>, PathBuf), LabError> {
+    match &opts.work_dir {
         Some(w) => {
             std::fs::create_dir_all(w).map_err(|source| LabError::Io {
                 path: w.clone(),
                 source,
             })?;
-            (None, w.clone())
+            Ok((None, w.clone()))
         }
         None => {
             let t = tempfile::Builder::new()
@@ -231,9 +247,20 @@ pub fn boot_direct(
                     source,
                 })?;
             let p = t.path().to_path_buf();
-            (Some(t), p)
+            Ok((Some(t), p))
         }
-    };
+    }
+}
+
+/// Verifies DIR's artifacts, boots them, waits for the report, powers the
+/// VM off and returns the report.
+pub fn boot_direct(
+    dir: &Path,
+    manifest: &Value,
+    opts: &BootOptions,
+) -> Result<BootOutcome, LabError> {
+    let artifacts = boot_artifacts(dir, manifest)?;
+    let (tmp, work) = work_dir(opts)?;
     let (kernel, boot_path) = if opts.bzimage {
         (artifacts.kernel.clone(), "bzimage")
     } else {
@@ -258,6 +285,7 @@ pub fn boot_direct(
     let accel = accel::resolve(opts.accel, &opts.qemu);
     let disk = |path: &Path, read_only, serial: &str| Disk {
         path: path.to_path_buf(),
+        format: "raw",
         read_only,
         serial: serial.to_string(),
     };
@@ -265,9 +293,11 @@ pub fn boot_direct(
         qemu: opts.qemu.clone(),
         accel,
         memory_mib: opts.memory_mib,
-        kernel,
-        initrd: artifacts.initramfs.clone(),
-        append: lab_cmdline(&artifacts.cmdline, &opts.extra_cmdline)?,
+        boot: VmBoot::Kernel {
+            kernel,
+            initrd: artifacts.initramfs.clone(),
+            append: lab_cmdline(&artifacts.cmdline, &opts.extra_cmdline)?,
+        },
         disks: vec![
             disk(&artifacts.rootfs, true, "nodeimg-root"),
             disk(&artifacts.verity, true, "nodeimg-verity"),
@@ -278,12 +308,22 @@ pub fn boot_direct(
         qemu_log: work.join("qemu.log"),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
-    let result = run(&config, opts);
-    match result {
-        Ok((report, shutdown)) => Ok(BootOutcome {
+    run_to_outcome(&config, opts, tmp, boot_path)
+}
+
+/// Runs the VM and wraps the result; a failed run keeps its directory.
+pub(crate) fn run_to_outcome(
+    config: &VmConfig,
+    opts: &BootOptions,
+    tmp: Option<tempfile::TempDir>,
+    boot_path: &'static str,
+) -> Result<BootOutcome, LabError> {
+    match run(config, opts) {
+        Ok((report, earlier_reports, shutdown)) => Ok(BootOutcome {
             report,
-            serial_log: config.serial_log,
-            accel,
+            earlier_reports,
+            serial_log: config.serial_log.clone(),
+            accel: config.accel,
             boot_path,
             shutdown,
             _work: tmp,
@@ -298,25 +338,35 @@ pub fn boot_direct(
     }
 }
 
-/// Spawns the VM, waits for the report, powers off.
-fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Shutdown), LabError> {
+/// Spawns the VM, waits for a ready report (or for `opts.reports`
+/// reports, the last of which is returned with the earlier ones), powers
+/// off.
+fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Vec<Value>, Shutdown), LabError> {
     let mut vm = Vm::spawn(config)?;
     let deadline = vm.started() + opts.timeout;
-    let (line, seen) = vm.wait_for(REPORT_MARKER, deadline)?;
-    let boot_ms = seen.duration_since(vm.started()).as_millis() as u64;
-    tracing::info!(boot_ms, "boot report received");
-    let json = line[REPORT_MARKER.len()..].trim();
-    let bad = |source| LabError::BadReport {
-        line: line.clone(),
-        serial_log: config.serial_log.clone(),
-        source,
-    };
-    let mut report: Value = serde_json::from_str(json).map_err(|e| bad(Some(e)))?;
-    let object = report.as_object_mut().ok_or_else(|| bad(None))?;
-    object.insert("boot_ms".into(), boot_ms.into());
-    let shutdown = vm.shutdown(opts.shutdown_timeout);
-    tracing::info!(?shutdown, "VM stopped");
-    Ok((report, shutdown))
+    let mut earlier = Vec::new();
+    loop {
+        let (line, seen) = vm.wait_for(REPORT_MARKER, deadline)?;
+        let boot_ms = seen.duration_since(vm.started()).as_millis() as u64;
+        tracing::info!(boot_ms, "boot report received");
+        let json = line[REPORT_MARKER.len()..].trim();
+        let bad = |source| LabError::BadReport {
+            line: line.clone(),
+            serial_log: config.serial_log.clone(),
+            source,
+        };
+        let mut report: Value = serde_json::from_str(json).map_err(|e| bad(Some(e)))?;
+        let object = report.as_object_mut().ok_or_else(|| bad(None))?;
+        object.insert("boot_ms".into(), boot_ms.into());
+        let ready = report.get("ready").and_then(Value::as_bool) == Some(true);
+        if ready || earlier.len() + 1 >= opts.reports.max(1) as usize {
+            let shutdown = vm.shutdown(opts.shutdown_timeout);
+            tracing::info!(?shutdown, "VM stopped");
+            return Ok((report, earlier, shutdown));
+        }
+        tracing::info!("not ready; waiting for the guest to boot again");
+        earlier.push(report);
+    }
 }
 
 #[cfg(test)]

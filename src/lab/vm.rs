@@ -21,9 +21,27 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disk {
     pub path: PathBuf,
+    /// QEMU's name for the image format: `raw` or `qcow2`.
+    pub format: &'static str,
     pub read_only: bool,
     /// Shown to the guest in `/sys/block/vdX/serial` (at most 20 bytes).
     pub serial: String,
+}
+
+/// How the VM boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmBoot {
+    /// QEMU loads the kernel: a bzImage, or an ELF `vmlinux` with a PVH note.
+    /// A guest reboot ends QEMU (`-no-reboot`).
+    Kernel {
+        kernel: PathBuf,
+        initrd: PathBuf,
+        append: String,
+    },
+    /// OVMF from two pflash images: the read-only code and this VM's own
+    /// copy of the variable store. Guest reboots stay inside QEMU, so boot
+    /// counting and fallbacks run as on a real machine.
+    Uefi { code: PathBuf, vars: PathBuf },
 }
 
 /// Everything QEMU is started with.
@@ -32,10 +50,8 @@ pub struct VmConfig {
     pub qemu: PathBuf,
     pub accel: Resolved,
     pub memory_mib: u32,
-    /// A bzImage, or an ELF `vmlinux` with a PVH note.
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub append: String,
+    /// What the VM starts: a kernel QEMU loads itself, or UEFI firmware.
+    pub boot: VmBoot,
     pub disks: Vec<Disk>,
     pub serial_log: PathBuf,
     pub qmp_socket: PathBuf,
@@ -62,14 +78,11 @@ impl VmConfig {
             push(a.to_string());
         }
         push(self.memory_mib.to_string());
-        for a in [
-            "-nodefaults",
-            "-nographic",
-            "-no-reboot",
-            "-monitor",
-            "none",
-        ] {
+        for a in ["-nodefaults", "-nographic", "-monitor", "none"] {
             push(a.to_string());
+        }
+        if let VmBoot::Kernel { .. } = self.boot {
+            push("-no-reboot".into());
         }
         push("-chardev".into());
         push(format!(
@@ -87,7 +100,8 @@ impl VmConfig {
             let ro = if disk.read_only { "on" } else { "off" };
             push("-drive".into());
             push(format!(
-                "if=none,id=disk{i},format=raw,file={},readonly={ro},cache=unsafe",
+                "if=none,id=disk{i},format={},file={},readonly={ro},cache=unsafe",
+                disk.format,
                 disk.path.display()
             ));
             push("-device".into());
@@ -97,12 +111,30 @@ impl VmConfig {
                 4 + i
             ));
         }
-        push("-kernel".into());
-        args.push(self.kernel.clone().into());
-        args.push("-initrd".into());
-        args.push(self.initrd.clone().into());
-        args.push("-append".into());
-        args.push(self.append.clone().into());
+        match &self.boot {
+            VmBoot::Kernel {
+                kernel,
+                initrd,
+                append,
+            } => {
+                args.push("-kernel".into());
+                args.push(kernel.clone().into());
+                args.push("-initrd".into());
+                args.push(initrd.clone().into());
+                args.push("-append".into());
+                args.push(append.clone().into());
+            }
+            VmBoot::Uefi { code, vars } => {
+                for (unit, path, ro) in [(0, code, "on"), (1, vars, "off")] {
+                    args.push("-drive".into());
+                    let mut spec = OsString::from(format!(
+                        "if=pflash,format=raw,unit={unit},readonly={ro},file="
+                    ));
+                    spec.push(path);
+                    args.push(spec);
+                }
+            }
+        }
         args
     }
 }
@@ -316,6 +348,7 @@ mod tests {
     fn args_pin_disk_order_and_keep_network_off() {
         let disk = |p: &str, ro| Disk {
             path: p.into(),
+            format: "raw",
             read_only: ro,
             serial: p.into(),
         };
@@ -323,9 +356,11 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             accel: Resolved::Tcg,
             memory_mib: 512,
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-            append: "console=ttyS0 a=b".into(),
+            boot: VmBoot::Kernel {
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+                append: "console=ttyS0 a=b".into(),
+            },
             disks: vec![disk("root", true), disk("hash", true), disk("state", false)],
             serial_log: "/w/serial.log".into(),
             qmp_socket: "/w/qmp.sock".into(),
@@ -356,5 +391,43 @@ mod tests {
             "{line}"
         );
         assert_eq!(args.last().map(String::as_str), Some("console=ttyS0 a=b"));
+    }
+
+    #[test]
+    fn uefi_boots_keep_reboots_and_give_ovmf_its_own_vars() {
+        let cfg = VmConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Resolved::Tcg,
+            memory_mib: 512,
+            boot: VmBoot::Uefi {
+                code: "/fw/code.fd".into(),
+                vars: "/w/vars.fd".into(),
+            },
+            disks: vec![Disk {
+                path: "/w/disk.qcow2".into(),
+                format: "qcow2",
+                read_only: false,
+                serial: "d".into(),
+            }],
+            serial_log: "/w/serial.log".into(),
+            qmp_socket: "/w/qmp.sock".into(),
+            qemu_log: "/w/qemu.log".into(),
+        };
+        let line: Vec<String> = cfg
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let line = line.join(" ");
+        assert!(
+            !line.contains("-no-reboot") && !line.contains("-kernel"),
+            "{line}"
+        );
+        assert!(line.contains("if=pflash,format=raw,unit=0,readonly=on,file=/fw/code.fd"));
+        assert!(line.contains("if=pflash,format=raw,unit=1,readonly=off,file=/w/vars.fd"));
+        assert!(
+            line.contains("format=qcow2,file=/w/disk.qcow2,readonly=off"),
+            "{line}"
+        );
     }
 }

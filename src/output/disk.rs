@@ -24,7 +24,7 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::gpt::{self, GptError, Guid, Partition, PartitionType, SECTOR};
 
@@ -124,7 +124,7 @@ pub struct DiskSpec<'a> {
 }
 
 /// What a partition is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Esp,
@@ -135,7 +135,8 @@ pub enum Role {
 }
 
 /// One partition as written.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PlacedPartition {
     /// Partition number (1-based, as `/dev/vda<N>`).
     pub number: u32,
@@ -155,7 +156,8 @@ pub struct PlacedPartition {
 }
 
 /// The disk as written: what the manifest records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DiskLayout {
     /// Image size in bytes.
     pub size: u64,

@@ -117,7 +117,7 @@ pub enum FormatError {
 }
 
 /// An output disk format, named as in `outputs = [...]` and `--format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Format {
     /// qcow2 for QEMU/KVM and the lab (`disk-qcow2`).
     DiskQcow2,

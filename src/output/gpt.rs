@@ -197,6 +197,13 @@ impl serde::Serialize for Guid {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Guid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Guid::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a GUID")))
+    }
+}
+
 /// A partition type GUID. The constants are those of the UAPI Discoverable
 /// Partitions Specification that nodeimg's disk uses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

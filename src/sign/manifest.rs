@@ -22,7 +22,23 @@ pub struct Manifest {
     pub verity: VerityRecord,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uefi: Option<UefiRecord>,
     pub packages: Vec<PackageRecord>,
+}
+
+/// The UEFI boot path: the UKI's command line and where it sits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UefiRecord {
+    /// The UKI's `.cmdline`: the image's line plus the partitions and the
+    /// state and failure policy of a disk boot.
+    pub cmdline: String,
+    /// The UKI's path on the ESP, boot counter included.
+    pub esp_entry: String,
+    /// The raw disk's partitions, when a disk output was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<crate::output::disk::DiskLayout>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,4 +1,15 @@
-//! What goes out: the manifest that lists every artifact with its sha256
-//! and size. Signing and the SBOM build on it.
+//! What goes out, and how it is trusted: the manifest that lists every
+//! artifact with its sha256 and size; the key files (cosign-compatible
+//! ECDSA P-256 for manifests, RSA-2048 Secure Boot PK/KEK/db); the Sigstore
+//! bundle that signs the manifest's exact bytes; and verification of a
+//! build directory against a public key.
+//!
+//! Everything here works offline: no transparency log, no certificate
+//! authority, no clock except where a caller passes one in (certificate
+//! validity). Private keys are created 0600 and never logged; passwords
+//! are arguments, never read from the environment here.
 
+pub mod bundle;
+pub mod keys;
 pub mod manifest;
+pub mod verify;

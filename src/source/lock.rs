@@ -109,6 +109,18 @@ pub struct LockedImage {
     /// other dependencies serve maintainer scripts and are not locked.
     #[serde(default)]
     pub kernel: Vec<String>,
+    /// The package holding systemd-boot and systemd-stub, locked alone: the
+    /// build reads two files from it and installs nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uefi: Vec<String>,
+}
+
+/// The locked packages of one image, by what they are for.
+#[derive(Debug, Default)]
+pub struct ImagePackages<'a> {
+    pub rootfs: Vec<&'a LockedPackage>,
+    pub kernel: Vec<&'a LockedPackage>,
+    pub uefi: Vec<&'a LockedPackage>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -142,6 +154,10 @@ pub struct Inputs {
     pub roots: BTreeSet<String>,
     pub excludes: BTreeSet<String>,
     pub kernel: Option<String>,
+    /// Left out when absent, so images without UEFI outputs keep the
+    /// digest they had before this field existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi: Option<String>,
 }
 
 impl Inputs {
@@ -153,6 +169,7 @@ impl Inputs {
             roots: plan.packages.clone(),
             excludes: plan.excludes.clone(),
             kernel: plan.kernel_package.clone(),
+            uefi: plan.uefi_package.clone(),
         }
     }
 
@@ -241,11 +258,7 @@ impl Lock {
     /// The root file system's packages and the kernel's packages locked for
     /// `plan`, after checking that the lock was resolved from the plan's
     /// current inputs.
-    pub fn packages_for(
-        &self,
-        path: &Path,
-        plan: &Plan,
-    ) -> Result<(Vec<&LockedPackage>, Vec<&LockedPackage>), LockError> {
+    pub fn packages_for(&self, path: &Path, plan: &Plan) -> Result<ImagePackages<'_>, LockError> {
         let image = self
             .images
             .get(&plan.name)
@@ -276,6 +289,9 @@ impl Lock {
             if image.kernel.first() != inputs.kernel.as_ref() {
                 what.push("kernel package changed".into());
             }
+            if image.uefi.first() != inputs.uefi.as_ref() {
+                what.push("uefi package changed".into());
+            }
             if what.is_empty() {
                 what.push("suite, components or arch changed".into());
             }
@@ -302,7 +318,11 @@ impl Lock {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
-        Ok((find(&image.packages)?, find(&image.kernel)?))
+        Ok(ImagePackages {
+            rootfs: find(&image.packages)?,
+            kernel: find(&image.kernel)?,
+            uefi: find(&image.uefi)?,
+        })
     }
 }
 
@@ -371,6 +391,7 @@ mod tests {
             roots: ["b".to_string(), "a".to_string()].into(),
             excludes: Default::default(),
             kernel: None,
+            uefi: None,
         };
         let mut b = a.clone();
         b.roots = ["a".to_string(), "b".to_string()].into();

@@ -145,6 +145,16 @@ pub fn lock_images(
             }
             None => Vec::new(),
         };
+        let uefi = match &inputs.uefi {
+            Some(u) => vec![only_package(&index, u, &inputs.excludes).map_err(|e| {
+                LockingError::Resolve {
+                    image: plan.name.clone(),
+                    spec: plan.image_path.clone(),
+                    source: Box::new(e),
+                }
+            })?],
+            None => Vec::new(),
+        };
         lock.images.insert(
             plan.name.clone(),
             LockedImage {
@@ -153,9 +163,10 @@ pub fn lock_images(
                 excludes: inputs.excludes.iter().cloned().collect(),
                 packages: res.packages.iter().map(|p| p.name.clone()).collect(),
                 kernel: kernel.iter().map(|p| p.name.clone()).collect(),
+                uefi: uefi.iter().map(|p| p.name.clone()).collect(),
             },
         );
-        for p in res.packages.into_iter().chain(kernel) {
+        for p in res.packages.into_iter().chain(kernel).chain(uefi) {
             lock.packages.push(LockedPackage {
                 name: p.name.clone(),
                 version: p.version.clone(),
@@ -186,6 +197,24 @@ fn kernel_packages(
         .into_iter()
         .filter(|p| p.name == root || p.name.starts_with("linux-image-"))
         .collect())
+}
+
+/// One package without its dependencies: the build reads files from it
+/// and installs nothing, so what it depends on at run time never matters.
+fn only_package(
+    index: &Index,
+    name: &str,
+    excludes: &std::collections::BTreeSet<String>,
+) -> Result<crate::source::debian::packages::Package, ResolveError> {
+    let res = resolve(index, &[name.to_string()], excludes)?;
+    let root = name.split([' ', '(', '=']).next().unwrap_or(name);
+    res.packages
+        .into_iter()
+        .find(|p| p.name == root)
+        .ok_or_else(|| ResolveError::UnknownRoot {
+            name: root.to_string(),
+            suggestions: Vec::new(),
+        })
 }
 
 /// Fetches one Packages index by its signed hash (by-hash path when the

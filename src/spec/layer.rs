@@ -38,6 +38,18 @@ pub struct LayerSpec {
     pub sysctl: BTreeMap<String, Setting>,
     #[serde(default)]
     pub kernel: KernelSpec,
+    #[serde(default)]
+    pub uefi: UefiSpec,
+}
+
+/// `[uefi]`: where the UEFI boot pieces come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UefiSpec {
+    /// The Debian package holding systemd-boot and systemd-stub
+    /// (`systemd-boot-efi`), locked alone: its files are read at build
+    /// time and never installed in the root.
+    pub package: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

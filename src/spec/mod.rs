@@ -9,9 +9,13 @@
 mod error;
 mod image;
 mod layer;
+mod outputs;
 mod plan;
 
 pub use error::SpecError;
-pub use image::{DebianSource, ImageSpec, SCHEMA_VERSION};
-pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UserSpec};
-pub use plan::{load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS};
+pub use image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
+pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UefiSpec, UserSpec};
+pub use outputs::{OutputKind, UnknownOutput};
+pub use plan::{
+    check_outputs, load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS,
+};

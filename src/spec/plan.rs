@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::error::SpecError;
-use super::image::{DebianSource, ImageSpec, SCHEMA_VERSION};
+use super::image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
 use super::layer::{GroupSpec, LayerSpec, Setting, UserSpec};
+use super::outputs::OutputKind;
 use crate::rootfs::normalize;
 
 /// Everything a build needs to know, merged from the image and its layers.
@@ -42,6 +43,11 @@ pub struct Plan {
     pub modules: BTreeSet<String>,
     pub deferred_modules: BTreeSet<String>,
     pub deny_modules: BTreeMap<String, String>,
+    /// The package holding systemd-boot and systemd-stub (`[uefi] package`).
+    pub uefi_package: Option<String>,
+    /// Bootable outputs, sorted and without repeats.
+    pub outputs: BTreeSet<OutputKind>,
+    pub disk: DiskSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +124,9 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         modules: BTreeSet::new(),
         deferred_modules: BTreeSet::new(),
         deny_modules: BTreeMap::new(),
+        uefi_package: None,
+        outputs: BTreeSet::new(),
+        disk: image.disk.clone(),
     };
     let mut seen = BTreeSet::new();
     for name in &image.layers {
@@ -141,7 +150,53 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         check_schema(&file, layer.schema)?;
         merge_layer(&mut plan, name, &dir, &file, layer)?;
     }
+    for name in &image.outputs {
+        let kind = name
+            .parse::<OutputKind>()
+            .map_err(|e| SpecError::invalid(image_path, "outputs", e.to_string()))?;
+        plan.outputs.insert(kind);
+    }
+    check_outputs(&plan).map_err(|problem| SpecError::invalid(image_path, "outputs", problem))?;
+    if plan.disk.boot_tries == 0 || plan.disk.boot_tries > 9 {
+        return Err(SpecError::invalid(
+            image_path,
+            "disk.boot_tries",
+            "must be 1 to 9",
+        ));
+    }
+    if plan.disk.esp_mib < 64 {
+        return Err(SpecError::invalid(
+            image_path,
+            "disk.esp_mib",
+            "must be at least 64 (FAT32 and two UKIs)",
+        ));
+    }
     Ok(plan)
+}
+
+/// What the chosen outputs need from the layers; also run for `--format`.
+pub fn check_outputs(plan: &Plan) -> Result<(), String> {
+    if plan.outputs.is_empty() {
+        return Ok(());
+    }
+    if plan.kernel_package.is_none() {
+        return Err(format!(
+            "{} need a kernel: no layer sets `[kernel] package`",
+            plan.outputs
+                .iter()
+                .map(|o| o.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if plan.uefi_package.is_none() {
+        if let Some(o) = plan.outputs.iter().find(|o| o.needs_uki()) {
+            return Err(format!(
+                "`{o}` needs systemd-boot and systemd-stub: no layer sets `[uefi] package`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `<image dir>/../layers`, written without `..` when the image path has
@@ -326,6 +381,10 @@ fn merge_layer(
     }
     for (m, reason) in k.deny_modules {
         plan.deny_modules.insert(m, reason);
+    }
+    if let Some(p) = layer.uefi.package {
+        check_package(file, "uefi.package", &p)?;
+        plan.uefi_package = Some(p);
     }
     Ok(())
 }

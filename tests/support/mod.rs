@@ -35,10 +35,16 @@ pub fn tool(name: &str) -> String {
 
 /// `nodeimg build images/<image>.toml --out OUT` from the repository.
 pub fn build_image(image: &str, out: &Path) {
+    build_image_with(image, out, &[]);
+}
+
+/// [`build_image`] with extra arguments, e.g. `["--format", "disk-raw"]`.
+pub fn build_image_with(image: &str, out: &Path, extra: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
         .current_dir(repo())
         .args(["build", &format!("images/{image}.toml"), "--quiet", "--out"])
         .arg(out)
+        .args(extra)
         .arg("--agent")
         .arg(agent())
         .env_remove("SOURCE_DATE_EPOCH")
@@ -62,4 +68,33 @@ pub fn artifact_path(m: &Value, kind: &str) -> String {
         .as_str()
         .expect("path")
         .to_string()
+}
+
+/// Runs `nodeimg lab boot DIR --json` and returns (exit code, report). The
+/// serial log is kept next to DIR for a failing test's evidence. The
+/// timeout is 180 s unless `extra` names one.
+pub fn lab_boot(dir: &Path, extra: &[&str]) -> (i32, Value) {
+    let serial = dir.with_extension("serial.log");
+    let timeout: &[&str] = if extra.contains(&"--timeout") {
+        &[]
+    } else {
+        &["--timeout", "180"]
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(["lab", "boot", "--json", "--keep-serial"])
+        .arg(&serial)
+        .args(timeout)
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run nodeimg lab boot");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr:\n{}\nserial log: {}",
+            String::from_utf8_lossy(&out.stderr),
+            serial.display()
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
 }

@@ -1,0 +1,425 @@
+//! Bootable outputs from a built root: the UKI, the UEFI disk (ESP with
+//! systemd-boot + the UKI, A/B root and verity slots), the disk formats
+//! converted from it, and the PXE bundle.
+//!
+//! Takes the finished root image and verity tree (as files in the output
+//! directory), the kernel, the initramfs and the plain `.deb` holding
+//! systemd-boot and systemd-stub; writes each requested output through a
+//! temporary name and returns the manifest's artifact list and records.
+//! Outputs that were not requested are removed, so no file of an earlier
+//! build sits unlisted beside the new manifest.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Seek};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::boot::uki::{build_uki, UkiError, UkiSections};
+use crate::output::disk::{self, DiskError, DiskIds, DiskLayout, DiskSpec, Payload};
+use crate::output::esp::{write_esp, EspError, EspFile, EspParams};
+use crate::output::formats::{convert, ConvertOptions, Format, FormatError};
+use crate::output::gpt;
+use crate::rootfs::tree::Kind;
+use crate::rootfs::Tree;
+use crate::sign::manifest::{Artifact, UefiRecord, VerityRecord};
+use crate::source::deb::{unpack_into, DebError};
+use crate::spec::{OutputKind, Plan};
+use crate::util::atomic;
+
+pub const UKI_FILE: &str = "uki.efi";
+pub const DISK_RAW_FILE: &str = "disk.raw";
+
+/// Where systemd-boot-efi keeps the two files the disk needs.
+const STUB_PATH: &str = "usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+const BOOTLOADER_PATH: &str = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// The removable-media path every UEFI firmware boots without NVRAM entries.
+const ESP_BOOTLOADER: &str = "EFI/BOOT/BOOTX64.EFI";
+/// systemd-boot's loader settings: boot the first entry at once, never let
+/// the console edit the (signed) command line, no firmware or auto entries.
+const LOADER_CONF: &str =
+    "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n";
+
+/// Errors of the output stage; each names the output or file.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("the uefi package {package} has no {path}")]
+    UefiFileMissing { package: String, path: &'static str },
+    #[error("cannot unpack the uefi package {package}")]
+    UefiDeb {
+        package: String,
+        #[source]
+        source: DebError,
+    },
+    #[error("cannot assemble the UKI")]
+    Uki(#[source] UkiError),
+    #[error("cannot write the ESP")]
+    Esp(#[source] EspError),
+    #[error("cannot lay out the disk")]
+    Disk(#[source] DiskError),
+    #[error("cannot write output `{format}`")]
+    Format {
+        format: Format,
+        #[source]
+        source: FormatError,
+    },
+    #[error("cannot write the PXE bundle")]
+    Pxe(#[source] shim::PxeError),
+    #[error("the root image has no usr/lib/os-release for the UKI's .osrel")]
+    NoOsRelease,
+    #[error("cannot write {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What the outputs are made from.
+pub struct OutputInputs<'a> {
+    pub plan: &'a Plan,
+    pub out: &'a Path,
+    pub source_date_epoch: u64,
+    pub tree: &'a Tree,
+    pub verity: &'a VerityRecord,
+    pub root_file: &'a str,
+    pub verity_file: &'a str,
+    pub kernel: &'a [u8],
+    pub initramfs: &'a [u8],
+    pub kernel_release: &'a str,
+    /// The image's command line (root hash, no devices).
+    pub cmdline: &'a str,
+    /// The uefi package's name and plain `.deb`, when the plan names one.
+    pub uefi_deb: Option<(&'a str, &'a [u8])>,
+}
+
+/// What the outputs stage hands back for the manifest.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub artifacts: Vec<Artifact>,
+    pub uefi: Option<UefiRecord>,
+}
+
+/// The UKI's command line: the image's line and where the agent finds its
+/// root on the disk: partitions by the UUIDs the root hash fixes, state on
+/// the same disk, and a reboot on failure so boot counting can fall back.
+pub fn uki_cmdline(image_cmdline: &str, root_hash: &[u8]) -> Result<String, OutputError> {
+    let (root, hash) = gpt::verity_partition_uuids(root_hash)
+        .map_err(|source| OutputError::Disk(DiskError::Table { source }))?;
+    Ok(format!(
+        "{image_cmdline} nodeimg.root=PARTUUID={root} nodeimg.hash=PARTUUID={hash} \
+         nodeimg.state=auto nodeimg.on_failure=reboot"
+    ))
+}
+
+/// The UKI's name on the ESP: systemd-boot counts tries in it (`+3`).
+pub fn esp_entry_name(plan: &Plan) -> String {
+    format!(
+        "EFI/Linux/{}-{}+{}.efi",
+        plan.name, plan.version, plan.disk.boot_tries
+    )
+}
+
+/// Writes every output of `plan.outputs` into `inputs.out`.
+pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
+    let plan = inputs.plan;
+    let out = inputs.out;
+    let wants = |k: OutputKind| plan.outputs.contains(&k);
+    let mut written = Written::default();
+    remove_unrequested(plan, out)?;
+    if plan.outputs.iter().any(|k| k.needs_uki()) {
+        let t = Instant::now();
+        let (package, deb) = inputs
+            .uefi_deb
+            .ok_or_else(|| OutputError::UefiFileMissing {
+                package: "(none)".into(),
+                path: STUB_PATH,
+            })?;
+        let (stub, bootloader) = uefi_files(package, deb)?;
+        let root_hash = hex::decode(&inputs.verity.root_hash).unwrap_or_default();
+        let cmdline = uki_cmdline(inputs.cmdline, &root_hash)?;
+        let osrel = match inputs.tree.get("usr/lib/os-release").map(|e| &e.kind) {
+            Some(Kind::File(d)) => d.clone(),
+            _ => return Err(OutputError::NoOsRelease),
+        };
+        let uki = build_uki(
+            &stub,
+            &UkiSections {
+                osrel: &osrel,
+                cmdline: cmdline.as_bytes(),
+                uname: inputs.kernel_release.as_bytes(),
+                initrd: inputs.initramfs,
+                linux: inputs.kernel,
+            },
+        )
+        .map_err(OutputError::Uki)?;
+        tracing::info!(
+            bytes = uki.len(),
+            secs = t.elapsed().as_secs_f32(),
+            "UKI assembled"
+        );
+        if wants(OutputKind::Uki) {
+            let path = out.join(UKI_FILE);
+            atomic::write(&path, &uki).map_err(|source| OutputError::Io { path, source })?;
+            written.artifacts.push(artifact("uki", out, UKI_FILE)?);
+        }
+        let entry = esp_entry_name(plan);
+        let mut record = UefiRecord {
+            cmdline,
+            esp_entry: entry.clone(),
+            disk: None,
+        };
+        if plan.outputs.iter().any(|k| k.needs_disk()) {
+            let layout = write_raw_disk(inputs, &bootloader, &entry, &uki, &root_hash)?;
+            record.disk = Some(layout);
+            if wants(OutputKind::DiskRaw) {
+                written
+                    .artifacts
+                    .push(artifact("disk-raw", out, DISK_RAW_FILE)?);
+            }
+            let raw = out.join(DISK_RAW_FILE);
+            let opts = ConvertOptions::new(inputs.source_date_epoch);
+            for k in &plan.outputs {
+                if let OutputKind::Disk(format) = *k {
+                    let t = Instant::now();
+                    let name = file_name(*k);
+                    convert(&raw, format, &out.join(&name), &opts)
+                        .map_err(|source| OutputError::Format { format, source })?;
+                    tracing::info!(
+                        format = format.name(),
+                        secs = t.elapsed().as_secs_f32(),
+                        "disk converted"
+                    );
+                    written.artifacts.push(artifact(format.name(), out, &name)?);
+                }
+            }
+            if !wants(OutputKind::DiskRaw) {
+                remove_stale(&raw)?;
+            }
+        }
+        written.uefi = Some(record);
+    }
+    if wants(OutputKind::Pxe) {
+        let t = Instant::now();
+        let files = shim::write_pxe_bundle(
+            &out.join(file_name(OutputKind::Pxe)),
+            &shim::PxeParts {
+                kernel: inputs.kernel,
+                initramfs: inputs.initramfs,
+                root: &out.join(inputs.root_file),
+                verity: &out.join(inputs.verity_file),
+                cmdline: inputs.cmdline,
+                source_date_epoch: inputs.source_date_epoch,
+            },
+        )
+        .map_err(OutputError::Pxe)?;
+        tracing::info!(secs = t.elapsed().as_secs_f32(), "PXE bundle written");
+        written.artifacts.extend(files);
+    }
+    Ok(written)
+}
+
+/// Removes the outputs of an earlier build that this plan does not ask for.
+pub fn remove_unrequested(plan: &Plan, out: &Path) -> Result<(), OutputError> {
+    let keep: Vec<String> = plan.outputs.iter().map(|k| file_name(*k)).collect();
+    for k in OutputKind::ALL {
+        let name = file_name(k);
+        if !keep.contains(&name) {
+            remove_stale(&out.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// File (or folder) name of each output in the output directory.
+pub fn file_name(kind: OutputKind) -> String {
+    match kind {
+        OutputKind::Uki => UKI_FILE.into(),
+        OutputKind::DiskRaw => DISK_RAW_FILE.into(),
+        OutputKind::Disk(Format::Gce) => "disk-gce.tar.gz".into(),
+        OutputKind::Disk(f) => format!("disk{}", f.extension()),
+        OutputKind::Pxe => "pxe".into(),
+    }
+}
+
+fn remove_stale(path: &Path) -> Result<(), OutputError> {
+    let r = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(OutputError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn artifact(kind: &str, out: &Path, name: &str) -> Result<Artifact, OutputError> {
+    Artifact::of_file(kind, out, name).map_err(|source| OutputError::Io {
+        path: out.join(name),
+        source,
+    })
+}
+
+/// systemd-stub and systemd-boot from the uefi package.
+fn uefi_files(package: &str, deb: &[u8]) -> Result<(Vec<u8>, Vec<u8>), OutputError> {
+    let mut tree = Tree::new();
+    unpack_into(package, deb, &mut tree, &mut BTreeMap::new()).map_err(|source| {
+        OutputError::UefiDeb {
+            package: package.into(),
+            source,
+        }
+    })?;
+    let get = |path: &'static str| match tree.get(path).map(|e| &e.kind) {
+        Some(Kind::File(d)) => Ok(d.to_vec()),
+        _ => Err(OutputError::UefiFileMissing {
+            package: package.into(),
+            path,
+        }),
+    };
+    Ok((get(STUB_PATH)?, get(BOOTLOADER_PATH)?))
+}
+
+/// Room for a bigger root in later updates: each slot holds half again
+/// the built image, at least 64 MiB, unless the spec fixes the size.
+fn slot_size(len: u64, fixed_mib: u64) -> u64 {
+    if fixed_mib > 0 {
+        fixed_mib << 20
+    } else {
+        (len + len / 2).max(64 << 20)
+    }
+}
+
+/// ESP (systemd-boot, loader.conf, the UKI) and slot A into `disk.raw`.
+fn write_raw_disk(
+    inputs: &OutputInputs,
+    bootloader: &[u8],
+    entry: &str,
+    uki: &[u8],
+    root_hash: &[u8],
+) -> Result<DiskLayout, OutputError> {
+    let t = Instant::now();
+    let out = inputs.out;
+    let plan = inputs.plan;
+    let io_at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OutputError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let esp_params = EspParams {
+        size: plan.disk.esp_mib << 20,
+        ..EspParams::new(inputs.source_date_epoch)
+    };
+    let esp_tmp = atomic::temp_path(&out.join("esp.img"));
+    let esp_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&esp_tmp)
+        .map_err(io_at(&esp_tmp))?;
+    let files = [
+        EspFile {
+            path: ESP_BOOTLOADER,
+            data: bootloader,
+        },
+        EspFile {
+            path: "loader/loader.conf",
+            data: LOADER_CONF.as_bytes(),
+        },
+        EspFile {
+            path: entry,
+            data: uki,
+        },
+    ];
+    let raw = out.join(DISK_RAW_FILE);
+    let raw_tmp = atomic::temp_path(&raw);
+    let result = (|| {
+        let mut esp = write_esp(esp_file, &esp_params, &files).map_err(OutputError::Esp)?;
+        esp.rewind().map_err(io_at(&esp_tmp))?;
+        let root_path = out.join(inputs.root_file);
+        let verity_path = out.join(inputs.verity_file);
+        let open = |p: &Path| File::open(p).map_err(io_at(p));
+        let len = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io_at(p));
+        let (root_len, verity_len) = (len(&root_path)?, len(&verity_path)?);
+        let mut seed = root_hash.to_vec();
+        seed.extend_from_slice(format!("\0{}\0{}", plan.name, plan.version).as_bytes());
+        let spec = DiskSpec {
+            version: &plan.version,
+            root_hash,
+            slot_size_root: slot_size(root_len, plan.disk.root_slot_mib),
+            slot_size_verity: (verity_len + verity_len / 2).max(8 << 20),
+            ids: DiskIds::derive(&seed),
+        };
+        let tmp = &raw_tmp;
+        let sink = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)
+            .map_err(io_at(tmp))?;
+        let mut esp_reader = BufReader::with_capacity(1 << 20, esp);
+        let mut root_reader = BufReader::with_capacity(1 << 20, open(&root_path)?);
+        let mut verity_reader = BufReader::with_capacity(1 << 20, open(&verity_path)?);
+        let layout = disk::write_disk(
+            io::BufWriter::with_capacity(1 << 20, &sink),
+            &spec,
+            Payload {
+                reader: &mut esp_reader,
+                len: esp_params.size,
+            },
+            Payload {
+                reader: &mut root_reader,
+                len: root_len,
+            },
+            Payload {
+                reader: &mut verity_reader,
+                len: verity_len,
+            },
+        )
+        .map_err(OutputError::Disk)?;
+        // write_disk leaves the tail a hole: give the file its full length.
+        sink.set_len(layout.size).map_err(io_at(tmp))?;
+        sink.sync_all().map_err(io_at(tmp))?;
+        atomic::commit(tmp, &raw).map_err(io_at(&raw))?;
+        Ok(layout)
+    })();
+    let _ = fs::remove_file(&esp_tmp);
+    if result.is_err() {
+        let _ = fs::remove_file(&raw_tmp);
+    }
+    let layout = result?;
+    tracing::info!(
+        bytes = layout.size,
+        secs = t.elapsed().as_secs_f32(),
+        "raw disk written"
+    );
+    Ok(layout)
+}
+
+// TEMPORARY until the PXE writer lands (same API).
+mod shim {
+    #[derive(Debug, thiserror::Error)]
+    #[error("not wired yet")]
+    pub struct PxeError;
+    #[allow(dead_code)]
+    pub struct PxeParts<'a> {
+        pub kernel: &'a [u8],
+        pub initramfs: &'a [u8],
+        pub root: &'a std::path::Path,
+        pub verity: &'a std::path::Path,
+        pub cmdline: &'a str,
+        pub source_date_epoch: u64,
+    }
+    pub fn write_pxe_bundle(
+        _: &std::path::Path,
+        _: &PxeParts,
+    ) -> Result<Vec<crate::sign::manifest::Artifact>, PxeError> {
+        Err(PxeError)
+    }
+}
