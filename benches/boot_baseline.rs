@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nodeimg::boot::{extract_vmlinux, initramfs};
-use nodeimg::lab::{self, accel, BootOptions, Disk, Vm, VmConfig};
+use nodeimg::lab::{self, accel, BootOptions, Disk, Vm, VmBoot, VmConfig};
 use serde_json::Value;
 
 /// A 144-byte static x86-64 ELF: `reboot(LINUX_REBOOT_CMD_POWER_OFF)`.
@@ -58,9 +58,11 @@ fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64
         qemu: BootOptions::default().qemu,
         accel: accel::resolve(lab::Accel::Tcg, &BootOptions::default().qemu),
         memory_mib: BootOptions::default().memory_mib,
-        kernel: vmlinux.to_path_buf(),
-        initrd: initrd.to_path_buf(),
-        append: cmdline.to_string(),
+        boot: VmBoot::Kernel {
+            kernel: vmlinux.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            append: cmdline.to_string(),
+        },
         disks: Vec::<Disk>::new(),
         serial_log: work.join("baseline-serial.log"),
         qmp_socket: work.join("baseline-qmp.sock"),

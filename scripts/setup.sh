@@ -10,7 +10,7 @@ packages=(
   qemu-system-x86 qemu-utils
   debian-archive-keyring
   gdisk fdisk dosfstools mtools
-  ovmf ipxe-qemu systemd-boot-efi sbsigntool
+  ovmf ipxe-qemu systemd-boot-efi sbsigntool osslsigncode
 )
 
 missing=()

@@ -11,6 +11,7 @@ pub mod fs;
 pub mod lab;
 pub mod output;
 pub mod progress;
+pub mod pxe;
 pub mod rootfs;
 pub mod sign;
 pub mod source;

@@ -31,12 +31,16 @@ enum Command {
     Lock(cli::lock::LockArgs),
     /// Boot built images in QEMU and report what the node saw.
     Lab(cli::lab::LabArgs),
+    /// Serve a build's PXE bundle over HTTP for iPXE (labs, small sites).
+    Pxe(cli::pxe::PxeArgs),
     /// Create key files: the manifest signing pair and the Secure Boot set.
     Keys(cli::keys::KeysArgs),
     /// Sign DIR/manifest.json into DIR/manifest.sigstore.json (Sigstore bundle).
     Sign(cli::sign::SignArgs),
     /// Check DIR's signature and every artifact's size and sha256.
     Verify(cli::verify::VerifyArgs),
+    /// Judge packages pinned in the lock (tools.toml), for tests.
+    Tool(cli::tool::ToolArgs),
 }
 
 fn main() {
@@ -58,9 +62,11 @@ fn main() {
         Command::Build(a) => cli::build::run(a, cli.quiet),
         Command::Lock(a) => cli::lock::run(a),
         Command::Lab(a) => cli::lab::run(a),
+        Command::Pxe(a) => cli::pxe::run(a),
         Command::Keys(a) => cli::keys::run(a),
         Command::Sign(a) => cli::sign::run(a),
         Command::Verify(a) => cli::verify::run(a),
+        Command::Tool(a) => cli::tool::run(a, cli.quiet),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -140,6 +140,7 @@ fn uefi_boot_reaches_ready_grows_state_and_marks_the_boot_good() {
 /// and an image that adds `nodeimg.health=fail` to the command line only.
 fn failing_project(root: &Path) -> PathBuf {
     let repo = repo();
+    std::fs::create_dir_all(root).unwrap();
     run(Command::new("cp")
         .arg("-r")
         .arg(repo.join("layers"))

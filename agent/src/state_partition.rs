@@ -34,6 +34,8 @@ pub const STATE_NAME: &str = "state";
 pub const ALIGN_BYTES: u64 = 1 << 20;
 /// A state partition smaller than this is refused.
 pub const MIN_BYTES: u64 = 64 << 20;
+/// Bytes zeroed at the start of a new partition (ext4 keeps its superblock at 1 KiB).
+const WIPE_BYTES: u64 = 64 << 10;
 /// Salt of the derived PARTUUID (see [`state_guid`]).
 const GUID_SALT: &[u8] = b"nodeimg state partition v1\0";
 const SYS_BLOCK: &str = "/sys/class/block";
@@ -235,7 +237,18 @@ pub fn plan(t: &Table, disk: &Path) -> Result<Plan, StateError> {
         attributes: 0,
         name: STATE_NAME.into(),
     };
-    let edit = t.with_entry(number, &entry).map_err(gpt_err)?.edit(t);
+    let mut edit = t.with_entry(number, &entry).map_err(gpt_err)?.edit(t);
+    // Before the table names the partition, wipe where a file system keeps
+    // its signature: a crash before mke2fs must not leave an old disk's
+    // ext4 there to be mounted as ours next boot.
+    edit.backup.insert(
+        0,
+        gpt::DiskWrite {
+            what: "zeros over the start of the new state partition",
+            lba: start,
+            bytes: vec![0; WIPE_BYTES as usize],
+        },
+    );
     Ok(Plan::Create {
         number,
         entry,
@@ -388,11 +401,8 @@ pub fn ensure(root: &Path, timeout_ms: u64) -> Result<StatePartition, StateError
         disk: disk.clone(),
         source,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&disk)
-        .map_err(open_err)?;
+    // read-only until there is something to write
+    let mut f = File::open(&disk).map_err(open_err)?;
     let bytes = f.seek(SeekFrom::End(0)).map_err(open_err)?;
     let gpt_err = |source| StateError::Gpt {
         disk: disk.clone(),
@@ -422,9 +432,17 @@ pub fn ensure(root: &Path, timeout_ms: u64) -> Result<StatePartition, StateError
         number,
         source,
     };
+    let writable = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&disk)
+            .map_err(open_err)
+    };
     let (created, grown_from_bytes) = match &plan {
         Plan::Existing { .. } => (false, None),
         Plan::Create { edit, .. } => {
+            let mut f = writable()?;
             gpt::apply(&mut f, lbs, edit, |d| d.sync_all()).map_err(gpt_err)?;
             blkpg(&f, BLKPG_ADD_PARTITION, number, first_byte, size_bytes)
                 .map_err(|e| blkpg_err("add", e))?;
@@ -433,13 +451,13 @@ pub fn ensure(root: &Path, timeout_ms: u64) -> Result<StatePartition, StateError
         Plan::Grow {
             edit, from_lbas, ..
         } => {
+            let mut f = writable()?;
             gpt::apply(&mut f, lbs, edit, |d| d.sync_all()).map_err(gpt_err)?;
             blkpg(&f, BLKPG_RESIZE_PARTITION, number, first_byte, size_bytes)
                 .map_err(|e| blkpg_err("resize", e))?;
             (false, Some(from_lbas.saturating_mul(lbs)))
         }
     };
-    drop(f);
     let node = wait_node(&disk_name, number, timeout_ms)?;
     Ok(StatePartition {
         disk,
@@ -595,8 +613,17 @@ mod tests {
             "{e}"
         );
 
+        // 60 MiB after slot B (the backup table takes the last 1 MiB) is too little
+        disk.resize((110 * MIB) as usize, 0);
+        let e = plan(&table(&disk), &path).unwrap_err();
+        assert!(
+            matches!(e, StateError::NoSpace { free_bytes, .. } if free_bytes == 60 * MIB),
+            "{e}"
+        );
+        assert!(e.to_string().contains("at least 67108864"), "{e}");
+
         // the VM's disk is larger (qemu-img resize): the backup is mid-disk
-        disk.resize((200 * MIB) as usize, 0);
+        disk.resize((130 * MIB) as usize, 0);
         let t = table(&disk);
         assert_eq!(t.header.alternate_lba, 50 * MIB / 512 - 1);
         let Plan::Create {
@@ -609,9 +636,13 @@ mod tests {
         };
         assert_eq!(number, 6);
         assert_eq!(entry.first_lba, 49 * MIB / 512);
-        assert_eq!(entry.last_lba, 199 * MIB / 512 - 1);
+        assert_eq!(entry.last_lba, 129 * MIB / 512 - 1);
         assert_eq!(entry.name, "state");
+        // stale bytes where the new partition starts (an old disk's file system)
+        let at = (49 * MIB) as usize;
+        disk[at..at + 4096].fill(0xa5);
         apply_in_memory(&mut disk, &edit);
+        assert!(disk[at..at + (64 << 10)].iter().all(|b| *b == 0));
         // the old backup header is gone, not left inside the new partition
         let old = (50 * MIB - 512) as usize;
         assert!(disk[old..old + 512].iter().all(|b| *b == 0));
@@ -621,7 +652,7 @@ mod tests {
         let state = &parts[5];
         assert_eq!(state["node"], format!("{}6", path.display()));
         assert_eq!(state["start"], 49 * MIB / 512);
-        assert_eq!(state["size"], 150 * MIB / 512);
+        assert_eq!(state["size"], 80 * MIB / 512);
         assert_eq!(state["type"], "4D21B016-B534-45C2-A9FB-5C16E091FD2D");
         assert_eq!(state["name"], "state");
         assert_eq!(
@@ -647,12 +678,12 @@ mod tests {
         let dir = Scratch::new("gpt-grow");
         let path = dir.0.join("disk.img");
         let mut disk = image(&path);
-        disk.resize((200 * MIB) as usize, 0);
+        disk.resize((130 * MIB) as usize, 0);
         let Plan::Create { edit, .. } = plan(&table(&disk), &path).unwrap() else {
             panic!("expected a new partition")
         };
         apply_in_memory(&mut disk, &edit);
-        disk.resize((300 * MIB) as usize, 0);
+        disk.resize((170 * MIB) as usize, 0);
         let Plan::Grow {
             number,
             entry,
@@ -663,12 +694,12 @@ mod tests {
             panic!("expected growth")
         };
         assert_eq!(number, 6);
-        assert_eq!(from_lbas, 150 * MIB / 512);
+        assert_eq!(from_lbas, 80 * MIB / 512);
         assert_eq!(entry.first_lba, 49 * MIB / 512);
-        assert_eq!(entry.last_lba, 299 * MIB / 512 - 1);
+        assert_eq!(entry.last_lba, 169 * MIB / 512 - 1);
         apply_in_memory(&mut disk, &edit);
         let parts = judge(&path, &disk);
-        assert_eq!(parts[5]["size"], 250 * MIB / 512);
+        assert_eq!(parts[5]["size"], 120 * MIB / 512);
         assert!(matches!(
             plan(&table(&disk), &path).unwrap(),
             Plan::Existing { number: 6, .. }
@@ -680,7 +711,7 @@ mod tests {
         let dir = Scratch::new("gpt-notlast");
         let path = dir.0.join("disk.img");
         let mut disk = image(&path);
-        disk.resize((200 * MIB) as usize, 0);
+        disk.resize((130 * MIB) as usize, 0);
         // root-b (4) becomes a state partition: verity-b follows it
         let t = table(&disk);
         let (_, mut e) = t.used().into_iter().find(|(n, _)| *n == 4).unwrap();

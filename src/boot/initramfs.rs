@@ -146,27 +146,39 @@ fn layout(
         ));
     }
     for (raw, node) in files {
-        let path = crate::rootfs::normalize(&raw)
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| InitramfsError::BadPath { path: raw.clone() })?;
-        let mut end = 0;
-        while let Some(pos) = path[end..].find('/') {
-            let parent = &path[..end + pos];
-            if !matches!(
-                nodes.entry(parent.to_string()).or_insert(Node::Dir),
-                Node::Dir
-            ) {
-                return Err(InitramfsError::Duplicate {
-                    path: parent.to_string(),
-                });
-            }
-            end += pos + 1;
-        }
-        if nodes.insert(path.clone(), node).is_some() {
-            return Err(InitramfsError::Duplicate { path });
-        }
+        insert_node(&mut nodes, &raw, node)?;
     }
     Ok(nodes)
+}
+
+/// Adds `node` at `raw` (normalised) and any missing parent directories.
+fn insert_node(
+    nodes: &mut BTreeMap<String, Node>,
+    raw: &str,
+    node: Node,
+) -> Result<(), InitramfsError> {
+    let path = crate::rootfs::normalize(raw)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| InitramfsError::BadPath {
+            path: raw.to_string(),
+        })?;
+    let mut end = 0;
+    while let Some(pos) = path[end..].find('/') {
+        let parent = &path[..end + pos];
+        if !matches!(
+            nodes.entry(parent.to_string()).or_insert(Node::Dir),
+            Node::Dir
+        ) {
+            return Err(InitramfsError::Duplicate {
+                path: parent.to_string(),
+            });
+        }
+        end += pos + 1;
+    }
+    if nodes.insert(path.clone(), node).is_some() {
+        return Err(InitramfsError::Duplicate { path });
+    }
+    Ok(())
 }
 
 /// Writes the uncompressed cpio `newc` archive into `out`.
@@ -178,8 +190,36 @@ pub fn write_cpio<W: Write>(
     out: W,
 ) -> Result<W, InitramfsError> {
     let nodes = layout(agent, modules, modules_order)?;
+    write_nodes(&nodes, mtime, out)
+}
+
+/// A plain cpio `newc` archive of `files` (`(path, bytes)`, mode 0644) and
+/// their parent directories, laid out like the initramfs: sorted, inodes
+/// from 1, owners 0:0, every mtime `mtime`. The PXE bundle appends one,
+/// uncompressed, to the initramfs to carry the root image.
+pub fn write_files_cpio<W: Write>(
+    files: &[(String, Arc<[u8]>)],
+    mtime: u32,
+    out: W,
+) -> Result<W, InitramfsError> {
+    let mut nodes = BTreeMap::new();
+    for (path, data) in files {
+        let node = Node::File {
+            data: Arc::clone(data),
+            mode: 0o644,
+        };
+        insert_node(&mut nodes, path, node)?;
+    }
+    write_nodes(&nodes, mtime, out)
+}
+
+fn write_nodes<W: Write>(
+    nodes: &BTreeMap<String, Node>,
+    mtime: u32,
+    out: W,
+) -> Result<W, InitramfsError> {
     let mut out = out;
-    for (ino, (path, node)) in (1u32..).zip(&nodes) {
+    for (ino, (path, node)) in (1u32..).zip(nodes) {
         let entry = cpio::NewcBuilder::new(path)
             .ino(ino)
             .uid(0)

@@ -196,12 +196,6 @@ fn put32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-/// `x` rounded up to `align` (a power of two), or `None` on overflow.
-fn round_up(x: u64, align: u32) -> Option<u64> {
-    let a = u64::from(align);
-    x.checked_add(a - 1).map(|v| v & !(a - 1))
-}
-
 /// Where things are in the stub, checked with goblin; offsets are file offsets.
 #[derive(Debug)]
 struct StubLayout {
@@ -342,19 +336,15 @@ fn place<'a>(
     if sections.linux.is_empty() {
         return Err(UkiError::EmptyKernel);
     }
-    let (sa, fa) = (layout.section_alignment, layout.file_alignment);
-    let mut file_at = round_up(layout.data_end as u64, fa);
-    let mut va_at = round_up(layout.va_end, sa);
+    let sa = u64::from(layout.section_alignment);
+    let fa = u64::from(layout.file_alignment);
+    let mut file_at = (layout.data_end as u64).next_multiple_of(fa);
+    let mut va_at = layout.va_end.next_multiple_of(sa);
     let mut placed = Vec::new();
-    let fits = |v: u64| u32::try_from(v).ok();
     for (name, data) in sections.in_order() {
         if data.is_empty() {
             continue;
         }
-        let too_large = UkiError::TooLarge {
-            name,
-            len: data.len(),
-        };
         let len = data.len() as u64;
         let (characteristics, virtual_size) = if name == ".linux" {
             // As ukify: the kernel is code (the EFI handover protocol runs it
@@ -365,37 +355,31 @@ fn place<'a>(
         } else {
             (SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ, len)
         };
-        let raw_size = round_up(len, fa);
-        let (Some(file), Some(va), Some(raw_size)) = (file_at, va_at, raw_size) else {
-            return Err(too_large);
+        let size_of_raw_data = len.next_multiple_of(fa);
+        let file_end = file_at + size_of_raw_data;
+        let va_end = (va_at + virtual_size).next_multiple_of(sa);
+        // Every header field is at most one of these two ends.
+        let u32_of = |v: u64| {
+            u32::try_from(v).map_err(|_| UkiError::TooLarge {
+                name,
+                len: data.len(),
+            })
         };
-        if fits(file + raw_size).is_none() {
-            return Err(too_large);
-        }
-        let (Some(pointer_to_raw_data), Some(virtual_address), Some(size_of_raw_data), Some(vsize)) =
-            (fits(file), fits(va), fits(raw_size), fits(virtual_size))
-        else {
-            return Err(too_large);
-        };
+        u32_of(file_end.max(va_end))?;
         placed.push(NewSection {
             name,
             data,
-            virtual_size: vsize,
-            virtual_address,
-            pointer_to_raw_data,
-            size_of_raw_data,
+            virtual_size: u32_of(virtual_size)?,
+            virtual_address: u32_of(va_at)?,
+            pointer_to_raw_data: u32_of(file_at)?,
+            size_of_raw_data: u32_of(size_of_raw_data)?,
             characteristics,
         });
-        file_at = file.checked_add(raw_size);
-        va_at = round_up(va + virtual_size, sa);
+        (file_at, va_at) = (file_end, va_end);
     }
-    match va_at.and_then(|v| u32::try_from(v).ok()) {
-        Some(size_of_image) => Ok((placed, size_of_image)),
-        None => Err(UkiError::TooLarge {
-            name: ".linux",
-            len: sections.linux.len(),
-        }),
-    }
+    // Checked above with the last section.
+    let size_of_image = u32::try_from(va_at).unwrap_or(u32::MAX);
+    Ok((placed, size_of_image))
 }
 
 /// The kernel's PE `SizeOfImage` (memory it needs once loaded), if it is a
@@ -464,7 +448,7 @@ fn header_room(stub: &[u8], layout: &StubLayout, count: usize) -> Result<u32, Uk
     let grown = if needed as u64 <= size_of_headers {
         size_of_headers
     } else {
-        round_up(needed as u64, layout.file_alignment).unwrap_or(u64::MAX)
+        (needed as u64).next_multiple_of(layout.file_alignment.into())
     };
     let limit = layout.first_raw;
     if needed > limit || grown > limit as u64 {

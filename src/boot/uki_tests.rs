@@ -425,10 +425,12 @@ struct FakePe {
     symbols: usize,
     /// Raised SizeOfImage (as a kernel's covers its decompression), if any.
     size_of_image: Option<u32>,
+    image_base: u64,
 }
 
 impl FakePe {
-    /// Shaped like trixie's systemd 257 stub: 4 KiB section alignment.
+    /// Shaped like trixie's systemd 257 stub: 4 KiB section alignment, a
+    /// non-zero image base.
     fn trixie_like() -> Self {
         FakePe {
             machine: 0x8664,
@@ -440,6 +442,8 @@ impl FakePe {
             signature: 0,
             symbols: 0,
             size_of_image: None,
+            // lld links the 257 stub at a high preferred base.
+            image_base: 0x1_4df9_0000,
         }
     }
 }
@@ -476,6 +480,9 @@ fn fake_pe(o: &FakePe) -> Vec<u8> {
     put(&mut b, opt + 8, &data_raw.to_le_bytes()); // SizeOfInitializedData
     put(&mut b, opt + 16, &text_va.to_le_bytes()); // AddressOfEntryPoint
     put(&mut b, opt + 20, &text_va.to_le_bytes()); // BaseOfCode
+    if !pe32 {
+        put(&mut b, opt + 24, &o.image_base.to_le_bytes());
+    }
     put(&mut b, opt + 32, &sa.to_le_bytes());
     put(&mut b, opt + 36, &fa.to_le_bytes());
     let image = o

@@ -18,10 +18,13 @@ use crate::progress::Progress;
 use crate::rootfs::assemble::{assemble, Artifacts, AssembleError};
 use crate::rootfs::usrmerge::{add_merged_symlinks, UsrMergeError};
 use crate::rootfs::Tree;
+use crate::sign::bundle::{sign_manifest, BUNDLE_FILE};
+use crate::sign::keys::SigningKey;
 use crate::sign::manifest::{
     Artifact, BootRecord, BuildInfo, InputRecord, Manifest, PackageRecord, VerityRecord,
     MANIFEST_FILE, MANIFEST_SCHEMA,
 };
+use crate::sign::sbom::{write_sbom, SbomExtras};
 use crate::source::cache::Cache;
 use crate::source::deb::{to_plain, unpack_into, DebError};
 use crate::source::fetch::{FetchError, Fetcher};
@@ -34,6 +37,12 @@ pub const ROOTFS_FILE: &str = "rootfs.squashfs";
 pub const VERITY_FILE: &str = "rootfs.verity";
 pub const KERNEL_FILE: &str = "vmlinuz";
 pub const INITRAMFS_FILE: &str = "initramfs.img";
+pub const SBOM_FILE: &str = "sbom.spdx.json";
+/// Where the image keeps the public key its A/B updates must be signed
+/// with (the build's `--sign-key`), PEM.
+pub const UPDATE_KEY_PATH: &str = "usr/lib/nodeimg/update-signing.pub";
+/// The workspace lock: the crates nodeagent is built from, for the SBOM.
+const AGENT_CARGO_LOCK: &str = include_str!("../../Cargo.lock");
 /// Derived-cache kind of decompressed .debs.
 const PLAIN_DEB: &str = "plain-deb-v1";
 
@@ -84,6 +93,10 @@ pub enum BuildError {
     Boot(#[from] boot_stage::BootStageError),
     #[error(transparent)]
     Output(#[from] outputs::OutputError),
+    #[error("writing the SBOM")]
+    Sbom(#[source] crate::sign::sbom::SbomError),
+    #[error("signing the manifest")]
+    Sign(#[source] crate::sign::bundle::BundleError),
     #[error("package {package} {version}: the cached or fetched .deb is {found}")]
     Identity {
         package: String,
@@ -99,6 +112,8 @@ pub enum BuildError {
 /// Everything a build reads besides the plan.
 pub struct BuildInputs<'a> {
     pub lock: &'a Lock,
+    /// Signs the manifest and becomes the image's update trust root.
+    pub signing_key: Option<&'a SigningKey>,
     pub lock_path: &'a Path,
     pub cache: &'a Cache,
     /// Called only when a package is missing from the cache.
@@ -129,15 +144,28 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     let (packages, kernel_packages, uefi_packages) = (locked.rootfs, locked.kernel, locked.uefi);
     // Inputs are valid: from here on a manifest from an earlier build must
     // not outlive the artifacts this build is about to replace.
-    match fs::remove_file(out.join(MANIFEST_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
-        _ => {}
+    // So must a signature over the old manifest.
+    for stale in [MANIFEST_FILE, BUNDLE_FILE, SBOM_FILE] {
+        match fs::remove_file(out.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+            _ => {}
+        }
     }
 
     let t = Instant::now();
-    let debs = fetch_packages(&packages, inputs)?;
-    let kernel_debs = fetch_packages(&kernel_packages, inputs)?;
-    let uefi_debs = fetch_packages(&uefi_packages, inputs)?;
+    let debs = fetch_packages(&packages, inputs.cache, inputs.fetcher, &inputs.progress)?;
+    let kernel_debs = fetch_packages(
+        &kernel_packages,
+        inputs.cache,
+        inputs.fetcher,
+        &inputs.progress,
+    )?;
+    let uefi_debs = fetch_packages(
+        &uefi_packages,
+        inputs.cache,
+        inputs.fetcher,
+        &inputs.progress,
+    )?;
     tracing::info!(
         packages = debs.len(),
         secs = t.elapsed().as_secs_f32(),
@@ -165,6 +193,14 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     bar.finish_and_clear();
     add_merged_symlinks(&mut tree)?;
     assemble(&mut tree, plan, &inputs.artifacts, &owners)?;
+    if let Some(key) = inputs.signing_key {
+        // The trust root for A/B updates: the agent accepts an update only
+        // when its manifest verifies with this key.
+        tree.insert(
+            UPDATE_KEY_PATH,
+            crate::rootfs::Entry::file(key.public_key().to_pem().into_bytes(), 0o644),
+        );
+    }
     let mtime = u32::try_from(epoch).unwrap_or(u32::MAX);
     let boot = match plan.kernel_package {
         Some(_) => {
@@ -298,8 +334,29 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
             })
             .collect(),
     };
+    // The SBOM describes the manifest's packages and artifacts and is then
+    // listed in it, so the signature covers it too.
+    let extras = SbomExtras {
+        maintainers: packages
+            .iter()
+            .chain(&kernel_packages)
+            .chain(&uefi_packages)
+            .filter_map(|p| Some((p.name.clone(), p.maintainer.clone()?)))
+            .collect(),
+        licenses: BTreeMap::new(),
+    };
+    let mut sbom = Vec::new();
+    write_sbom(&manifest, AGENT_CARGO_LOCK, &extras, &mut sbom).map_err(BuildError::Sbom)?;
+    write_artifact(out, SBOM_FILE, &sbom)?;
+    let mut manifest = manifest;
+    manifest
+        .artifacts
+        .push(Artifact::of_file("sbom", out, SBOM_FILE).map_err(io_err)?);
     let json = manifest.to_json().map_err(BuildError::Manifest)?;
     atomic::write(&out.join(MANIFEST_FILE), &json).map_err(io_err)?;
+    if let Some(key) = inputs.signing_key {
+        sign_manifest(out, key).map_err(BuildError::Sign)?;
+    }
     Ok(manifest)
 }
 
@@ -328,12 +385,14 @@ fn write_artifact(out: &Path, name: &str, data: &[u8]) -> Result<(), BuildError>
 /// Each locked .deb with its members decompressed (see
 /// [`crate::source::deb::to_plain`]), from the cache when an earlier build
 /// made it; else the .deb from the cache or the mirror, converted and cached.
-fn fetch_packages(
+pub fn fetch_packages(
     packages: &[&LockedPackage],
-    inputs: &BuildInputs,
+    cache: &Cache,
+    fetch_from: &dyn Fn() -> Result<Fetcher, MirrorError>,
+    progress: &Progress,
 ) -> Result<Vec<Vec<u8>>, BuildError> {
     let mut fetcher: Option<Fetcher> = None;
-    let bar = inputs.progress.bar(packages.len() as u64, "fetching");
+    let bar = progress.bar(packages.len() as u64, "fetching");
     let mut out = Vec::with_capacity(packages.len());
     for p in packages {
         let sha = p.sha256_bytes().ok_or_else(|| BuildError::LockedHash {
@@ -345,8 +404,7 @@ fn fetch_packages(
             version: p.version.clone(),
             source: e,
         };
-        if let Some(plain) = inputs
-            .cache
+        if let Some(plain) = cache
             .get_derived(PLAIN_DEB, &sha)
             .map_err(|e| fetch_err(e.into()))?
         {
@@ -354,27 +412,26 @@ fn fetch_packages(
             bar.inc(1);
             continue;
         }
-        let data = match inputs.cache.get(&sha).map_err(|e| fetch_err(e.into()))? {
+        let data = match cache.get(&sha).map_err(|e| fetch_err(e.into()))? {
             crate::source::cache::Lookup::Hit(d) => d,
             _ => {
                 let f = match fetcher.take() {
                     Some(f) => f,
-                    None => (inputs.fetcher)().map_err(|e| BuildError::Mirror {
+                    None => fetch_from().map_err(|e| BuildError::Mirror {
                         package: p.name.clone(),
                         source: e,
                     })?,
                 };
                 bar.set_message(p.name.clone());
                 let data = f
-                    .cached(inputs.cache, &p.filename, p.size, &sha)
+                    .cached(cache, &p.filename, p.size, &sha)
                     .map_err(fetch_err)?;
                 fetcher = Some(f);
                 data
             }
         };
         let plain = to_plain(&p.name, &data)?;
-        inputs
-            .cache
+        cache
             .put_derived(PLAIN_DEB, &sha, &plain)
             .map_err(|e| fetch_err(e.into()))?;
         out.push(plain);

@@ -64,7 +64,9 @@ pub enum OutputError {
         source: FormatError,
     },
     #[error("cannot write the PXE bundle")]
-    Pxe(#[source] shim::PxeError),
+    Pxe(#[source] crate::output::pxe::PxeError),
+    #[error("a disk conversion thread panicked")]
+    Panicked,
     #[error("the root image has no usr/lib/os-release for the UKI's .osrel")]
     NoOsRelease,
     #[error("cannot write {}", path.display())]
@@ -179,19 +181,44 @@ pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
             }
             let raw = out.join(DISK_RAW_FILE);
             let opts = ConvertOptions::new(inputs.source_date_epoch);
-            for k in &plan.outputs {
-                if let OutputKind::Disk(format) = *k {
-                    let t = Instant::now();
-                    let name = file_name(*k);
-                    convert(&raw, format, &out.join(&name), &opts)
-                        .map_err(|source| OutputError::Format { format, source })?;
-                    tracing::info!(
-                        format = format.name(),
-                        secs = t.elapsed().as_secs_f32(),
-                        "disk converted"
-                    );
-                    written.artifacts.push(artifact(format.name(), out, &name)?);
-                }
+            // Each format reads the raw disk on its own; qemu-img runs in its
+            // own process: convert them side by side.
+            let formats: Vec<Format> = plan
+                .outputs
+                .iter()
+                .filter_map(|k| match k {
+                    OutputKind::Disk(f) => Some(*f),
+                    _ => None,
+                })
+                .collect();
+            let results: Vec<Result<(), OutputError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = formats
+                    .iter()
+                    .map(|&format| {
+                        let (raw, opts) = (&raw, &opts);
+                        scope.spawn(move || {
+                            let t = Instant::now();
+                            let name = file_name(OutputKind::Disk(format));
+                            convert(raw, format, &out.join(&name), opts)
+                                .map_err(|source| OutputError::Format { format, source })?;
+                            tracing::info!(
+                                format = format.name(),
+                                secs = t.elapsed().as_secs_f32(),
+                                "disk converted"
+                            );
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(Err(OutputError::Panicked)))
+                    .collect()
+            });
+            for (format, result) in formats.iter().zip(results) {
+                result?;
+                let name = file_name(OutputKind::Disk(*format));
+                written.artifacts.push(artifact(format.name(), out, &name)?);
             }
             if !wants(OutputKind::DiskRaw) {
                 remove_stale(&raw)?;
@@ -201,9 +228,9 @@ pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
     }
     if wants(OutputKind::Pxe) {
         let t = Instant::now();
-        let files = shim::write_pxe_bundle(
+        let files = crate::output::pxe::write_pxe_bundle(
             &out.join(file_name(OutputKind::Pxe)),
-            &shim::PxeParts {
+            &crate::output::pxe::PxeParts {
                 kernel: inputs.kernel,
                 initramfs: inputs.initramfs,
                 root: &out.join(inputs.root_file),
@@ -214,7 +241,9 @@ pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
         )
         .map_err(OutputError::Pxe)?;
         tracing::info!(secs = t.elapsed().as_secs_f32(), "PXE bundle written");
-        written.artifacts.extend(files);
+        written
+            .artifacts
+            .extend(files.artifacts(&file_name(OutputKind::Pxe)));
     }
     Ok(written)
 }
@@ -238,7 +267,7 @@ pub fn file_name(kind: OutputKind) -> String {
         OutputKind::DiskRaw => DISK_RAW_FILE.into(),
         OutputKind::Disk(Format::Gce) => "disk-gce.tar.gz".into(),
         OutputKind::Disk(f) => format!("disk{}", f.extension()),
-        OutputKind::Pxe => "pxe".into(),
+        OutputKind::Pxe => crate::output::pxe::PXE_DIR.into(),
     }
 }
 
@@ -400,26 +429,4 @@ fn write_raw_disk(
         "raw disk written"
     );
     Ok(layout)
-}
-
-// TEMPORARY until the PXE writer lands (same API).
-mod shim {
-    #[derive(Debug, thiserror::Error)]
-    #[error("not wired yet")]
-    pub struct PxeError;
-    #[allow(dead_code)]
-    pub struct PxeParts<'a> {
-        pub kernel: &'a [u8],
-        pub initramfs: &'a [u8],
-        pub root: &'a std::path::Path,
-        pub verity: &'a std::path::Path,
-        pub cmdline: &'a str,
-        pub source_date_epoch: u64,
-    }
-    pub fn write_pxe_bundle(
-        _: &std::path::Path,
-        _: &PxeParts,
-    ) -> Result<Vec<crate::sign::manifest::Artifact>, PxeError> {
-        Err(PxeError)
-    }
 }

@@ -37,6 +37,12 @@ pub struct BuildArgs {
     /// just the root, verity, kernel and initramfs.
     #[arg(long = "format", value_delimiter = ',')]
     pub formats: Vec<String>,
+    /// Sign manifest.json into manifest.sigstore.json with this key
+    /// (cosign format; its password from NODEIMG_KEY_PASSWORD or
+    /// COSIGN_PASSWORD); the image also carries its public key as the
+    /// trust root for updates.
+    #[arg(long, env = "NODEIMG_SIGNING_KEY")]
+    pub sign_key: Option<PathBuf>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -56,7 +62,8 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     if args.update_lock || !lock_path.exists() {
         let plans = load_plans(&sibling_images(&args.image)?)?;
         let fetcher = args.source.fetcher()?;
-        let mut lock = lock_images(&plans, &fetcher, &cache, &args.source.keyring)?;
+        let tools = nodeimg::spec::load_tools(&nodeimg::spec::project_dir(&args.image))?;
+        let mut lock = lock_images(&plans, &tools, &fetcher, &cache, &args.source.keyring)?;
         lock.write(&lock_path)
             .with_context(|| format!("writing {}", lock_path.display()))?;
         tracing::info!(lock = %lock_path.display(), "lock updated");
@@ -70,8 +77,13 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     }
     let source = args.source.clone();
     let fetcher = move || source.fetcher();
+    let signing_key = match &args.sign_key {
+        Some(path) => Some(super::keys::load_signing_key(path)?),
+        None => None,
+    };
     let inputs = BuildInputs {
         lock: &lock,
+        signing_key: signing_key.as_ref(),
         lock_path: &lock_path,
         cache: &cache,
         fetcher: &fetcher,
@@ -91,6 +103,16 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
             a.size,
             a.sha256,
             args.out.join(&a.path).display()
+        );
+    }
+    if signing_key.is_some() {
+        let bundle = args.out.join(nodeimg::sign::bundle::BUNDLE_FILE);
+        println!(
+            "{:<10} {:>12} {}  {}",
+            nodeimg::sign::bundle::BUNDLE_KIND,
+            std::fs::metadata(&bundle).map(|m| m.len()).unwrap_or(0),
+            "-".repeat(64),
+            bundle.display()
         );
     }
     println!("root hash {}", manifest.verity.root_hash);

@@ -8,6 +8,13 @@
 //! It may be empty (cosign's default), but it must be set: an unprotected
 //! key is a choice, not an accident. Secure Boot keys are unencrypted PEM
 //! (what sbsign reads), protected by mode 0600.
+//!
+//! `nodeimg keys sign-efi --keydir KEYDIR IN OUT` signs one EFI binary
+//! (systemd-boot, a UKI) with KEYDIR's db key, natively (Authenticode,
+//! what `sbsign` would write). `nodeimg keys enroll-ovmf KEYDIR --out
+//! VARS.fd` writes an OVMF variable store with KEYDIR's PK, KEK and db
+//! enrolled and Secure Boot on (runs `virt-fw-vars`; see
+//! `firmware/README.md`).
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -15,6 +22,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use nodeimg::lab::secure_boot;
+use nodeimg::sign::authenticode::PeSigner;
 use nodeimg::sign::keys::{
     self, generate_secure_boot, generate_signing_pair, KeyError, KeyFormatError, SecureBootOptions,
     SigningKey,
@@ -34,6 +43,36 @@ pub struct KeysArgs {
 pub enum KeysCommand {
     /// Create signing.key/signing.pub and the Secure Boot PK, KEK and db in KEYDIR.
     Gen(GenArgs),
+    /// Sign an EFI binary (systemd-boot, a UKI) with KEYDIR's db key (Authenticode).
+    SignEfi(SignEfiArgs),
+    /// Write an OVMF variable store with KEYDIR's PK, KEK and db enrolled, Secure Boot on.
+    EnrollOvmf(EnrollOvmfArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignEfiArgs {
+    /// Key directory holding db.key and db.crt (`nodeimg keys gen`).
+    #[arg(long, value_name = "KEYDIR")]
+    pub keydir: PathBuf,
+    /// The EFI binary to sign (a signature already on it is replaced).
+    #[arg(value_name = "IN")]
+    pub input: PathBuf,
+    /// Where the signed binary goes (may be IN itself).
+    #[arg(value_name = "OUT")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnrollOvmfArgs {
+    /// Key directory holding pk.crt, kek.crt and db.crt (`nodeimg keys gen`).
+    #[arg(value_name = "KEYDIR")]
+    pub keydir: PathBuf,
+    /// The variable store to write.
+    #[arg(long, value_name = "VARS.fd")]
+    pub out: PathBuf,
+    /// The empty variable store to start from (Debian's ovmf package).
+    #[arg(long, default_value = secure_boot::DEFAULT_VARS_TEMPLATE)]
+    pub template: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,7 +97,30 @@ pub struct GenArgs {
 pub fn run(args: KeysArgs) -> anyhow::Result<i32> {
     match args.command {
         KeysCommand::Gen(a) => gen(a),
+        KeysCommand::SignEfi(a) => sign_efi(a),
+        KeysCommand::EnrollOvmf(a) => enroll_ovmf(a),
     }
+}
+
+fn sign_efi(args: SignEfiArgs) -> anyhow::Result<i32> {
+    let signer = PeSigner::from_keydir(&args.keydir)?;
+    let input =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let signed = signer
+        .sign(&input)
+        .with_context(|| format!("signing {}", args.input.display()))?;
+    nodeimg::util::atomic::write(&args.output, &signed)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!("{}", args.output.display());
+    Ok(0)
+}
+
+fn enroll_ovmf(args: EnrollOvmfArgs) -> anyhow::Result<i32> {
+    let tool = secure_boot::find_virt_fw_vars_from_env()?;
+    secure_boot::enroll_ovmf_vars(&tool, &args.keydir, &args.template, &args.out)
+        .with_context(|| format!("enrolling the keys of {}", args.keydir.display()))?;
+    println!("{}", args.out.display());
+    Ok(0)
 }
 
 fn gen(args: GenArgs) -> anyhow::Result<i32> {

@@ -71,12 +71,32 @@ pub struct BootArgs {
     /// counting); the first ready report ends the run.
     #[arg(long, default_value_t = 1)]
     pub reports: u32,
+    /// UEFI: enforce Secure Boot, with KEYDIR's PK, KEK and db (`nodeimg
+    /// keys gen`) enrolled in OVMF's variables (OVMF's Secure Boot build,
+    /// SMM on); the firmware then starts only binaries signed by db.
+    #[arg(long, value_name = "KEYDIR")]
+    pub secure_boot: Option<PathBuf>,
+    /// Boot the image's PXE bundle (pxe/) on a VM with no disk: SeaBIOS
+    /// runs the NIC's iPXE ROM, which fetches the bundle over QEMU's
+    /// restricted user network.
+    #[arg(long, conflicts_with_all = ["state", "append", "bzimage", "firmware", "disk_size"])]
+    pub pxe: bool,
+    /// PXE: fetch the bundle from QEMU's TFTP server, or over HTTP from the
+    /// lab's own server on a loopback port (`nodeimg pxe serve`'s).
+    #[arg(long, value_enum, default_value = "http", requires = "pxe")]
+    pub pxe_via: PxeViaArg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FirmwareArg {
     Direct,
     Uefi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PxeViaArg {
+    Tftp,
+    Http,
 }
 
 /// `4G`, `512M`, `1048576`: bytes, with an optional binary K/M/G/T suffix.
@@ -125,9 +145,20 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         extra_cmdline: args.append.clone(),
         disk_size: args.disk_size,
         reports: args.reports,
+        secure_boot: args.secure_boot.clone(),
         ..BootOptions::default()
     };
+    if args.secure_boot.is_some() && (args.pxe || args.firmware != FirmwareArg::Uefi) {
+        anyhow::bail!("--secure-boot works only with --firmware uefi");
+    }
     let result = match args.firmware {
+        _ if args.pxe => {
+            let via = match args.pxe_via {
+                PxeViaArg::Tftp => lab::PxeVia::Tftp,
+                PxeViaArg::Http => lab::PxeVia::Http,
+            };
+            lab::boot_pxe(&args.dir, &manifest, &opts, via)
+        }
         FirmwareArg::Direct => lab::boot_direct(&args.dir, &manifest, &opts),
         FirmwareArg::Uefi => {
             if !args.append.is_empty() {

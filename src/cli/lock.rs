@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use nodeimg::source::locking::lock_images;
+use nodeimg::spec::{load_tools, project_dir};
 
 use super::{images_in, load_plans, SourceArgs};
 
@@ -28,7 +29,14 @@ pub fn run(args: LockArgs) -> anyhow::Result<i32> {
     let lock_path = args.source.lock_path(first);
     let plans = load_plans(&images)?;
     let fetcher = args.source.fetcher()?;
-    let mut lock = lock_images(&plans, &fetcher, &args.source.cache(), &args.source.keyring)?;
+    let tools = load_tools(&project_dir(first))?;
+    let mut lock = lock_images(
+        &plans,
+        &tools,
+        &fetcher,
+        &args.source.cache(),
+        &args.source.keyring,
+    )?;
     lock.write(&lock_path)
         .with_context(|| format!("writing {}", lock_path.display()))?;
     for (name, img) in &lock.images {

@@ -5,7 +5,9 @@ pub mod build;
 pub mod keys;
 pub mod lab;
 pub mod lock;
+pub mod pxe;
 pub mod sign;
+pub mod tool;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

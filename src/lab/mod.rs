@@ -5,7 +5,8 @@
 //! console line with `boot_ms` added, and the serial log. It verifies each
 //! artifact's size and sha256 before QEMU sees it, attaches the root image
 //! (`/dev/vda`) and verity tree (`/dev/vdb`) read-only and a state disk
-//! (`/dev/vdc`) read-write, never sends traffic off the machine (no NIC),
+//! (`/dev/vdc`) read-write, never sends traffic off the machine (no NIC;
+//! a PXE boot's one NIC is on a `restrict=on` user network, see [`pxe`]),
 //! never waits on fixed sleeps and never leaves QEMU running: [`Vm`] kills
 //! it on drop, and every wait has a bound. TCG unless a bounded probe shows
 //! that KVM works. When a boot fails, the run's directory (serial log, QEMU
@@ -13,6 +14,8 @@
 
 pub mod accel;
 pub mod manifest;
+pub mod pxe;
+pub mod secure_boot;
 pub mod uefi;
 pub mod vm;
 
@@ -24,6 +27,7 @@ use serde_json::Value;
 
 pub use accel::{Accel, Resolved};
 pub use manifest::{boot_artifacts, BootArtifacts};
+pub use pxe::{boot_pxe, PxeVia};
 pub use uefi::{boot_uefi, Ovmf};
 pub use vm::{Disk, Shutdown, Vm, VmBoot, VmConfig};
 
@@ -64,10 +68,20 @@ pub enum LabError {
         #[source]
         source: crate::boot::KernelError,
     },
+    #[error("{what} cannot be given to a PXE boot: the bundle's script fixes the command line and the node has no disk")]
+    NotForPxe { what: &'static str },
+    #[error("serving the PXE bundle")]
+    Serve(#[source] crate::pxe::ServeError),
     #[error("kernel command line is {len} bytes; x86 takes at most {max}")]
     CmdlineTooLong { len: usize, max: usize },
     #[error("UEFI firmware {path} is missing (install ovmf: scripts/setup.sh)")]
     Firmware { path: PathBuf },
+    #[error("enrolling the Secure Boot keys of {keydir} into OVMF's variables")]
+    Enroll {
+        keydir: PathBuf,
+        #[source]
+        source: secure_boot::EnrollError,
+    },
     #[error("{tool} failed: {message}")]
     Tool { tool: &'static str, message: String },
     #[error("lab file {path}")]
@@ -139,6 +153,9 @@ pub struct BootOptions {
     pub disk_size: Option<u64>,
     /// UEFI boots: OVMF's code and variable-store templates.
     pub ovmf: Ovmf,
+    /// UEFI boots: enforce Secure Boot with this key directory's PK, KEK
+    /// and db (`nodeimg keys gen`) enrolled.
+    pub secure_boot: Option<PathBuf>,
 }
 
 impl Default for BootOptions {
@@ -157,6 +174,7 @@ impl Default for BootOptions {
             reports: 1,
             disk_size: None,
             ovmf: Ovmf::default(),
+            secure_boot: None,
         }
     }
 }

@@ -9,6 +9,13 @@
 //! state), else it lives in the run directory. Each VM gets its own copy
 //! of OVMF's variable store. Guest reboots stay inside QEMU, so systemd-boot's
 //! boot counting and its fallback to an older entry run as on hardware.
+//!
+//! With Secure Boot ([`BootOptions::secure_boot`]), the VM runs OVMF's
+//! Secure Boot build and its variable store is made for the run from the
+//! template with the key directory's PK, KEK and db enrolled (the code path
+//! of `nodeimg keys enroll-ovmf`, [`super::secure_boot`]): the firmware
+//! then starts only binaries signed by db, as a machine enrolled with our
+//! keys does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +23,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::manifest::verified_artifact;
+use super::secure_boot;
 use super::vm::{Disk, VmBoot, VmConfig};
 use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError};
 
@@ -24,13 +32,16 @@ use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError}
 pub struct Ovmf {
     pub code: PathBuf,
     pub vars: PathBuf,
+    /// The Secure Boot build of the code (SMM-guarded variables, needs `smm=on`).
+    pub secure_code: PathBuf,
 }
 
 impl Default for Ovmf {
     fn default() -> Self {
         Ovmf {
             code: PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.fd"),
-            vars: PathBuf::from("/usr/share/OVMF/OVMF_VARS_4M.fd"),
+            vars: PathBuf::from(super::secure_boot::DEFAULT_VARS_TEMPLATE),
+            secure_code: PathBuf::from("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
         }
     }
 }
@@ -92,7 +103,11 @@ pub fn boot_uefi(
     opts: &BootOptions,
 ) -> Result<BootOutcome, LabError> {
     let (disk, format) = disk_artifact(dir, manifest)?;
-    for f in [&opts.ovmf.code, &opts.ovmf.vars] {
+    let code = match opts.secure_boot {
+        Some(_) => &opts.ovmf.secure_code,
+        None => &opts.ovmf.code,
+    };
+    for f in [code, &opts.ovmf.vars] {
         if !f.is_file() {
             return Err(LabError::Firmware { path: f.clone() });
         }
@@ -107,17 +122,23 @@ pub fn boot_uefi(
     let size = opts.disk_size.map(|s| s.max(image_size));
     create_overlay(&overlay, &disk, format, size)?;
     let vars = work.join("ovmf-vars.fd");
-    std::fs::copy(&opts.ovmf.vars, &vars).map_err(|source| LabError::Io {
-        path: vars.clone(),
-        source,
-    })?;
+    match &opts.secure_boot {
+        Some(keydir) => enroll_vars(keydir, &opts.ovmf.vars, &vars)?,
+        None => {
+            std::fs::copy(&opts.ovmf.vars, &vars).map_err(|source| LabError::Io {
+                path: vars.clone(),
+                source,
+            })?;
+        }
+    }
     let config = VmConfig {
         qemu: opts.qemu.clone(),
         accel: accel::resolve(opts.accel, &opts.qemu),
         memory_mib: opts.memory_mib,
         boot: VmBoot::Uefi {
-            code: opts.ovmf.code.clone(),
+            code: code.clone(),
             vars,
+            secure_boot: opts.secure_boot.is_some(),
         },
         disks: vec![Disk {
             path: overlay,
@@ -129,8 +150,26 @@ pub fn boot_uefi(
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
     };
-    tracing::info!(accel = config.accel.as_str(), work = %work.display(), "booting through OVMF");
+    tracing::info!(
+        accel = config.accel.as_str(),
+        secure_boot = opts.secure_boot.is_some(),
+        work = %work.display(),
+        "booting through OVMF"
+    );
     run_to_outcome(&config, opts, tmp, "uefi")
+}
+
+/// This run's variable store: `template` with KEYDIR's keys enrolled and
+/// Secure Boot on, as `nodeimg keys enroll-ovmf` writes it.
+fn enroll_vars(keydir: &Path, template: &Path, vars: &Path) -> Result<(), LabError> {
+    let enroll = |source| LabError::Enroll {
+        keydir: keydir.to_path_buf(),
+        source,
+    };
+    let tool = secure_boot::find_virt_fw_vars_from_env().map_err(enroll)?;
+    secure_boot::enroll_ovmf_vars(&tool, keydir, template, vars).map_err(enroll)?;
+    tracing::info!(keydir = %keydir.display(), "Secure Boot keys enrolled");
+    Ok(())
 }
 
 /// The disk image's virtual size in bytes (`qemu-img info`).

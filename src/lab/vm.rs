@@ -40,8 +40,21 @@ pub enum VmBoot {
     },
     /// OVMF from two pflash images: the read-only code and this VM's own
     /// copy of the variable store. Guest reboots stay inside QEMU, so boot
-    /// counting and fallbacks run as on a real machine.
-    Uefi { code: PathBuf, vars: PathBuf },
+    /// counting and fallbacks run as on a real machine. With `secure_boot`,
+    /// `code` is OVMF's Secure Boot build, which guards its variable store
+    /// in SMM: the machine gets `smm=on` and the flash answers only to SMM
+    /// (`cfi.pflash01` `secure=on`), so the guest cannot rewrite the keys.
+    Uefi {
+        code: PathBuf,
+        vars: PathBuf,
+        secure_boot: bool,
+    },
+    /// No disk and no kernel: SeaBIOS runs the virtio NIC's iPXE ROM
+    /// (QEMU's default `efi-virtio.rom` from ipxe-qemu), which boots what
+    /// QEMU's user network offers. `user_net` is the `-netdev user,...`
+    /// options after the id (`restrict=on,tftp=...,bootfile=...`). A guest
+    /// reboot ends QEMU (`-no-reboot`), as for a kernel boot.
+    Network { user_net: String },
 }
 
 /// Everything QEMU is started with.
@@ -60,17 +73,24 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// The QEMU command line: q35, one vCPU, no network, no display, no
-    /// reboot (a guest reboot or panic ends QEMU), disks on fixed PCI slots
-    /// so their order is their `vdX` name.
+    /// The QEMU command line: q35, one vCPU, no display, no network but a
+    /// network boot's own user NIC, no reboot (a guest reboot or panic ends
+    /// QEMU) outside UEFI, disks on fixed PCI slots so their order is their
+    /// `vdX` name.
     pub fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
+        let machine = match self.boot {
+            VmBoot::Uefi {
+                secure_boot: true, ..
+            } => "q35,smm=on",
+            _ => "q35",
+        };
         let mut push = |s: String| args.push(s.into());
         for a in [
             "-accel",
             self.accel.as_str(),
             "-M",
-            "q35",
+            machine,
             "-smp",
             "1",
             "-m",
@@ -81,7 +101,7 @@ impl VmConfig {
         for a in ["-nodefaults", "-nographic", "-monitor", "none"] {
             push(a.to_string());
         }
-        if let VmBoot::Kernel { .. } = self.boot {
+        if !matches!(self.boot, VmBoot::Uefi { .. }) {
             push("-no-reboot".into());
         }
         push("-chardev".into());
@@ -124,7 +144,27 @@ impl VmConfig {
                 args.push("-append".into());
                 args.push(append.clone().into());
             }
-            VmBoot::Uefi { code, vars } => {
+            VmBoot::Network { user_net } => {
+                for a in [
+                    "-netdev".to_string(),
+                    format!("user,id=net0,{user_net}"),
+                    "-device".to_string(),
+                    "virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3".to_string(),
+                    "-boot".to_string(),
+                    "n".to_string(),
+                ] {
+                    args.push(a.into());
+                }
+            }
+            VmBoot::Uefi {
+                code,
+                vars,
+                secure_boot,
+            } => {
+                if *secure_boot {
+                    args.push("-global".into());
+                    args.push("driver=cfi.pflash01,property=secure,value=on".into());
+                }
                 for (unit, path, ro) in [(0, code, "on"), (1, vars, "off")] {
                     args.push("-drive".into());
                     let mut spec = OsString::from(format!(
@@ -394,6 +434,41 @@ mod tests {
     }
 
     #[test]
+    fn network_boots_have_one_user_nic_and_no_disk() {
+        let cfg = VmConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Resolved::Tcg,
+            memory_mib: 1024,
+            boot: VmBoot::Network {
+                user_net: "restrict=on,tftp=/b,bootfile=boot.ipxe".into(),
+            },
+            disks: Vec::new(),
+            serial_log: "/w/serial.log".into(),
+            qmp_socket: "/w/qmp.sock".into(),
+            qemu_log: "/w/qemu.log".into(),
+        };
+        let line = cfg
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(line.contains("-nodefaults"), "{line}");
+        assert!(line.contains("-no-reboot"), "{line}");
+        assert!(
+            line.ends_with(
+                "-netdev user,id=net0,restrict=on,tftp=/b,bootfile=boot.ipxe \
+                 -device virtio-net-pci,netdev=net0,bus=pcie.0,addr=0x3 -boot n"
+            ),
+            "{line}"
+        );
+        assert!(
+            !line.contains("-kernel") && !line.contains("-drive"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn uefi_boots_keep_reboots_and_give_ovmf_its_own_vars() {
         let cfg = VmConfig {
             qemu: "qemu-system-x86_64".into(),
@@ -402,6 +477,7 @@ mod tests {
             boot: VmBoot::Uefi {
                 code: "/fw/code.fd".into(),
                 vars: "/w/vars.fd".into(),
+                secure_boot: false,
             },
             disks: vec![Disk {
                 path: "/w/disk.qcow2".into(),
@@ -429,5 +505,46 @@ mod tests {
             line.contains("format=qcow2,file=/w/disk.qcow2,readonly=off"),
             "{line}"
         );
+        assert!(
+            line.contains("-M q35 ") && !line.contains("smm") && !line.contains("secure"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn secure_boot_gives_ovmf_smm_and_an_smm_only_flash() {
+        let cfg = VmConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Resolved::Tcg,
+            memory_mib: 512,
+            boot: VmBoot::Uefi {
+                code: "/fw/code.secboot.fd".into(),
+                vars: "/w/vars.fd".into(),
+                secure_boot: true,
+            },
+            disks: Vec::new(),
+            serial_log: "/w/serial.log".into(),
+            qmp_socket: "/w/qmp.sock".into(),
+            qemu_log: "/w/qemu.log".into(),
+        };
+        let line = cfg
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.starts_with("-accel tcg -M q35,smm=on -smp 1"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "-global driver=cfi.pflash01,property=secure,value=on \
+                 -drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/code.secboot.fd \
+                 -drive if=pflash,format=raw,unit=1,readonly=off,file=/w/vars.fd"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("-no-reboot"), "{line}");
     }
 }

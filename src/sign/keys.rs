@@ -86,6 +86,8 @@ pub enum KeyFormatError {
     Pem(pem::Error),
     #[error("PEM block `{0}` is not a key this tool reads (PUBLIC KEY, PRIVATE KEY, EC PRIVATE KEY, {SIGSTORE_KEY_LABEL}, {COSIGN_KEY_LABEL})")]
     Label(String),
+    #[error("PEM block `{0}` is not a public key (PUBLIC KEY)")]
+    NotPublic(String),
     #[error("not an ECDSA P-256 private key")]
     Private(#[source] p256::pkcs8::Error),
     #[error("not an ECDSA P-256 private key")]
@@ -236,7 +238,7 @@ impl PublicKey {
     pub fn from_pem(text: &[u8]) -> Result<PublicKey, KeyFormatError> {
         let (label, der) = pem::decode_vec(text).map_err(KeyFormatError::Pem)?;
         if label != "PUBLIC KEY" {
-            return Err(KeyFormatError::Label(label.to_string()));
+            return Err(KeyFormatError::NotPublic(label.to_string()));
         }
         let key = p256::PublicKey::from_public_key_der(&der).map_err(KeyFormatError::Public)?;
         Ok(PublicKey { inner: key.into() })

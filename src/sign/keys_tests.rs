@@ -146,6 +146,10 @@ fn plain_pkcs8_and_labels() {
         PublicKey::from_pem(b"hello"),
         Err(KeyFormatError::Pem(_))
     ));
+    match PublicKey::from_pem(key.to_encrypted_pem(b"").as_bytes()) {
+        Err(KeyFormatError::NotPublic(l)) => assert_eq!(l, SIGSTORE_KEY_LABEL),
+        other => panic!("{other:?}"),
+    }
 }
 
 fn mode(p: &Path) -> u32 {

@@ -231,12 +231,7 @@ pub fn sbom(
         relationships.push(rel(IMAGE, "CONTAINS", &id));
     }
 
-    if let Some(agent) = manifest
-        .build
-        .inputs
-        .iter()
-        .find(|i| i.name == AGENT_CRATE)
-    {
+    if let Some(agent) = manifest.build.inputs.iter().find(|i| i.name == AGENT_CRATE) {
         let lock = parse_lock(cargo_lock)?;
         let root = lock
             .iter()
@@ -386,9 +381,16 @@ fn supplier_from_maintainer(m: &str) -> String {
         None => (m.trim(), ""),
     };
     let lower = name.to_ascii_lowercase();
-    let org = ["team", "maintainers", "group", "project", "debian", "packagers"]
-        .iter()
-        .any(|w| lower.contains(w));
+    let org = [
+        "team",
+        "maintainers",
+        "group",
+        "project",
+        "debian",
+        "packagers",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
     let kind = if org { "Organization" } else { "Person" };
     if email.is_empty() {
         format!("{kind}: {name}")

@@ -50,6 +50,8 @@ pub enum LockError {
         image: String,
         what: String,
     },
+    #[error("{path}: tool `{tool}` is not locked (add it to tools.toml and run `nodeimg lock`)")]
+    ToolMissing { path: PathBuf, tool: String },
     #[error("{path}: image `{image}` names package `{package}`, which has no [[package]] entry")]
     Dangling {
         path: PathBuf,
@@ -74,6 +76,9 @@ pub struct Lock {
     pub source: LockSource,
     #[serde(default)]
     pub images: BTreeMap<String, LockedImage>,
+    /// Judges for tests (`tools.toml`), each locked alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
     #[serde(default, rename = "package")]
     pub packages: Vec<LockedPackage>,
 }
@@ -253,6 +258,24 @@ impl Lock {
             }
         }
         Ok(())
+    }
+
+    /// The locked package of tool `name` (see `tools.toml`).
+    pub fn tool(&self, path: &Path, name: &str) -> Result<&LockedPackage, LockError> {
+        if !self.tools.iter().any(|t| t == name) {
+            return Err(LockError::ToolMissing {
+                path: path.into(),
+                tool: name.into(),
+            });
+        }
+        self.packages
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LockError::Dangling {
+                path: path.into(),
+                image: "tools".into(),
+                package: name.into(),
+            })
     }
 
     /// The root file system's packages and the kernel's packages locked for

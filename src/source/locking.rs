@@ -64,6 +64,7 @@ pub enum LockingError {
 /// Resolves `plans` against the signed index of their (shared) suite.
 pub fn lock_images(
     plans: &[Plan],
+    tools: &[String],
     fetcher: &Fetcher,
     cache: &Cache,
     keyring: &Path,
@@ -116,8 +117,18 @@ pub fn lock_images(
     let index = Index::new([all]);
     let mut lock = Lock {
         source,
+        tools: tools.to_vec(),
         ..Lock::default()
     };
+    for name in tools {
+        let p =
+            only_package(&index, name, &Default::default()).map_err(|e| LockingError::Resolve {
+                image: "tools".into(),
+                spec: crate::spec::TOOLS_FILE.into(),
+                source: Box::new(e),
+            })?;
+        lock.packages.push(locked_package(&p));
+    }
     for plan in plans {
         let inputs = Inputs::from_plan(plan);
         let roots: Vec<String> = inputs.roots.iter().cloned().collect();
@@ -166,17 +177,8 @@ pub fn lock_images(
                 uefi: uefi.iter().map(|p| p.name.clone()).collect(),
             },
         );
-        for p in res.packages.into_iter().chain(kernel).chain(uefi) {
-            lock.packages.push(LockedPackage {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                architecture: p.architecture.clone(),
-                filename: p.filename.clone(),
-                size: p.size,
-                sha256: hex::encode(p.sha256),
-                source: p.source.clone(),
-                maintainer: p.maintainer.clone(),
-            });
+        for p in res.packages.iter().chain(&kernel).chain(&uefi) {
+            lock.packages.push(locked_package(p));
         }
     }
     Ok(lock)
@@ -197,6 +199,19 @@ fn kernel_packages(
         .into_iter()
         .filter(|p| p.name == root || p.name.starts_with("linux-image-"))
         .collect())
+}
+
+fn locked_package(p: &crate::source::debian::packages::Package) -> LockedPackage {
+    LockedPackage {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        architecture: p.architecture.clone(),
+        filename: p.filename.clone(),
+        size: p.size,
+        sha256: hex::encode(p.sha256),
+        source: p.source.clone(),
+        maintainer: p.maintainer.clone(),
+    }
 }
 
 /// One package without its dependencies: the build reads files from it

@@ -11,6 +11,7 @@ mod image;
 mod layer;
 mod outputs;
 mod plan;
+mod tools;
 
 pub use error::SpecError;
 pub use image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
@@ -19,3 +20,4 @@ pub use outputs::{OutputKind, UnknownOutput};
 pub use plan::{
     check_outputs, load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS,
 };
+pub use tools::{load_tools, TOOLS_FILE};

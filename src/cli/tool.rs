@@ -1,0 +1,107 @@
+//! `nodeimg tool fetch NAME --out DIR`: unpack a judge package pinned in
+//! the lock (`tools.toml`) into DIR, through the same hash-checked cache and
+//! safe extraction as image packages. Tests run cosign this way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use nodeimg::build::fetch_packages;
+use nodeimg::progress::Progress;
+use nodeimg::rootfs::{Kind, Tree};
+use nodeimg::source::deb::unpack_into;
+use nodeimg::source::lock::Lock;
+use std::os::unix::fs::PermissionsExt;
+
+use super::SourceArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct ToolArgs {
+    #[command(subcommand)]
+    pub command: ToolCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ToolCommand {
+    /// Unpack a locked tool package into DIR (regular files and directories
+    /// only: symlinks are skipped, so nothing is written outside DIR).
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Package name, as listed in tools.toml and nodeimg.lock.
+    pub name: String,
+    /// Directory to unpack into (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub fn run(args: ToolArgs, quiet: bool) -> anyhow::Result<i32> {
+    match args.command {
+        ToolCommand::Fetch(a) => fetch(a, quiet),
+    }
+}
+
+fn fetch(args: FetchArgs, quiet: bool) -> anyhow::Result<i32> {
+    let lock_path = args
+        .source
+        .lock
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("nodeimg.lock"));
+    let lock = Lock::read(&lock_path)?;
+    let pkg = lock.tool(&lock_path, &args.name)?;
+    let cache = args.source.cache();
+    let source = args.source.clone();
+    let fetcher = move || source.fetcher();
+    let debs = fetch_packages(&[pkg], &cache, &fetcher, &Progress::detect(quiet))?;
+    let mut tree = Tree::new();
+    for deb in &debs {
+        unpack_into(&pkg.name, deb, &mut tree, &mut BTreeMap::new())?;
+    }
+    let files = write_tree(&tree, &args.out)?;
+    println!(
+        "{} {} ({} files) in {}",
+        pkg.name,
+        pkg.version,
+        files,
+        args.out.display()
+    );
+    Ok(0)
+}
+
+/// Writes the tree's directories and regular files under `out`. Tree paths
+/// are normalised (no `..`, no leading `/`), and symlinks are not created,
+/// so no write can leave `out`.
+fn write_tree(tree: &Tree, out: &Path) -> anyhow::Result<usize> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut files = 0;
+    for (path, entry) in tree.iter() {
+        if path.is_empty() {
+            continue;
+        }
+        let dest = out.join(path);
+        match &entry.kind {
+            Kind::Dir => std::fs::create_dir_all(&dest)
+                .with_context(|| format!("creating {}", dest.display()))?,
+            Kind::File(data) => {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+                nodeimg::util::atomic::write(&dest, data)
+                    .with_context(|| format!("writing {}", dest.display()))?;
+                std::fs::set_permissions(
+                    &dest,
+                    std::fs::Permissions::from_mode(entry.mode & 0o755),
+                )
+                .with_context(|| format!("setting the mode of {}", dest.display()))?;
+                files += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(files)
+}
