@@ -11,6 +11,7 @@ packages=(
   debian-archive-keyring
   gdisk fdisk dosfstools mtools
   ovmf ipxe-qemu systemd-boot-efi sbsigntool osslsigncode
+  python3 python3-venv
 )
 
 missing=()
@@ -34,4 +35,15 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo is missing; install Rust (rustup or Debian's cargo) first" >&2
   exit 1
+fi
+
+# Python judges in one venv (~/.cache/nodeimg/venv, or $NODEIMG_VENV):
+# virt-fw-vars enrolls Secure Boot keys into OVMF variables; pyspdxtools
+# validates our SPDX SBOMs. pip uses the machine's configured index.
+"$(dirname "$0")/../firmware/setup-venv.sh"
+venv="${NODEIMG_VENV:-$HOME/.cache/nodeimg/venv}"
+SPDX_TOOLS_VERSION=0.8.5
+if ! "$venv/bin/python" -m pip show spdx-tools 2>/dev/null | grep -qx "Version: $SPDX_TOOLS_VERSION"; then
+  echo "setup: installing spdx-tools $SPDX_TOOLS_VERSION into $venv" >&2
+  "$venv/bin/python" -m pip install -q "spdx-tools==$SPDX_TOOLS_VERSION"
 fi

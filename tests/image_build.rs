@@ -15,7 +15,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{artifact_path as artifact, build_image, read_manifest, tool};
+use support::{artifact_path as artifact, build_image, read_manifest, tool, venv_tool};
 
 fn build_into(out: &Path) {
     build_image("worker", out);
@@ -185,4 +185,45 @@ fn root_image_lists_containerd_and_no_shell() {
             "non-numeric owner in {line}"
         );
     }
+}
+
+#[test]
+fn sbom_is_valid_spdx_and_lists_every_package() {
+    let b = built();
+    let sbom_path = b.out.join(artifact(&b.manifest, "sbom"));
+    let out = Command::new(venv_tool("pyspdxtools"))
+        .arg("-i")
+        .arg(&sbom_path)
+        .output()
+        .expect("pyspdxtools");
+    assert!(
+        out.status.success(),
+        "pyspdxtools -i: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sbom: Value = serde_json::from_slice(&std::fs::read(&sbom_path).unwrap()).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    let spdx: Vec<(&str, &str)> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or(""),
+                p["versionInfo"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    for p in b.manifest["packages"].as_array().unwrap() {
+        let (name, version) = (p["name"].as_str().unwrap(), p["version"].as_str().unwrap());
+        assert!(
+            spdx.contains(&(name, version)),
+            "{name} {version} is in the manifest but not in the SBOM"
+        );
+    }
+    assert!(
+        spdx.iter().any(|(n, _)| *n == "nodeagent"),
+        "no nodeagent in the SBOM"
+    );
 }

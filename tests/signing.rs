@@ -4,8 +4,9 @@
 //! `verify`, and the judges: cosign 2.5 (Debian trixie) both ways, openssl
 //! and sbsign/sbverify for the Secure Boot set.
 //!
-//! cosign is found through `$NODEIMG_COSIGN`, else `cosign` on PATH. Its
-//! test fails when neither exists: interop is not optional.
+//! cosign is Debian trixie's, pinned in nodeimg.lock through tools.toml and
+//! unpacked by `nodeimg tool fetch cosign` (`$NODEIMG_COSIGN` overrides).
+//! Interop is not optional: the test fails when cosign cannot be had.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod support;
 
 use nodeimg::sign::manifest::Manifest;
 use serde_json::{json, Value};
@@ -461,20 +464,16 @@ fn secure_boot_keys_judged_by_openssl_and_sbsign() {
     );
 }
 
-/// cosign from `$NODEIMG_COSIGN`, else PATH; the test fails without it.
+/// cosign from `$NODEIMG_COSIGN`, else the locked trixie package.
 fn cosign() -> PathBuf {
     if let Some(p) = std::env::var_os("NODEIMG_COSIGN").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         assert!(p.is_file(), "NODEIMG_COSIGN={} does not exist", p.display());
         return p;
     }
-    which("cosign").unwrap_or_else(|| {
-        panic!(
-            "cosign is required to judge the signing interop and was not found: \
-             set NODEIMG_COSIGN to a cosign binary (Debian trixie's cosign 2.5, \
-             usr/bin/cosign from its .deb) or put cosign on PATH"
-        )
-    })
+    let p = support::judge_package("cosign").join("usr/bin/cosign");
+    assert!(p.is_file(), "the cosign package has no usr/bin/cosign");
+    p
 }
 
 /// cosign with a private HOME (no TUF cache, no config from the host).

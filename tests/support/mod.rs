@@ -98,3 +98,34 @@ pub fn lab_boot(dir: &Path, extra: &[&str]) -> (i32, Value) {
     });
     (out.status.code().unwrap_or(-1), report)
 }
+
+/// A tool from the Python venv that scripts/setup.sh makes
+/// (`$NODEIMG_VENV`, default `~/.cache/nodeimg/venv`).
+pub fn venv_tool(name: &str) -> PathBuf {
+    let venv = std::env::var_os("NODEIMG_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/nodeimg/venv")
+        });
+    let p = venv.join("bin").join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/setup.sh (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// A judge package pinned in the lock (tools.toml), unpacked once per
+/// test binary by `nodeimg tool fetch`; returns the unpacked root.
+pub fn judge_package(name: &str) -> PathBuf {
+    let dir = repo().join("target/judges").join(name);
+    let status = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .current_dir(repo())
+        .args(["tool", "fetch", name, "--quiet", "--out"])
+        .arg(&dir)
+        .status()
+        .expect("run nodeimg tool fetch");
+    assert!(status.success(), "nodeimg tool fetch {name} failed");
+    dir
+}
