@@ -23,8 +23,17 @@ best_of() { # best_of N cmd... -> prints the fastest wall time in seconds
   printf '%.2f' "$best"
 }
 
-build() { # build PROJECT_DIR OUT
-  "$NODEIMG" build "$1/images/worker.toml" --out "$2" --agent "$AGENT" --quiet
+build() { # build PROJECT_DIR OUT [ARGS...]: the root, verity, kernel, initramfs only
+  local proj=$1 out=$2; shift 2
+  "$NODEIMG" build "$proj/images/worker.toml" --out "$out" --agent "$AGENT" --quiet --format none "$@"
+}
+ALL_FORMATS=uki,disk-raw,disk-qcow2,vhd,gce,vmdk,pxe
+build_all() { build . "$1" --format "$ALL_FORMATS"; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+boot_ms() { # boot_ms DIR ARGS... -> median boot_ms of RUNS boots
+  for _ in $(seq "$RUNS"); do
+    "$NODEIMG" lab boot "$@" --json --quiet 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["boot_ms"])'
+  done | median
 }
 
 echo "bench: warming the package cache" >&2
@@ -42,6 +51,33 @@ rebuild_once() {
   build "$work/proj" "$work/p"
 }
 rebuild=$(best_of "$RUNS" rebuild_once)
+
+echo "bench: warm build with every output format" >&2
+all=$(best_of "$RUNS" build_all "$work/all")
+formats_add=$(echo "$all - $warm" | bc)
+formats_ratio=$(echo "scale=0; 100 * $formats_add / $warm" | bc)
+sizes=""
+for f in uki.efi disk.raw disk.qcow2 disk.vhd disk-gce.tar.gz disk.vmdk pxe/initrd.img; do
+  bytes=$(stat -c %s "$work/all/$f")
+  used=$(du -k "$work/all/$f" | cut -f1)
+  sizes="$sizes| \`$f\` | $((bytes / 1024 / 1024)) MiB | $((used / 1024)) MiB |
+"
+done
+
+echo "bench: sign and verify the worker build" >&2
+NODEIMG_KEY_PASSWORD=bench "$NODEIMG" keys gen --signing-only --out "$work/keys" >/dev/null 2>&1
+sign_s=$(NODEIMG_KEY_PASSWORD=bench best_of "$RUNS" "$NODEIMG" sign "$work/all" --key "$work/keys/signing.key")
+verify_s=$(best_of "$RUNS" "$NODEIMG" verify "$work/all" --key "$work/keys/signing.pub")
+artifact_files=$(python3 -c 'import json,sys; print("\n".join(a["path"] for a in json.load(open(sys.argv[1]))["artifacts"]))' "$work/all/manifest.json")
+sha256sum_all() { (cd "$work/all" && echo "$artifact_files" | xargs sha256sum); }
+sha_s=$(best_of "$RUNS" sha256sum_all)
+artifact_mb=$(cd "$work/all" && echo "$artifact_files" | xargs stat -c %s | awk '{s+=$1} END {printf "%.0f", s/1e6}')
+verify_ratio=$(echo "scale=2; $sha_s / $verify_s" | bc)
+
+echo "bench: UEFI (OVMF) and PXE (iPXE) boots beside the direct boot" >&2
+direct_ms=$(boot_ms "$work/all")
+uefi_ms=$(boot_ms "$work/all" --firmware uefi --disk-size 2G --timeout 300)
+pxe_ms=$(boot_ms "$work/all" --pxe --timeout 300)
 
 rootfs_size=$(stat -c %s "$work/out/rootfs.squashfs")
 verity_size=$(stat -c %s "$work/out/rootfs.verity")
@@ -70,6 +106,36 @@ in brackets.
 | rebuild after changing one file in one layer [≤ 5 s] | ${rebuild} s |
 | root image (squashfs, zstd level 6) | $((rootfs_size / 1024 / 1024)) MiB (${rootfs_size} bytes) |
 | verity hash tree | $((verity_size / 1024)) KiB |
+
+## Outputs (worker image, every format)
+
+\`--format none\` (root, verity, kernel, initramfs) against
+\`--format $ALL_FORMATS\`, same run [formats add ≤ 50 %].
+
+| what | result |
+| --- | --- |
+| warm build, every format | ${all} s |
+| what the formats add | ${formats_add} s (${formats_ratio} % of the warm build) |
+
+| output | size | blocks on disk (sparse) |
+| --- | --- | --- |
+${sizes}
+## Signing and verification (worker build, every format: ${artifact_mb} MB of artifacts)
+
+| what | result |
+| --- | --- |
+| \`nodeimg sign\` | ${sign_s} s |
+| \`nodeimg verify\` (signature + every artifact) | ${verify_s} s |
+| \`sha256sum\` over the same artifacts | ${sha_s} s |
+| verify speed relative to sha256sum [≥ 0.8] | ${verify_ratio} |
+
+## Boot paths (QEMU TCG, q35, 1 vCPU; median of $RUNS, QEMU start to report)
+
+| path | to ready |
+| --- | --- |
+| direct (PVH vmlinux, 3 virtio disks) | $((direct_ms)) ms |
+| UEFI: OVMF → systemd-boot → UKI → GPT disk | $((uefi_ms)) ms |
+| PXE: iPXE ROM → boot.ipxe → kernel + initrd carrying the root | $((pxe_ms)) ms |
 
 ## Root image + verity against the reference tools, same tree
 
