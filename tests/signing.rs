@@ -607,3 +607,79 @@ fn cosign_interop_both_ways() {
     let (v, _) = verify(&dir3, &cpub);
     assert_eq!(v.code, 1);
 }
+
+/// The real thing: the worker built with `--sign-key` verifies with
+/// nodeimg and cosign, carries its public key as the update trust root,
+/// and a flipped byte in the root image or the UKI is named.
+#[test]
+fn signed_worker_build_verifies_and_names_tampered_root_and_uki() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let keys = keys(root);
+    let out = root.join("worker");
+    let build = run(
+        Path::new(env!("CARGO_BIN_EXE_nodeimg")),
+        &[
+            "build",
+            "images/worker.toml",
+            "--quiet",
+            "--format",
+            "uki",
+            "--agent",
+            s(&support::agent()),
+            "--sign-key",
+            s(&keys.join("signing.key")),
+            "--out",
+            s(&out),
+        ],
+        &[("NODEIMG_KEY_PASSWORD", PASSWORD)],
+        Some(&support::repo()),
+    );
+    assert_eq!(build.code, 0, "{}", build.all());
+    let public = keys.join("signing.pub");
+    let (ok, report) = verify(&out, &public);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    assert_eq!(report["ok"], true);
+
+    let cosign = cosign();
+    let home = root.join("home");
+    fs::create_dir(&home).unwrap();
+    let c = cosign_verify(
+        &cosign,
+        &home,
+        &public,
+        &out.join("manifest.sigstore.json"),
+        &out.join("manifest.json"),
+    );
+    assert_eq!(c.code, 0, "cosign: {}", c.all());
+
+    // The image's trust root for updates is this key.
+    let m: Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let rootfs = out.join(support::artifact_path(&m, "rootfs"));
+    let cat = run(
+        &support::tool_path("unsquashfs"),
+        &["-cat", s(&rootfs), "usr/lib/nodeimg/update-signing.pub"],
+        &[],
+        None,
+    );
+    assert_eq!(cat.code, 0, "{}", cat.all());
+    assert_eq!(cat.stdout, fs::read_to_string(&public).unwrap());
+
+    for (kind, name) in [("rootfs", "flip-rootfs"), ("uki", "flip-uki")] {
+        let path = support::artifact_path(&m, kind);
+        expect_failure(
+            root,
+            &out,
+            name,
+            &public,
+            |dir| {
+                let p = dir.join(&path);
+                let mut bytes = fs::read(&p).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 1;
+                fs::write(&p, bytes).unwrap();
+            },
+            &[&format!("artifact {kind} ({path})"), "sha256 is"],
+        );
+    }
+}

@@ -114,6 +114,8 @@ pub struct BuildInputs<'a> {
     pub lock: &'a Lock,
     /// Signs the manifest and becomes the image's update trust root.
     pub signing_key: Option<&'a SigningKey>,
+    /// Signs systemd-boot and the UKI for Secure Boot (the db key).
+    pub pe_signer: Option<&'a crate::sign::authenticode::PeSigner>,
     pub lock_path: &'a Path,
     pub cache: &'a Cache,
     /// Called only when a package is missing from the cache.
@@ -269,6 +271,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
                     .first()
                     .zip(uefi_debs.first())
                     .map(|(p, d)| (p.name.as_str(), d.as_slice())),
+                pe_signer: inputs.pe_signer,
             })?;
             artifacts.extend(written.artifacts);
             uefi_record = written.uefi;

@@ -22,6 +22,7 @@ use crate::output::formats::{convert, ConvertOptions, Format, FormatError};
 use crate::output::gpt;
 use crate::rootfs::tree::Kind;
 use crate::rootfs::Tree;
+use crate::sign::authenticode::{AuthenticodeError, PeSigner};
 use crate::sign::manifest::{Artifact, UefiRecord, VerityRecord};
 use crate::source::deb::{unpack_into, DebError};
 use crate::spec::{OutputKind, Plan};
@@ -50,6 +51,12 @@ pub enum OutputError {
         package: String,
         #[source]
         source: DebError,
+    },
+    #[error("cannot sign the {file} for Secure Boot")]
+    SecureBootSign {
+        file: &'static str,
+        #[source]
+        source: AuthenticodeError,
     },
     #[error("cannot assemble the UKI")]
     Uki(#[source] UkiError),
@@ -93,6 +100,8 @@ pub struct OutputInputs<'a> {
     pub cmdline: &'a str,
     /// The uefi package's name and plain `.deb`, when the plan names one.
     pub uefi_deb: Option<(&'a str, &'a [u8])>,
+    /// Signs systemd-boot and the UKI for Secure Boot (the db key).
+    pub pe_signer: Option<&'a PeSigner>,
 }
 
 /// What the outputs stage hands back for the manifest.
@@ -137,7 +146,7 @@ pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
                 package: "(none)".into(),
                 path: STUB_PATH,
             })?;
-        let (stub, bootloader) = uefi_files(package, deb)?;
+        let (stub, mut bootloader) = uefi_files(package, deb)?;
         let root_hash = hex::decode(&inputs.verity.root_hash).unwrap_or_default();
         let cmdline = uki_cmdline(inputs.cmdline, &root_hash)?;
         let osrel = match inputs.tree.get("usr/lib/os-release").map(|e| &e.kind) {
@@ -155,8 +164,29 @@ pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
             },
         )
         .map_err(OutputError::Uki)?;
+        // What the firmware and systemd-boot start carries our db signature,
+        // over the whole UKI: its command line cannot change unnoticed.
+        let uki = match inputs.pe_signer {
+            Some(signer) => {
+                bootloader =
+                    signer
+                        .sign(&bootloader)
+                        .map_err(|source| OutputError::SecureBootSign {
+                            file: "systemd-boot",
+                            source,
+                        })?;
+                signer
+                    .sign(&uki)
+                    .map_err(|source| OutputError::SecureBootSign {
+                        file: "UKI",
+                        source,
+                    })?
+            }
+            None => uki,
+        };
         tracing::info!(
             bytes = uki.len(),
+            secure_boot_signed = inputs.pe_signer.is_some(),
             secs = t.elapsed().as_secs_f32(),
             "UKI assembled"
         );
@@ -169,6 +199,7 @@ pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
         let mut record = UefiRecord {
             cmdline,
             esp_entry: entry.clone(),
+            secure_boot_signed: inputs.pe_signer.is_some(),
             disk: None,
         };
         if plan.outputs.iter().any(|k| k.needs_disk()) {

@@ -43,6 +43,10 @@ pub struct BuildArgs {
     /// trust root for updates.
     #[arg(long, env = "NODEIMG_SIGNING_KEY")]
     pub sign_key: Option<PathBuf>,
+    /// Authenticode-sign systemd-boot and the UKI with KEYDIR's Secure Boot
+    /// db key (db.crt, db.key from `nodeimg keys gen`).
+    #[arg(long, value_name = "KEYDIR")]
+    pub secure_boot_key: Option<PathBuf>,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -81,9 +85,18 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
         Some(path) => Some(super::keys::load_signing_key(path)?),
         None => None,
     };
+    let pe_signer = match &args.secure_boot_key {
+        Some(dir) => Some(
+            nodeimg::sign::authenticode::PeSigner::from_keydir(dir).with_context(|| {
+                format!("loading the Secure Boot db key from {}", dir.display())
+            })?,
+        ),
+        None => None,
+    };
     let inputs = BuildInputs {
         lock: &lock,
         signing_key: signing_key.as_ref(),
+        pe_signer: pe_signer.as_ref(),
         lock_path: &lock_path,
         cache: &cache,
         fetcher: &fetcher,

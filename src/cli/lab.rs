@@ -63,8 +63,9 @@ pub struct BootArgs {
     /// systemd-boot and the UKI; `--state` then names the VM's disk overlay.
     #[arg(long, value_enum, default_value = "direct")]
     pub firmware: FirmwareArg,
-    /// UEFI: size of the VM's disk, e.g. 4G (at least the image's size);
-    /// the agent grows its state partition into it.
+    /// UEFI: size of the VM's disk, e.g. 4G (at least the image's size;
+    /// default: the image plus 1 GiB); the agent's state partition fills
+    /// what the image does not use.
     #[arg(long, value_parser = parse_size)]
     pub disk_size: Option<u64>,
     /// UEFI: reports to wait for while the guest fails and reboots (boot

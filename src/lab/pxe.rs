@@ -11,6 +11,12 @@
 //! loopback port), and nothing else, so no packet leaves the machine. The
 //! bundle runs as built: the script's command line (and so the root, the
 //! verity parameters and `/var` on tmpfs) is the bundle's own.
+//!
+//! The NIC keeps QEMU's default ROM (`efi-virtio.rom` from ipxe-qemu, BIOS
+//! and EFI iPXE in one): QEMU patches a default ROM's PCI IDs to the
+//! device's, while an explicit `romfile=pxe-virtio.rom` (IDs `1af4:1041`,
+//! modern virtio) does not match the transitional `1af4:1000` device on
+//! q35's root bus, and SeaBIOS skips it without a word.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -62,7 +68,12 @@ impl fmt::Display for PxeVia {
 /// The bundle folder of DIR's manifest, after verifying its three files;
 /// they must share one folder (the script names the others relatively).
 pub fn bundle_dir(dir: &Path, manifest: &Value) -> Result<PathBuf, LabError> {
-    let script = verified_artifact(dir, manifest, KIND_SCRIPT)?;
+    let script = verified_artifact(dir, manifest, KIND_SCRIPT).map_err(|e| match e {
+        LabError::MissingArtifact { .. } => LabError::MissingArtifact {
+            kind: format!("{KIND_SCRIPT} (build with --format pxe)"),
+        },
+        other => other,
+    })?;
     let folder = script.parent().map(Path::to_path_buf).unwrap_or_default();
     for kind in [KIND_KERNEL, KIND_INITRD] {
         let path = verified_artifact(dir, manifest, kind)?;

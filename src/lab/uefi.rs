@@ -27,6 +27,9 @@ use super::secure_boot;
 use super::vm::{Disk, VmBoot, VmConfig};
 use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError};
 
+/// Room beyond the image that a VM's disk gets without `--disk-size`.
+pub const DEFAULT_STATE_ROOM: u64 = 1 << 30;
+
 /// OVMF's code and variable-store templates (Debian's `ovmf` package).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ovmf {
@@ -119,7 +122,13 @@ pub fn boot_uefi(
         .unwrap_or_else(|| work.join("disk.qcow2"));
     // A size below the image's makes qemu-img fail: grow only.
     let image_size = disk_virtual_size(&disk, format)?;
-    let size = opts.disk_size.map(|s| s.max(image_size));
+    // Like a machine's disk, the VM's is larger than the image: by default
+    // 1 GiB more, room for the state partition the agent adds.
+    let size = Some(
+        opts.disk_size
+            .unwrap_or(image_size + DEFAULT_STATE_ROOM)
+            .max(image_size),
+    );
     create_overlay(&overlay, &disk, format, size)?;
     let vars = work.join("ovmf-vars.fd");
     match &opts.secure_boot {

@@ -36,6 +36,10 @@ pub struct UefiRecord {
     pub cmdline: String,
     /// The UKI's path on the ESP, boot counter included.
     pub esp_entry: String,
+    /// systemd-boot and the UKI carry an Authenticode signature by the
+    /// build's Secure Boot db key (`--secure-boot-key`).
+    #[serde(default)]
+    pub secure_boot_signed: bool,
     /// The raw disk's partitions, when a disk output was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<crate::output::disk::DiskLayout>,

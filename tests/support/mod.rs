@@ -23,6 +23,11 @@ pub fn agent() -> PathBuf {
     p
 }
 
+/// [`tool`] as a path.
+pub fn tool_path(name: &str) -> PathBuf {
+    PathBuf::from(tool(name))
+}
+
 pub fn tool(name: &str) -> String {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
         let p = Path::new(dir).join(name);
