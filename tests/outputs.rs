@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{artifact_path, build_image_with, read_manifest, tool};
+use support::{artifact_path, build_image_with, read_manifest, run, tool};
 
 /// Every output format.
 const ALL_FORMATS: &str = "uki,disk-raw,disk-qcow2,vhd,gce,vmdk,pxe";
@@ -48,17 +48,6 @@ fn built() -> &'static Built {
 fn path_of(kind: &str) -> PathBuf {
     let b = built();
     b.out.join(artifact_path(&b.manifest, kind))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn sfdisk_json(disk: &Path) -> Value {

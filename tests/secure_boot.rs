@@ -21,7 +21,7 @@ use std::process::Command;
 
 use nodeimg::lab::secure_boot::{find_virt_fw_vars_from_env, OWNER_GUID};
 use serde_json::Value;
-use support::{artifact_path, build_image_with, lab_boot, read_manifest, tool};
+use support::{artifact_path, build_image_with, lab_boot, read_manifest, run, tool};
 
 /// Where the worker's disk keeps its boot loader and (unblessed) UKI.
 const BOOT_LOADER: &str = "::/EFI/BOOT/BOOTX64.EFI";
@@ -36,17 +36,6 @@ fn nodeimg(args: &[&str]) -> String {
     assert!(
         out.status.success(),
         "nodeimg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -17,18 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{artifact_path, build_image_with, lab_boot, read_manifest, repo, tool};
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{artifact_path, build_image_with, lab_boot, read_manifest, repo, run, tool};
 
 /// The VM's disk (a qcow2 overlay) as a raw file, for sfdisk and mtools.
 fn to_raw(overlay: &Path, raw: &Path) {

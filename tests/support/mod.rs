@@ -134,3 +134,16 @@ pub fn judge_package(name: &str) -> PathBuf {
     assert!(status.success(), "nodeimg tool fetch {name} failed");
     dir
 }
+
+/// Runs `cmd`, fails the test with its output unless it succeeds, and
+/// returns its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
