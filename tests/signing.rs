@@ -664,6 +664,14 @@ fn signed_worker_build_verifies_and_names_tampered_root_and_uki() {
     );
     assert_eq!(cat.code, 0, "{}", cat.all());
     assert_eq!(cat.stdout, fs::read_to_string(&public).unwrap());
+    // ... and the booted agent reads it from the verified root.
+    let (code, report) = support::lab_boot(&out, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        report["update_key"],
+        format!("sha256:{}", sha256_hex(&fs::read(&public).unwrap())),
+        "{report:#}"
+    );
 
     for (kind, name) in [("rootfs", "flip-rootfs"), ("uki", "flip-uki")] {
         let path = support::artifact_path(&m, kind);

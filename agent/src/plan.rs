@@ -24,6 +24,9 @@ pub const SYSROOT: &str = "/sysroot";
 pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
 /// Root modules loaded after the report (see `load_deferred_modules`).
 pub const DEFERRED_MODULES_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";
+/// The public key A/B updates must be signed with (the build's
+/// `--sign-key`), PEM, on the verified root.
+pub const UPDATE_KEY_PATH: &str = "/usr/lib/nodeimg/update-signing.pub";
 /// The stage-2 binary, as seen from inside the root image.
 pub const STAGE2_BIN: &str = "/usr/sbin/nodeagent";
 /// The argument that tells nodeagent it is stage 2.

@@ -87,6 +87,12 @@ pub struct Report {
     /// also printed as a `NODEIMG-WARN <phase>: <text>` line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `sha256:<hex>` of the image's update trust root
+    /// (`/usr/lib/nodeimg/update-signing.pub`, from the build's
+    /// `--sign-key`): the key A/B updates must be signed with. Absent when
+    /// the image was built unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_key: Option<String>,
     /// Milliseconds since boot (CLOCK_BOOTTIME) at each milestone.
     pub stage_ms: BTreeMap<&'static str, u64>,
 }
@@ -113,6 +119,7 @@ impl Report {
             loopback: None,
             boot_entry: None,
             warnings: Vec::new(),
+            update_key: None,
             stage_ms: BTreeMap::new(),
         }
     }

@@ -466,6 +466,18 @@ pub fn fill_facts(report: &mut Report) {
     report.modules = std::fs::read_to_string("/proc/modules")
         .map(|t| modules::parse_proc_modules(&t))
         .unwrap_or_default();
+    report.update_key = std::fs::read(crate::plan::UPDATE_KEY_PATH)
+        .ok()
+        .map(|pem| key_fingerprint(&pem));
+}
+
+/// `sha256:<hex>` of a key file's bytes, as the report names the update
+/// trust root (the same digest `sha256sum` prints for the file).
+pub fn key_fingerprint(pem: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(pem);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 #[cfg(test)]
@@ -477,6 +489,14 @@ mod tests {
         proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0\n\
         /dev/mapper/nodeimg-root / squashfs ro,nodev,relatime,errors=continue 0 0\n\
         overlay /etc overlay rw,nosuid,nodev,lowerdir=/sysroot/etc 0 0\n";
+
+    #[test]
+    fn key_fingerprint_is_sha256_of_the_file() {
+        assert_eq!(
+            key_fingerprint(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
 
     #[test]
     fn finds_the_last_root_mount() {
