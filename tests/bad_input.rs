@@ -137,7 +137,7 @@ fn good_image_locks_and_builds() {
             a["kind"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(kinds, ["rootfs", "verity"]);
+    assert_eq!(kinds, ["rootfs", "verity", "sbom"]);
     assert_eq!(m["name"], "good");
     assert_eq!(m["verity"]["hash_algorithm"], "sha256");
 
