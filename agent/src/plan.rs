@@ -22,6 +22,8 @@ pub const DM_NODE: &str = "/dev/mapper/nodeimg-root";
 pub const SYSROOT: &str = "/sysroot";
 /// Module list in the initramfs and, for the late modules, in the root image.
 pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
+/// Root modules loaded only on a UEFI boot, by the bless-boot phase.
+pub const UEFI_MODULES_ORDER: &str = "/usr/lib/nodeimg/modules-uefi.order";
 /// Root modules loaded after the report (see `load_deferred_modules`).
 pub const DEFERRED_MODULES_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";
 /// The public key A/B updates must be signed with (the build's

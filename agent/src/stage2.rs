@@ -441,6 +441,14 @@ pub fn run(
         }
         Phase::Health { forced } => health(*forced),
         Phase::BlessBoot => {
+            // Only a UEFI boot has an entry to bless: only it loads the
+            // modules for efivarfs and the ESP.
+            if s.is_dir(Path::new(bless::EFI_DIR)) {
+                let list = Path::new(crate::plan::UEFI_MODULES_ORDER);
+                if let Err(e) = modules::load_list(s, list, true) {
+                    report.warnings.push(format!("bless-boot: {e}"));
+                }
+            }
             let entry = bless::bless(s, |uuid| {
                 devices::resolve(&DeviceRef::PartUuid(uuid.to_string()))
             });

@@ -42,9 +42,13 @@ pub struct BootParts {
     pub initramfs: Vec<u8>,
     pub initramfs_modules: Vec<String>,
     pub root_modules: Vec<String>,
+    pub uefi_modules: Vec<String>,
     pub deferred_modules: Vec<String>,
 }
 
+/// Where the agent finds the modules it loads only on a UEFI boot (to mark
+/// the boot good on the ESP).
+const UEFI_ORDER_PATH: &str = "usr/lib/nodeimg/modules-uefi.order";
 /// Where the agent finds the modules to load after it reports ready.
 const DEFERRED_ORDER_PATH: &str = "usr/lib/nodeimg/modules-deferred.order";
 
@@ -114,6 +118,15 @@ pub fn prepare(
     )?;
     let mut loaded = early_names.clone();
     loaded.extend(late.iter().cloned());
+    let uefi = root_modules(
+        &ktree,
+        &kver,
+        &plan.uefi_modules,
+        &loaded,
+        UEFI_ORDER_PATH,
+        root,
+    )?;
+    loaded.extend(uefi.iter().cloned());
     let deferred = root_modules(
         &ktree,
         &kver,
@@ -144,6 +157,7 @@ pub fn prepare(
             .map(|m| m.name.clone())
             .collect(),
         root_modules: late,
+        uefi_modules: uefi,
         deferred_modules: deferred,
     })
 }

@@ -282,6 +282,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
                 cmdline,
                 initramfs_modules: b.initramfs_modules.clone(),
                 root_modules: b.root_modules.clone(),
+                uefi_modules: b.uefi_modules.clone(),
                 deferred_modules: b.deferred_modules.clone(),
             })
         }

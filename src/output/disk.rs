@@ -315,7 +315,23 @@ fn copy_payload<W: Write + Seek>(
 ) -> Result<(), DiskError> {
     let io = |source| DiskError::Io { partition, source };
     out.seek(SeekFrom::Start(offset)).map_err(io)?;
-    let got = io::copy(&mut payload.reader.take(payload.len), out).map_err(io)?;
+    // The sink starts zero-filled (see the module docs): whole blocks of
+    // zeros (most of the ESP) are skipped, so a file keeps them as holes.
+    let mut reader = payload.reader.take(payload.len);
+    let mut block = vec![0u8; HOLE_BLOCK];
+    let mut got = 0u64;
+    loop {
+        let n = read_full(&mut reader, &mut block).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        if n == HOLE_BLOCK && block.iter().all(|&b| b == 0) {
+            out.seek(SeekFrom::Current(n as i64)).map_err(io)?;
+        } else {
+            out.write_all(&block[..n]).map_err(io)?;
+        }
+        got += n as u64;
+    }
     if got != payload.len {
         return Err(DiskError::ShortPayload {
             partition,
@@ -324,6 +340,23 @@ fn copy_payload<W: Write + Seek>(
         });
     }
     Ok(())
+}
+
+/// Block size for hole detection while copying payloads.
+const HOLE_BLOCK: usize = 64 << 10;
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -111,6 +111,9 @@ pub struct BootRecord {
     pub initramfs_modules: Vec<String>,
     /// Modules shipped in the root image and loaded after switch_root.
     pub root_modules: Vec<String>,
+    /// Modules loaded only on UEFI boots, to mark the boot good.
+    #[serde(default)]
+    pub uefi_modules: Vec<String>,
     /// Modules loaded after the node reports ready.
     pub deferred_modules: Vec<String>,
 }

@@ -122,6 +122,11 @@ pub struct KernelSpec {
     /// Modules loaded from the root after switch_root, before `ready`.
     #[serde(default)]
     pub modules: Vec<String>,
+    /// Modules loaded only on a UEFI boot, when the agent marks the boot
+    /// good on the ESP (efivarfs, vfat and its code pages): a direct or
+    /// PXE boot does not pay for them.
+    #[serde(default)]
+    pub uefi_modules: Vec<String>,
     /// Modules loaded after the node reports ready (nothing at boot needs
     /// them: netfilter, CNI and overlay networking).
     #[serde(default)]

@@ -42,6 +42,7 @@ pub struct Plan {
     pub initramfs_modules: BTreeSet<String>,
     pub modules: BTreeSet<String>,
     pub deferred_modules: BTreeSet<String>,
+    pub uefi_modules: BTreeSet<String>,
     pub deny_modules: BTreeMap<String, String>,
     /// The package holding systemd-boot and systemd-stub (`[uefi] package`).
     pub uefi_package: Option<String>,
@@ -123,6 +124,7 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         initramfs_modules: BTreeSet::new(),
         modules: BTreeSet::new(),
         deferred_modules: BTreeSet::new(),
+        uefi_modules: BTreeSet::new(),
         deny_modules: BTreeMap::new(),
         uefi_package: None,
         outputs: BTreeSet::new(),
@@ -378,6 +380,9 @@ fn merge_layer(
     }
     for m in k.deferred_modules {
         plan.deferred_modules.insert(m);
+    }
+    for m in k.uefi_modules {
+        plan.uefi_modules.insert(m);
     }
     for (m, reason) in k.deny_modules {
         plan.deny_modules.insert(m, reason);
