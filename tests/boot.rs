@@ -9,27 +9,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value;
-use support::{artifact_path, build_image_with, lab_boot, read_manifest, tool};
+use support::{artifact_path, lab_boot, read_manifest, tool};
 
-struct Built {
-    _dir: tempfile::TempDir,
-    out: PathBuf,
-}
-
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("worker");
-        // A direct boot needs only the root, verity, kernel and initramfs.
-        build_image_with("worker", &out, &["--format", "none"]);
-        Built { _dir: dir, out }
-    })
+fn built() -> &'static support::Built {
+    static BUILT: OnceLock<support::Built> = OnceLock::new();
+    // A direct boot needs only the root, verity, kernel and initramfs.
+    support::built_once(&BUILT, &["--format", "none"])
 }
 
 /// Name -> value of every sysctl the image sets, read from the root image

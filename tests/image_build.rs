@@ -6,7 +6,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,31 +15,15 @@ use serde_json::Value;
 
 mod support;
 
-use support::{artifact_path as artifact, build_image, read_manifest, tool, venv_tool};
+use support::{artifact_path as artifact, build_image, tool, venv_tool};
 
 fn build_into(out: &Path) {
     build_image("worker", out);
 }
 
-struct Built {
-    _dir: tempfile::TempDir,
-    out: PathBuf,
-    manifest: Value,
-}
-
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("worker");
-        build_into(&out);
-        let manifest = read_manifest(&out);
-        Built {
-            _dir: dir,
-            out,
-            manifest,
-        }
-    })
+fn built() -> &'static support::Built {
+    static BUILT: OnceLock<support::Built> = OnceLock::new();
+    support::built_once(&BUILT, &[])
 }
 
 fn veritysetup_verify(data: &Path, hash: &Path, root: &str) -> std::process::Output {

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod support;
 
-use support::{artifact_path, build_image_with, read_manifest, run, tool};
+use support::{artifact_path, run, tool};
 
 /// Every output format.
 const ALL_FORMATS: &str = "uki,disk-raw,disk-qcow2,vhd,gce,vmdk,pxe";
@@ -24,25 +24,9 @@ const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
 const ROOT_X86_64: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
 const ROOT_VERITY_X86_64: &str = "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5";
 
-struct Built {
-    _dir: tempfile::TempDir,
-    out: PathBuf,
-    manifest: Value,
-}
-
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("worker");
-        build_image_with("worker", &out, &["--format", ALL_FORMATS]);
-        let manifest = read_manifest(&out);
-        Built {
-            _dir: dir,
-            out,
-            manifest,
-        }
-    })
+fn built() -> &'static support::Built {
+    static BUILT: OnceLock<support::Built> = OnceLock::new();
+    support::built_once(&BUILT, &["--format", ALL_FORMATS])
 }
 
 fn path_of(kind: &str) -> PathBuf {

@@ -12,28 +12,18 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 use nodeimg::output::pxe::{write_pxe_bundle, PxeParts, PXE_DIR};
 use serde_json::Value;
-use support::{artifact_path, build_image_with, lab_boot, read_manifest};
+use support::{artifact_path, lab_boot, read_manifest};
 
-struct Built {
-    _dir: tempfile::TempDir,
-    out: PathBuf,
-}
-
-fn built() -> &'static Built {
-    static BUILT: OnceLock<Built> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("worker");
-        // the PXE bundle only: no UKI or disk to wait for
-        build_image_with("worker", &out, &["--format", "pxe"]);
-        Built { _dir: dir, out }
-    })
+fn built() -> &'static support::Built {
+    static BUILT: OnceLock<support::Built> = OnceLock::new();
+    // The PXE bundle only: no UKI or disk to wait for.
+    support::built_once(&BUILT, &["--format", "pxe"])
 }
 
 /// The build lists the bundle's three files, in `pxe/`, with their kinds.

@@ -147,3 +147,26 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A worker build in a temporary directory, made once per test binary and
+/// shared by its tests.
+pub struct Built {
+    _dir: tempfile::TempDir,
+    pub out: PathBuf,
+    pub manifest: Value,
+}
+
+/// Builds the worker with `extra` arguments into `cell` on first use.
+pub fn built_once(cell: &'static std::sync::OnceLock<Built>, extra: &[&str]) -> &'static Built {
+    cell.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("worker");
+        build_image_with("worker", &out, extra);
+        let manifest = read_manifest(&out);
+        Built {
+            _dir: dir,
+            out,
+            manifest,
+        }
+    })
+}
