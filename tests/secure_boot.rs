@@ -186,6 +186,14 @@ fn signed_disk_boots_with_secure_boot_and_a_changed_cmdline_does_not() {
     let (code, report) = lab_boot(&bad, &args);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["ready"], false, "{report:#}");
+    // The lab stops as soon as OVMF has nothing left to boot.
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the firmware found nothing it would boot"),
+        "{report:#}"
+    );
     let log = serial_log(&bad);
     assert!(
         log.contains("Access denied") && !log.contains("Linux version"),

@@ -33,6 +33,9 @@ pub use vm::{Disk, Shutdown, Vm, VmBoot, VmConfig};
 
 /// The agent prints its report on the serial console after this.
 pub const REPORT_MARKER: &str = "NODEIMG-REPORT ";
+/// OVMF prints this when every boot option failed (e.g. Secure Boot denied
+/// the boot loader or the UKI): no report can follow.
+pub const NO_BOOT_MARKER: &str = "No bootable option or device was found";
 /// x86 `COMMAND_LINE_SIZE` including the final NUL.
 const MAX_CMDLINE: usize = 2048;
 
@@ -104,6 +107,8 @@ pub enum LabError {
         seconds: u64,
         serial_log: PathBuf,
     },
+    #[error("the firmware found nothing it would boot ({line}); serial log: {serial_log}")]
+    NothingBooted { line: String, serial_log: PathBuf },
     #[error("the boot report is not a JSON object: {line}; serial log: {serial_log}")]
     BadReport {
         line: String,
@@ -119,6 +124,7 @@ impl LabError {
         match self {
             LabError::Exited { serial_log, .. }
             | LabError::Timeout { serial_log, .. }
+            | LabError::NothingBooted { serial_log, .. }
             | LabError::BadReport { serial_log, .. } => Some(serial_log),
             _ => None,
         }
@@ -364,7 +370,13 @@ fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Vec<Value>, Shut
     let deadline = vm.started() + opts.timeout;
     let mut earlier = Vec::new();
     loop {
-        let (line, seen) = vm.wait_for(REPORT_MARKER, deadline)?;
+        let (which, line, seen) = vm.wait_for_any(&[REPORT_MARKER, NO_BOOT_MARKER], deadline)?;
+        if which == 1 {
+            return Err(LabError::NothingBooted {
+                line,
+                serial_log: config.serial_log.clone(),
+            });
+        }
         let boot_ms = seen.duration_since(vm.started()).as_millis() as u64;
         tracing::info!(boot_ms, "boot report received");
         let json = line[REPORT_MARKER.len()..].trim();

@@ -273,6 +273,23 @@ impl Vm {
         marker: &str,
         deadline: Instant,
     ) -> Result<(String, Instant), LabError> {
+        self.wait_for_any(&[marker], deadline)
+            .map(|(_, line, seen)| (line, seen))
+    }
+
+    /// [`Vm::wait_for`] for the first of several markers; also returns
+    /// which one was seen (its index in `markers`).
+    pub fn wait_for_any(
+        &mut self,
+        markers: &[&str],
+        deadline: Instant,
+    ) -> Result<(usize, String, Instant), LabError> {
+        let find = |line: &str| {
+            markers
+                .iter()
+                .enumerate()
+                .find_map(|(i, m)| line.find(m).map(|at| (i, at)))
+        };
         loop {
             let exited = self.child.try_wait().map_err(|source| LabError::Io {
                 path: PathBuf::from("qemu"),
@@ -281,14 +298,14 @@ impl Vm {
             // Read after try_wait, so a line written just before exit is seen.
             for line in self.new_lines()? {
                 tracing::trace!(target: "nodeimg::lab::serial", "{line}");
-                if let Some(at) = line.find(marker) {
-                    return Ok((line[at..].to_string(), Instant::now()));
+                if let Some((i, at)) = find(&line) {
+                    return Ok((i, line[at..].to_string(), Instant::now()));
                 }
             }
             if let Some(status) = exited {
                 let last = String::from_utf8_lossy(&self.partial).into_owned();
-                if let Some(at) = last.find(marker) {
-                    return Ok((last[at..].trim_end().to_string(), Instant::now()));
+                if let Some((i, at)) = find(&last) {
+                    return Ok((i, last[at..].trim_end().to_string(), Instant::now()));
                 }
                 return Err(LabError::Exited {
                     status: status.to_string(),
@@ -297,7 +314,7 @@ impl Vm {
             }
             if Instant::now() >= deadline {
                 return Err(LabError::Timeout {
-                    marker: marker.to_string(),
+                    marker: markers.join(" | "),
                     seconds: deadline.saturating_duration_since(self.started).as_secs(),
                     serial_log: self.serial_log.clone(),
                 });
