@@ -16,12 +16,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use nodeimg::lab::secure_boot::{find_virt_fw_vars_from_env, OWNER_GUID};
 use serde_json::Value;
-use support::{artifact_path, build_image_with, lab_boot, read_manifest, run, tool};
+use support::{
+    artifact_path, build_image_with, lab_boot, lab_dir_for_disk, mtools, read_manifest, run, tool,
+};
 
 /// Where the worker's disk keeps its boot loader and (unblessed) UKI.
 const BOOT_LOADER: &str = "::/EFI/BOOT/BOOTX64.EFI";
@@ -46,14 +48,6 @@ fn p(path: &Path) -> &str {
 }
 
 /// mtools on the disk's ESP (1 MiB in).
-fn mtools(raw: &Path, args: &[&str]) {
-    let mut cmd = Command::new(tool(args[0]));
-    cmd.arg("-i")
-        .arg(format!("{}@@1M", raw.display()))
-        .args(&args[1..]);
-    run(&mut cmd);
-}
-
 fn sbverify(cert: &Path, file: &Path) -> bool {
     Command::new(tool("sbverify"))
         .arg("--cert")
@@ -63,20 +57,6 @@ fn sbverify(cert: &Path, file: &Path) -> bool {
         .unwrap()
         .status
         .success()
-}
-
-/// A build directory for the lab whose manifest names only `raw`.
-fn lab_dir(raw: &Path, dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let disk = dir.join("disk.raw");
-    std::fs::rename(raw, &disk).unwrap();
-    let data = std::fs::read(&disk).unwrap();
-    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &data));
-    let manifest = serde_json::json!({
-        "artifacts": [{"kind": "disk-raw", "path": "disk.raw", "sha256": sha, "size": data.len()}]
-    });
-    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
-    dir.to_path_buf()
 }
 
 /// The worker's disk with its boot loader and UKI replaced.
@@ -174,7 +154,7 @@ fn signed_disk_boots_with_secure_boot_and_a_changed_cmdline_does_not() {
     // The tampered one is refused before the kernel runs.
     let raw = dir.path().join("tampered.raw");
     disk_with(&image, &loader, &tampered_uki, &raw);
-    let bad = lab_dir(&raw, &dir.path().join("tampered"));
+    let bad = lab_dir_for_disk(&raw, &dir.path().join("tampered"));
     let args = [
         "--firmware",
         "uefi",

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{artifact_path, build_image_with, lab_boot, read_manifest, repo, run, tool};
+use support::{
+    artifact_path, build_image_with, lab_boot, lab_dir_for_disk, mtools, read_manifest, repo, run,
+    tool,
+};
 
 /// The VM's disk (a qcow2 overlay) as a raw file, for sfdisk and mtools.
 fn to_raw(overlay: &Path, raw: &Path) {
@@ -40,13 +43,6 @@ fn esp_entries(raw: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn mtools(args: &[&str], raw: &Path) {
-    let image = format!("{}@@1M", raw.display());
-    let mut cmd = Command::new(tool(args[0]));
-    cmd.arg("-i").arg(&image).args(&args[1..]);
-    run(&mut cmd);
 }
 
 fn assert_verified_root(report: &Value) {
@@ -187,21 +183,21 @@ fn failing_entry_uses_up_its_tries_then_systemd_boot_falls_back() {
     let raw = dir.path().join("two-entries.raw");
     std::fs::copy(bad.join(artifact_path(&bad_m, "disk-raw")), &raw).unwrap();
     mtools(
+        &raw,
         &[
             "mren",
             "::/EFI/Linux/worker-0.1.0+3.efi",
             "::/EFI/Linux/worker-0.1.1+2.efi",
         ],
-        &raw,
     );
     let good_uki = good.join(artifact_path(&good_m, "uki"));
     mtools(
+        &raw,
         &[
             "mcopy",
             good_uki.to_str().unwrap(),
             "::/EFI/Linux/worker-0.1.0.efi",
         ],
-        &raw,
     );
     assert_eq!(
         esp_entries(&raw),
@@ -210,18 +206,7 @@ fn failing_entry_uses_up_its_tries_then_systemd_boot_falls_back() {
 
     // The lab boots a build directory: give it one whose manifest names
     // this disk.
-    let lab_dir = dir.path().join("lab");
-    std::fs::create_dir_all(&lab_dir).unwrap();
-    std::fs::rename(&raw, lab_dir.join("disk.raw")).unwrap();
-    let sha = {
-        let data = std::fs::read(lab_dir.join("disk.raw")).unwrap();
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, &data))
-    };
-    let size = std::fs::metadata(lab_dir.join("disk.raw")).unwrap().len();
-    let manifest = serde_json::json!({
-        "artifacts": [{"kind": "disk-raw", "path": "disk.raw", "sha256": sha, "size": size}]
-    });
-    std::fs::write(lab_dir.join("manifest.json"), manifest.to_string()).unwrap();
+    let lab_dir = lab_dir_for_disk(&raw, &dir.path().join("lab"));
 
     let vm_disk = dir.path().join("vm.qcow2");
     let (code, report) = lab_boot(

@@ -170,3 +170,28 @@ pub fn built_once(cell: &'static std::sync::OnceLock<Built>, extra: &[&str]) -> 
         }
     })
 }
+
+/// Runs an mtools command (`args[0]`, e.g. `mcopy`) on the ESP of the GPT
+/// disk `raw`, which starts 1 MiB into it.
+pub fn mtools(raw: &Path, args: &[&str]) {
+    let mut cmd = Command::new(tool(args[0]));
+    cmd.arg("-i")
+        .arg(format!("{}@@1M", raw.display()))
+        .args(&args[1..]);
+    run(&mut cmd);
+}
+
+/// Moves `raw` into `dir` as `disk.raw` with a manifest naming only it, so
+/// the lab boots it (`lab boot DIR --firmware uefi`); returns `dir`.
+pub fn lab_dir_for_disk(raw: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("lab dir");
+    let disk = dir.join("disk.raw");
+    std::fs::rename(raw, &disk).expect("move the disk");
+    let data = std::fs::read(&disk).expect("read the disk");
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &data));
+    let manifest = serde_json::json!({
+        "artifacts": [{"kind": "disk-raw", "path": "disk.raw", "sha256": sha, "size": data.len()}]
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
+    dir.to_path_buf()
+}
