@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nodeimg::boot::{extract_vmlinux, initramfs};
-use nodeimg::lab::{self, accel, BootOptions, Disk, Vm, VmBoot, VmConfig};
+use nodeimg::lab::{self, BootOptions, Disk, Vm, VmBoot, VmConfig};
 use serde_json::Value;
 
 /// A 144-byte static x86-64 ELF: `reboot(LINUX_REBOOT_CMD_POWER_OFF)`.
@@ -56,7 +56,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64 {
     let config = VmConfig {
         qemu: BootOptions::default().qemu,
-        accel: accel::resolve(lab::Accel::Tcg, &BootOptions::default().qemu),
+        accel: lab::Resolved::Tcg,
         memory_mib: BootOptions::default().memory_mib,
         boot: VmBoot::Kernel {
             kernel: vmlinux.to_path_buf(),

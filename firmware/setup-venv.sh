@@ -13,8 +13,10 @@ set -euo pipefail
 VIRT_FIRMWARE_VERSION=26.10
 venv="${NODEIMG_VENV:-$HOME/.cache/nodeimg/venv}"
 
-if [ -x "$venv/bin/virt-fw-vars" ] &&
-   "$venv/bin/python" -m pip show virt-firmware 2>/dev/null | grep -qx "Version: $VIRT_FIRMWARE_VERSION"; then
+# pip's output is captured first: `pip show | grep -q` under pipefail fails
+# whenever grep exits before pip has written everything (SIGPIPE).
+shown=$("$venv/bin/python" -m pip show virt-firmware 2>/dev/null || true)
+if [ -x "$venv/bin/virt-fw-vars" ] && grep -qx "Version: $VIRT_FIRMWARE_VERSION" <<<"$shown"; then
   exit 0
 fi
 

@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Installs what nodeimg's builds and tests need on a fresh Debian machine:
-# the reference tools that judge our outputs, QEMU, and the Rust toolchain's
-# static target. Idempotent; run as root (or with sudo available).
+# Installs what nodeimg's builds and tests need on a fresh Debian machine
+# (the reference tools that judge our outputs, QEMU, firmware, the Python
+# judges) and then proves that every command it promises exists and runs.
+# Idempotent; run as root (or with sudo available).
+#
+# Every package goes into ONE apt transaction, including the ones already
+# installed: apt then has to keep them all consistent. Installing only the
+# missing ones let apt remove an installed package as a conflict (a
+# bookworm-backports qemu-utils removed by bookworm's qemu-system-x86),
+# leaving the machine without qemu-img. When that one transaction cannot be
+# solved because a package of ours came from another release (a backport),
+# it is retried with that release as the target release, so the family
+# (qemu-system-x86 beside qemu-utils) is taken from where the installed
+# member came from.
 set -euo pipefail
 
 packages=(
@@ -14,26 +25,90 @@ packages=(
   python3 python3-venv
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-# qemu-utils may be a newer backport here; any installed version will do.
-if command -v qemu-img >/dev/null; then
-  missing=("${missing[@]/qemu-utils}")
-fi
-missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+# command, then the arguments that make it print something and exit 0
+checks=(
+  "qemu-img --version"
+  "qemu-system-x86_64 --version"
+  "veritysetup --version"
+  "mksquashfs -version"
+  "unsquashfs -help"
+  "mkfs.erofs --help"
+  "fsck.erofs --help"
+  "sgdisk --version"
+  "sfdisk --version"
+  "fsck.vfat --help"
+  "mcopy --version"
+  "mdir --version"
+  "objdump --version"
+  "objcopy --version"
+  "sbsign --help"
+  "sbverify --help"
+  "osslsigncode --version"
+  "zstd --version"
+  "xz --version"
+  "cpio --version"
+  "curl --version"
+  "python3 --version"
+)
+# files that packages promise and the lab and tests open directly
+files=(
+  /usr/share/OVMF/OVMF_CODE_4M.fd
+  /usr/share/OVMF/OVMF_VARS_4M.fd
+  /usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+  /usr/lib/ipxe/qemu/pxe-virtio.rom
+  /usr/lib/systemd/boot/efi/systemd-bootx64.efi
+  /usr/lib/systemd/boot/efi/linuxx64.efi.stub
+  /usr/share/keyrings/debian-archive-keyring.gpg
+)
 
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "setup: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+
+installed_ok() {
+  local status
+  status=$(dpkg-query -W -f='${Status}\n' "$@" 2>/dev/null || true)
+  [ "$(grep -cx 'install ok installed' <<<"$status")" = "$#" ]
+}
+
+# The releases (apt "a=" archive names) that installed packages of ours came
+# from when that is not where apt would take them from now: backports.
+foreign_releases() {
+  local p inst cand
+  for p in "${packages[@]}"; do
+    inst=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null) || continue
+    [ -n "$inst" ] || continue
+    apt-cache madison "$p" 2>/dev/null | awk -F' [|] ' -v v="$inst" '$2 == v {print $3}' |
+      awk '{print $2}' | sed 's#/.*##'
+  done | sort -u | while read -r rel; do
+    case "$rel" in *-backports) echo "$rel" ;; esac
+  done
+}
+
+apt_install() {
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@" "${packages[@]}"
+}
+
+if ! installed_ok "${packages[@]}" || [ "${NODEIMG_SETUP_FORCE:-}" = 1 ]; then
+  echo "setup: installing ${packages[*]} in one transaction" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log=$(mktemp)
+  if ! apt_install >"$log" 2>&1; then
+    solved=0
+    for rel in $(foreign_releases); do
+      echo "setup: apt could not solve the set as is; retrying with target release $rel (an installed package of ours came from it)" >&2
+      if apt_install -t "$rel" >"$log" 2>&1; then solved=1; break; fi
+    done
+    if [ "$solved" != 1 ]; then
+      cat "$log" >&2
+      echo "setup: FAILED: apt could not install ${packages[*]} (its output is above)" >&2
+      exit 1
+    fi
+  fi
+  rm -f "$log"
 fi
 
 if ! command -v cargo >/dev/null; then
-  echo "setup: cargo is missing; install Rust (rustup or Debian's cargo) first" >&2
+  echo "setup: FAILED: cargo is missing; install Rust (rustup or Debian's cargo) first" >&2
   exit 1
 fi
 
@@ -43,7 +118,30 @@ fi
 "$(dirname "$0")/../firmware/setup-venv.sh"
 venv="${NODEIMG_VENV:-$HOME/.cache/nodeimg/venv}"
 SPDX_TOOLS_VERSION=0.8.5
-if ! "$venv/bin/python" -m pip show spdx-tools 2>/dev/null | grep -qx "Version: $SPDX_TOOLS_VERSION"; then
+shown=$("$venv/bin/python" -m pip show spdx-tools 2>/dev/null || true)
+if ! grep -qx "Version: $SPDX_TOOLS_VERSION" <<<"$shown"; then
   echo "setup: installing spdx-tools $SPDX_TOOLS_VERSION into $venv" >&2
   "$venv/bin/python" -m pip install -q "spdx-tools==$SPDX_TOOLS_VERSION"
 fi
+checks+=("$venv/bin/virt-fw-vars --help" "$venv/bin/pyspdxtools --help" "cargo --version")
+
+# Prove what was promised: every command runs, every file is there. A
+# package that apt says is installed but whose command is gone (removed as
+# a conflict, diverted, a broken backport) fails here, not in the middle of
+# a build.
+failed=()
+for c in "${checks[@]}"; do
+  # shellcheck disable=SC2086
+  if ! out=$($c 2>&1 </dev/null); then
+    failed+=("$c: $(printf '%s' "$out" | head -n 2 | tr '\n' ' ')")
+  fi
+done
+for f in "${files[@]}"; do
+  [ -s "$f" ] || failed+=("$f: missing or empty")
+done
+if ((${#failed[@]})); then
+  echo "setup: FAILED: these promised commands or files do not work after installing:" >&2
+  printf '  %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "setup: ok (${#checks[@]} commands and ${#files[@]} files checked)" >&2

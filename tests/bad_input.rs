@@ -433,3 +433,21 @@ fn packages_index_not_matching_inrelease_fails_the_lock() {
     assert!(!cache_entry(&f.p, &bad).exists(), "bad index cached");
     assert!(!f.p.path("nodeimg.lock").exists());
 }
+
+#[test]
+fn dynamically_linked_agent_is_refused_naming_it() {
+    // PID 1 runs before any library path exists; a dynamic agent would
+    // only fail at boot.
+    let f = fixture(vec![], LAYER);
+    let p = &f.p;
+    assert!(p.lock().ok, "lock failed");
+    let before = p.snapshot();
+    let run = p.build("out", &["--agent", "/bin/true"]);
+    assert_rejected(
+        p,
+        "out",
+        &before,
+        &run,
+        &["/bin/true", "dynamically linked", "make agent"],
+    );
+}

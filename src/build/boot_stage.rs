@@ -20,7 +20,7 @@ use crate::spec::Plan;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootStageError {
-    #[error("image `{image}` places nodeagent or names a kernel, but the build has no agent binary (pass --agent)")]
+    #[error("image `{image}` places nodeagent or names a kernel, but no agent binary was found: build it with `make agent` (nodeimg then finds it in its target directory), install it beside nodeimg, or pass --agent")]
     NoAgent { image: String },
     #[error(transparent)]
     Identity(#[from] Box<super::BuildError>),

@@ -1,6 +1,6 @@
 //! `nodeimg build IMAGE --out DIR`: build an image from its spec and lock.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nodeimg::build::{build, BuildInputs};
@@ -23,7 +23,9 @@ pub struct BuildArgs {
     /// Re-resolve every image beside IMAGE and rewrite the lock first.
     #[arg(long)]
     pub update_lock: bool,
-    /// The nodeagent binary for layers that place it (static build).
+    /// The nodeagent binary for layers that place it (a static build).
+    /// Default: `nodeagent` beside this nodeimg, else the static build in
+    /// the cargo target directory nodeimg runs from (`make agent`).
     #[arg(long, env = "NODEIMG_AGENT")]
     pub agent: Option<PathBuf>,
     /// Timestamp for every file (else the lock's archive date).
@@ -74,9 +76,11 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     }
     let lock = Lock::read(&lock_path)?;
     let mut artifacts = Artifacts::new();
-    if let Some(agent) = &args.agent {
-        let data = std::fs::read(agent)
+    if let Some(agent) = find_agent(args.agent.as_deref()) {
+        let data = std::fs::read(&agent)
             .with_context(|| format!("reading the agent binary {}", agent.display()))?;
+        check_static(&agent, &data)?;
+        tracing::info!(agent = %agent.display(), "nodeagent");
         artifacts.insert("nodeagent".into(), data);
     }
     let source = args.source.clone();
@@ -130,4 +134,51 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     }
     println!("root hash {}", manifest.verity.root_hash);
     Ok(0)
+}
+
+/// The agent to place: `explicit` when given (it must then exist), else the
+/// first of [`agent_candidates`] that is a file. `None` lets the build say
+/// whether the image needs one.
+fn find_agent(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_path_buf());
+    }
+    let exe = std::env::current_exe().ok()?;
+    let found = agent_candidates(&exe).into_iter().find(|p| p.is_file());
+    if found.is_none() {
+        tracing::debug!(looked_at = ?agent_candidates(&exe), "no nodeagent found");
+    }
+    found
+}
+
+/// Where an agent sits relative to the running nodeimg: installed beside
+/// it, or built by `make agent` into the same cargo target directory
+/// (`target/release/nodeimg` and `target/x86_64-unknown-linux-gnu/release/nodeagent`).
+pub fn agent_candidates(exe: &Path) -> Vec<PathBuf> {
+    let Some(bin_dir) = exe.parent() else {
+        return Vec::new();
+    };
+    let mut out = vec![bin_dir.join("nodeagent")];
+    if let Some(target) = bin_dir.parent() {
+        out.push(target.join(AGENT_TARGET).join("release").join("nodeagent"));
+    }
+    out
+}
+
+/// The target `make agent` builds for (static glibc with crt-static).
+const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// PID 1 runs before any library path exists: a dynamically linked agent
+/// would fail only at boot, so it is refused here.
+fn check_static(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let elf = goblin::elf::Elf::parse(data)
+        .with_context(|| format!("the agent binary {} is not an ELF file", path.display()))?;
+    if let Some(interp) = elf.interpreter {
+        anyhow::bail!(
+            "the agent binary {} is dynamically linked (interpreter {interp}); PID 1 needs a \
+             static build: `make agent`",
+            path.display()
+        );
+    }
+    Ok(())
 }

@@ -52,7 +52,9 @@ pub struct BootArgs {
     /// Boot the bzImage itself (the UEFI/PXE kernel path) instead of the PVH vmlinux.
     #[arg(long)]
     pub bzimage: bool,
-    #[arg(long, value_enum, default_value = "auto")]
+    /// QEMU accelerator: `auto` uses KVM only when a probe boots the
+    /// image's kernel under it in time.
+    #[arg(long, value_enum, env = "NODEIMG_ACCEL", default_value = "auto")]
     pub accel: AccelArg,
     /// Extra kernel arguments after the image's own, e.g. nodeimg.verity=full
     /// (direct boots only: a UKI's command line is sealed inside it).

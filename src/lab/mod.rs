@@ -306,7 +306,7 @@ pub fn boot_direct(
     };
     let state = opts.state.clone().unwrap_or_else(|| work.join("state.img"));
     create_state_disk(&state, opts.state_size)?;
-    let accel = accel::resolve(opts.accel, &opts.qemu);
+    let accel = accel::resolve(opts.accel, &opts.qemu, &artifacts.kernel);
     let disk = |path: &Path, read_only, serial: &str| Disk {
         path: path.to_path_buf(),
         format: "raw",

@@ -147,7 +147,8 @@ pub fn boot_pxe(
             (Some(server), net)
         }
     };
-    let accel = accel::resolve(opts.accel, &opts.qemu);
+    let kernel = super::manifest::verified_artifact(dir, manifest, "kernel")?;
+    let accel = accel::resolve(opts.accel, &opts.qemu, &kernel);
     let config = VmConfig {
         qemu: opts.qemu.clone(),
         accel,

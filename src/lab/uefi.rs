@@ -140,9 +140,12 @@ pub fn boot_uefi(
             })?;
         }
     }
+    // The probe enters the image's own kernel: a probe that stops in the
+    // firmware passes on hosts where every kernel then hangs.
+    let probe_kernel = super::manifest::verified_artifact(dir, manifest, "kernel")?;
     let config = VmConfig {
         qemu: opts.qemu.clone(),
-        accel: accel::resolve(opts.accel, &opts.qemu),
+        accel: accel::resolve(opts.accel, &opts.qemu, &probe_kernel),
         memory_mib: opts.memory_mib,
         boot: VmBoot::Uefi {
             code: code.clone(),
