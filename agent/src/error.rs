@@ -76,6 +76,9 @@ pub enum BootError {
     },
     #[error("root check: {what}")]
     Root { what: String },
+    /// The image's service declarations cannot be run as written.
+    #[error("services: {what}")]
+    Services { what: String },
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
     #[error("state disk {device}: {what}")]

@@ -12,6 +12,8 @@ use std::path::Path;
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::WaitOptions;
 
+use crate::services::supervisor::Exit;
+
 /// Signals PID 1 handles; they are blocked so the signalfd receives them.
 const SIGNALS: [i32; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR];
 const EV_KEY: u16 = 1;
@@ -30,6 +32,8 @@ pub struct Events {
     buttons: Vec<File>,
     /// Where the request came from, for the console.
     pub last_cause: String,
+    /// Children reaped since the last [`Events::take_exits`], for the supervisor.
+    exits: Vec<(i32, Exit)>,
 }
 
 fn sigset() -> io::Result<libc::sigset_t> {
@@ -92,11 +96,21 @@ fn power_buttons() -> Vec<File> {
 
 /// Reaps every exited child; returns how many.
 pub fn reap() -> usize {
-    let mut n = 0;
-    while let Ok(Some(_)) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
-        n += 1;
+    reap_exits().len()
+}
+
+/// Reaps every exited child; returns each pid and how it ended.
+pub fn reap_exits() -> Vec<(i32, Exit)> {
+    let mut out = Vec::new();
+    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        let exit = match (status.exit_status(), status.terminating_signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(sig)) => Exit::Signal(sig),
+            (None, None) => continue, // stopped or continued, not ended
+        };
+        out.push((pid.as_raw_nonzero().get(), exit));
     }
-    n
+    out
 }
 
 /// `true` when a buffer of input events holds a KEY_POWER press.
@@ -132,6 +146,7 @@ impl Events {
             signals,
             buttons: power_buttons(),
             last_cause: String::new(),
+            exits: Vec::new(),
         })
     }
 
@@ -139,12 +154,27 @@ impl Events {
         self.buttons.len()
     }
 
-    /// Blocks until a shutdown is requested, reaping children meanwhile.
-    pub fn wait(&mut self) -> Request {
+    /// Children reaped since the last call.
+    pub fn take_exits(&mut self) -> Vec<(i32, Exit)> {
+        std::mem::take(&mut self.exits)
+    }
+
+    /// Blocks until a shutdown is requested or `timeout_ms` passed (`None`:
+    /// forever), reaping children meanwhile.
+    pub fn wait(&mut self, timeout_ms: Option<u64>) -> Option<Request> {
+        let deadline = timeout_ms.map(|t| crate::sys::uptime_ms().saturating_add(t));
         loop {
+            let left = deadline.map(|d| d.saturating_sub(crate::sys::uptime_ms()));
+            if left == Some(0) {
+                return None;
+            }
+            let ts = left.map(|ms| rustix::event::Timespec {
+                tv_sec: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+                tv_nsec: i64::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+            });
             let mut fds = vec![PollFd::new(&self.signals, PollFlags::IN)];
             fds.extend(self.buttons.iter().map(|b| PollFd::new(b, PollFlags::IN)));
-            match rustix::event::poll(&mut fds, None) {
+            match rustix::event::poll(&mut fds, ts.as_ref()) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(_) => {
                     // Never spin PID 1 at full CPU on a persistent error.
@@ -179,7 +209,10 @@ impl Events {
             }
             if ready.first() == Some(&true) {
                 if let Some(r) = self.read_signals() {
-                    return r;
+                    return Some(r);
+                }
+                if !self.exits.is_empty() && timeout_ms.is_some() {
+                    return None; // the supervisor wants to hear of exits now
                 }
             }
             for (i, b) in self.buttons.iter_mut().enumerate() {
@@ -190,7 +223,7 @@ impl Events {
                 if let Ok(n) = b.read(&mut buf) {
                     if has_power_press(buf.get(..n).unwrap_or(&[])) {
                         self.last_cause = "power button".into();
-                        return Request::PowerOff;
+                        return Some(Request::PowerOff);
                     }
                 }
             }
@@ -209,13 +242,13 @@ impl Events {
                 .unwrap_or(0);
             let signo = i32::try_from(signo).unwrap_or(0);
             if signo == libc::SIGCHLD {
-                reap();
+                self.exits.extend(reap_exits());
             } else if SIGNALS.contains(&signo) {
                 self.last_cause = format!("signal {signo}");
                 request = Some(Request::PowerOff);
             }
         }
-        reap();
+        self.exits.extend(reap_exits());
         request
     }
 }

@@ -33,6 +33,7 @@ mod modules;
 mod net;
 mod plan;
 mod report;
+mod services;
 mod stage1;
 mod stage2;
 mod state_partition;
@@ -47,8 +48,11 @@ use std::time::Duration;
 use cmdline::{Cmdline, FailureAction, FailurePolicy};
 use console::Console;
 use error::{chain, BootError};
+use events::Request;
 use plan::{Phase, Stage, DM_NAME, STAGE2_ARG};
 use report::Report;
+use services::run::Supervision;
+use services::supervisor::Supervisor;
 use verity::VerityState;
 
 /// Env var stage 1 hands to stage 2: `<stage1 start ms>:<exec ms>`.
@@ -181,27 +185,72 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     }
     // only stage 2 gets here (stage 1's last phase execs or fails)
     stage2::fill_facts(&mut report);
-    report.ready = true;
-    report.stage_ms.insert("report", sys::uptime_ms());
-    // Open the event sources before the report: the lab (or an operator)
-    // may press the power button as soon as it sees the report, and a
-    // press before the device is open is lost. Opened, it is queued while
-    // the deferred modules load.
-    let events = events::Events::open();
-    con.line(&report.line());
-    load_deferred_modules(con);
-    match events {
-        Ok(mut ev) => {
-            con.say(&format!(
-                "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
-                ev.button_count()
-            ));
-            let events::Request::PowerOff = ev.wait();
-            Outcome::Shutdown(ev.last_cause.clone())
-        }
+    // Open the event sources before anything starts: services' exits
+    // arrive as SIGCHLD, and the lab (or an operator) may press the power
+    // button as soon as it sees the report; a press before the device is
+    // open is lost.
+    let mut ev = match events::Events::open() {
+        Ok(ev) => ev,
         Err(e) => {
             con.say(&format!("cannot watch signals ({e}); reaping only"));
+            con.line(&report.line());
             hang()
+        }
+    };
+    let specs = match services::load(Path::new(services::SERVICES_FILE)) {
+        Ok(specs) => specs,
+        Err(what) => return fail("services", BootError::Services { what }, report),
+    };
+    let sup = match Supervisor::new(specs, None, false) {
+        Ok(sup) => sup,
+        Err(e) => {
+            let what = e.to_string();
+            return fail("services", BootError::Services { what }, report);
+        }
+    };
+    if sup.is_empty() {
+        // Nothing to supervise: the report need not wait for late modules.
+        report.ready = true;
+        report.stage_ms.insert("report", sys::uptime_ms());
+        con.line(&report.line());
+        load_deferred_modules(con);
+    } else {
+        // Services (containerd: overlay, netfilter) need the late modules.
+        load_deferred_modules(con);
+    }
+    let mut sv = Supervision::new(sup, con);
+    if let Some(Request::PowerOff) = sv.until_settled(&mut ev, con) {
+        sv.stop(&mut ev, con);
+        return Outcome::Shutdown(ev.last_cause.clone());
+    }
+    if !sv.sup.is_empty() {
+        services_into(&mut report, &sv.sup);
+        report.stage_ms.insert("report", sys::uptime_ms());
+        con.line(&report.line());
+    }
+    con.say(&format!(
+        "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
+        ev.button_count()
+    ));
+    let Request::PowerOff = sv.watch(&mut ev, con, |sup, con| {
+        services_into(&mut report, sup);
+        con.line(&report.line());
+    });
+    sv.stop(&mut ev, con);
+    Outcome::Shutdown(ev.last_cause.clone())
+}
+
+/// The services' states into the report; `ready` covers them.
+fn services_into(report: &mut Report, sup: &Supervisor) {
+    report.services = sup.report();
+    match sup.healthy() {
+        Ok(()) => {
+            report.ready = true;
+            report.error = None;
+        }
+        Err(e) => {
+            report.ready = false;
+            report.error = Some(format!("services: {e}"));
         }
     }
 }

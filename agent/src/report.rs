@@ -93,6 +93,9 @@ pub struct Report {
     /// the image was built unsigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_key: Option<String>,
+    /// The supervised services, in start order (see `services/`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::services::supervisor::ServiceReport>,
     /// Milliseconds since boot (CLOCK_BOOTTIME) at each milestone.
     pub stage_ms: BTreeMap<&'static str, u64>,
 }
@@ -120,6 +123,7 @@ impl Report {
             boot_entry: None,
             warnings: Vec::new(),
             update_key: None,
+            services: Vec::new(),
             stage_ms: BTreeMap::new(),
         }
     }

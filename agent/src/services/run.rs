@@ -1,0 +1,139 @@
+//! Supervision at run time: the loop that feeds the [`Supervisor`] with
+//! time and child exits from PID 1's event sources, prints each change on
+//! the console, and stops the services in reverse order when asked.
+
+use super::launch::RealLauncher;
+use super::supervisor::{Change, Exit, Supervisor};
+use crate::console::Console;
+use crate::events::{self, Events, Request};
+use crate::sys;
+
+/// How often the supervisor looks at readiness and backoff timers.
+const TICK_MS: u64 = 100;
+/// How long a service gets between SIGTERM and SIGKILL at shutdown.
+pub const STOP_GRACE_MS: u64 = 10_000;
+
+pub struct Supervision {
+    pub sup: Supervisor,
+    launcher: RealLauncher,
+}
+
+impl Supervision {
+    pub fn new(sup: Supervisor, con: &mut Console) -> Supervision {
+        let launcher = RealLauncher::default();
+        for note in launcher.prepare() {
+            con.say(&format!("cgroup controllers: {note}"));
+        }
+        Supervision { sup, launcher }
+    }
+
+    fn step(&mut self, ev: &mut Events, con: &mut Console) -> bool {
+        let now = sys::uptime_ms();
+        let mut changed = false;
+        for (pid, exit) in ev.take_exits() {
+            if let Some(c) = self.sup.exited(pid, exit, now) {
+                say(con, &c);
+                changed = true;
+            }
+        }
+        for c in self.sup.tick(now, &mut self.launcher) {
+            say(con, &c);
+            changed = true;
+        }
+        changed
+    }
+
+    /// Runs until every boot service is ready or cannot become so, or a
+    /// shutdown is asked for (returned).
+    pub fn until_settled(&mut self, ev: &mut Events, con: &mut Console) -> Option<Request> {
+        loop {
+            self.step(ev, con);
+            if self.sup.settled() {
+                return None;
+            }
+            if let Some(r) = ev.wait(Some(TICK_MS)) {
+                return Some(r);
+            }
+        }
+    }
+
+    /// Supervises until a shutdown is asked for; `on_change` gets each
+    /// moment the services changed (to print an updated report).
+    pub fn watch(
+        &mut self,
+        ev: &mut Events,
+        con: &mut Console,
+        mut on_change: impl FnMut(&Supervisor, &mut Console),
+    ) -> Request {
+        loop {
+            if self.step(ev, con) {
+                on_change(&self.sup, con);
+            }
+            if let Some(r) = ev.wait(Some(TICK_MS)) {
+                return r;
+            }
+        }
+    }
+
+    /// Stops every running service, the last started first: SIGTERM, up to
+    /// [`STOP_GRACE_MS`] for it to exit, then SIGKILL.
+    pub fn stop(&mut self, ev: &mut Events, con: &mut Console) {
+        let mut exited: Vec<(i32, Exit)> = ev.take_exits();
+        for (name, pid) in self.sup.begin_stop() {
+            con.say(&format!("stopping service {name} (pid {pid})"));
+            let t = sys::uptime_ms();
+            // SAFETY: kill(2) with integers; `pid` is our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let mut killed = false;
+            let exit = loop {
+                exited.extend(events::reap_exits());
+                if let Some(i) = exited.iter().position(|(p, _)| *p == pid) {
+                    break Some(exited.swap_remove(i).1);
+                }
+                if sys::uptime_ms().saturating_sub(t) > STOP_GRACE_MS {
+                    if killed {
+                        break None;
+                    }
+                    con.say(&format!("service {name} ignored SIGTERM: SIGKILL"));
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    killed = true;
+                }
+                sys::sleep_ms(20);
+            };
+            let ms = sys::uptime_ms().saturating_sub(t);
+            match exit {
+                Some(e) => {
+                    self.sup.exited(pid, e, sys::uptime_ms());
+                    con.say(&format!("service {name} stopped ({e}, {ms} ms)"));
+                }
+                None => con.say(&format!("service {name} did not stop")),
+            }
+        }
+    }
+}
+
+fn say(con: &mut Console, c: &Change) {
+    let text = match c {
+        Change::Started { name, pid } => format!("service {name} started (pid {pid})"),
+        Change::Ready { name, ms } => format!("service {name} ready ({ms} ms)"),
+        Change::Exited {
+            name,
+            exit,
+            restart_in_ms: Some(d),
+        } => format!("service {name} exited ({exit}); restart in {d} ms"),
+        Change::Exited {
+            name,
+            exit,
+            restart_in_ms: None,
+        } => format!("service {name} exited ({exit}); not restarted (policy)"),
+        Change::CrashLoop { name, exits } => {
+            format!("service {name} is crash-looping ({exits} exits); the node is not ready")
+        }
+        Change::NotReadyInTime { name, ms } => {
+            format!("service {name} not ready within {ms} ms: killed")
+        }
+        Change::StartFailed { name, error } => format!("service {name} cannot start: {error}"),
+    };
+    con.say(&text);
+}
