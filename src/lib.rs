@@ -9,6 +9,7 @@ pub mod boot;
 pub mod build;
 pub mod fs;
 pub mod lab;
+pub mod oci;
 pub mod output;
 pub mod progress;
 pub mod pxe;

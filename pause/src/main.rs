@@ -1,0 +1,68 @@
+//! `pause`: the process that holds a pod's namespaces open. It sleeps until
+//! SIGTERM or SIGINT, reaps any child re-parented to it (it is PID 1 of the
+//! pod), and exits 0. `pause probe` instead prints what the container runtime
+//! left this process (uid, capabilities, seccomp, no_new_privs) and whether
+//! `/` is writable: nodeagent's proof that containers are confined.
+
+use std::io::Write;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("probe") => probe(),
+        Some("--version") => println!("pause {}", env!("CARGO_PKG_VERSION")),
+        _ => pause(),
+    }
+}
+
+fn pause() {
+    // SAFETY: sigset_t is a plain bit array (zeroed is a valid empty set);
+    // the calls below only read and write that local set and our own mask.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and `sig` is a valid out pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        if sig == libc::SIGCHLD {
+            // SAFETY: waitpid with a null status pointer is allowed.
+            while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+            continue;
+        }
+        return; // SIGTERM or SIGINT: exit 0
+    }
+}
+
+/// One line of `key=value` pairs, read by nodeagent.
+fn probe() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| "?".into())
+    };
+    let uid = field("Uid:")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("?")
+        .to_string();
+    let root_writable = std::fs::write("/nodeimg-probe", b"x").is_ok();
+    let line = format!(
+        "NODEIMG-PROBE uid={uid} capeff={} capbnd={} seccomp={} nonewprivs={} root_writable={root_writable}\n",
+        field("CapEff:"),
+        field("CapBnd:"),
+        field("Seccomp:"),
+        field("NoNewPrivs:"),
+    );
+    let _ = std::io::stdout().write_all(line.as_bytes());
+}
