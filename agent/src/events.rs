@@ -99,10 +99,12 @@ pub fn reap() -> usize {
     reap_exits().len()
 }
 
-/// Reaps every exited child; returns each pid and how it ended.
+/// Reaps every exited child; returns each pid and how it ended. `wait`
+/// (pid -1), not `waitpid(None)` (pid 0: our process group only): daemons
+/// and services run in sessions of their own.
 pub fn reap_exits() -> Vec<(i32, Exit)> {
     let mut out = Vec::new();
-    while let Ok(Some((pid, status))) = rustix::process::waitpid(None, WaitOptions::NOHANG) {
+    while let Ok(Some((pid, status))) = rustix::process::wait(WaitOptions::NOHANG) {
         let exit = match (status.exit_status(), status.terminating_signal()) {
             (Some(code), _) => Exit::Code(code),
             (None, Some(sig)) => Exit::Signal(sig),

@@ -366,7 +366,7 @@ fn stop_everything(con: &mut Console) {
     unsafe { libc::kill(-1, libc::SIGTERM) };
     let deadline = sys::uptime_ms() + STOP_GRACE_MS;
     loop {
-        match rustix::process::waitpid(None, rustix::process::WaitOptions::NOHANG) {
+        match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
             Err(rustix::io::Errno::CHILD) => break, // nothing left
             Ok(Some(_)) => continue,
             _ if sys::uptime_ms() >= deadline => {

@@ -88,6 +88,12 @@ pub fn assemble(
             Entry::file(sysctl_conf(plan).into_bytes(), 0o644),
         );
     }
+    if !plan.services.is_empty() {
+        tree.insert(
+            SERVICES_PATH,
+            Entry::file(services_json(plan).into_bytes(), 0o644),
+        );
+    }
     if !plan.deny_modules.is_empty() {
         tree.insert(
             "etc/modprobe.d/50-nodeimg-deny.conf",
@@ -239,6 +245,16 @@ fn os_release(plan: &Plan) -> String {
         version = plan.version,
         suite = plan.debian.suite,
     )
+}
+
+/// Where nodeagent reads the services (`contract::paths`-style, tree path).
+pub const SERVICES_PATH: &str = "usr/lib/nodeimg/services.json";
+
+/// The services as nodeagent reads them: a JSON array, sorted by name.
+fn services_json(plan: &Plan) -> String {
+    let list: Vec<_> = plan.services.values().collect();
+    // Serialising plain data to a String cannot fail.
+    serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
 }
 
 fn sysctl_conf(plan: &Plan) -> String {

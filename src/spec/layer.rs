@@ -40,6 +40,9 @@ pub struct LayerSpec {
     pub kernel: KernelSpec,
     #[serde(default)]
     pub uefi: UefiSpec,
+    /// Daemons nodeagent supervises, by name (see `contract::services`).
+    #[serde(default)]
+    pub services: BTreeMap<String, contract::services::ServiceSpec>,
 }
 
 /// `[uefi]`: where the UEFI boot pieces come from.

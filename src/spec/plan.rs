@@ -49,6 +49,8 @@ pub struct Plan {
     /// Bootable outputs, sorted and without repeats.
     pub outputs: BTreeSet<OutputKind>,
     pub disk: DiskSpec,
+    /// Supervised services by name; a later layer may not redeclare one.
+    pub services: BTreeMap<String, contract::services::ServiceSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +131,7 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         uefi_package: None,
         outputs: BTreeSet::new(),
         disk: image.disk.clone(),
+        services: BTreeMap::new(),
     };
     let mut seen = BTreeSet::new();
     for name in &image.layers {
@@ -159,6 +162,10 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         plan.outputs.insert(kind);
     }
     check_outputs(&plan).map_err(|problem| SpecError::invalid(image_path, "outputs", problem))?;
+    // Unknown `after` names and cycles span layers: checked on the whole set.
+    let services: Vec<_> = plan.services.values().cloned().collect();
+    contract::services::start_order(&services)
+        .map_err(|e| SpecError::invalid(image_path, "services", e.to_string()))?;
     if plan.disk.boot_tries == 0 || plan.disk.boot_tries > 9 {
         return Err(SpecError::invalid(
             image_path,
@@ -334,6 +341,27 @@ fn merge_layer(
         check_name(file, &format!("groups[{i}].name"), &g.name)?;
         plan.groups.retain(|x| x.name != g.name);
         plan.groups.push(g.clone());
+    }
+    for (key, mut svc) in layer.services {
+        let field = format!("services.{key}");
+        if !svc.name.is_empty() && svc.name != key {
+            return Err(SpecError::invalid(
+                file,
+                field,
+                "name differs from the table's key",
+            ));
+        }
+        svc.name = key.clone();
+        svc.validate()
+            .map_err(|e| SpecError::invalid(file, field.clone(), e.to_string()))?;
+        if plan.services.contains_key(&key) {
+            return Err(SpecError::invalid(
+                file,
+                field,
+                "an earlier layer declares it",
+            ));
+        }
+        plan.services.insert(key, svc);
     }
     for (k, v) in layer.sysctl {
         if k.is_empty()

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use super::caps;
 use super::logfile::{self, LogFile};
-use super::spec::{ReadyCheck, ServiceSpec};
 use super::supervisor::Launcher;
 use super::users;
+use contract::services::{ReadyCheck, ServiceSpec};
 
 /// The cgroup v2 folder holding one group per service.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/nodeimg";
@@ -104,7 +104,7 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-fn make_dir(d: &super::spec::DirSpec, uid: u32, gid: u32) -> Result<(), String> {
+fn make_dir(d: &contract::services::DirSpec, uid: u32, gid: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let path = Path::new(&d.path);
     std::fs::create_dir_all(path).map_err(|e| format!("dir {}: {e}", d.path))?;

@@ -10,13 +10,11 @@
 pub mod caps;
 pub mod launch;
 pub mod logfile;
-pub mod order;
 pub mod run;
-pub mod spec;
 pub mod supervisor;
 pub mod users;
 
-use spec::ServiceSpec;
+use contract::services::ServiceSpec;
 
 /// The services file the builder writes into the image.
 pub const SERVICES_FILE: &str = "/usr/lib/nodeimg/services.json";

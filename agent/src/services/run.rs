@@ -12,6 +12,8 @@ use crate::sys;
 const TICK_MS: u64 = 100;
 /// How long a service gets between SIGTERM and SIGKILL at shutdown.
 pub const STOP_GRACE_MS: u64 = 10_000;
+/// How long an exit may take to show after SIGKILL.
+const KILL_WAIT_MS: u64 = 3_000;
 
 pub struct Supervision {
     pub sup: Supervisor,
@@ -84,20 +86,24 @@ impl Supervision {
             let t = sys::uptime_ms();
             // SAFETY: kill(2) with integers; `pid` is our unreaped child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            let mut deadline = t.saturating_add(STOP_GRACE_MS);
             let mut killed = false;
             let exit = loop {
                 exited.extend(events::reap_exits());
                 if let Some(i) = exited.iter().position(|(p, _)| *p == pid) {
                     break Some(exited.swap_remove(i).1);
                 }
-                if sys::uptime_ms().saturating_sub(t) > STOP_GRACE_MS {
+                if sys::uptime_ms() > deadline {
                     if killed {
                         break None;
                     }
-                    con.say(&format!("service {name} ignored SIGTERM: SIGKILL"));
+                    con.say(&format!(
+                        "service {name} still runs {STOP_GRACE_MS} ms after SIGTERM: SIGKILL"
+                    ));
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     killed = true;
+                    deadline = sys::uptime_ms().saturating_add(KILL_WAIT_MS);
                 }
                 sys::sleep_ms(20);
             };
@@ -107,7 +113,10 @@ impl Supervision {
                     self.sup.exited(pid, e, sys::uptime_ms());
                     con.say(&format!("service {name} stopped ({e}, {ms} ms)"));
                 }
-                None => con.say(&format!("service {name} did not stop")),
+                None => con.say(&format!(
+                    "service {name} did not stop ({})",
+                    process_state(pid)
+                )),
             }
         }
     }
@@ -136,4 +145,17 @@ fn say(con: &mut Console, c: &Change) {
         Change::StartFailed { name, error } => format!("service {name} cannot start: {error}"),
     };
     con.say(&text);
+}
+
+/// `State:` of a process and where it sleeps in the kernel, for a service
+/// that outlives SIGKILL (a task in `D` state waits on the kernel).
+fn process_state(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let state = status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .map_or("gone", str::trim)
+        .to_string();
+    let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+    format!("state {state}, wchan {wchan}")
 }

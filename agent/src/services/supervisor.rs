@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-use super::order::{start_order, OrderError};
-use super::spec::{RestartMode, ServiceSpec, StartWhen};
+use contract::services::{start_order, OrderError};
+use contract::services::{RestartMode, ServiceSpec, StartWhen};
 
 /// What the supervisor asks of the system.
 pub trait Launcher {

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::services::spec::{ReadyCheck, RestartPolicy};
+use contract::services::{ReadyCheck, RestartPolicy};
 
 /// Records starts and kills; a service is ready when its name is in `ready`.
 #[derive(Default)]

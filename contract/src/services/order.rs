@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::spec::{ServiceSpec, SpecError};
+use super::{ServiceSpec, SpecError};
 
 /// A dependency that cannot be satisfied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

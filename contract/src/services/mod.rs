@@ -7,11 +7,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod order;
+pub use order::{start_order, OrderError};
+
 /// One supervised daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// Unique name: the cgroup, the log file and the report use it.
+    /// Unique name: the cgroup, the log file and the report use it. In a
+    /// layer it is the table's key (`[services.containerd]`).
+    #[serde(default)]
     pub name: String,
     /// Absolute path of the program on the verified root.
     pub exec: String,
@@ -205,7 +210,7 @@ impl ServiceSpec {
         }
         if let Some(caps) = &self.capabilities {
             for c in caps {
-                if crate::services::caps::number(c).is_none() {
+                if capability_number(c).is_none() {
                     return Err(bad("capabilities", &format!("unknown capability {c:?}")));
                 }
             }
@@ -215,5 +220,80 @@ impl ServiceSpec {
             return Err(bad("restart", "need 0 < initial_ms <= max_ms"));
         }
         Ok(())
+    }
+}
+
+/// Linux capability names in kernel order (`linux/capability.h`): the
+/// number of each is its index. Written out here: the list is short and
+/// stable, and a crate for it would be the agent's only reason to link one.
+const NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The number of a capability by name (`CAP_` prefix optional, any case).
+pub fn capability_number(name: &str) -> Option<u32> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    NAMES
+        .iter()
+        .position(|n| *n == full)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_map_to_kernel_numbers() {
+        assert_eq!(capability_number("CAP_CHOWN"), Some(0));
+        assert_eq!(capability_number("net_bind_service"), Some(10));
+        assert_eq!(capability_number("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(capability_number("CAP_CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(capability_number("CAP_NOPE"), None);
     }
 }
