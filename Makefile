@@ -5,7 +5,6 @@ CARGO     ?= cargo
 OUT       ?= out
 IMAGE     ?= worker
 TARGET    := x86_64-unknown-linux-gnu
-AGENT     := target/$(TARGET)/release/nodeagent
 NODEIMG   := target/release/nodeimg
 
 .PHONY: setup demo build images agent nodeimg test lint lock bench clean
@@ -16,16 +15,17 @@ setup:
 nodeimg:
 	$(CARGO) build --release --locked -p nodeimg
 
-# The agent is PID 1: a static, pure-Rust binary (glibc with crt-static;
-# no musl target needed).
+# The agent is PID 1 and pause runs in an image with no libraries: both are
+# static, pure-Rust binaries (glibc with crt-static; no musl target needed).
+# nodeimg finds them in this target directory by itself.
 agent:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked -p nodeagent --target $(TARGET)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked -p nodeagent -p nodeimg-pause --target $(TARGET)
 
 build: setup nodeimg agent
-	$(NODEIMG) build images/$(IMAGE).toml --out $(OUT)/$(IMAGE) --agent $(AGENT)
+	$(NODEIMG) build images/$(IMAGE).toml --out $(OUT)/$(IMAGE)
 
 images: setup nodeimg agent
-	for i in images/*.toml; do n=$$(basename $$i .toml); $(NODEIMG) build $$i --out $(OUT)/$$n --agent $(AGENT) || exit 1; done
+	for i in images/*.toml; do n=$$(basename $$i .toml); $(NODEIMG) build $$i --out $(OUT)/$$n || exit 1; done
 
 demo: build
 	$(NODEIMG) lab boot $(OUT)/$(IMAGE)

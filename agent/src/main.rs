@@ -33,6 +33,7 @@ mod modules;
 mod net;
 mod plan;
 mod report;
+mod runtime;
 mod services;
 mod stage1;
 mod stage2;
@@ -223,6 +224,20 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         sv.stop(&mut ev, con);
         return Outcome::Shutdown(ev.last_cause.clone());
     }
+    if sv.sup.is_ready("containerd") {
+        let t = sys::uptime_ms();
+        report.runtime = runtime::preload_and_check();
+        if let Some(r) = &report.runtime {
+            con.say(&format!(
+                "runtime check ({} ms): {}",
+                sys::uptime_ms().saturating_sub(t),
+                r.error
+                    .as_deref()
+                    .unwrap_or("images imported, container confined")
+            ));
+        }
+        report.stage_ms.insert("runtime", sys::uptime_ms());
+    }
     if !sv.sup.is_empty() {
         services_into(&mut report, &sv.sup);
         report.stage_ms.insert("report", sys::uptime_ms());
@@ -240,10 +255,18 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     Outcome::Shutdown(ev.last_cause.clone())
 }
 
-/// The services' states into the report; `ready` covers them.
+/// The services' states into the report; `ready` covers them and the
+/// runtime check.
 fn services_into(report: &mut Report, sup: &Supervisor) {
     report.services = sup.report();
-    match sup.healthy() {
+    let runtime = match &report.runtime {
+        Some(r) if !r.ok => Err(format!(
+            "runtime: {}",
+            r.error.as_deref().unwrap_or("check failed")
+        )),
+        _ => Ok(()),
+    };
+    match sup.healthy().and(runtime) {
         Ok(()) => {
             report.ready = true;
             report.error = None;

@@ -93,6 +93,9 @@ pub struct Report {
     /// the image was built unsigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_key: Option<String>,
+    /// Images imported into containerd and the confinement probe (`runtime.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runtime::RuntimeReport>,
     /// The supervised services, in start order (see `services/`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<crate::services::supervisor::ServiceReport>,
@@ -124,6 +127,7 @@ impl Report {
             warnings: Vec::new(),
             update_key: None,
             services: Vec::new(),
+            runtime: None,
             stage_ms: BTreeMap::new(),
         }
     }

@@ -2,4 +2,5 @@
 //! typed values out, so the static PID-1 agent links it as easily as the
 //! builder.
 
+pub mod images;
 pub mod services;

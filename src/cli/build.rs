@@ -28,6 +28,9 @@ pub struct BuildArgs {
     /// the cargo target directory nodeimg runs from (`make agent`).
     #[arg(long, env = "NODEIMG_AGENT")]
     pub agent: Option<PathBuf>,
+    /// The static `pause` program for the sandbox image (found like the agent).
+    #[arg(long, env = "NODEIMG_PAUSE")]
+    pub pause: Option<PathBuf>,
     /// Timestamp for every file (else the lock's archive date).
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     pub source_date_epoch: Option<u64>,
@@ -76,12 +79,14 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     }
     let lock = Lock::read(&lock_path)?;
     let mut artifacts = Artifacts::new();
-    if let Some(agent) = find_agent(args.agent.as_deref()) {
-        let data = std::fs::read(&agent)
-            .with_context(|| format!("reading the agent binary {}", agent.display()))?;
-        check_static(&agent, &data)?;
-        tracing::info!(agent = %agent.display(), "nodeagent");
-        artifacts.insert("nodeagent".into(), data);
+    for (name, explicit) in [("nodeagent", &args.agent), ("pause", &args.pause)] {
+        if let Some(path) = find_program(name, explicit.as_deref()) {
+            let data = std::fs::read(&path)
+                .with_context(|| format!("reading the {name} binary {}", path.display()))?;
+            check_static(&path, &data)?;
+            tracing::info!(path = %path.display(), "{name}");
+            artifacts.insert(name.into(), data);
+        }
     }
     let source = args.source.clone();
     let fetcher = move || source.fetcher();
@@ -136,47 +141,49 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The agent to place: `explicit` when given (it must then exist), else the
-/// first of [`agent_candidates`] that is a file. `None` lets the build say
-/// whether the image needs one.
-fn find_agent(explicit: Option<&Path>) -> Option<PathBuf> {
+/// A static program the image places (`nodeagent`, `pause`): `explicit`
+/// when given (it must then exist), else the first of [`program_candidates`]
+/// that is a file. `None` lets the build say whether the image needs it.
+fn find_program(name: &str, explicit: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = explicit {
         return Some(path.to_path_buf());
     }
     let exe = std::env::current_exe().ok()?;
-    let found = agent_candidates(&exe).into_iter().find(|p| p.is_file());
+    let candidates = program_candidates(&exe, name);
+    let found = candidates.iter().find(|p| p.is_file()).cloned();
     if found.is_none() {
-        tracing::debug!(looked_at = ?agent_candidates(&exe), "no nodeagent found");
+        tracing::debug!(looked_at = ?candidates, "no {name} found");
     }
     found
 }
 
-/// Where an agent sits relative to the running nodeimg: installed beside
+/// Where a program sits relative to the running nodeimg: installed beside
 /// it, or built by `make agent` into the same cargo target directory
-/// (`target/release/nodeimg` and `target/x86_64-unknown-linux-gnu/release/nodeagent`).
-pub fn agent_candidates(exe: &Path) -> Vec<PathBuf> {
+/// (`target/release/nodeimg` and `target/x86_64-unknown-linux-gnu/release/NAME`).
+fn program_candidates(exe: &Path, name: &str) -> Vec<PathBuf> {
     let Some(bin_dir) = exe.parent() else {
         return Vec::new();
     };
-    let mut out = vec![bin_dir.join("nodeagent")];
+    let mut out = vec![bin_dir.join(name)];
     if let Some(target) = bin_dir.parent() {
-        out.push(target.join(AGENT_TARGET).join("release").join("nodeagent"));
+        out.push(target.join(AGENT_TARGET).join("release").join(name));
     }
     out
 }
 
-/// The target `make agent` builds for (static glibc with crt-static).
+/// The target `make agent` builds the static programs for (glibc with crt-static).
 const AGENT_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// PID 1 runs before any library path exists: a dynamically linked agent
-/// would fail only at boot, so it is refused here.
+/// PID 1 runs before any library path exists, and `pause` in an image with
+/// no libraries: a dynamically linked one would fail only at boot, so it is
+/// refused here.
 fn check_static(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let elf = goblin::elf::Elf::parse(data)
-        .with_context(|| format!("the agent binary {} is not an ELF file", path.display()))?;
+        .with_context(|| format!("{} is not an ELF file", path.display()))?;
     if let Some(interp) = elf.interpreter {
         anyhow::bail!(
-            "the agent binary {} is dynamically linked (interpreter {interp}); PID 1 needs a \
-             static build: `make agent`",
+            "{} is dynamically linked (interpreter {interp}); nodeagent and pause run where \
+             no library exists: build them static with `make agent`",
             path.display()
         );
     }

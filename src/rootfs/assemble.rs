@@ -11,7 +11,7 @@ use crate::spec::{FileContent, Plan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
-    #[error("layer `{layer}` places build artifact `{artifact}` at /{path}, but the build has no such artifact (pass --agent for nodeagent)")]
+    #[error("layer `{layer}` places build artifact `{artifact}` at /{path}, but the build has no such artifact (`make agent` builds nodeagent and pause; or pass --agent/--pause)")]
     MissingArtifact {
         layer: String,
         artifact: String,
@@ -21,6 +21,8 @@ pub enum AssembleError {
     Shell { path: String, origin: String },
     #[error("layer file /{path} is under /{parent}, which is not a directory in the tree")]
     NotADirectory { path: String, parent: String },
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
 }
 
 /// File names that are shells; none may exist outside debug images.
@@ -87,6 +89,9 @@ pub fn assemble(
             "etc/sysctl.d/50-nodeimg.conf",
             Entry::file(sysctl_conf(plan).into_bytes(), 0o644),
         );
+    }
+    if !plan.oci_images.is_empty() {
+        place_oci_images(tree, plan, artifacts)?;
     }
     if !plan.services.is_empty() {
         tree.insert(
@@ -245,6 +250,55 @@ fn os_release(plan: &Plan) -> String {
         version = plan.version,
         suite = plan.debian.suite,
     )
+}
+
+/// Packs each `[[oci_images]]` entry into an OCI archive under
+/// `usr/lib/nodeimg/images/` and lists them, with the manifest digest
+/// containerd must report, in `usr/lib/nodeimg/images.json`.
+fn place_oci_images(
+    tree: &mut Tree,
+    plan: &Plan,
+    artifacts: &Artifacts,
+) -> Result<(), AssembleError> {
+    use contract::images::{archive_name, PreloadedImage, IMAGES_DIR, IMAGES_FILE};
+    let mut list = Vec::new();
+    for img in plan.oci_images.values() {
+        let data = artifacts
+            .get(&img.binary)
+            .ok_or_else(|| AssembleError::MissingArtifact {
+                layer: "oci_images".into(),
+                artifact: img.binary.clone(),
+                path: format!("{IMAGES_DIR}/{}", archive_name(&img.name)),
+            })?;
+        let built = crate::oci::build_image(&crate::oci::ImageSpec {
+            name: img.name.clone(),
+            files: vec![crate::oci::ImageFile {
+                path: img.binary.clone(),
+                mode: 0o755,
+                data: data.clone(),
+            }],
+            entrypoint: img.entrypoint.clone(),
+            user: img.user.clone(),
+            // Fixed file times: the image's digest must not move with the
+            // build date (containerd names the sandbox by it).
+            mtime: 0,
+        })?;
+        let file = archive_name(&img.name);
+        let dir = IMAGES_DIR.trim_start_matches('/');
+        tree.insert(&format!("{dir}/{file}"), Entry::file(built.archive, 0o644));
+        list.push(PreloadedImage {
+            name: img.name.clone(),
+            file,
+            digest: built.manifest_digest,
+        });
+    }
+    // Serialising plain data to a String cannot fail.
+    let json = serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
+    tree.insert(
+        IMAGES_FILE.trim_start_matches('/'),
+        Entry::file(json.into_bytes(), 0o644),
+    );
+    Ok(())
 }
 
 /// Where nodeagent reads the services (`contract::paths`-style, tree path).

@@ -40,9 +40,26 @@ pub struct LayerSpec {
     pub kernel: KernelSpec,
     #[serde(default)]
     pub uefi: UefiSpec,
+    /// OCI images the builder packs and nodeagent imports into containerd.
+    #[serde(default)]
+    pub oci_images: Vec<OciImageSpec>,
     /// Daemons nodeagent supervises, by name (see `contract::services`).
     #[serde(default)]
     pub services: BTreeMap<String, contract::services::ServiceSpec>,
+}
+
+/// `[[oci_images]]`: a one-layer image made from a program the build
+/// produces (the sandbox `pause`), for air-gapped nodes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OciImageSpec {
+    /// What containerd lists it as, e.g. `nodeimg.local/pause:0.1.0`.
+    pub name: String,
+    /// The build artifact that becomes `/<binary>` in the image.
+    pub binary: String,
+    pub entrypoint: Vec<String>,
+    /// Numeric `uid:gid`.
+    pub user: String,
 }
 
 /// `[uefi]`: where the UEFI boot pieces come from.

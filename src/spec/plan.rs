@@ -49,6 +49,8 @@ pub struct Plan {
     /// Bootable outputs, sorted and without repeats.
     pub outputs: BTreeSet<OutputKind>,
     pub disk: DiskSpec,
+    /// Images to pack and preload, by name.
+    pub oci_images: BTreeMap<String, super::layer::OciImageSpec>,
     /// Supervised services by name; a later layer may not redeclare one.
     pub services: BTreeMap<String, contract::services::ServiceSpec>,
 }
@@ -65,7 +67,7 @@ pub enum FileContent {
 pub const GENERATORS: &[&str] = &["ca-bundle"];
 
 /// Build products a layer may place with `artifact`.
-pub const ARTIFACTS: &[&str] = &["nodeagent"];
+pub const ARTIFACTS: &[&str] = &["nodeagent", "pause"];
 
 #[derive(Debug, Clone)]
 pub struct FilePlan {
@@ -132,6 +134,7 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         outputs: BTreeSet::new(),
         disk: image.disk.clone(),
         services: BTreeMap::new(),
+        oci_images: BTreeMap::new(),
     };
     let mut seen = BTreeSet::new();
     for name in &image.layers {
@@ -341,6 +344,41 @@ fn merge_layer(
         check_name(file, &format!("groups[{i}].name"), &g.name)?;
         plan.groups.retain(|x| x.name != g.name);
         plan.groups.push(g.clone());
+    }
+    for (i, img) in layer.oci_images.into_iter().enumerate() {
+        let field = format!("oci_images[{i}]");
+        let name_ok = !img.name.is_empty()
+            && img.name.contains(':')
+            && img
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "./:-_".contains(c));
+        if !name_ok {
+            return Err(SpecError::invalid(
+                file,
+                format!("{field}.name"),
+                "must be an image reference with a tag, e.g. nodeimg.local/pause:0.1.0",
+            ));
+        }
+        if !ARTIFACTS.contains(&img.binary.as_str()) {
+            return Err(SpecError::invalid(
+                file,
+                format!("{field}.binary"),
+                format!(
+                    "unknown build artifact `{}` (known: {})",
+                    img.binary,
+                    ARTIFACTS.join(", ")
+                ),
+            ));
+        }
+        if plan.oci_images.contains_key(&img.name) {
+            return Err(SpecError::invalid(
+                file,
+                field,
+                "an earlier layer declares this image",
+            ));
+        }
+        plan.oci_images.insert(img.name.clone(), img);
     }
     for (key, mut svc) in layer.services {
         let field = format!("services.{key}");

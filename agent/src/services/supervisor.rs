@@ -181,7 +181,7 @@ impl Supervisor {
         })
     }
 
-    fn is_ready(&self, name: &str) -> bool {
+    pub fn is_ready(&self, name: &str) -> bool {
         self.services
             .iter()
             .any(|s| s.spec.name == name && s.state == State::Ready)

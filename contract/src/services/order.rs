@@ -60,6 +60,7 @@ pub fn start_order(specs: &[ServiceSpec]) -> Result<Vec<usize>, OrderError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

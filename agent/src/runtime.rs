@@ -1,0 +1,282 @@
+//! containerd at work: on every boot, once containerd is ready, nodeagent
+//! imports the images the builder packed into the root (checking that
+//! containerd reports the digest the build recorded) and proves the runtime
+//! confines a container: it runs the sandbox image's probe as a non-root
+//! user with a read-only root, every capability dropped, the default
+//! seccomp profile and no_new_privs, and reads what the container saw. A
+//! node whose runtime does not confine is not ready. It talks to containerd
+//! with Debian's own `ctr` client from the image.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use contract::images::{PreloadedImage, IMAGES_DIR, IMAGES_FILE};
+use serde::Serialize;
+
+const CTR: &str = "/usr/bin/ctr";
+const SOCKET: &str = "/run/containerd/containerd.sock";
+/// Kubernetes' namespace: the CRI plugin (and so kubelet) sees these images.
+const NAMESPACE: &str = "k8s.io";
+/// No ctr call may hold the boot longer than this.
+const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+/// The capabilities containerd's default spec grants: all dropped by name
+/// (ctr 1.7 has no `--cap-drop ALL`).
+const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+/// The user the probe runs as.
+const PROBE_USER: &str = "65534:65534";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageReport {
+    pub name: String,
+    pub digest: String,
+    pub imported: bool,
+}
+
+/// What the probe container saw of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Confinement {
+    pub uid: String,
+    pub cap_eff: String,
+    pub seccomp: String,
+    pub no_new_privs: String,
+    pub root_writable: bool,
+}
+
+impl Confinement {
+    /// Non-root, no effective capability, seccomp filtering (mode 2),
+    /// no_new_privs, read-only root: anything else is a confinement failure.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.uid == "0" {
+            out.push("runs as uid 0".to_string());
+        }
+        if !self.cap_eff.trim_start_matches('0').is_empty() {
+            out.push(format!("effective capabilities {}", self.cap_eff));
+        }
+        if self.seccomp != "2" {
+            out.push(format!("seccomp mode {}", self.seccomp));
+        }
+        if self.no_new_privs != "1" {
+            out.push("no_new_privs off".to_string());
+        }
+        if self.root_writable {
+            out.push("/ is writable".to_string());
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuntimeReport {
+    pub images: Vec<ImageReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
+    /// `true` when every image is in with its digest and the probe was confined.
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Parses the probe's `NODEIMG-PROBE k=v ...` line.
+pub fn parse_probe(out: &str) -> Option<Confinement> {
+    let line = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("NODEIMG-PROBE "))?;
+    let get = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    Some(Confinement {
+        uid: get("uid")?,
+        cap_eff: get("capeff")?,
+        seccomp: get("seccomp")?,
+        no_new_privs: get("nonewprivs")?,
+        root_writable: get("root_writable")? == "true",
+    })
+}
+
+/// The digest `ctr images ls` lists for `name` (columns: REF TYPE DIGEST …).
+pub fn listed_digest(ls: &str, name: &str) -> Option<String> {
+    ls.lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        if cols.next()? != name {
+            return None;
+        }
+        let _type = cols.next()?;
+        Some(cols.next()?.to_string())
+    })
+}
+
+/// Runs `ctr` with a deadline; returns its stdout, or why not.
+fn ctr(args: &[&str]) -> Result<String, String> {
+    let mut child = Command::new(CTR)
+        .args(["--address", SOCKET, "--namespace", NAMESPACE])
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{CTR}: {e}"))?;
+    let start = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if start.elapsed() > CTR_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("ctr {} took over {CTR_TIMEOUT:?}", args.join(" ")));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("ctr {}: {e}", args.join(" "))),
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "ctr {} failed ({status}): {}",
+            args.join(" "),
+            err.trim()
+        ))
+    }
+}
+
+/// Imports every image, checks digests, runs the confinement probe with the
+/// first image (the sandbox image carries the probe). `None` when the image
+/// packs no OCI images.
+pub fn preload_and_check() -> Option<RuntimeReport> {
+    let list: Vec<PreloadedImage> = match std::fs::read(IMAGES_FILE) {
+        Ok(data) => match serde_json::from_slice(&data) {
+            Ok(list) => list,
+            Err(e) => {
+                return Some(RuntimeReport {
+                    images: Vec::new(),
+                    confinement: None,
+                    ok: false,
+                    error: Some(format!("{IMAGES_FILE}: {e}")),
+                })
+            }
+        },
+        Err(_) => return None,
+    };
+    let mut report = RuntimeReport {
+        images: Vec::new(),
+        confinement: None,
+        ok: false,
+        error: None,
+    };
+    if let Err(e) = run(&list, &mut report) {
+        report.error = Some(e);
+        return Some(report);
+    }
+    report.ok = true;
+    Some(report)
+}
+
+fn run(list: &[PreloadedImage], report: &mut RuntimeReport) -> Result<(), String> {
+    for img in list {
+        let path = format!("{IMAGES_DIR}/{}", img.file);
+        ctr(&["images", "import", "--all-platforms", &path])?;
+        let ls = ctr(&["images", "ls"])?;
+        let got = listed_digest(&ls, &img.name)
+            .ok_or_else(|| format!("{} is not listed after its import", img.name))?;
+        report.images.push(ImageReport {
+            name: img.name.clone(),
+            digest: got.clone(),
+            imported: true,
+        });
+        if got != img.digest {
+            return Err(format!(
+                "{}: containerd reports {got}, the build recorded {}",
+                img.name, img.digest
+            ));
+        }
+    }
+    let Some(sandbox) = list.first() else {
+        return Ok(());
+    };
+    let id = format!("nodeimg-probe-{}", crate::sys::uptime_ms());
+    let mut args: Vec<&str> = vec![
+        "run",
+        "--rm",
+        "--read-only",
+        "--seccomp",
+        "--user",
+        PROBE_USER,
+    ];
+    for cap in DEFAULT_CAPS {
+        args.push("--cap-drop");
+        args.push(cap);
+    }
+    args.extend([sandbox.name.as_str(), id.as_str(), "/pause", "probe"]);
+    let out = ctr(&args)?;
+    let seen = parse_probe(&out).ok_or_else(|| format!("the probe printed no report: {out:?}"))?;
+    let problems = seen.problems();
+    report.confinement = Some(seen);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the runtime does not confine containers: {}",
+            problems.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_line_is_parsed_and_judged() {
+        let out = "noise\nNODEIMG-PROBE uid=65534 capeff=0000000000000000 capbnd=0000000000000000 \
+                   seccomp=2 nonewprivs=1 root_writable=false\n";
+        let c = parse_probe(out).unwrap();
+        assert_eq!(c.uid, "65534");
+        assert!(c.problems().is_empty(), "{:?}", c.problems());
+        let bad = parse_probe(
+            "NODEIMG-PROBE uid=0 capeff=00000000a80425fb capbnd=x seccomp=0 nonewprivs=0 root_writable=true",
+        )
+        .unwrap();
+        assert_eq!(bad.problems().len(), 5, "{:?}", bad.problems());
+        assert_eq!(parse_probe("nothing"), None);
+    }
+
+    #[test]
+    fn digest_is_read_from_the_listing() {
+        let ls = "REF TYPE DIGEST SIZE PLATFORMS LABELS\n\
+                  nodeimg.local/pause:0.1.0 application/vnd.oci.image.manifest.v1+json sha256:abc 1.2 MiB linux/amd64 -\n";
+        assert_eq!(
+            listed_digest(ls, "nodeimg.local/pause:0.1.0").as_deref(),
+            Some("sha256:abc")
+        );
+        assert_eq!(listed_digest(ls, "other"), None);
+    }
+}
