@@ -10,9 +10,10 @@
 # bookworm-backports qemu-utils removed by bookworm's qemu-system-x86),
 # leaving the machine without qemu-img. When that one transaction cannot be
 # solved because a package of ours came from another release (a backport),
-# it is retried with that release as the target release, so the family
-# (qemu-system-x86 beside qemu-utils) is taken from where the installed
-# member came from.
+# the packages of ours built from the same source as that one (its family:
+# qemu-system-x86 beside qemu-utils) are first installed from that release
+# in a transaction of their own (-t applies to nothing else), then the whole
+# set again: apt never downgrades what is installed, so it keeps them.
 set -euo pipefail
 
 packages=(
@@ -70,18 +71,22 @@ installed_ok() {
   [ "$(grep -cx 'install ok installed' <<<"$status")" = "$#" ]
 }
 
-# The releases (apt "a=" archive names) that installed packages of ours came
-# from when that is not where apt would take them from now: backports.
-foreign_releases() {
-  local p inst cand
+# Packages of ours installed from a backports release: "release package" lines.
+foreign_installs() {
+  local p inst
   for p in "${packages[@]}"; do
-    inst=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null) || continue
-    [ -n "$inst" ] || continue
-    apt-cache madison "$p" 2>/dev/null | awk -F' [|] ' -v v="$inst" '$2 == v {print $3}' |
-      awk '{print $2}' | sed 's#/.*##'
-  done | sort -u | while read -r rel; do
-    case "$rel" in *-backports) echo "$rel" ;; esac
-  done
+    inst=$(dpkg-query -W -f='${Status} ${Version}' "$p" 2>/dev/null) || continue
+    case "$inst" in "install ok installed "*) inst=${inst#install ok installed } ;; *) continue ;; esac
+    apt-cache madison "$p" 2>/dev/null | awk -F' [|] ' -v v="$inst" -v p="$p" \
+      '$2 == v { split($3, a, " "); sub("/.*", "", a[2]); if (a[2] ~ /-backports$/) print a[2], p }'
+  done | sort -u
+}
+
+# The source package a binary package is built from (Source: may be absent
+# or carry a version in parentheses).
+source_of() {
+  apt-cache show --no-all-versions "$1" 2>/dev/null |
+    awk -v p="$1" '/^Source:/ { print $2; found = 1; exit } END { if (!found) print p }'
 }
 
 apt_install() {
@@ -93,12 +98,27 @@ if ! installed_ok "${packages[@]}" || [ "${NODEIMG_SETUP_FORCE:-}" = 1 ]; then
   $sudo apt-get update -qq
   log=$(mktemp)
   if ! apt_install >"$log" 2>&1; then
-    solved=0
-    for rel in $(foreign_releases); do
-      echo "setup: apt could not solve the set as is; retrying with target release $rel (an installed package of ours came from it)" >&2
-      if apt_install -t "$rel" >"$log" 2>&1; then solved=1; break; fi
-    done
-    if [ "$solved" != 1 ]; then
+    foreign=$(foreign_installs)
+    if [ -z "$foreign" ]; then
+      cat "$log" >&2
+      echo "setup: FAILED: apt could not install ${packages[*]} (its output is above)" >&2
+      exit 1
+    fi
+    while read -r rel pkg; do
+      src=$(source_of "$pkg")
+      family=()
+      for q in "${packages[@]}"; do
+        [ "$(source_of "$q")" = "$src" ] && family+=("$q")
+      done
+      echo "setup: $pkg is installed from $rel: taking its family (${family[*]}) from $rel too" >&2
+      if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+           -t "$rel" "${family[@]}" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "setup: FAILED: installing ${family[*]} from $rel (its output is above)" >&2
+        exit 1
+      fi
+    done <<<"$foreign"
+    if ! apt_install >"$log" 2>&1; then
       cat "$log" >&2
       echo "setup: FAILED: apt could not install ${packages[*]} (its output is above)" >&2
       exit 1

@@ -171,6 +171,45 @@ fn worker_boots_verified_with_every_sysctl_and_nodeagent_as_pid1() {
             "{module} not loaded: {r:#}"
         );
     }
+    services_and_runtime_are_up(&b.out, &r);
+}
+
+/// containerd is supervised and ready; the sandbox image is in containerd
+/// with the digest the build packed; the confinement probe saw a non-root,
+/// capability-less, seccomp-filtered, no_new_privs process on a read-only
+/// root; at shutdown containerd was stopped before the node powered off.
+fn services_and_runtime_are_up(dir: &Path, r: &Value) {
+    let svc = &r["services"][0];
+    assert_eq!(svc["name"], "containerd", "{r:#}");
+    assert_eq!(svc["state"], "ready", "{r:#}");
+    assert!(svc["pid"].as_u64().unwrap() > 1, "{r:#}");
+    assert_eq!(svc["restarts"], 0, "{r:#}");
+
+    let m = read_manifest(dir);
+    let rootfs = dir.join(artifact_path(&m, "rootfs"));
+    let out = Command::new(tool("unsquashfs"))
+        .args(["-cat"])
+        .arg(&rootfs)
+        .arg("usr/lib/nodeimg/images.json")
+        .output()
+        .expect("unsquashfs -cat");
+    let packed: Value = serde_json::from_slice(&out.stdout).expect("images.json");
+    let rt = &r["runtime"];
+    assert_eq!(rt["ok"], true, "{r:#}");
+    assert_eq!(rt["images"][0]["name"], packed[0]["name"], "{r:#}");
+    assert_eq!(rt["images"][0]["digest"], packed[0]["digest"], "{r:#}");
+    let c = &rt["confinement"];
+    assert_ne!(c["uid"], "0", "{r:#}");
+    assert_eq!(c["cap_eff"], "0000000000000000", "{r:#}");
+    assert_eq!(c["seccomp"], "2", "{r:#}");
+    assert_eq!(c["no_new_privs"], "1", "{r:#}");
+    assert_eq!(c["root_writable"], false, "{r:#}");
+
+    let serial = std::fs::read_to_string(dir.with_extension("serial.log")).expect("serial log");
+    let stop = serial.find("stopping service containerd").expect("containerd stopped");
+    let stopped = serial.find("service containerd stopped (").expect("containerd exited");
+    let off = serial.find("NODEIMG-SHUTDOWN").expect("shutdown line");
+    assert!(stop < stopped && stopped < off, "stop order on the console");
 }
 
 #[test]
