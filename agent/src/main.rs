@@ -20,6 +20,7 @@
 
 mod bless;
 mod cmdline;
+mod config_source;
 mod console;
 mod devices;
 mod dm;
