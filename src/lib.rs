@@ -6,12 +6,13 @@
 //! stages together; each stage is a function of its inputs.
 
 pub mod boot;
-pub mod build;
 pub mod fs;
 pub mod lab;
+pub mod manifest;
 pub mod output;
+pub mod pipeline;
 pub mod progress;
-pub mod pxe;
+pub mod pxe_server;
 pub mod rootfs;
 pub mod sign;
 pub mod source;
