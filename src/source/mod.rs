@@ -8,5 +8,6 @@ pub mod deb;
 pub mod debian;
 pub mod fetch;
 pub mod lock;
+pub mod locked;
 pub mod locking;
 pub mod mirror;
