@@ -20,4 +20,7 @@ pub mod spec;
 pub mod util;
 
 #[cfg(test)]
+#[path = "module_graph_tests.rs"]
+mod module_graph;
+#[cfg(test)]
 pub(crate) mod testutil;
