@@ -2,8 +2,12 @@
 //!
 //! The pipeline flows one way: `spec` (TOML -> plan) -> `source` (Debian
 //! archive, lock, cache, .deb extraction) -> `rootfs` (tree from layers) ->
-//! `fs` (squashfs + dm-verity) -> `sign` (manifest). `build` strings the
-//! stages together; each stage is a function of its inputs.
+//! `boot` (kernel, modules, initramfs, UKI) -> `fs` (squashfs + dm-verity)
+//! -> `output` (disk, formats, PXE bundle) -> `manifest` (the record of a
+//! build) -> `sign` (SBOM, signature, verification). `pipeline` runs the
+//! stages in order; each stage is a function of its inputs. `lab` boots
+//! what a build lists and `pxe_server` serves a PXE bundle. Modules import
+//! one another without cycles (`module_graph_tests.rs` checks it).
 
 pub mod boot;
 pub mod fs;
