@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nodeimg::boot::{extract_vmlinux, initramfs};
 use nodeimg::lab::{self, BootOptions, Disk, Vm, VmBoot, VmConfig};
-use serde_json::Value;
+use nodeimg::manifest::Manifest;
 
 /// A 144-byte static x86-64 ELF: `reboot(LINUX_REBOOT_CMD_POWER_OFF)`.
 /// Hand-assembled so the baseline has no runtime at all to start.
@@ -91,10 +91,7 @@ fn main() {
         std::process::exit(2);
     };
     let runs: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
-    let manifest: Value = std::fs::read(dir.join("manifest.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_slice(&t).map_err(|e| e.to_string()))
-        .unwrap_or_else(|e| fail("reading the manifest", e));
+    let manifest = Manifest::read(dir).unwrap_or_else(|e| fail("reading the manifest", e));
     let arts = lab::boot_artifacts(dir, &manifest).unwrap_or_else(|e| fail("artifacts", e));
     let work = tempfile::tempdir().unwrap_or_else(|e| fail("scratch dir", e));
     let bz = std::fs::read(&arts.kernel).unwrap_or_else(|e| fail("kernel", e));

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use nodeimg::output::pxe::{write_pxe_bundle, PxeParts, PXE_DIR};
+use nodeimg::output::pxe_bundle::{write_pxe_bundle, PxeParts, PXE_DIR};
 use serde_json::Value;
 use support::{artifact_path, lab_boot, read_manifest};
 

@@ -154,7 +154,7 @@ fn signed_disk_boots_with_secure_boot_and_a_changed_cmdline_does_not() {
     // The tampered one is refused before the kernel runs.
     let raw = dir.path().join("tampered.raw");
     disk_with(&image, &loader, &tampered_uki, &raw);
-    let bad = lab_dir_for_disk(&raw, &dir.path().join("tampered"));
+    let bad = lab_dir_for_disk(&raw, &out, &dir.path().join("tampered"));
     let args = [
         "--firmware",
         "uefi",

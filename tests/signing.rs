@@ -17,7 +17,7 @@ use std::process::Command;
 
 mod support;
 
-use nodeimg::sign::manifest::Manifest;
+use nodeimg::manifest::Manifest;
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "correct horse";

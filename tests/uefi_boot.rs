@@ -206,7 +206,7 @@ fn failing_entry_uses_up_its_tries_then_systemd_boot_falls_back() {
 
     // The lab boots a build directory: give it one whose manifest names
     // this disk.
-    let lab_dir = lab_dir_for_disk(&raw, &dir.path().join("lab"));
+    let lab_dir = lab_dir_for_disk(&raw, &bad, &dir.path().join("lab"));
 
     let vm_disk = dir.path().join("vm.qcow2");
     let (code, report) = lab_boot(

@@ -335,7 +335,6 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verity::VerityState;
 
     #[test]
     fn layout_matches_dm_ioctl_h() {
@@ -423,10 +422,8 @@ mod tests {
                 status: "V".into()
             }]
         );
-        assert_eq!(VerityState::from_targets(&t), VerityState::Verified);
         let t = parse_status("n", &reply("C", 0)).unwrap();
-        assert_eq!(VerityState::from_targets(&t), VerityState::Corrupted);
-        assert_eq!(VerityState::from_targets(&[]), VerityState::None);
+        assert_eq!(t[0].status, "C");
         assert!(parse_status("n", &reply("V", DM_BUFFER_FULL_FLAG)).is_err());
         assert!(parse_status("n", &[0u8; 20]).is_err());
     }

@@ -49,14 +49,6 @@ pub fn parse_order(list: &Path, text: &str) -> Result<Vec<PathBuf>, ModuleError>
     Ok(out)
 }
 
-/// Compressed modules need `MODULE_INIT_COMPRESSED_FILE` (the kernel decompresses).
-pub fn is_compressed(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("xz" | "zst" | "gz")
-    )
-}
-
 /// What one list load did, for progress output.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadSummary {
@@ -170,13 +162,6 @@ mod tests {
         assert_eq!(s.loaded, 2);
         assert_eq!(s.no_device, ["dm-mod.ko.xz"]);
         assert!(s.to_string().contains("no hardware for dm-mod.ko.xz"));
-    }
-
-    #[test]
-    fn compression_is_by_extension() {
-        assert!(is_compressed(Path::new("/x/dm-mod.ko.xz")));
-        assert!(is_compressed(Path::new("/x/dm-mod.ko.zst")));
-        assert!(!is_compressed(Path::new("/x/dm-mod.ko")));
     }
 
     #[test]

@@ -227,13 +227,21 @@ impl Files for Real {
     }
 }
 
+/// Compressed modules need `MODULE_INIT_COMPRESSED_FILE` (the kernel decompresses).
+fn is_compressed(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("xz" | "zst" | "gz")
+    )
+}
+
 /// Kernel flag for `finit_module`: the file is compressed, decompress it in-kernel.
 const MODULE_INIT_COMPRESSED_FILE: i32 = 4;
 
 impl Modules for Real {
     fn load(&mut self, path: &Path) -> io::Result<Loaded> {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
-        let flags = if crate::modules::is_compressed(path) {
+        let flags = if is_compressed(path) {
             MODULE_INIT_COMPRESSED_FILE
         } else {
             0
@@ -272,4 +280,16 @@ pub fn uptime_ms() -> u64 {
 
 pub fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_is_by_extension() {
+        assert!(is_compressed(Path::new("/x/dm-mod.ko.xz")));
+        assert!(is_compressed(Path::new("/x/dm-mod.ko.zst")));
+        assert!(!is_compressed(Path::new("/x/dm-mod.ko")));
+    }
 }

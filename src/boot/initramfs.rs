@@ -157,7 +157,7 @@ fn insert_node(
     raw: &str,
     node: Node,
 ) -> Result<(), InitramfsError> {
-    let path = crate::rootfs::normalize(raw)
+    let path = crate::util::path::normalize(raw)
         .filter(|p| !p.is_empty())
         .ok_or_else(|| InitramfsError::BadPath {
             path: raw.to_string(),

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use nodeimg::build::{build, BuildInputs};
 use nodeimg::fs::squashfs::SquashfsOptions;
+use nodeimg::pipeline::{build, BuildInputs};
 use nodeimg::progress::Progress;
 use nodeimg::rootfs::assemble::Artifacts;
 use nodeimg::source::lock::Lock;

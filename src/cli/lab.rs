@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use nodeimg::lab::{self, Accel, BootOptions};
+use nodeimg::manifest::Manifest;
 use serde_json::{json, Value};
 
 #[derive(Debug, clap::Args)]
@@ -130,11 +131,8 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
 }
 
 fn boot(args: BootArgs) -> anyhow::Result<i32> {
-    let manifest_path = args.dir.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("reading {}", manifest_path.display()))?;
-    let manifest: Value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let manifest = Manifest::read(&args.dir)
+        .with_context(|| format!("reading the build in {}", args.dir.display()))?;
     let opts = BootOptions {
         timeout: Duration::from_secs(args.timeout),
         memory_mib: args.memory,

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use nodeimg::output::pxe::{PXE_DIR, SCRIPT_FILE};
-use nodeimg::pxe::{serve, DEFAULT_LISTEN};
+use nodeimg::output::pxe_bundle::{PXE_DIR, SCRIPT_FILE};
+use nodeimg::pxe_server::{serve, DEFAULT_LISTEN};
 
 #[derive(Debug, clap::Args)]
 pub struct PxeArgs {

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use nodeimg::build::fetch_packages;
 use nodeimg::progress::Progress;
 use nodeimg::rootfs::{Kind, Tree};
 use nodeimg::source::deb::unpack_into;
 use nodeimg::source::lock::Lock;
+use nodeimg::source::locked::fetch_packages;
 use std::os::unix::fs::PermissionsExt;
 
 use super::SourceArgs;

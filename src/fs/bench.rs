@@ -376,4 +376,41 @@ mod tests {
             );
         }
     }
+
+    /// Write times without a cache, with a cold cache, a warm one, and after one
+    /// small file changed, on a host tree:
+    /// `NODEIMG_SQUASHFS_TREE=DIR cargo test --release --lib cache_timings -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark: needs NODEIMG_SQUASHFS_TREE"]
+    fn cache_timings_on_a_host_tree() {
+        use std::time::Instant;
+        let Some(dir) = std::env::var_os("NODEIMG_SQUASHFS_TREE") else {
+            panic!("set NODEIMG_SQUASHFS_TREE to a directory");
+        };
+        let mut t = tree_from_host(&[(Path::new(&dir), "", u64::MAX)]).expect("load tree");
+        let cache = tempfile::tempdir().expect("tempdir");
+        let run = |t: &Tree, what: &str, cache: Option<&Path>| {
+            let opts = SquashfsOptions {
+                block_cache: cache.map(Path::to_path_buf),
+                threads: 2,
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let mut img = Vec::new();
+            let (_, stats) =
+                crate::fs::squashfs::write_squashfs_with_stats(t, 1_700_000_000, &opts, &mut img)
+                    .expect("write squashfs");
+            let secs = start.elapsed().as_secs_f64();
+            println!("{what:<12} {secs:>6.3} s  {} bytes  {stats:?}", img.len());
+        };
+        for _ in 0..3 {
+            run(&t, "no cache", None);
+        }
+        run(&t, "cold cache", Some(cache.path()));
+        for i in 0..3u8 {
+            run(&t, "warm cache", Some(cache.path()));
+            t.insert("etc/one-file", Entry::file(vec![i; 100], 0o644));
+            run(&t, "one changed", Some(cache.path()));
+        }
+    }
 }

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use super::*;
+use crate::manifest::{Artifact, BootRecord};
 use crate::util::hash::sha256_hex;
 
 /// Writes a fake QEMU whose console prints `console` and then runs `then`.
@@ -31,16 +32,30 @@ fn fake_qemu(dir: &Path, console: &str, then: &str) -> PathBuf {
     panic!("fake qemu at {} never ran", path.display());
 }
 
-fn build_dir(dir: &Path) -> Value {
+fn build_dir(dir: &Path) -> Manifest {
     let mut artifacts = Vec::new();
-    for kind in manifest::KINDS {
+    for kind in artifacts::KINDS {
         let data = format!("fake {kind}");
         std::fs::write(dir.join(kind), &data).unwrap();
-        artifacts.push(serde_json::json!({
-            "kind": kind, "path": kind, "sha256": sha256_hex(data.as_bytes()), "size": data.len(),
-        }));
+        artifacts.push(Artifact {
+            kind: kind.into(),
+            path: kind.into(),
+            sha256: sha256_hex(data.as_bytes()),
+            size: data.len() as u64,
+        });
     }
-    serde_json::json!({ "artifacts": artifacts, "boot": { "cmdline": "quiet" } })
+    let mut m = Manifest::sample(artifacts);
+    m.boot = Some(BootRecord {
+        kernel_version: "6.12.0".into(),
+        kernel_arch: "x86_64".into(),
+        kernel_signed: true,
+        cmdline: "quiet".into(),
+        initramfs_modules: Vec::new(),
+        root_modules: Vec::new(),
+        uefi_modules: Vec::new(),
+        deferred_modules: Vec::new(),
+    });
+    m
 }
 
 fn opts(qemu: PathBuf, work: &Path) -> BootOptions {

@@ -6,15 +6,15 @@
 //! artifact's size and sha256 before QEMU sees it, attaches the root image
 //! (`/dev/vda`) and verity tree (`/dev/vdb`) read-only and a state disk
 //! (`/dev/vdc`) read-write, never sends traffic off the machine (no NIC;
-//! a PXE boot's one NIC is on a `restrict=on` user network, see [`pxe`]),
+//! a PXE boot's one NIC is on a `restrict=on` user network, see [`pxe_boot`]),
 //! never waits on fixed sleeps and never leaves QEMU running: [`Vm`] kills
 //! it on drop, and every wait has a bound. TCG unless a bounded probe shows
 //! that KVM works. When a boot fails, the run's directory (serial log, QEMU
 //! log) is kept and named in the error.
 
 pub mod accel;
-pub mod manifest;
-pub mod pxe;
+pub mod artifacts;
+pub mod pxe_boot;
 pub mod secure_boot;
 pub mod uefi;
 pub mod vm;
@@ -25,9 +25,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::manifest::Manifest;
+
 pub use accel::{Accel, Resolved};
-pub use manifest::{boot_artifacts, BootArtifacts};
-pub use pxe::{boot_pxe, PxeVia};
+pub use artifacts::{boot_artifacts, BootArtifacts};
+pub use pxe_boot::{boot_pxe, PxeVia};
 pub use uefi::{boot_uefi, Ovmf};
 pub use vm::{Disk, Shutdown, Vm, VmBoot, VmConfig};
 
@@ -74,7 +76,7 @@ pub enum LabError {
     #[error("{what} cannot be given to a PXE boot: the bundle's script fixes the command line and the node has no disk")]
     NotForPxe { what: &'static str },
     #[error("serving the PXE bundle")]
-    Serve(#[source] crate::pxe::ServeError),
+    Serve(#[source] crate::pxe_server::ServeError),
     #[error("kernel command line is {len} bytes; x86 takes at most {max}")]
     CmdlineTooLong { len: usize, max: usize },
     #[error("UEFI firmware {path} is missing (install ovmf: scripts/setup.sh)")]
@@ -280,7 +282,7 @@ pub(crate) fn work_dir(
 /// VM off and returns the report.
 pub fn boot_direct(
     dir: &Path,
-    manifest: &Value,
+    manifest: &Manifest,
     opts: &BootOptions,
 ) -> Result<BootOutcome, LabError> {
     let artifacts = boot_artifacts(dir, manifest)?;

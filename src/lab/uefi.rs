@@ -22,10 +22,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use super::manifest::verified_artifact;
+use super::artifacts::verified_artifact;
 use super::secure_boot;
 use super::vm::{Disk, VmBoot, VmConfig};
 use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError};
+use crate::manifest::Manifest;
 
 /// Room beyond the image that a VM's disk gets without `--disk-size`.
 pub const DEFAULT_STATE_ROOM: u64 = 1 << 30;
@@ -50,7 +51,7 @@ impl Default for Ovmf {
 }
 
 /// The disk artifact a UEFI boot uses, and its QEMU format name.
-fn disk_artifact(dir: &Path, manifest: &Value) -> Result<(PathBuf, &'static str), LabError> {
+fn disk_artifact(dir: &Path, manifest: &Manifest) -> Result<(PathBuf, &'static str), LabError> {
     match verified_artifact(dir, manifest, "disk-qcow2") {
         Ok(p) => Ok((p, "qcow2")),
         Err(LabError::MissingArtifact { .. }) => verified_artifact(dir, manifest, "disk-raw")
@@ -102,7 +103,7 @@ fn create_overlay(
 /// Boots DIR's disk through OVMF; see the module docs.
 pub fn boot_uefi(
     dir: &Path,
-    manifest: &Value,
+    manifest: &Manifest,
     opts: &BootOptions,
 ) -> Result<BootOutcome, LabError> {
     let (disk, format) = disk_artifact(dir, manifest)?;
@@ -142,7 +143,7 @@ pub fn boot_uefi(
     }
     // The probe enters the image's own kernel: a probe that stops in the
     // firmware passes on hosts where every kernel then hangs.
-    let probe_kernel = super::manifest::verified_artifact(dir, manifest, "kernel")?;
+    let probe_kernel = verified_artifact(dir, manifest, "kernel")?;
     let config = VmConfig {
         qemu: opts.qemu.clone(),
         accel: accel::resolve(opts.accel, &opts.qemu, &probe_kernel),

@@ -37,11 +37,12 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::str::FromStr;
 
 use flate2::Compression;
 use ring::digest::{Context, SHA256};
 
+/// The format enum lives with the spec that names it; converting is ours.
+pub use crate::spec::Format;
 use crate::util::atomic;
 use crate::util::hash::{sha256_reader, Sha256};
 
@@ -69,8 +70,6 @@ const QEMU_IMG_HINT: &str = "install qemu-utils (Debian: apt-get install qemu-ut
 /// Errors of the format converters; each names the file or tool that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("unknown output format `{name}`; choose one of: {}", Format::NAMES.join(", "))]
-    UnknownFormat { name: String },
     #[error("cannot read raw disk {}", path.display())]
     ReadRaw {
         path: PathBuf,
@@ -115,63 +114,6 @@ pub enum FormatError {
     },
     #[error("cannot normalise the descriptor of vmdk {}: {reason}", path.display())]
     VmdkDescriptor { path: PathBuf, reason: &'static str },
-}
-
-/// An output disk format, named as in `outputs = [...]` and `--format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Format {
-    /// qcow2 for QEMU/KVM and the lab (`disk-qcow2`).
-    DiskQcow2,
-    /// Fixed VHD for Azure (`vhd`).
-    Vhd,
-    /// `disk.raw` in a gzip'd old-GNU tar for GCE image import (`gce`).
-    Gce,
-    /// Stream-optimised VMDK for AWS import and VMware (`vmdk`).
-    Vmdk,
-}
-
-impl Format {
-    /// Every format, in the order of [`Format::NAMES`].
-    pub const ALL: [Format; 4] = [Format::DiskQcow2, Format::Vhd, Format::Gce, Format::Vmdk];
-    /// The accepted names.
-    pub const NAMES: [&'static str; 4] = ["disk-qcow2", "vhd", "gce", "vmdk"];
-
-    /// The name this format parses from.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::DiskQcow2 => "disk-qcow2",
-            Format::Vhd => "vhd",
-            Format::Gce => "gce",
-            Format::Vmdk => "vmdk",
-        }
-    }
-
-    /// The usual file-name suffix, dot included.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::DiskQcow2 => ".qcow2",
-            Format::Vhd => ".vhd",
-            Format::Gce => ".tar.gz",
-            Format::Vmdk => ".vmdk",
-        }
-    }
-}
-
-impl FromStr for Format {
-    type Err = FormatError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| FormatError::UnknownFormat { name: s.to_owned() })
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// Inputs of a conversion besides the raw disk.

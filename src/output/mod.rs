@@ -7,4 +7,4 @@ pub mod disk;
 pub mod esp;
 pub mod formats;
 pub mod gpt;
-pub mod pxe;
+pub mod pxe_bundle;

@@ -5,4 +5,4 @@ pub mod assemble;
 pub mod tree;
 pub mod usrmerge;
 
-pub use tree::{normalize, Entry, Kind, Tree};
+pub use tree::{Entry, Kind, Tree};

@@ -7,7 +7,7 @@
 //! [`Tree`] is first mapped by [`canonical_path`], and
 //! [`add_merged_symlinks`] writes the top-level links once the tree is full.
 //!
-//! Paths here are tree paths (see [`crate::rootfs::normalize`]): relative,
+//! Paths here are tree paths (see [`crate::util::path::normalize`]): relative,
 //! `/`-separated, no `.` or `..` components.
 
 use super::tree::{Entry, Kind, Tree};
@@ -48,7 +48,7 @@ pub fn canonical_path(path: &str) -> String {
 /// Whether a symlink target stored at top-level `name` agrees with the merged
 /// layout (`usr/bin`, `/usr/bin`, `./usr/bin/` for `bin`).
 pub fn is_merged_link_target(name: &str, target: &str) -> bool {
-    super::tree::normalize(target).is_some_and(|t| t == format!("usr/{name}"))
+    crate::util::path::normalize(target).is_some_and(|t| t == format!("usr/{name}"))
 }
 
 /// Creates the top-level links `bin -> usr/bin`, `sbin -> usr/sbin` and

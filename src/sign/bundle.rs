@@ -21,8 +21,7 @@ use sigstore_protobuf_specs::dev::sigstore::common::v1::{
 };
 
 use super::keys::SigningKey;
-use super::manifest::MANIFEST_FILE;
-use super::verify::{manifest_artifacts, ManifestError};
+use crate::manifest::{Manifest, ManifestError, MANIFEST_FILE};
 use crate::util::{atomic, hash};
 
 /// Written beside `manifest.json`.
@@ -125,15 +124,15 @@ pub fn sign_bytes(message: &[u8], key: &SigningKey) -> Vec<u8> {
 }
 
 /// Signs `dir/manifest.json` into `dir/manifest.sigstore.json` (temp file +
-/// rename). The manifest must parse (its artifact list, at least): a file
-/// that is not a manifest is not signed. Returns the bundle's path.
+/// rename). The manifest must read as [`Manifest`]: a file that is not a
+/// manifest is not signed. Returns the bundle's path.
 pub fn sign_manifest(dir: &Path, key: &SigningKey) -> Result<PathBuf, BundleError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let manifest = fs::read(&manifest_path).map_err(|source| BundleError::Read {
         path: manifest_path.clone(),
         source,
     })?;
-    manifest_artifacts(&manifest).map_err(|source| BundleError::Manifest {
+    Manifest::parse(&manifest).map_err(|source| BundleError::Manifest {
         path: manifest_path.clone(),
         source,
     })?;

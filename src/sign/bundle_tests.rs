@@ -89,7 +89,9 @@ fn sign_manifest_writes_beside_it() {
         Err(BundleError::Manifest { .. })
     ));
     assert!(!d.path().join(BUNDLE_FILE).exists());
-    let manifest = br#"{"schema":1,"name":"t","artifacts":[]}"#;
+    let manifest = &crate::manifest::Manifest::sample(Vec::new())
+        .to_json()
+        .unwrap();
     fs::write(d.path().join(MANIFEST_FILE), manifest).unwrap();
     let out = sign_manifest(d.path(), &key).unwrap();
     assert_eq!(out, d.path().join(BUNDLE_FILE));

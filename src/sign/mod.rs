@@ -1,8 +1,9 @@
-//! What goes out, and how it is trusted: the manifest that lists every
-//! artifact with its sha256 and size; the key files (cosign-compatible
-//! ECDSA P-256 for manifests, RSA-2048 Secure Boot PK/KEK/db); the Sigstore
-//! bundle that signs the manifest's exact bytes; verification of a build
-//! directory against a public key; and the SPDX SBOM of an image.
+//! How what goes out is trusted: the key files (cosign-compatible ECDSA
+//! P-256 for manifests, RSA-2048 Secure Boot PK/KEK/db); Authenticode
+//! signatures on PE files; the Sigstore bundle that signs the exact bytes
+//! of `manifest.json` ([`crate::manifest`] defines and reads it);
+//! verification of a build directory against a public key; and the SPDX
+//! SBOM of an image.
 //!
 //! Everything here works offline: no transparency log, no certificate
 //! authority, no clock except where a caller passes one in (certificate
@@ -12,6 +13,5 @@
 pub mod authenticode;
 pub mod bundle;
 pub mod keys;
-pub mod manifest;
 pub mod sbom;
 pub mod verify;

@@ -22,7 +22,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::manifest::Manifest;
+use crate::manifest::Manifest;
 use crate::util::hash;
 
 /// The workspace member that is PID 1 in every image.

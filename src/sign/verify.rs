@@ -1,6 +1,7 @@
 //! Verifying a build directory offline: the bundle's signature over the
 //! exact bytes of `manifest.json`, then every artifact the (now trusted)
-//! manifest lists, by size and sha256.
+//! manifest lists, by size and sha256. The manifest is read as
+//! [`crate::manifest`] reads it for everyone: strictly, every field typed.
 //!
 //! Nothing here fails fast: the [`Report`] lists every problem, each naming
 //! what failed (the artifact with expected and actual hash, the key the
@@ -11,30 +12,20 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ring::digest::{Context, SHA256};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::bundle::{read_bundle, BundleError, BUNDLE_FILE};
 use super::keys::PublicKey;
-use super::manifest::{Artifact, MANIFEST_FILE, MANIFEST_SCHEMA};
+use crate::manifest::{Artifact, Manifest, ManifestError, MANIFEST_FILE};
 use crate::util::hash;
 
 /// Read size for artifact hashing: large enough that syscalls vanish
 /// behind hashing, small enough to stay in L2/L3.
 const READ_BUF: usize = 1 << 20;
-
-/// Why a manifest's content cannot be used (it is signed, so this is a
-/// build or schema problem, not tampering).
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("manifest.json does not parse")]
-    Json(#[source] serde_json::Error),
-    #[error("manifest.json field {field}: {problem}")]
-    Field { field: String, problem: String },
-}
 
 /// One reason a directory does not verify.
 #[derive(Debug, thiserror::Error)]
@@ -126,57 +117,6 @@ pub struct ArtifactCheck {
     pub actual_size: Option<u64>,
 }
 
-/// The part of the manifest verification reads. Other fields are ignored
-/// here (they are covered by the signature), so a verifier reads manifests
-/// that gained fields since it was built.
-#[derive(Deserialize)]
-struct ManifestView {
-    schema: u32,
-    artifacts: Vec<Artifact>,
-}
-
-/// The artifact list of a manifest, each path checked to stay inside the
-/// manifest's directory and each sha256 to be 64 hex digits.
-pub fn manifest_artifacts(json: &[u8]) -> Result<Vec<Artifact>, ManifestError> {
-    let view: ManifestView = serde_json::from_slice(json).map_err(ManifestError::Json)?;
-    if view.schema != MANIFEST_SCHEMA {
-        return Err(ManifestError::Field {
-            field: "schema".into(),
-            problem: format!("is {}, this nodeimg reads {MANIFEST_SCHEMA}", view.schema),
-        });
-    }
-    for (i, a) in view.artifacts.iter().enumerate() {
-        if let Err(problem) = check_relative(&a.path) {
-            return Err(ManifestError::Field {
-                field: format!("artifacts[{i}].path"),
-                problem: format!("`{}` {problem}", a.path),
-            });
-        }
-        if hash::parse_sha256(&a.sha256).is_none() || a.sha256 != a.sha256.to_ascii_lowercase() {
-            return Err(ManifestError::Field {
-                field: format!("artifacts[{i}].sha256"),
-                problem: format!("`{}` is not 64 lower-case hex digits", a.sha256),
-            });
-        }
-    }
-    Ok(view.artifacts)
-}
-
-/// A relative path of plain components: no root, no `..`.
-fn check_relative(path: &str) -> Result<(), &'static str> {
-    if path.is_empty() {
-        return Err("is empty");
-    }
-    for c in Path::new(path).components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err("leaves the directory (`..`)"),
-            Component::RootDir | Component::Prefix(_) => return Err("is absolute"),
-        }
-    }
-    Ok(())
-}
-
 /// Verifies `dir` against `key`. Never fails: problems are in the report.
 pub fn verify_dir(dir: &Path, key: &PublicKey, opts: &VerifyOptions) -> Report {
     let bundle_path = opts.bundle.clone().unwrap_or_else(|| dir.join(BUNDLE_FILE));
@@ -231,8 +171,8 @@ fn run_checks(
     match std::fs::read(&manifest_path) {
         Ok(manifest) => {
             if trust(&manifest, &mut report) {
-                match manifest_artifacts(&manifest) {
-                    Ok(artifacts) => check_artifacts(dir, &artifacts, threads, &mut report),
+                match Manifest::parse(&manifest) {
+                    Ok(m) => check_artifacts(dir, &m.artifacts, threads, &mut report),
                     Err(e) => report.problems.push(e.into()),
                 }
             }

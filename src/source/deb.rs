@@ -41,8 +41,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
 
-use crate::rootfs::tree::{normalize, Entry, Kind, Tree};
+use crate::rootfs::tree::{Entry, Kind, Tree};
 use crate::rootfs::usrmerge::{canonical_path, is_merged_dir, is_merged_link_target};
+use crate::util::path::normalize;
 
 /// Symlinks followed while resolving one path before it counts as a loop
 /// (the kernel's limit).

@@ -1,5 +1,6 @@
 //! Inputs to a build: the Debian archive (index, resolver, lock, fetch,
-//! cache, .deb extraction). Everything that comes in is hash-checked: the
+//! cache, .deb extraction) and the locked .debs of a build
+//! ([`locked::fetch_packages`]). Everything that comes in is hash-checked: the
 //! InRelease against the archive keyring, indexes against InRelease, .debs
 //! against the index or the lock, cache entries against their names.
 
@@ -8,5 +9,6 @@ pub mod deb;
 pub mod debian;
 pub mod fetch;
 pub mod lock;
+pub mod locked;
 pub mod locking;
 pub mod mirror;

@@ -9,14 +9,14 @@
 mod error;
 mod image;
 mod layer;
-mod outputs;
+mod output_kind;
 mod plan;
 mod tools;
 
 pub use error::SpecError;
 pub use image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
 pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UefiSpec, UserSpec};
-pub use outputs::{OutputKind, UnknownOutput};
+pub use output_kind::{Format, OutputKind, UnknownFormat, UnknownOutput};
 pub use plan::{
     check_outputs, load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS,
 };

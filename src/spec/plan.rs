@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use super::error::SpecError;
 use super::image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
 use super::layer::{GroupSpec, LayerSpec, Setting, UserSpec};
-use super::outputs::OutputKind;
-use crate::rootfs::normalize;
+use super::output_kind::OutputKind;
+use crate::util::path::normalize;
 
 /// Everything a build needs to know, merged from the image and its layers.
 #[derive(Debug, Clone)]

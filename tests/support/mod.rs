@@ -183,17 +183,28 @@ pub fn mtools(raw: &Path, args: &[&str]) {
     run(&mut cmd);
 }
 
-/// Moves `raw` into `dir` as `disk.raw` with a manifest naming only it, so
-/// the lab boots it (`lab boot DIR --firmware uefi`); returns `dir`.
-pub fn lab_dir_for_disk(raw: &Path, dir: &Path) -> PathBuf {
+/// Moves `raw` into `dir` as `disk.raw` beside a copy of `built`'s kernel,
+/// with `built`'s manifest listing only those two, so the lab boots the
+/// disk (`lab boot DIR --firmware uefi`; its KVM probe boots the kernel);
+/// returns `dir`.
+pub fn lab_dir_for_disk(raw: &Path, built: &Path, dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("lab dir");
     let disk = dir.join("disk.raw");
     std::fs::rename(raw, &disk).expect("move the disk");
     let data = std::fs::read(&disk).expect("read the disk");
     let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &data));
-    let manifest = serde_json::json!({
-        "artifacts": [{"kind": "disk-raw", "path": "disk.raw", "sha256": sha, "size": data.len()}]
-    });
+    let mut manifest = read_manifest(built);
+    let kernel = manifest["artifacts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["kind"] == "kernel"))
+        .cloned()
+        .expect("the build lists its kernel");
+    let kernel_path = kernel["path"].as_str().expect("kernel path");
+    std::fs::copy(built.join(kernel_path), dir.join(kernel_path)).expect("copy the kernel");
+    manifest["artifacts"] = serde_json::json!([
+        {"kind": "disk-raw", "path": "disk.raw", "sha256": sha, "size": data.len()},
+        kernel,
+    ]);
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
     dir.to_path_buf()
 }

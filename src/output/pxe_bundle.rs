@@ -31,7 +31,6 @@ use std::sync::Arc;
 use ring::digest::{Context, SHA256};
 
 use crate::boot::initramfs::{self, InitramfsError};
-use crate::sign::manifest::Artifact;
 use crate::util::atomic;
 
 /// The bundle's folder name in a build's output directory.
@@ -111,22 +110,6 @@ pub struct PxeBundle {
     pub files: Vec<PxeFile>,
     /// The kernel command line the script passes.
     pub cmdline: String,
-}
-
-impl PxeBundle {
-    /// The manifest's artifacts, with paths `<prefix>/<file>` (the bundle
-    /// folder relative to the manifest, normally [`PXE_DIR`]).
-    pub fn artifacts(&self, prefix: &str) -> Vec<Artifact> {
-        self.files
-            .iter()
-            .map(|f| Artifact {
-                kind: f.kind.into(),
-                path: format!("{}/{}", prefix.trim_end_matches('/'), f.name),
-                sha256: f.sha256.clone(),
-                size: f.size,
-            })
-            .collect()
-    }
 }
 
 /// The bundle's kernel command line: the image's line and the root and hash
@@ -297,5 +280,5 @@ pub fn write_pxe_bundle(dir: &Path, parts: &PxeParts) -> Result<PxeBundle, PxeEr
 }
 
 #[cfg(test)]
-#[path = "pxe_tests.rs"]
+#[path = "pxe_bundle_tests.rs"]
 mod tests;

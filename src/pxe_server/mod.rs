@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use crate::output::pxe::SCRIPT_FILE;
+use crate::output::pxe_bundle::SCRIPT_FILE;
 
 /// `nodeimg pxe serve`'s default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

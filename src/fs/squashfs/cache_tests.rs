@@ -252,33 +252,3 @@ fn unusable_cache_directory_is_ignored() {
     let (img, _) = write(&t, Some(&not_a_dir.join("below")));
     assert!(img == plain);
 }
-
-/// Write times without a cache, with a cold cache, a warm one, and after one
-/// small file changed, on a host tree:
-/// `NODEIMG_SQUASHFS_TREE=DIR cargo test --release --lib cache_timings -- --ignored --nocapture`.
-#[test]
-#[ignore = "benchmark: needs NODEIMG_SQUASHFS_TREE"]
-fn cache_timings_on_a_host_tree() {
-    use std::time::Instant;
-    let Some(dir) = std::env::var_os("NODEIMG_SQUASHFS_TREE") else {
-        panic!("set NODEIMG_SQUASHFS_TREE to a directory");
-    };
-    let mut t =
-        crate::fs::bench::tree_from_host(&[(Path::new(&dir), "", u64::MAX)]).expect("load tree");
-    let cache = tempfile::tempdir().expect("tempdir");
-    let run = |t: &Tree, what: &str, cache: Option<&Path>| {
-        let start = Instant::now();
-        let (img, stats) = write(t, cache);
-        let secs = start.elapsed().as_secs_f64();
-        println!("{what:<12} {secs:>6.3} s  {} bytes  {stats:?}", img.len());
-    };
-    for _ in 0..3 {
-        run(&t, "no cache", None);
-    }
-    run(&t, "cold cache", Some(cache.path()));
-    for i in 0..3u8 {
-        run(&t, "warm cache", Some(cache.path()));
-        t.insert("etc/one-file", Entry::file(vec![i; 100], 0o644));
-        run(&t, "one changed", Some(cache.path()));
-    }
-}

@@ -11,9 +11,9 @@
 //! count and whatever the cache holds.
 //!
 //! Speed: backhand compresses one block at a time on the calling thread;
-//! `blocks` (`squashfs_blocks.rs`) compresses them ahead on worker threads
-//! with reused zstd contexts, and `cache` (`squashfs_cache.rs`) lets a
-//! rebuild skip the blocks that did not change.
+//! `blocks` compresses them ahead on worker threads with reused zstd
+//! contexts, and `cache` lets a rebuild skip the blocks that did not
+//! change.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -30,9 +30,7 @@ use backhand::{
 
 use crate::rootfs::{Entry, Kind, Tree};
 
-#[path = "squashfs_blocks.rs"]
 mod blocks;
-#[path = "squashfs_cache.rs"]
 mod cache;
 
 pub(crate) use blocks::CompressStats;
@@ -398,9 +396,7 @@ fn bootstrap_reader(
 }
 
 #[cfg(test)]
-#[path = "squashfs_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "squashfs_cache_tests.rs"]
 mod cache_tests;

@@ -1,16 +1,12 @@
-//! Reading a build's `manifest.json` for a boot: the artifacts the lab
-//! needs, each checked against its recorded size and sha256 before QEMU
-//! sees it.
-//!
-//! Shape: `{ "artifacts": [ { "kind", "path", "sha256", "size" } ],
-//! "boot": { "cmdline" } }`, paths relative to the manifest's directory.
+//! The artifacts a boot uses, from a build's typed [`Manifest`]: each one
+//! found by kind and checked against its recorded size and sha256 before
+//! QEMU sees it. Paths are relative to the manifest's directory.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use super::LabError;
+use crate::manifest::Manifest;
 use crate::util::hash::sha256_reader;
 
 /// The artifact kinds a direct boot uses.
@@ -37,36 +33,20 @@ fn bad(dir: &Path, what: impl Into<String>) -> LabError {
 /// Finds the one artifact of `kind`; returns its path under `dir`, sha256 and size.
 fn artifact<'m>(
     dir: &Path,
-    manifest: &'m Value,
+    manifest: &'m Manifest,
     kind: &str,
 ) -> Result<(PathBuf, &'m str, u64), LabError> {
-    let artifacts = manifest
-        .get("artifacts")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad(dir, "no \"artifacts\" array"))?;
-    let mut found = artifacts
-        .iter()
-        .filter(|a| a.get("kind").and_then(Value::as_str) == Some(kind));
+    let mut found = manifest.artifacts.iter().filter(|a| a.kind == kind);
     let a = found.next().ok_or_else(|| LabError::MissingArtifact {
         kind: kind.to_string(),
     })?;
     if found.next().is_some() {
         return Err(bad(dir, format!("several artifacts of kind {kind:?}")));
     }
-    let field = |name: &str| {
-        a.get(name)
-            .ok_or_else(|| bad(dir, format!("{kind} artifact has no {name:?}")))
-    };
-    let rel = field("path")?
-        .as_str()
-        .ok_or_else(|| bad(dir, format!("{kind} path is not a string")))?;
-    let sha = field("sha256")?
-        .as_str()
-        .ok_or_else(|| bad(dir, format!("{kind} sha256 is not a string")))?;
-    let size = field("size")?
-        .as_u64()
-        .ok_or_else(|| bad(dir, format!("{kind} size is not a number")))?;
-    let rel = crate::rootfs::normalize(rel)
+    let rel = &a.path;
+    // `Manifest::read` checked this already; a manifest built in memory
+    // was not, and the lab opens what it names.
+    let rel = crate::util::path::normalize(rel)
         .filter(|r| !r.is_empty() && !rel.starts_with('/'))
         .ok_or_else(|| {
             bad(
@@ -74,12 +54,12 @@ fn artifact<'m>(
                 format!("{kind} path {rel:?} is not relative to the manifest"),
             )
         })?;
-    Ok((dir.join(rel), sha, size))
+    Ok((dir.join(rel), &a.sha256, a.size))
 }
 
 /// The path of DIR's one artifact of `kind`, after checking its size and
 /// sha256 against the manifest.
-pub fn verified_artifact(dir: &Path, manifest: &Value, kind: &str) -> Result<PathBuf, LabError> {
+pub fn verified_artifact(dir: &Path, manifest: &Manifest, kind: &str) -> Result<PathBuf, LabError> {
     let (path, sha, size) = artifact(dir, manifest, kind)?;
     verify_file(kind, &path, sha, size)?;
     tracing::debug!(kind, path = %path.display(), "artifact verified");
@@ -116,12 +96,12 @@ fn verify_file(kind: &str, path: &Path, sha256: &str, size: u64) -> Result<(), L
 }
 
 /// Reads and verifies the four boot artifacts and the command line.
-pub fn boot_artifacts(dir: &Path, manifest: &Value) -> Result<BootArtifacts, LabError> {
+pub fn boot_artifacts(dir: &Path, manifest: &Manifest) -> Result<BootArtifacts, LabError> {
     let cmdline = manifest
-        .pointer("/boot/cmdline")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(dir, "no \"boot.cmdline\" string"))?
-        .to_string();
+        .boot
+        .as_ref()
+        .map(|b| b.cmdline.clone())
+        .ok_or_else(|| bad(dir, "no \"boot\" record (the image has no kernel)"))?;
     let get = |kind: &str| verified_artifact(dir, manifest, kind);
     Ok(BootArtifacts {
         rootfs: get("rootfs")?,
@@ -135,22 +115,39 @@ pub fn boot_artifacts(dir: &Path, manifest: &Value) -> Result<BootArtifacts, Lab
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::{Artifact, BootRecord};
     use crate::util::hash::sha256_hex;
 
-    fn write_build(dir: &Path) -> Value {
+    fn write_build(dir: &Path) -> Manifest {
         let mut artifacts = Vec::new();
         for kind in KINDS {
             let data = format!("{kind} bytes");
             std::fs::write(dir.join(format!("{kind}.bin")), &data).unwrap();
-            artifacts.push(serde_json::json!({
-                "kind": kind, "path": format!("{kind}.bin"),
-                "sha256": sha256_hex(data.as_bytes()), "size": data.len(),
-            }));
+            artifacts.push(Artifact {
+                kind: kind.into(),
+                path: format!("{kind}.bin"),
+                sha256: sha256_hex(data.as_bytes()),
+                size: data.len() as u64,
+            });
         }
-        artifacts.push(
-            serde_json::json!({"kind": "sbom", "path": "absent.json", "sha256": "00", "size": 1}),
-        );
-        serde_json::json!({ "artifacts": artifacts, "boot": { "cmdline": "ro quiet" } })
+        artifacts.push(Artifact {
+            kind: "sbom".into(),
+            path: "absent.json".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+        });
+        let mut m = Manifest::sample(artifacts);
+        m.boot = Some(BootRecord {
+            kernel_version: "6.12.0".into(),
+            kernel_arch: "x86_64".into(),
+            kernel_signed: true,
+            cmdline: "ro quiet".into(),
+            initramfs_modules: Vec::new(),
+            root_modules: Vec::new(),
+            uefi_modules: Vec::new(),
+            deferred_modules: Vec::new(),
+        });
+        m
     }
 
     #[test]
@@ -183,12 +180,12 @@ mod tests {
     fn refuses_escaping_paths_and_missing_kinds() {
         let dir = tempfile::tempdir().unwrap();
         let mut manifest = write_build(dir.path());
-        manifest["artifacts"][0]["path"] = "../etc/passwd".into();
+        manifest.artifacts[0].path = "../etc/passwd".into();
         assert!(matches!(
             boot_artifacts(dir.path(), &manifest),
             Err(LabError::Manifest { .. })
         ));
-        manifest["artifacts"].as_array_mut().unwrap().remove(0);
+        manifest.artifacts.remove(0);
         let err = boot_artifacts(dir.path(), &manifest).unwrap_err();
         assert!(
             matches!(&err, LabError::MissingArtifact { kind } if kind == "rootfs"),

@@ -5,8 +5,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::output::formats::Format;
-
 /// One output kind, named as in the spec and on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum OutputKind {
@@ -82,6 +80,70 @@ impl FromStr for OutputKind {
     }
 }
 
+/// An output disk format, named as in `outputs = [...]` and `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Format {
+    /// qcow2 for QEMU/KVM and the lab (`disk-qcow2`).
+    DiskQcow2,
+    /// Fixed VHD for Azure (`vhd`).
+    Vhd,
+    /// `disk.raw` in a gzip'd old-GNU tar for GCE image import (`gce`).
+    Gce,
+    /// Stream-optimised VMDK for AWS import and VMware (`vmdk`).
+    Vmdk,
+}
+
+impl Format {
+    /// Every format, in the order of [`Format::NAMES`].
+    pub const ALL: [Format; 4] = [Format::DiskQcow2, Format::Vhd, Format::Gce, Format::Vmdk];
+    /// The accepted names.
+    pub const NAMES: [&'static str; 4] = ["disk-qcow2", "vhd", "gce", "vmdk"];
+
+    /// The name this format parses from.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::DiskQcow2 => "disk-qcow2",
+            Format::Vhd => "vhd",
+            Format::Gce => "gce",
+            Format::Vmdk => "vmdk",
+        }
+    }
+
+    /// The usual file-name suffix, dot included.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::DiskQcow2 => ".qcow2",
+            Format::Vhd => ".vhd",
+            Format::Gce => ".tar.gz",
+            Format::Vmdk => ".vmdk",
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| UnknownFormat { name: s.to_owned() })
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A disk format name that is not one of [`Format::NAMES`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown output format `{name}`; choose one of: {}", Format::NAMES.join(", "))]
+pub struct UnknownFormat {
+    pub name: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +155,19 @@ mod tests {
         }
         let e = "iso".parse::<OutputKind>().unwrap_err().to_string();
         assert!(e.contains("`iso`") && e.contains("disk-qcow2"), "{e}");
+    }
+
+    #[test]
+    fn format_names_round_trip_and_unknown_lists_choices() {
+        assert_eq!(Format::ALL.map(Format::name), Format::NAMES);
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>().unwrap(), f);
+            assert_eq!(f.to_string(), f.name());
+        }
+        let err = "qcow2".parse::<Format>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown output format `qcow2`; choose one of: disk-qcow2, vhd, gce, vmdk"
+        );
     }
 }

@@ -126,10 +126,8 @@ fn bundle_files_match_their_records_and_the_initrd_carries_the_root() {
     );
     assert_eq!(second[1].data, i.root);
     assert_eq!(second[2].data, i.verity);
-
-    let artifacts = b.artifacts("pxe");
-    assert_eq!(artifacts[1].path, "pxe/initrd.img");
-    assert_eq!(artifacts[1].kind, "pxe-initrd");
+    assert_eq!(b.files[1].name, "initrd.img");
+    assert_eq!(b.files[1].kind, "pxe-initrd");
 }
 
 #[test]

@@ -1,14 +1,12 @@
-//! `manifest.json`: the build's record of what it produced. Deterministic:
-//! no wall-clock time, fields in a fixed order, lists sorted.
+//! The manifest's types, field by field as `manifest.json` spells them.
+//! Deterministic: no wall-clock time, fields in a fixed order, lists sorted.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::output::disk::DiskLayout;
 use crate::util::hash;
-
-pub const MANIFEST_FILE: &str = "manifest.json";
-pub const MANIFEST_SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -42,7 +40,7 @@ pub struct UefiRecord {
     pub secure_boot_signed: bool,
     /// The raw disk's partitions, when a disk output was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk: Option<crate::output::disk::DiskLayout>,
+    pub disk: Option<DiskLayout>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,5 +153,41 @@ impl Manifest {
 
     pub fn artifact(&self, kind: &str) -> Option<&Artifact> {
         self.artifacts.iter().find(|a| a.kind == kind)
+    }
+}
+
+#[cfg(test)]
+impl Manifest {
+    /// A valid manifest listing `artifacts`, for tests of its readers.
+    pub(crate) fn sample(artifacts: Vec<Artifact>) -> Manifest {
+        Manifest {
+            schema: super::MANIFEST_SCHEMA,
+            name: "test".into(),
+            version: "0.1.0".into(),
+            arch: "amd64".into(),
+            build: BuildInfo {
+                nodeimg_version: "0.1.0".into(),
+                inputs: Vec::new(),
+                source_date_epoch: 1_760_000_000,
+                lock_checksum: "0".repeat(64),
+                debian_suite: "trixie".into(),
+                layers: vec!["base".into()],
+            },
+            artifacts,
+            verity: VerityRecord {
+                root_hash: "1".repeat(64),
+                salt: "2".repeat(64),
+                hash_algorithm: "sha256".into(),
+                data_block_size: 4096,
+                hash_block_size: 4096,
+                data_blocks: 1,
+                hash_offset: 0,
+                hash_start_block: 1,
+                uuid: None,
+            },
+            boot: None,
+            uefi: None,
+            packages: Vec::new(),
+        }
     }
 }

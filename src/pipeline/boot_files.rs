@@ -1,10 +1,11 @@
-//! The boot side of a build: Debian's kernel package -> the kernel as
-//! Debian signed it, the module closure split between the initramfs (what
+//! Stage: the boot files. Debian's kernel package -> the kernel as Debian
+//! signed it, the module closure split between the initramfs (what
 //! reaching the root needs) and the root image (the rest), and the
 //! initramfs with the agent as `/init`. The command line that carries the
 //! verity root hash is made after the root image exists.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::boot::initramfs::{self, InitramfsError};
@@ -12,18 +13,24 @@ use crate::boot::modules::{
     closure, decompress_module, initramfs_payload, EarlyModules, ModuleError, MODULES_ORDER_PATH,
 };
 use crate::boot::{find_kernel, inspect, KernelError, KernelInfo};
+use crate::manifest::{Artifact, BootRecord, VerityRecord};
 use crate::rootfs::{Entry, Tree};
-use crate::sign::manifest::VerityRecord;
 use crate::source::deb::{unpack_into, DebError};
 use crate::source::lock::LockedPackage;
 use crate::spec::Plan;
+use crate::util::atomic;
+
+use super::tree::{check_identity, WrongPackage};
+
+pub const KERNEL_FILE: &str = "vmlinuz";
+pub const INITRAMFS_FILE: &str = "initramfs.img";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootStageError {
     #[error("image `{image}` places nodeagent or names a kernel, but no agent binary was found: build it with `make agent` (nodeimg then finds it in its target directory), install it beside nodeimg, or pass --agent")]
     NoAgent { image: String },
     #[error(transparent)]
-    Identity(#[from] Box<super::BuildError>),
+    Identity(#[from] WrongPackage),
     #[error("unpacking kernel package")]
     Deb(#[source] DebError),
     #[error("kernel")]
@@ -32,6 +39,12 @@ pub enum BootStageError {
     Modules(#[source] ModuleError),
     #[error("initramfs")]
     Initramfs(#[source] InitramfsError),
+    #[error("output directory {path}")]
+    Out {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What the boot stage hands back to the build.
@@ -84,7 +97,8 @@ fn root_modules(
 /// order) into `root`, and builds the initramfs.
 pub fn prepare(
     plan: &Plan,
-    kernel_debs: &[(&LockedPackage, &[u8])],
+    kernel_packages: &[&LockedPackage],
+    kernel_debs: &[Vec<u8>],
     agent: Option<&[u8]>,
     root: &mut Tree,
     mtime: u32,
@@ -94,10 +108,10 @@ pub fn prepare(
     })?;
     let mut ktree = Tree::new();
     let mut owners = BTreeMap::new();
-    for (locked, deb) in kernel_debs {
+    for (locked, deb) in kernel_packages.iter().zip(kernel_debs) {
         let info =
             unpack_into(&locked.name, deb, &mut ktree, &mut owners).map_err(BootStageError::Deb)?;
-        super::check_identity(locked, &info)?;
+        check_identity(locked, &info)?;
     }
     let (kver, kernel) = find_kernel(&ktree).map_err(BootStageError::Kernel)?;
     let info = inspect(&kernel).map_err(BootStageError::Kernel)?;
@@ -200,4 +214,38 @@ pub fn cmdline(plan: &Plan, verity: &VerityRecord) -> String {
     args.push(format!("nodeimg.hash_start={}", verity.hash_start_block));
     args.push("nodeimg.fstype=squashfs".into());
     args.join(" ")
+}
+
+/// Writes the kernel and the initramfs into `out`; returns their entries
+/// for the manifest.
+pub fn write_boot_files(out: &Path, parts: &BootParts) -> Result<Vec<Artifact>, BootStageError> {
+    let out_err = |source| BootStageError::Out {
+        path: out.to_path_buf(),
+        source,
+    };
+    let mut artifacts = Vec::new();
+    for (kind, name, data) in [
+        ("kernel", KERNEL_FILE, &parts.kernel[..]),
+        ("initramfs", INITRAMFS_FILE, &parts.initramfs[..]),
+    ] {
+        let path = out.join(name);
+        atomic::write(&path, data).map_err(|source| BootStageError::Out { path, source })?;
+        artifacts.push(Artifact::of_file(kind, out, name).map_err(out_err)?);
+    }
+    Ok(artifacts)
+}
+
+/// The manifest's boot record: what the kernel is and which modules load
+/// where, with the image's command line.
+pub fn record(parts: &BootParts, cmdline: String) -> BootRecord {
+    BootRecord {
+        kernel_version: parts.kernel_release.clone(),
+        kernel_arch: parts.kernel_info.arch.to_string(),
+        kernel_signed: parts.kernel_info.signed,
+        cmdline,
+        initramfs_modules: parts.initramfs_modules.clone(),
+        root_modules: parts.root_modules.clone(),
+        uefi_modules: parts.uefi_modules.clone(),
+        deferred_modules: parts.deferred_modules.clone(),
+    }
 }

@@ -5,7 +5,7 @@
 //! The bundle's three files are verified against the manifest first. QEMU's
 //! user network (slirp) answers DHCP and hands out `boot.ipxe`, either from
 //! its own TFTP server rooted at the bundle folder, or over HTTP from
-//! [`crate::pxe::serve`] running in this process on 127.0.0.1. The network
+//! [`crate::pxe_server::serve`] running in this process on 127.0.0.1. The network
 //! is `restrict=on` both ways: the guest reaches slirp's DHCP and TFTP and,
 //! for HTTP, one forwarded address (`10.0.2.100:80` -> the server's
 //! loopback port), and nothing else, so no packet leaves the machine. The
@@ -22,12 +22,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use super::manifest::verified_artifact;
+use super::artifacts::verified_artifact;
 use super::vm::{VmBoot, VmConfig};
 use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError};
-use crate::output::pxe::{KIND_INITRD, KIND_KERNEL, KIND_SCRIPT, SCRIPT_FILE};
+use crate::manifest::Manifest;
+use crate::output::pxe_bundle::{KIND_INITRD, KIND_KERNEL, KIND_SCRIPT, SCRIPT_FILE};
 
 /// The guest-side address slirp forwards to the lab's HTTP server.
 const HTTP_GUEST_ADDR: &str = "10.0.2.100";
@@ -37,7 +36,7 @@ const HTTP_GUEST_ADDR: &str = "10.0.2.100";
 pub enum PxeVia {
     /// slirp's built-in TFTP server, rooted at the bundle folder.
     Tftp,
-    /// The lab's own HTTP server ([`crate::pxe`]) on a loopback port.
+    /// The lab's own HTTP server ([`crate::pxe_server`]) on a loopback port.
     #[default]
     Http,
 }
@@ -67,7 +66,7 @@ impl fmt::Display for PxeVia {
 
 /// The bundle folder of DIR's manifest, after verifying its three files;
 /// they must share one folder (the script names the others relatively).
-pub fn bundle_dir(dir: &Path, manifest: &Value) -> Result<PathBuf, LabError> {
+pub fn bundle_dir(dir: &Path, manifest: &Manifest) -> Result<PathBuf, LabError> {
     let script = verified_artifact(dir, manifest, KIND_SCRIPT).map_err(|e| match e {
         LabError::MissingArtifact { .. } => LabError::MissingArtifact {
             kind: format!("{KIND_SCRIPT} (build with --format pxe)"),
@@ -121,7 +120,7 @@ pub fn http_net(server: SocketAddr) -> String {
 /// powers the VM off and returns the report.
 pub fn boot_pxe(
     dir: &Path,
-    manifest: &Value,
+    manifest: &Manifest,
     opts: &BootOptions,
     via: PxeVia,
 ) -> Result<BootOutcome, LabError> {
@@ -142,12 +141,12 @@ pub fn boot_pxe(
         PxeVia::Tftp => (None, tftp_net(&bundle)),
         PxeVia::Http => {
             let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-            let server = crate::pxe::serve(&bundle, loopback).map_err(LabError::Serve)?;
+            let server = crate::pxe_server::serve(&bundle, loopback).map_err(LabError::Serve)?;
             let net = http_net(server.addr());
             (Some(server), net)
         }
     };
-    let kernel = super::manifest::verified_artifact(dir, manifest, "kernel")?;
+    let kernel = verified_artifact(dir, manifest, "kernel")?;
     let accel = accel::resolve(opts.accel, &opts.qemu, &kernel);
     let config = VmConfig {
         qemu: opts.qemu.clone(),
@@ -175,9 +174,10 @@ pub fn boot_pxe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::Artifact;
     use crate::util::hash::sha256_hex;
 
-    fn write_bundle(dir: &Path, script_dir: &str) -> Value {
+    fn write_bundle(dir: &Path, script_dir: &str) -> Manifest {
         let mut artifacts = Vec::new();
         for (kind, folder, name) in [
             (KIND_KERNEL, "pxe", "vmlinuz"),
@@ -187,12 +187,14 @@ mod tests {
             std::fs::create_dir_all(dir.join(folder)).unwrap();
             let data = format!("{kind} bytes");
             std::fs::write(dir.join(folder).join(name), &data).unwrap();
-            artifacts.push(serde_json::json!({
-                "kind": kind, "path": format!("{folder}/{name}"),
-                "sha256": sha256_hex(data.as_bytes()), "size": data.len(),
-            }));
+            artifacts.push(Artifact {
+                kind: kind.into(),
+                path: format!("{folder}/{name}"),
+                sha256: sha256_hex(data.as_bytes()),
+                size: data.len() as u64,
+            });
         }
-        serde_json::json!({ "artifacts": artifacts })
+        Manifest::sample(artifacts)
     }
 
     #[test]

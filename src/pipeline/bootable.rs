@@ -1,6 +1,7 @@
-//! Bootable outputs from a built root: the UKI, the UEFI disk (ESP with
-//! systemd-boot + the UKI, A/B root and verity slots), the disk formats
-//! converted from it, and the PXE bundle.
+//! Stage: bootable outputs from a built root: the UKI, the UEFI disk (ESP
+//! with systemd-boot + the UKI, A/B root and verity slots), the disk
+//! formats converted from it, and the PXE bundle. One function each;
+//! [`write_outputs`] runs those the plan asks for.
 //!
 //! Takes the finished root image and verity tree (as files in the output
 //! directory), the kernel, the initramfs and the plain `.deb` holding
@@ -16,17 +17,21 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::boot::uki::{build_uki, UkiError, UkiSections};
+use crate::manifest::{Artifact, UefiRecord, VerityRecord};
 use crate::output::disk::{self, DiskError, DiskIds, DiskLayout, DiskSpec, Payload};
 use crate::output::esp::{write_esp, EspError, EspFile, EspParams};
 use crate::output::formats::{convert, ConvertOptions, Format, FormatError};
 use crate::output::gpt;
+use crate::output::pxe_bundle::{write_pxe_bundle, PxeBundle, PxeError, PxeParts, PXE_DIR};
 use crate::rootfs::tree::Kind;
 use crate::rootfs::Tree;
 use crate::sign::authenticode::{AuthenticodeError, PeSigner};
-use crate::sign::manifest::{Artifact, UefiRecord, VerityRecord};
 use crate::source::deb::{unpack_into, DebError};
 use crate::spec::{OutputKind, Plan};
 use crate::util::atomic;
+
+use super::boot_files::BootParts;
+use super::root_image::{ROOTFS_FILE, VERITY_FILE};
 
 pub const UKI_FILE: &str = "uki.efi";
 pub const DISK_RAW_FILE: &str = "disk.raw";
@@ -71,7 +76,7 @@ pub enum OutputError {
         source: FormatError,
     },
     #[error("cannot write the PXE bundle")]
-    Pxe(#[source] crate::output::pxe::PxeError),
+    Pxe(#[source] PxeError),
     #[error("a disk conversion thread panicked")]
     Panicked,
     #[error("the root image has no usr/lib/os-release for the UKI's .osrel")]
@@ -91,11 +96,8 @@ pub struct OutputInputs<'a> {
     pub source_date_epoch: u64,
     pub tree: &'a Tree,
     pub verity: &'a VerityRecord,
-    pub root_file: &'a str,
-    pub verity_file: &'a str,
-    pub kernel: &'a [u8],
-    pub initramfs: &'a [u8],
-    pub kernel_release: &'a str,
+    /// The kernel, the initramfs and the kernel release.
+    pub boot: &'a BootParts,
     /// The image's command line (root hash, no devices).
     pub cmdline: &'a str,
     /// The uefi package's name and plain `.deb`, when the plan names one.
@@ -133,150 +135,212 @@ pub fn esp_entry_name(plan: &Plan) -> String {
 
 /// Writes every output of `plan.outputs` into `inputs.out`.
 pub fn write_outputs(inputs: &OutputInputs) -> Result<Written, OutputError> {
-    let plan = inputs.plan;
-    let out = inputs.out;
+    let (plan, out) = (inputs.plan, inputs.out);
     let wants = |k: OutputKind| plan.outputs.contains(&k);
     let mut written = Written::default();
     remove_unrequested(plan, out)?;
     if plan.outputs.iter().any(|k| k.needs_uki()) {
-        let t = Instant::now();
-        let (package, deb) = inputs
-            .uefi_deb
-            .ok_or_else(|| OutputError::UefiFileMissing {
-                package: "(none)".into(),
-                path: STUB_PATH,
-            })?;
-        let (stub, mut bootloader) = uefi_files(package, deb)?;
-        let root_hash = hex::decode(&inputs.verity.root_hash).unwrap_or_default();
-        let cmdline = uki_cmdline(inputs.cmdline, &root_hash)?;
-        let osrel = match inputs.tree.get("usr/lib/os-release").map(|e| &e.kind) {
-            Some(Kind::File(d)) => d.clone(),
-            _ => return Err(OutputError::NoOsRelease),
-        };
-        let uki = build_uki(
-            &stub,
-            &UkiSections {
-                osrel: &osrel,
-                cmdline: cmdline.as_bytes(),
-                uname: inputs.kernel_release.as_bytes(),
-                initrd: inputs.initramfs,
-                linux: inputs.kernel,
-            },
-        )
-        .map_err(OutputError::Uki)?;
-        // What the firmware and systemd-boot start carries our db signature,
-        // over the whole UKI: its command line cannot change unnoticed.
-        let uki = match inputs.pe_signer {
-            Some(signer) => {
-                bootloader =
-                    signer
-                        .sign(&bootloader)
-                        .map_err(|source| OutputError::SecureBootSign {
-                            file: "systemd-boot",
-                            source,
-                        })?;
-                signer
-                    .sign(&uki)
-                    .map_err(|source| OutputError::SecureBootSign {
-                        file: "UKI",
-                        source,
-                    })?
-            }
-            None => uki,
-        };
-        tracing::info!(
-            bytes = uki.len(),
-            secure_boot_signed = inputs.pe_signer.is_some(),
-            secs = t.elapsed().as_secs_f32(),
-            "UKI assembled"
-        );
+        let uki = build_uki_stage(inputs)?;
         if wants(OutputKind::Uki) {
             let path = out.join(UKI_FILE);
-            atomic::write(&path, &uki).map_err(|source| OutputError::Io { path, source })?;
+            atomic::write(&path, &uki.uki).map_err(|source| OutputError::Io { path, source })?;
             written.artifacts.push(artifact("uki", out, UKI_FILE)?);
         }
-        let entry = esp_entry_name(plan);
         let mut record = UefiRecord {
-            cmdline,
-            esp_entry: entry.clone(),
+            cmdline: uki.cmdline.clone(),
+            esp_entry: uki.entry.clone(),
             secure_boot_signed: inputs.pe_signer.is_some(),
             disk: None,
         };
         if plan.outputs.iter().any(|k| k.needs_disk()) {
-            let layout = write_raw_disk(inputs, &bootloader, &entry, &uki, &root_hash)?;
-            record.disk = Some(layout);
+            record.disk = Some(write_raw_disk(inputs, &uki)?);
             if wants(OutputKind::DiskRaw) {
                 written
                     .artifacts
                     .push(artifact("disk-raw", out, DISK_RAW_FILE)?);
             }
-            let raw = out.join(DISK_RAW_FILE);
-            let opts = ConvertOptions::new(inputs.source_date_epoch);
-            // Each format reads the raw disk on its own; qemu-img runs in its
-            // own process: convert them side by side.
-            let formats: Vec<Format> = plan
-                .outputs
-                .iter()
-                .filter_map(|k| match k {
-                    OutputKind::Disk(f) => Some(*f),
-                    _ => None,
-                })
-                .collect();
-            let results: Vec<Result<(), OutputError>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = formats
-                    .iter()
-                    .map(|&format| {
-                        let (raw, opts) = (&raw, &opts);
-                        scope.spawn(move || {
-                            let t = Instant::now();
-                            let name = file_name(OutputKind::Disk(format));
-                            convert(raw, format, &out.join(&name), opts)
-                                .map_err(|source| OutputError::Format { format, source })?;
-                            tracing::info!(
-                                format = format.name(),
-                                secs = t.elapsed().as_secs_f32(),
-                                "disk converted"
-                            );
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or(Err(OutputError::Panicked)))
-                    .collect()
-            });
-            for (format, result) in formats.iter().zip(results) {
-                result?;
-                let name = file_name(OutputKind::Disk(*format));
-                written.artifacts.push(artifact(format.name(), out, &name)?);
-            }
+            written
+                .artifacts
+                .extend(convert_formats(plan, out, inputs.source_date_epoch)?);
             if !wants(OutputKind::DiskRaw) {
-                remove_stale(&raw)?;
+                remove_stale(&out.join(DISK_RAW_FILE))?;
             }
         }
         written.uefi = Some(record);
     }
     if wants(OutputKind::Pxe) {
-        let t = Instant::now();
-        let files = crate::output::pxe::write_pxe_bundle(
-            &out.join(file_name(OutputKind::Pxe)),
-            &crate::output::pxe::PxeParts {
-                kernel: inputs.kernel,
-                initramfs: inputs.initramfs,
-                root: &out.join(inputs.root_file),
-                verity: &out.join(inputs.verity_file),
-                cmdline: inputs.cmdline,
-                source_date_epoch: inputs.source_date_epoch,
-            },
-        )
-        .map_err(OutputError::Pxe)?;
-        tracing::info!(secs = t.elapsed().as_secs_f32(), "PXE bundle written");
+        let bundle = write_pxe(inputs)?;
         written
             .artifacts
-            .extend(files.artifacts(&file_name(OutputKind::Pxe)));
+            .extend(pxe_artifacts(&bundle, &file_name(OutputKind::Pxe)));
     }
     Ok(written)
+}
+
+/// The UKI and what the ESP holds with it.
+pub struct UkiParts {
+    /// The UKI, signed when a db key was given.
+    pub uki: Vec<u8>,
+    /// systemd-boot, signed likewise.
+    pub bootloader: Vec<u8>,
+    /// The UKI's sealed command line.
+    pub cmdline: String,
+    /// The UKI's path on the ESP.
+    pub entry: String,
+    /// The verity root hash, raw.
+    pub root_hash: Vec<u8>,
+}
+
+/// Assembles the UKI (systemd-stub + kernel + initramfs + the command line
+/// that names the disk's partitions) and signs it and systemd-boot for
+/// Secure Boot when a db key was given.
+pub fn build_uki_stage(inputs: &OutputInputs) -> Result<UkiParts, OutputError> {
+    let t = Instant::now();
+    let (package, deb) = inputs
+        .uefi_deb
+        .ok_or_else(|| OutputError::UefiFileMissing {
+            package: "(none)".into(),
+            path: STUB_PATH,
+        })?;
+    let (stub, bootloader) = uefi_files(package, deb)?;
+    let root_hash = hex::decode(&inputs.verity.root_hash).unwrap_or_default();
+    let cmdline = uki_cmdline(inputs.cmdline, &root_hash)?;
+    let osrel = match inputs.tree.get("usr/lib/os-release").map(|e| &e.kind) {
+        Some(Kind::File(d)) => d.clone(),
+        _ => return Err(OutputError::NoOsRelease),
+    };
+    let uki = build_uki(
+        &stub,
+        &UkiSections {
+            osrel: &osrel,
+            cmdline: cmdline.as_bytes(),
+            uname: inputs.boot.kernel_release.as_bytes(),
+            initrd: &inputs.boot.initramfs,
+            linux: &inputs.boot.kernel,
+        },
+    )
+    .map_err(OutputError::Uki)?;
+    // What the firmware and systemd-boot start carries our db signature,
+    // over the whole UKI: its command line cannot change unnoticed.
+    let (uki, bootloader) = match inputs.pe_signer {
+        Some(signer) => {
+            let bootloader =
+                signer
+                    .sign(&bootloader)
+                    .map_err(|source| OutputError::SecureBootSign {
+                        file: "systemd-boot",
+                        source,
+                    })?;
+            let uki = signer
+                .sign(&uki)
+                .map_err(|source| OutputError::SecureBootSign {
+                    file: "UKI",
+                    source,
+                })?;
+            (uki, bootloader)
+        }
+        None => (uki, bootloader),
+    };
+    tracing::info!(
+        bytes = uki.len(),
+        secure_boot_signed = inputs.pe_signer.is_some(),
+        secs = t.elapsed().as_secs_f32(),
+        "UKI assembled"
+    );
+    Ok(UkiParts {
+        uki,
+        bootloader,
+        cmdline,
+        entry: esp_entry_name(inputs.plan),
+        root_hash,
+    })
+}
+
+/// Converts `out/disk.raw` into each disk format of the plan, side by side
+/// (each reads the raw disk on its own; qemu-img runs in its own process);
+/// returns their manifest entries in the plan's order.
+pub fn convert_formats(
+    plan: &Plan,
+    out: &Path,
+    source_date_epoch: u64,
+) -> Result<Vec<Artifact>, OutputError> {
+    let raw = out.join(DISK_RAW_FILE);
+    let opts = ConvertOptions::new(source_date_epoch);
+    let formats: Vec<Format> = plan
+        .outputs
+        .iter()
+        .filter_map(|k| match k {
+            OutputKind::Disk(f) => Some(*f),
+            _ => None,
+        })
+        .collect();
+    let results: Vec<Result<(), OutputError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = formats
+            .iter()
+            .map(|&format| {
+                let (raw, opts) = (&raw, &opts);
+                scope.spawn(move || {
+                    let t = Instant::now();
+                    let name = file_name(OutputKind::Disk(format));
+                    convert(raw, format, &out.join(&name), opts)
+                        .map_err(|source| OutputError::Format { format, source })?;
+                    tracing::info!(
+                        format = format.name(),
+                        secs = t.elapsed().as_secs_f32(),
+                        "disk converted"
+                    );
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(OutputError::Panicked)))
+            .collect()
+    });
+    let mut artifacts = Vec::new();
+    for (format, result) in formats.iter().zip(results) {
+        result?;
+        let name = file_name(OutputKind::Disk(*format));
+        artifacts.push(artifact(format.name(), out, &name)?);
+    }
+    Ok(artifacts)
+}
+
+/// The PXE bundle: kernel, an initrd that also carries the root image and
+/// its verity tree, and the iPXE script.
+pub fn write_pxe(inputs: &OutputInputs) -> Result<PxeBundle, OutputError> {
+    let t = Instant::now();
+    let out = inputs.out;
+    let bundle = write_pxe_bundle(
+        &out.join(file_name(OutputKind::Pxe)),
+        &PxeParts {
+            kernel: &inputs.boot.kernel,
+            initramfs: &inputs.boot.initramfs,
+            root: &out.join(ROOTFS_FILE),
+            verity: &out.join(VERITY_FILE),
+            cmdline: inputs.cmdline,
+            source_date_epoch: inputs.source_date_epoch,
+        },
+    )
+    .map_err(OutputError::Pxe)?;
+    tracing::info!(secs = t.elapsed().as_secs_f32(), "PXE bundle written");
+    Ok(bundle)
+}
+
+/// The manifest's entries for a written bundle, with paths `<prefix>/<file>`
+/// (the bundle folder relative to the manifest, normally [`PXE_DIR`]).
+pub fn pxe_artifacts(bundle: &PxeBundle, prefix: &str) -> Vec<Artifact> {
+    bundle
+        .files
+        .iter()
+        .map(|f| Artifact {
+            kind: f.kind.into(),
+            path: format!("{}/{}", prefix.trim_end_matches('/'), f.name),
+            sha256: f.sha256.clone(),
+            size: f.size,
+        })
+        .collect()
 }
 
 /// Removes the outputs of an earlier build that this plan does not ask for.
@@ -298,7 +362,7 @@ pub fn file_name(kind: OutputKind) -> String {
         OutputKind::DiskRaw => DISK_RAW_FILE.into(),
         OutputKind::Disk(Format::Gce) => "disk-gce.tar.gz".into(),
         OutputKind::Disk(f) => format!("disk{}", f.extension()),
-        OutputKind::Pxe => crate::output::pxe::PXE_DIR.into(),
+        OutputKind::Pxe => PXE_DIR.into(),
     }
 }
 
@@ -354,13 +418,9 @@ fn slot_size(len: u64, fixed_mib: u64) -> u64 {
 }
 
 /// ESP (systemd-boot, loader.conf, the UKI) and slot A into `disk.raw`.
-fn write_raw_disk(
-    inputs: &OutputInputs,
-    bootloader: &[u8],
-    entry: &str,
-    uki: &[u8],
-    root_hash: &[u8],
-) -> Result<DiskLayout, OutputError> {
+pub fn write_raw_disk(inputs: &OutputInputs, uki: &UkiParts) -> Result<DiskLayout, OutputError> {
+    let (bootloader, entry, root_hash) = (&uki.bootloader[..], &uki.entry[..], &uki.root_hash[..]);
+    let uki = &uki.uki[..];
     let t = Instant::now();
     let out = inputs.out;
     let plan = inputs.plan;
@@ -402,8 +462,8 @@ fn write_raw_disk(
     let result = (|| {
         let mut esp = write_esp(esp_file, &esp_params, &files).map_err(OutputError::Esp)?;
         esp.rewind().map_err(io_at(&esp_tmp))?;
-        let root_path = out.join(inputs.root_file);
-        let verity_path = out.join(inputs.verity_file);
+        let root_path = out.join(ROOTFS_FILE);
+        let verity_path = out.join(VERITY_FILE);
         let open = |p: &Path| File::open(p).map_err(io_at(p));
         let len = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io_at(p));
         let (root_len, verity_len) = (len(&root_path)?, len(&verity_path)?);
@@ -460,4 +520,32 @@ fn write_raw_disk(
         "raw disk written"
     );
     Ok(layout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::pxe_bundle::{PxeFile, KIND_INITRD, KIND_KERNEL, KIND_SCRIPT};
+
+    #[test]
+    fn pxe_artifacts_are_listed_under_the_bundle_folder() {
+        let file = |kind, name| PxeFile {
+            kind,
+            name,
+            sha256: "0".repeat(64),
+            size: 1,
+        };
+        let bundle = PxeBundle {
+            dir: "out/pxe".into(),
+            files: vec![
+                file(KIND_KERNEL, "vmlinuz"),
+                file(KIND_INITRD, "initrd.img"),
+                file(KIND_SCRIPT, "boot.ipxe"),
+            ],
+            cmdline: String::new(),
+        };
+        let artifacts = pxe_artifacts(&bundle, "pxe/");
+        assert_eq!(artifacts[1].path, "pxe/initrd.img");
+        assert_eq!(artifacts[1].kind, "pxe-initrd");
+    }
 }

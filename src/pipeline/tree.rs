@@ -1,0 +1,83 @@
+//! Stage: the root tree. Unpacks the root file system's plain .debs (no
+//! maintainer scripts), adds the merged-/usr links, assembles the layers'
+//! files, users and settings, and places the update trust key.
+
+use std::collections::BTreeMap;
+
+use super::BuildError;
+use crate::progress::Progress;
+use crate::rootfs::assemble::{assemble, Artifacts};
+use crate::rootfs::usrmerge::add_merged_symlinks;
+use crate::rootfs::{Entry, Tree};
+use crate::sign::keys::SigningKey;
+use crate::source::deb::{unpack_into, DebInfo};
+use crate::source::lock::LockedPackage;
+use crate::spec::Plan;
+
+/// Where the image keeps the public key its A/B updates must be signed
+/// with (the build's `--sign-key`), PEM.
+pub const UPDATE_KEY_PATH: &str = "usr/lib/nodeimg/update-signing.pub";
+
+/// An unpacked .deb that is not the package the lock names.
+#[derive(Debug, thiserror::Error)]
+#[error("package {package} {version}: the cached or fetched .deb is {found}")]
+pub struct WrongPackage {
+    pub package: String,
+    pub version: String,
+    pub found: String,
+}
+
+/// The unpacked package is the one the lock names: guards the derived
+/// cache (decompressed .debs are named by the .deb's hash, not checked
+/// against it on every read).
+pub fn check_identity(locked: &LockedPackage, info: &DebInfo) -> Result<(), WrongPackage> {
+    if info.package != locked.name || info.version != locked.version {
+        return Err(WrongPackage {
+            package: locked.name.clone(),
+            version: locked.version.clone(),
+            found: format!("{} {}", info.package, info.version),
+        });
+    }
+    Ok(())
+}
+
+/// The root tree of `plan` from its packages (`debs[i]` is the plain .deb
+/// of `packages[i]`) and the build's own artifacts.
+pub fn assemble_tree(
+    plan: &Plan,
+    packages: &[&LockedPackage],
+    debs: &[Vec<u8>],
+    artifacts: &Artifacts,
+    signing_key: Option<&SigningKey>,
+    progress: &Progress,
+) -> Result<Tree, BuildError> {
+    let mut tree = Tree::new();
+    let mut owners = BTreeMap::new();
+    let bar = progress.bar(debs.len() as u64, "unpacking");
+    for (pkg, bytes) in packages.iter().zip(debs) {
+        bar.set_message(pkg.name.clone());
+        let info = unpack_into(&pkg.name, bytes, &mut tree, &mut owners)?;
+        check_identity(pkg, &info)?;
+        for c in &info.conflicts {
+            tracing::debug!(
+                path = c.path,
+                package = pkg.name,
+                previous = c.previous_owner,
+                "file replaced"
+            );
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    add_merged_symlinks(&mut tree)?;
+    assemble(&mut tree, plan, artifacts, &owners)?;
+    if let Some(key) = signing_key {
+        // The trust root for A/B updates: the agent accepts an update only
+        // when its manifest verifies with this key.
+        tree.insert(
+            UPDATE_KEY_PATH,
+            Entry::file(key.public_key().to_pem().into_bytes(), 0o644),
+        );
+    }
+    Ok(tree)
+}
