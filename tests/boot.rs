@@ -206,8 +206,12 @@ fn services_and_runtime_are_up(dir: &Path, r: &Value) {
     assert_eq!(c["root_writable"], false, "{r:#}");
 
     let serial = std::fs::read_to_string(dir.with_extension("serial.log")).expect("serial log");
-    let stop = serial.find("stopping service containerd").expect("containerd stopped");
-    let stopped = serial.find("service containerd stopped (").expect("containerd exited");
+    let stop = serial
+        .find("stopping service containerd")
+        .expect("containerd stopped");
+    let stopped = serial
+        .find("service containerd stopped (")
+        .expect("containerd exited");
     let off = serial.find("NODEIMG-SHUTDOWN").expect("shutdown line");
     assert!(stop < stopped && stopped < off, "stop order on the console");
 }

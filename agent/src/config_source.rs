@@ -152,7 +152,10 @@ pub fn find(
     mut load_vfat: impl FnMut() -> Result<(), String>,
 ) -> Result<Option<(Source, Vec<u8>)>, SourceError> {
     if Path::new(FW_CFG).exists() {
-        return Ok(Some((Source::FwCfg, read_bounded(Path::new(FW_CFG), "fw_cfg")?)));
+        return Ok(Some((
+            Source::FwCfg,
+            read_bounded(Path::new(FW_CFG), "fw_cfg")?,
+        )));
     }
     if let Some(device) = config_drives(Path::new("/sys/class/block"), Path::new("/dev"))
         .into_iter()

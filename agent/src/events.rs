@@ -12,14 +12,28 @@ use std::path::Path;
 use rustix::event::{PollFd, PollFlags};
 use rustix::process::WaitOptions;
 
-use crate::services::supervisor::Exit;
-
 /// Signals PID 1 handles; they are blocked so the signalfd receives them.
 const SIGNALS: [i32; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR];
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
 /// `struct input_event` on 64-bit: timeval (16), type u16, code u16, value i32.
 const INPUT_EVENT_LEN: usize = 24;
+
+/// How a process ended, as `waitpid` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
+pub use crate::events::Exit;
 use contract::services::{start_order, OrderError};
 use contract::services::{RestartMode, ServiceSpec, StartWhen};
 
@@ -19,22 +20,6 @@ pub trait Launcher {
     fn is_ready(&mut self, spec: &ServiceSpec) -> bool;
     /// Sends SIGKILL (a start that missed its readiness deadline).
     fn kill(&mut self, pid: i32);
-}
-
-/// How a process ended, as `waitpid` said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exit code {c}"),
-            Exit::Signal(s) => write!(f, "signal {s}"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
