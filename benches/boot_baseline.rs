@@ -67,6 +67,7 @@ fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64
         serial_log: work.join("baseline-serial.log"),
         qmp_socket: work.join("baseline-qmp.sock"),
         qemu_log: work.join("baseline-qemu.log"),
+        fw_cfg: Vec::new(),
     };
     let mut vm = Vm::spawn(&config).unwrap_or_else(|e| fail("starting the baseline VM", e));
     let started = vm.started();

@@ -280,11 +280,12 @@ fn full_verification_finds_a_flip_that_boot_never_reads() {
     let b = built();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("flipped-late");
-    // Inside containerd, which nothing reads at boot.
+    // Inside the legacy runc v1 shim, which nothing runs or reads at boot
+    // (containerd itself now starts at boot: a flip there crash-loops it).
     tampered_copy(
         &b.out,
         &bad,
-        file_block_offset(&b.out, "usr/bin/containerd", 100),
+        file_block_offset(&b.out, "usr/bin/containerd-shim-runc-v1", 20),
     );
     let (code, lazy) = lab_boot(&bad, &[]);
     assert_eq!(

@@ -76,6 +76,9 @@ pub enum BootError {
     },
     #[error("root check: {what}")]
     Root { what: String },
+    /// The machine config could not be read or stored.
+    #[error("config: {what}")]
+    Config { what: String },
     /// The image's service declarations cannot be run as written.
     #[error("services: {what}")]
     Services { what: String },

@@ -199,6 +199,10 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
             hang()
         }
     };
+    match read_config(con) {
+        Ok(found) => report.config = Some(found),
+        Err(e) => return fail("config", e, report),
+    }
     let specs = match services::load(Path::new(services::SERVICES_FILE)) {
         Ok(specs) => specs,
         Err(what) => return fail("services", BootError::Services { what }, report),
@@ -254,6 +258,31 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     });
     sv.stop(&mut ev, con);
     Outcome::Shutdown(ev.last_cause.clone())
+}
+
+/// Finds this boot's machine config and keeps a copy on the state
+/// partition for boots that have no source.
+fn read_config(con: &mut Console) -> Result<config_source::ConfigReport, BootError> {
+    let load_vfat = || {
+        let list = Path::new(plan::UEFI_MODULES_ORDER);
+        modules::load_list(&mut sys::Real, list, true)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let found = config_source::find(load_vfat).map_err(|e| BootError::Config {
+        what: e.to_string(),
+    })?;
+    let Some((source, data)) = found else {
+        con.say("config: none (no fw_cfg entry, config drive or stored copy)");
+        return Ok(config_source::ConfigReport::none());
+    };
+    con.say(&format!("config: {} bytes from {source}", data.len()));
+    if source != config_source::Source::Stored {
+        config_source::store(&data).map_err(|e| BootError::Config {
+            what: e.to_string(),
+        })?;
+    }
+    Ok(config_source::ConfigReport::found(source, &data))
 }
 
 /// The services' states into the report; `ready` covers them and the

@@ -93,6 +93,9 @@ pub struct Report {
     /// the image was built unsigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_key: Option<String>,
+    /// Where this boot's machine config came from (`config_source.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::config_source::ConfigReport>,
     /// Images imported into containerd and the confinement probe (`runtime.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runtime::RuntimeReport>,
@@ -128,6 +131,7 @@ impl Report {
             update_key: None,
             services: Vec::new(),
             runtime: None,
+            config: None,
             stage_ms: BTreeMap::new(),
         }
     }

@@ -57,6 +57,14 @@ pub struct BootArgs {
     /// image's kernel under it in time.
     #[arg(long, value_enum, env = "NODEIMG_ACCEL", default_value = "auto")]
     pub accel: AccelArg,
+    /// A machine config for the node, handed over through QEMU's fw_cfg
+    /// (`opt/org.nodeimg/config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A machine config for the node on a config drive (a FAT disk labelled
+    /// NODEIMG with config.toml); direct and UEFI boots.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub config_drive: Option<PathBuf>,
     /// Extra kernel arguments after the image's own, e.g. nodeimg.verity=full
     /// (direct boots only: a UKI's command line is sealed inside it).
     #[arg(long, value_name = "ARG")]
@@ -147,6 +155,8 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         disk_size: args.disk_size,
         reports: args.reports,
         secure_boot: args.secure_boot.clone(),
+        config: args.config.clone(),
+        config_drive: args.config_drive.clone(),
         ..BootOptions::default()
     };
     if args.secure_boot.is_some() && (args.pxe || args.firmware != FirmwareArg::Uefi) {

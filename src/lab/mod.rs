@@ -164,6 +164,66 @@ pub struct BootOptions {
     /// UEFI boots: enforce Secure Boot with this key directory's PK, KEK
     /// and db (`nodeimg keys gen`) enrolled.
     pub secure_boot: Option<PathBuf>,
+    /// A machine config handed to the node through QEMU's fw_cfg
+    /// (`opt/org.nodeimg/config`).
+    pub config: Option<PathBuf>,
+    /// A machine config handed to the node on a config drive (a FAT disk
+    /// labelled `NODEIMG` holding `config.toml`; direct and UEFI boots).
+    pub config_drive: Option<PathBuf>,
+}
+
+/// The fw_cfg name nodeagent reads its machine config from.
+pub const CONFIG_FW_CFG: &str = "opt/org.nodeimg/config";
+
+/// The `-fw_cfg` entries for `opts.config`.
+pub(crate) fn config_fw_cfg(opts: &BootOptions) -> Vec<(String, PathBuf)> {
+    opts.config
+        .iter()
+        .map(|f| (CONFIG_FW_CFG.to_string(), f.clone()))
+        .collect()
+}
+
+/// Writes a config drive at `out`: a FAT file system labelled `NODEIMG`
+/// with `config` as `config.toml`, through the same FAT writer as the ESP.
+pub(crate) fn write_config_drive(config: &Path, out: &Path) -> Result<(), LabError> {
+    use crate::output::esp::{write_esp, EspFile, EspParams, MIN_ESP_SIZE};
+    let data = std::fs::read(config).map_err(|source| LabError::Io {
+        path: config.to_path_buf(),
+        source,
+    })?;
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .map_err(|source| LabError::Io {
+            path: out.to_path_buf(),
+            source,
+        })?;
+    file.set_len(MIN_ESP_SIZE).map_err(|source| LabError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let params = EspParams {
+        size: MIN_ESP_SIZE,
+        volume_id: 0x4e4f_4445,
+        label: "NODEIMG".into(),
+        source_date_epoch: 0,
+    };
+    write_esp(
+        file,
+        &params,
+        &[EspFile {
+            path: "config.toml",
+            data: &data,
+        }],
+    )
+    .map_err(|e| LabError::Io {
+        path: out.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(())
 }
 
 impl Default for BootOptions {
@@ -183,6 +243,8 @@ impl Default for BootOptions {
             disk_size: None,
             ovmf: Ovmf::default(),
             secure_boot: None,
+            config: None,
+            config_drive: None,
         }
     }
 }
@@ -315,6 +377,16 @@ pub fn boot_direct(
         read_only,
         serial: serial.to_string(),
     };
+    let mut disks = vec![
+        disk(&artifacts.rootfs, true, "nodeimg-root"),
+        disk(&artifacts.verity, true, "nodeimg-verity"),
+        disk(&state, false, "nodeimg-state"),
+    ];
+    if let Some(config) = &opts.config_drive {
+        let drive = work.join("config-drive.img");
+        write_config_drive(config, &drive)?;
+        disks.push(disk(&drive, true, "nodeimg-config"));
+    }
     let config = VmConfig {
         qemu: opts.qemu.clone(),
         accel,
@@ -324,14 +396,11 @@ pub fn boot_direct(
             initrd: artifacts.initramfs.clone(),
             append: lab_cmdline(&artifacts.cmdline, &opts.extra_cmdline)?,
         },
-        disks: vec![
-            disk(&artifacts.rootfs, true, "nodeimg-root"),
-            disk(&artifacts.verity, true, "nodeimg-verity"),
-            disk(&state, false, "nodeimg-state"),
-        ],
+        disks,
         serial_log: work.join("serial.log"),
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
+        fw_cfg: config_fw_cfg(opts),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
     run_to_outcome(&config, opts, tmp, boot_path)

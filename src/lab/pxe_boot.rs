@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::artifacts::verified_artifact;
+use super::config_fw_cfg;
 use super::vm::{VmBoot, VmConfig};
 use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError};
 use crate::manifest::Manifest;
@@ -134,6 +135,11 @@ pub fn boot_pxe(
             what: "extra kernel arguments",
         });
     }
+    if opts.config_drive.is_some() {
+        return Err(LabError::NotForPxe {
+            what: "a config drive (use --config: fw_cfg)",
+        });
+    }
     let bundle = bundle_dir(dir, manifest)?;
     let (tmp, work) = work_dir(opts)?;
     // The server lives as long as the VM runs (it is dropped on return).
@@ -157,6 +163,7 @@ pub fn boot_pxe(
         serial_log: work.join("serial.log"),
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
+        fw_cfg: config_fw_cfg(opts),
     };
     let boot_path = via.boot_path();
     tracing::info!(

@@ -23,6 +23,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::artifacts::verified_artifact;
+use super::config_fw_cfg;
 use super::secure_boot;
 use super::vm::{Disk, VmBoot, VmConfig};
 use super::{accel, run_to_outcome, work_dir, BootOptions, BootOutcome, LabError};
@@ -144,6 +145,22 @@ pub fn boot_uefi(
     // The probe enters the image's own kernel: a probe that stops in the
     // firmware passes on hosts where every kernel then hangs.
     let probe_kernel = verified_artifact(dir, manifest, "kernel")?;
+    let mut disks = vec![Disk {
+        path: overlay,
+        format: "qcow2",
+        read_only: false,
+        serial: "nodeimg-disk".into(),
+    }];
+    if let Some(config) = &opts.config_drive {
+        let drive = work.join("config-drive.img");
+        super::write_config_drive(config, &drive)?;
+        disks.push(Disk {
+            path: drive,
+            format: "raw",
+            read_only: true,
+            serial: "nodeimg-config".into(),
+        });
+    }
     let config = VmConfig {
         qemu: opts.qemu.clone(),
         accel: accel::resolve(opts.accel, &opts.qemu, &probe_kernel),
@@ -153,15 +170,11 @@ pub fn boot_uefi(
             vars,
             secure_boot: opts.secure_boot.is_some(),
         },
-        disks: vec![Disk {
-            path: overlay,
-            format: "qcow2",
-            read_only: false,
-            serial: "nodeimg-disk".into(),
-        }],
+        disks,
         serial_log: work.join("serial.log"),
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
+        fw_cfg: config_fw_cfg(opts),
     };
     tracing::info!(
         accel = config.accel.as_str(),

@@ -70,6 +70,8 @@ pub struct VmConfig {
     pub qmp_socket: PathBuf,
     /// QEMU's own stdout/stderr (warnings, errors).
     pub qemu_log: PathBuf,
+    /// fw_cfg entries (`opt/…` name, file): the machine config.
+    pub fw_cfg: Vec<(String, PathBuf)>,
 }
 
 impl VmConfig {
@@ -116,6 +118,10 @@ impl VmConfig {
             "unix:{},server=on,wait=off",
             self.qmp_socket.display()
         ));
+        for (name, file) in &self.fw_cfg {
+            push("-fw_cfg".into());
+            push(format!("name={name},file={}", file.display()));
+        }
         for (i, disk) in self.disks.iter().enumerate() {
             let ro = if disk.read_only { "on" } else { "off" };
             push("-drive".into());
@@ -422,6 +428,7 @@ mod tests {
             serial_log: "/w/serial.log".into(),
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
+            fw_cfg: Vec::new(),
         };
         let args: Vec<String> = cfg
             .args()
@@ -463,6 +470,7 @@ mod tests {
             serial_log: "/w/serial.log".into(),
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
+            fw_cfg: Vec::new(),
         };
         let line = cfg
             .args()
@@ -505,6 +513,7 @@ mod tests {
             serial_log: "/w/serial.log".into(),
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
+            fw_cfg: Vec::new(),
         };
         let line: Vec<String> = cfg
             .args()
@@ -543,6 +552,7 @@ mod tests {
             serial_log: "/w/serial.log".into(),
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
+            fw_cfg: Vec::new(),
         };
         let line = cfg
             .args()
