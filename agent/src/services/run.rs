@@ -18,6 +18,18 @@ const KILL_WAIT_MS: u64 = 3_000;
 pub struct Supervision {
     pub sup: Supervisor,
     launcher: RealLauncher,
+    /// The documented test switch `nodeimg.test.kill=NAME[:always]`:
+    /// SIGKILL that service once it is ready, once or every time, so tests
+    /// see a restart and a crash loop of the real daemon.
+    pub test_kill: Option<TestKill>,
+}
+
+/// See [`Supervision::test_kill`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestKill {
+    pub service: String,
+    pub always: bool,
+    pub done: bool,
 }
 
 impl Supervision {
@@ -26,7 +38,11 @@ impl Supervision {
         for note in launcher.prepare() {
             con.say(&format!("cgroup controllers: {note}"));
         }
-        Supervision { sup, launcher }
+        Supervision {
+            sup,
+            launcher,
+            test_kill: None,
+        }
     }
 
     fn step(&mut self, ev: &mut Events, con: &mut Console) -> bool {
@@ -41,6 +57,19 @@ impl Supervision {
         for c in self.sup.tick(now, &mut self.launcher) {
             say(con, &c);
             changed = true;
+        }
+        if let Some(t) = &mut self.test_kill {
+            if !t.done && self.sup.is_ready(&t.service) {
+                if let Some(pid) = self.sup.pid_of(&t.service) {
+                    con.say(&format!(
+                        "test switch nodeimg.test.kill: SIGKILL to {} (pid {pid})",
+                        t.service
+                    ));
+                    // SAFETY: kill(2) with integers; `pid` is our unreaped child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    t.done = !t.always;
+                }
+            }
         }
         changed
     }

@@ -356,7 +356,6 @@ impl Supervisor {
         self.services.is_empty()
     }
 
-    #[cfg(test)]
     pub fn pid_of(&self, name: &str) -> Option<i32> {
         self.services
             .iter()
