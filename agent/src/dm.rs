@@ -335,7 +335,7 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verity::VerityState;
+    use crate::verity::{state_from_targets, VerityState};
 
     #[test]
     fn layout_matches_dm_ioctl_h() {
@@ -423,10 +423,10 @@ mod tests {
                 status: "V".into()
             }]
         );
-        assert_eq!(VerityState::from_targets(&t), VerityState::Verified);
+        assert_eq!(state_from_targets(&t), VerityState::Verified);
         let t = parse_status("n", &reply("C", 0)).unwrap();
-        assert_eq!(VerityState::from_targets(&t), VerityState::Corrupted);
-        assert_eq!(VerityState::from_targets(&[]), VerityState::None);
+        assert_eq!(state_from_targets(&t), VerityState::Corrupted);
+        assert_eq!(state_from_targets(&[]), VerityState::None);
         assert!(parse_status("n", &reply("V", DM_BUFFER_FULL_FLAG)).is_err());
         assert!(parse_status("n", &[0u8; 20]).is_err());
     }

@@ -5,7 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::cmdline::CmdlineError;
+use contract::cmdline::CmdlineError;
 use crate::devices::DeviceError;
 use crate::dm::DmError;
 use crate::modules::ModuleError;

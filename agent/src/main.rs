@@ -19,7 +19,6 @@
 )]
 
 mod bless;
-mod cmdline;
 mod console;
 mod devices;
 mod dm;
@@ -32,7 +31,6 @@ mod loopdev;
 mod modules;
 mod net;
 mod plan;
-mod report;
 mod stage1;
 mod stage2;
 mod state_partition;
@@ -44,11 +42,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cmdline::{Cmdline, FailureAction, FailurePolicy};
+use contract::cmdline::{self, Cmdline, FailureAction, FailurePolicy};
 use console::Console;
 use error::{chain, BootError};
 use plan::{Phase, Stage, DM_NAME, STAGE2_ARG};
-use report::Report;
+use contract::report::{self, Report};
 use verity::VerityState;
 
 /// Env var stage 1 hands to stage 2: `<stage1 start ms>:<exec ms>`.
@@ -135,9 +133,9 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
             con.say(&format!("cannot block signals: {e}"));
         }
         stage1_times(&mut report);
-        report.stage_ms.insert("stage2_start", start);
+        report.stage_ms.insert("stage2_start".into(), start);
     } else {
-        report.stage_ms.insert("stage1_start", start);
+        report.stage_ms.insert("stage1_start".into(), start);
     }
     let fail = |phase, error, report| Outcome::Failed {
         phase,
@@ -182,7 +180,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     // only stage 2 gets here (stage 1's last phase execs or fails)
     stage2::fill_facts(&mut report);
     report.ready = true;
-    report.stage_ms.insert("report", sys::uptime_ms());
+    report.stage_ms.insert("report".into(), sys::uptime_ms());
     // Open the event sources before the report: the lab (or an operator)
     // may press the power button as soon as it sees the report, and a
     // press before the device is open is lost. Opened, it is queued while
@@ -217,7 +215,7 @@ fn load_deferred_modules(con: &mut Console) {
             "deferred modules ok ({} ms): {sum}",
             sys::uptime_ms().saturating_sub(t)
         )),
-        Err(e) => con.line(&format!("NODEIMG-WARN deferred modules: {e}")),
+        Err(e) => con.line(&report::warn_line(&format!("deferred modules: {e}"))),
     }
 }
 
@@ -257,8 +255,8 @@ fn stage1_times(report: &mut Report) {
     std::env::remove_var(STAGE1_MS_ENV);
     if let Some((a, b)) = v.split_once(':') {
         if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-            report.stage_ms.insert("stage1_start", a);
-            report.stage_ms.insert("stage1_exec", b);
+            report.stage_ms.insert("stage1_start".into(), a);
+            report.stage_ms.insert("stage1_exec".into(), b);
         }
     }
 }
@@ -350,7 +348,7 @@ fn power(action: FailureAction, con: &mut Console) -> ! {
         FailureAction::Reboot => (RebootCommand::Restart, "reboot"),
         _ => (RebootCommand::PowerOff, "poweroff"),
     };
-    con.line(&format!("NODEIMG-SHUTDOWN {word}"));
+    con.line(&format!("{}{word}", report::SHUTDOWN_PREFIX));
     if let Err(e) = reboot(cmd) {
         con.say(&format!("reboot({word}) failed: {e}; hanging"));
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
 
-use crate::cmdline::{Cmdline, DeviceRef};
+use contract::cmdline::{Cmdline, DeviceRef};
 use crate::devices;
 use crate::dm::{Control, Target};
 use crate::error::BootError;
