@@ -23,8 +23,8 @@ use rustix::mount::MountFlags;
 
 use crate::devices::DeviceError;
 use crate::error::chain;
-use contract::report::BootEntryReport;
 use crate::sys::{Files, Mount, Mounts};
+use contract::report::BootEntryReport;
 
 /// Present only when the kernel was started through UEFI.
 pub const EFI_DIR: &str = "/sys/firmware/efi";

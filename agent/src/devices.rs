@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use contract::cmdline::DeviceRef;
 use crate::gpt;
 use crate::loopdev::{self, LoopError};
 use crate::sys::{sleep_ms, uptime_ms};
+use contract::cmdline::DeviceRef;
 
 const SYS_BLOCK: &str = "/sys/class/block";
 

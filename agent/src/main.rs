@@ -42,11 +42,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use contract::cmdline::{self, Cmdline, FailureAction, FailurePolicy};
 use console::Console;
+use contract::cmdline::{self, Cmdline, FailureAction, FailurePolicy};
+use contract::report::{self, Report};
 use error::{chain, BootError};
 use plan::{Phase, Stage, DM_NAME, STAGE2_ARG};
-use contract::report::{self, Report};
 use verity::VerityState;
 
 /// Env var stage 1 hands to stage 2: `<stage1 start ms>:<exec ms>`.

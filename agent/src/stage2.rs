@@ -9,17 +9,17 @@ use std::path::{Path, PathBuf};
 use rustix::mount::MountFlags;
 
 use crate::bless;
-use contract::cmdline::{Cmdline, DeviceRef};
 use crate::devices;
 use crate::error::{chain, BootError};
 use crate::modules;
 use crate::net;
 use crate::plan::{Phase, VarPlan, DEVICE_WAIT_MS, DM_NAME, DM_NODE};
-use contract::report::{Report, RootReport, StateReport};
 use crate::state_partition::{self, StatePartition, ALIGN_BYTES};
 use crate::sys::{Files, Mount, Mounts, Real};
 use crate::sysctl;
 use crate::verity::{self, VerityState};
+use contract::cmdline::{Cmdline, DeviceRef};
+use contract::report::{Report, RootReport, StateReport};
 
 const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
 const RESIZE2FS: [&str; 2] = ["/usr/sbin/resize2fs", "/sbin/resize2fs"];

@@ -5,8 +5,8 @@
 use std::io;
 use std::path::Path;
 
-use contract::cmdline::VerityArgs;
 use crate::dm::{Control, TargetStatus};
+use contract::cmdline::VerityArgs;
 
 pub use contract::report::VerityState;
 

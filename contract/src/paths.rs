@@ -65,9 +65,8 @@ mod tests {
             assert_eq!(format!("/{}", relative(p)), p);
         }
         // the PXE files are what `nodeimg.root=file:` accepts
-        let line = format!(
-            "nodeimg.root=file:{PXE_ROOT_IMAGE} nodeimg.hash=file:{PXE_ROOT_VERITY}"
-        );
+        let line =
+            format!("nodeimg.root=file:{PXE_ROOT_IMAGE} nodeimg.hash=file:{PXE_ROOT_VERITY}");
         let args = crate::cmdline::KernelCmdline::parse(&line).unwrap().nodeimg;
         assert!(args.root.is_some() && args.hash.is_some());
     }

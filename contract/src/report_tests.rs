@@ -93,7 +93,6 @@ fn error_line_is_one_line() {
     );
 }
 
-
 #[test]
 fn a_full_report_round_trips() {
     let mut r = Report::new("6.12.117+deb13-amd64".into(), "console=ttyS0".into());

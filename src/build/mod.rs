@@ -40,7 +40,7 @@ pub const INITRAMFS_FILE: &str = "initramfs.img";
 pub const SBOM_FILE: &str = "sbom.spdx.json";
 /// Where the image keeps the public key its A/B updates must be signed
 /// with (the build's `--sign-key`), PEM.
-pub const UPDATE_KEY_PATH: &str = "usr/lib/nodeimg/update-signing.pub";
+pub const UPDATE_KEY_PATH: &str = contract::paths::relative(contract::paths::UPDATE_SIGNING_KEY);
 /// The workspace lock: the crates nodeagent is built from, for the SBOM.
 const AGENT_CARGO_LOCK: &str = include_str!("../../Cargo.lock");
 /// Derived-cache kind of decompressed .debs.
@@ -254,7 +254,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
             write_artifact(out, INITRAMFS_FILE, &b.initramfs)?;
             artifacts.push(Artifact::of_file("kernel", out, KERNEL_FILE).map_err(io_err)?);
             artifacts.push(Artifact::of_file("initramfs", out, INITRAMFS_FILE).map_err(io_err)?);
-            let cmdline = boot_stage::cmdline(plan, &verity);
+            let cmdline = boot_stage::cmdline(plan, &verity)?;
             let written = outputs::write_outputs(&outputs::OutputInputs {
                 plan,
                 out,

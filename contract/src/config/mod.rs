@@ -233,7 +233,10 @@ pub enum ConfigError {
     #[error("{file}: schema = {found} is not supported (this build reads schema {SCHEMA})")]
     Schema { file: String, found: i64 },
     #[error("{file}: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {
@@ -241,7 +244,10 @@ impl ConfigError {
     pub fn problems(&self) -> Vec<Problem> {
         match self {
             ConfigError::Toml { key, message, .. } => {
-                vec![Problem::new(key.clone().unwrap_or_default(), message.clone())]
+                vec![Problem::new(
+                    key.clone().unwrap_or_default(),
+                    message.clone(),
+                )]
             }
             ConfigError::Schema { found, .. } => vec![Problem::new(
                 "schema",
@@ -352,7 +358,10 @@ fn key_at(text: &str, at: usize) -> Option<String> {
         let t = line.trim();
         let header = if let Some(h) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
             let name = h.trim().to_string();
-            let n = arrays.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            let n = arrays
+                .entry(name.clone())
+                .and_modify(|n| *n += 1)
+                .or_insert(0);
             Some(format!("{name}[{n}]"))
         } else {
             t.strip_prefix('[')

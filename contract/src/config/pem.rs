@@ -193,7 +193,9 @@ fn spki_public(spki: &[u8]) -> Result<Vec<u8>, String> {
     if oid == OID_RSA {
         let (seq, _) = tlv(key)?;
         let parts = children(seq.body)?;
-        return Ok(unsigned(expect(parts.first(), INTEGER, "RSA modulus")?.body));
+        return Ok(unsigned(
+            expect(parts.first(), INTEGER, "RSA modulus")?.body,
+        ));
     }
     Ok(key.to_vec())
 }
@@ -284,7 +286,10 @@ fn pkcs8(der: &[u8]) -> Result<Option<Vec<u8>>, String> {
         return sec1_point(inner);
     }
     // other algorithms (Ed25519): the v2 publicKey field, when present
-    Ok(kids.iter().find(|k| k.tag == 0x81).map(|k| bits(k.body).to_vec()))
+    Ok(kids
+        .iter()
+        .find(|k| k.tag == 0x81)
+        .map(|k| bits(k.body).to_vec()))
 }
 
 /// RSAPrivateKey: `SEQUENCE { version, modulus, ... }`.

@@ -71,7 +71,10 @@ fn secrets_never_print() {
     let debug = format!("{c:?}");
     assert!(!debug.contains("hunter2") && !debug.contains("EC PRIVATE KEY"));
     let shown = c.redacted().to_toml().unwrap();
-    assert!(!shown.contains("hunter2") && !shown.contains("PRIVATE KEY"), "{shown}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("PRIVATE KEY"),
+        "{shown}"
+    );
     assert!(shown.contains(REDACTED));
     // the redacted view is still the same document otherwise
     let back: MachineConfig = toml::from_str(&shown).unwrap();
@@ -97,9 +100,21 @@ fn malformed_toml_names_file_and_line() {
 fn unknown_keys_are_named_at_every_level() {
     for (from, to, key) in [
         ("hostname = ", "hostnme = \"x\"\nhostname = ", "hostnme"),
-        ("name = \"lab\"", "name = \"lab\"\nendpoint = \"x\"", "cluster.endpoint"),
-        ("dhcp = true", "dhcp = true\nmtu = 9000", "network.interfaces[1].mtu"),
-        ("username = \"node\"", "user = \"node\"", "containerd.registry_credentials.\"mirror.lab:5000\".user"),
+        (
+            "name = \"lab\"",
+            "name = \"lab\"\nendpoint = \"x\"",
+            "cluster.endpoint",
+        ),
+        (
+            "dhcp = true",
+            "dhcp = true\nmtu = 9000",
+            "network.interfaces[1].mtu",
+        ),
+        (
+            "username = \"node\"",
+            "user = \"node\"",
+            "containerd.registry_credentials.\"mirror.lab:5000\".user",
+        ),
     ] {
         let e = MachineConfig::parse(&good().replace(from, to), "x.toml").unwrap_err();
         let text = e.to_string();
@@ -109,7 +124,10 @@ fn unknown_keys_are_named_at_every_level() {
     }
     // the extension table is typed too
     let e = MachineConfig::parse(
-        &good().replace("name = \"lab\"", "name = \"lab\"\n[cluster.control_plane]\nvip = 1"),
+        &good().replace(
+            "name = \"lab\"",
+            "name = \"lab\"\n[cluster.control_plane]\nvip = 1",
+        ),
         "x.toml",
     )
     .unwrap_err();
@@ -135,22 +153,78 @@ fn an_unknown_role_is_refused() {
 #[test]
 fn every_value_problem_is_named() {
     let cases = [
-        ("\"10.0.0.2/24\"", "\"10.0.0.2/33\"", "network.interfaces[0].addresses[0]"),
-        ("\"fd00::2/64\"", "\"fd00::2\"", "network.interfaces[0].addresses[1]"),
-        ("gateway = \"10.0.0.1\"", "gateway = \"10.9.0.1\"", "network.interfaces[0].gateway"),
-        ("dns = [\"10.0.0.1\"]", "dns = [\"resolver\"]", "network.interfaces[0].dns[0]"),
-        ("mac = \"52:54:00:12:34:56\"", "mac = \"52:54:00:12:34\"", "network.interfaces[0].mac"),
-        ("mac = \"52:54:00:12:34:56\"", "mac = \"01:00:5e:00:00:01\"", "network.interfaces[0].mac"),
-        ("name = \"eth1\"", "name = \"eth1\"\nmac = \"52:54:00:00:00:01\"", "network.interfaces[1]"),
-        ("name = \"eth1\"\ndhcp = true", "name = \"eth1\"", "network.interfaces[1]"),
-        ("dhcp = true", "dhcp = true\naddresses = [\"10.1.0.2/24\"]", "network.interfaces[1]"),
-        ("name = \"eth1\"", "mac = \"52:54:00:12:34:56\"", "network.interfaces[1]"),
-        ("hostname = \"worker-1\"", "hostname = \"Worker_1\"", "hostname"),
-        ("hostname = \"worker-1\"", "hostname = \"-w.lab\"", "hostname"),
+        (
+            "\"10.0.0.2/24\"",
+            "\"10.0.0.2/33\"",
+            "network.interfaces[0].addresses[0]",
+        ),
+        (
+            "\"fd00::2/64\"",
+            "\"fd00::2\"",
+            "network.interfaces[0].addresses[1]",
+        ),
+        (
+            "gateway = \"10.0.0.1\"",
+            "gateway = \"10.9.0.1\"",
+            "network.interfaces[0].gateway",
+        ),
+        (
+            "dns = [\"10.0.0.1\"]",
+            "dns = [\"resolver\"]",
+            "network.interfaces[0].dns[0]",
+        ),
+        (
+            "mac = \"52:54:00:12:34:56\"",
+            "mac = \"52:54:00:12:34\"",
+            "network.interfaces[0].mac",
+        ),
+        (
+            "mac = \"52:54:00:12:34:56\"",
+            "mac = \"01:00:5e:00:00:01\"",
+            "network.interfaces[0].mac",
+        ),
+        (
+            "name = \"eth1\"",
+            "name = \"eth1\"\nmac = \"52:54:00:00:00:01\"",
+            "network.interfaces[1]",
+        ),
+        (
+            "name = \"eth1\"\ndhcp = true",
+            "name = \"eth1\"",
+            "network.interfaces[1]",
+        ),
+        (
+            "dhcp = true",
+            "dhcp = true\naddresses = [\"10.1.0.2/24\"]",
+            "network.interfaces[1]",
+        ),
+        (
+            "name = \"eth1\"",
+            "mac = \"52:54:00:12:34:56\"",
+            "network.interfaces[1]",
+        ),
+        (
+            "hostname = \"worker-1\"",
+            "hostname = \"Worker_1\"",
+            "hostname",
+        ),
+        (
+            "hostname = \"worker-1\"",
+            "hostname = \"-w.lab\"",
+            "hostname",
+        ),
         ("name = \"lab\"", "name = \"lab.example\"", "cluster.name"),
         ("\"ntp.example.org\"", "\"ntp example\"", "time.servers[0]"),
-        ("\"https://mirror.lab:5000\"", "\"mirror.lab:5000\"", "containerd.registry_mirrors.\"docker.io\"[0]"),
-        ("password = \"hunter2\"", "token = \"t\"\npassword = \"p\"", "containerd.registry_credentials.\"mirror.lab:5000\""),
+        (
+            "\"https://mirror.lab:5000\"",
+            "\"mirror.lab:5000\"",
+            "containerd.registry_mirrors.\"docker.io\"[0]",
+        ),
+        (
+            "password = \"hunter2\"",
+            "token = \"t\"\npassword = \"p\"",
+            "containerd.registry_credentials.\"mirror.lab:5000\"",
+        ),
     ];
     for (from, to, key) in cases {
         let text = good().replace(from, to);
@@ -193,23 +267,31 @@ fn pem_material_is_checked_by_type() {
     let p = check(CA_CRT, NODE_CRT, CA_KEY);
     assert_eq!(p.len(), 1, "{p:?}");
     assert_eq!(p[0].key, "api.key");
-    assert!(p[0].message.contains("private key of the cluster CA"), "{p:?}");
+    assert!(
+        p[0].message.contains("private key of the cluster CA"),
+        "{p:?}"
+    );
     // the same with RSA (the modulus is compared)
     let p = check(RSA_CRT, NODE_CRT, RSA_KEY);
     assert!(p.iter().any(|p| p.message.contains("cluster CA")), "{p:?}");
     // a key that is not the certificate's
     let p = check(CA_CRT, NODE_CRT, RSA_KEY);
-    assert!(p.iter().any(|p| p.message.contains("does not belong")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.message.contains("does not belong")),
+        "{p:?}"
+    );
     // a CA certificate as the node's certificate
     let p = check(CA_CRT, CA_CRT, NODE_KEY);
     assert!(
-        p.iter().any(|p| p.key == "api.certificate" && p.message.contains("CA certificate")),
+        p.iter()
+            .any(|p| p.key == "api.certificate" && p.message.contains("CA certificate")),
         "{p:?}"
     );
     // a private key pasted where certificates go
     let p = check(&format!("{CA_CRT}{CA_KEY}"), NODE_CRT, NODE_KEY);
     assert!(
-        p.iter().any(|p| p.key == "api.client_ca" && p.message.contains("private key")),
+        p.iter()
+            .any(|p| p.key == "api.client_ca" && p.message.contains("private key")),
         "{p:?}"
     );
     // a certificate where the key goes; not PEM at all; a broken body
@@ -220,7 +302,11 @@ fn pem_material_is_checked_by_type() {
     let broken = NODE_CRT.replacen("MII", "M!I", 1);
     let p = check(CA_CRT, &broken, NODE_KEY);
     assert_eq!(p[0].key, "api.certificate", "{p:?}");
-    let truncated: String = NODE_CRT.lines().filter(|l| !l.starts_with("-----END")).collect::<Vec<_>>().join("\n");
+    let truncated: String = NODE_CRT
+        .lines()
+        .filter(|l| !l.starts_with("-----END"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let p = check(CA_CRT, &format!("{truncated}\n"), NODE_KEY);
     assert_eq!(p[0].key, "api.certificate", "{p:?}");
 }
@@ -236,7 +322,10 @@ fn a_control_plane_config_needs_etcd_in_the_image() {
     let p = check_against_image(&c, &worker_image).unwrap_err();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].key, "role");
-    assert!(p[0].message.contains("worker 0.1.0") && p[0].message.contains("etcd"), "{p:?}");
+    assert!(
+        p[0].message.contains("worker 0.1.0") && p[0].message.contains("etcd"),
+        "{p:?}"
+    );
     let cp_image = ImageFacts::from_packages("control-plane 0.1.0", ["etcd-server", "containerd"]);
     assert!(check_against_image(&c, &cp_image).is_ok());
     // containerd settings on an image without containerd

@@ -137,7 +137,9 @@ impl Cidr {
     /// `true` when `ip` is in this address's subnet.
     pub(super) fn contains(&self, ip: IpAddr) -> bool {
         let (a, b, bits) = match (self.addr, ip) {
-            (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(a.to_bits()), u128::from(b.to_bits()), 32),
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                (u128::from(a.to_bits()), u128::from(b.to_bits()), 32)
+            }
             (IpAddr::V6(a), IpAddr::V6(b)) => (a.to_bits(), b.to_bits(), 128),
             _ => return false,
         };
@@ -249,7 +251,10 @@ fn api(a: &Api, out: &mut Vec<Problem>) {
             _ => {
                 out.push(Problem::new(
                     "api.key",
-                    format!("holds {} PEM blocks; give exactly one private key", blocks.len()),
+                    format!(
+                        "holds {} PEM blocks; give exactly one private key",
+                        blocks.len()
+                    ),
                 ));
                 None
             }
@@ -271,7 +276,10 @@ fn api(a: &Api, out: &mut Vec<Problem>) {
         // deriving it needs the curve arithmetic this crate leaves out
         return;
     };
-    if ca.iter().any(|c| c.public_key.as_deref() == Some(&public[..])) {
+    if ca
+        .iter()
+        .any(|c| c.public_key.as_deref() == Some(&public[..]))
+    {
         out.push(Problem::new(
             "api.key",
             "is the private key of the cluster CA in api.client_ca: a node never holds a CA key",
