@@ -117,7 +117,7 @@ fn main() {
     };
     let first = lab::boot_direct(dir, &manifest, &opts).unwrap_or_else(|e| fail("first boot", e));
     if !first.ready() {
-        fail("first boot", first.report);
+        fail("first boot", first.report.report.line());
     }
     let mut base = Vec::new();
     let mut agent = Vec::new();
@@ -125,9 +125,9 @@ fn main() {
         base.push(baseline_ms(&vmlinux, &initrd, &cmdline, work.path()));
         let out = lab::boot_direct(dir, &manifest, &opts).unwrap_or_else(|e| fail("boot", e));
         if !out.ready() {
-            fail("boot", out.report);
+            fail("boot", out.report.report.line());
         }
-        agent.push(out.report["boot_ms"].as_u64().unwrap_or(0));
+        agent.push(out.report.boot_ms);
     }
     base.sort_unstable();
     agent.sort_unstable();

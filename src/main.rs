@@ -41,6 +41,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Judge packages pinned in the lock (tools.toml), for tests.
     Tool(cli::tool::ToolArgs),
+    /// Check a node's machine config (docs/machine-config.md).
+    Config(cli::config::ConfigArgs),
 }
 
 fn main() {
@@ -67,6 +69,7 @@ fn main() {
         Command::Sign(a) => cli::sign::run(a),
         Command::Verify(a) => cli::verify::run(a),
         Command::Tool(a) => cli::tool::run(a, cli.quiet),
+        Command::Config(a) => cli::config::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

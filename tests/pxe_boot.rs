@@ -192,7 +192,7 @@ fn pxe_serve_serves_the_bundle_and_nothing_else() {
             initramfs: b"\x28\xb5\x2f\xfd not really zstd",
             root: &root,
             verity: &verity,
-            cmdline: "console=ttyS0 nodeimg.roothash=00",
+            cmdline: "console=ttyS0 nodeimg.data_blocks=1",
             source_date_epoch: 0,
         },
     )

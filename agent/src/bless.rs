@@ -23,8 +23,8 @@ use rustix::mount::MountFlags;
 
 use crate::devices::DeviceError;
 use crate::error::chain;
-use crate::report::BootEntryReport;
 use crate::sys::{Files, Mount, Mounts};
+use contract::report::BootEntryReport;
 
 /// Present only when the kernel was started through UEFI.
 pub const EFI_DIR: &str = "/sys/firmware/efi";
@@ -32,7 +32,7 @@ pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 /// systemd's vendor GUID of every `Loader*` variable.
 pub const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 /// Where the ESP is mounted while the entry is renamed (on the /run tmpfs).
-pub const ESP_MOUNT: &str = "/run/nodeimg/esp";
+pub const ESP_MOUNT: &str = contract::paths::ESP_MOUNT;
 /// Directories of counted entries: type 2 (UKIs) and type 1 (entry files).
 const ENTRY_DIRS: [[&str; 2]; 2] = [["EFI", "Linux"], ["loader", "entries"]];
 

@@ -12,6 +12,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+pub use contract::report::ConfigReport;
 use serde::Serialize;
 
 /// The fw_cfg file the lab (or any QEMU user) passes with
@@ -46,42 +47,21 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// The boot report's `config`: where it came from (`none` without one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigReport {
-    /// `fw-cfg`, `config-drive`, `stored` or `none`.
-    pub source: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// `sha256:<hex>` of the config text, so two nodes' configs can be
-    /// compared without showing their secrets.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-}
-
-impl ConfigReport {
-    pub fn none() -> ConfigReport {
-        ConfigReport {
-            source: "none".into(),
-            device: None,
-            sha256: None,
-        }
-    }
-
-    pub fn found(source: Source, data: &[u8]) -> ConfigReport {
-        use sha2::Digest;
-        let (name, device) = match source {
-            Source::FwCfg => ("fw-cfg", None),
-            Source::ConfigDrive { device } => ("config-drive", Some(device)),
-            Source::Stored => ("stored", None),
-        };
-        let digest = sha2::Sha256::digest(data);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        ConfigReport {
-            source: name.into(),
-            device,
-            sha256: Some(format!("sha256:{hex}")),
-        }
+/// The report's `config` for a config found at `source`: the source and
+/// the text's sha256, never the text (it holds the node's key).
+pub fn report_for(source: Source, data: &[u8]) -> ConfigReport {
+    use sha2::Digest;
+    let (name, device) = match source {
+        Source::FwCfg => ("fw-cfg", None),
+        Source::ConfigDrive { device } => ("config-drive", Some(device)),
+        Source::Stored => ("stored", None),
+    };
+    let digest = sha2::Sha256::digest(data);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    ConfigReport {
+        source: name.into(),
+        device,
+        sha256: Some(format!("sha256:{hex}")),
     }
 }
 

@@ -8,10 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cmdline::DeviceRef;
 use crate::gpt;
 use crate::loopdev::{self, LoopError};
 use crate::sys::{sleep_ms, uptime_ms};
+use contract::cmdline::DeviceRef;
 
 const SYS_BLOCK: &str = "/sys/class/block";
 
@@ -77,7 +77,7 @@ fn gpt_partitions() -> Vec<(String, String)> {
             .and_then(|t| t.parse().ok())
             .unwrap_or(512);
         let node = Path::new("/dev").join(&disk);
-        let Some(h) = read_at(&node, lbs, 512).and_then(|b| gpt::parse_header(&b)) else {
+        let Some(h) = read_at(&node, lbs, 512).and_then(|b| gpt::parse_location(&b)) else {
             continue;
         };
         let len = h.entry_count as usize * h.entry_size as usize;

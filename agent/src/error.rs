@@ -5,12 +5,12 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::cmdline::CmdlineError;
 use crate::devices::DeviceError;
 use crate::dm::DmError;
 use crate::modules::ModuleError;
 use crate::state_partition::StateError;
 use crate::sysctl::SysctlError;
+use contract::cmdline::CmdlineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {

@@ -19,7 +19,6 @@
 )]
 
 mod bless;
-mod cmdline;
 mod config_source;
 mod console;
 mod devices;
@@ -33,7 +32,6 @@ mod loopdev;
 mod modules;
 mod net;
 mod plan;
-mod report;
 mod runtime;
 mod services;
 mod stage1;
@@ -47,12 +45,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cmdline::{Cmdline, FailureAction, FailurePolicy};
 use console::Console;
+use contract::cmdline::{self, Cmdline, FailureAction, FailurePolicy};
+use contract::report::{self, Report};
 use error::{chain, BootError};
 use events::Request;
 use plan::{Phase, Stage, DM_NAME, STAGE2_ARG};
-use report::Report;
 use services::run::Supervision;
 use services::supervisor::Supervisor;
 use verity::VerityState;
@@ -141,9 +139,9 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
             con.say(&format!("cannot block signals: {e}"));
         }
         stage1_times(&mut report);
-        report.stage_ms.insert("stage2_start", start);
+        report.stage_ms.insert("stage2_start".into(), start);
     } else {
-        report.stage_ms.insert("stage1_start", start);
+        report.stage_ms.insert("stage1_start".into(), start);
     }
     let fail = |phase, error, report| Outcome::Failed {
         phase,
@@ -217,7 +215,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     if sup.is_empty() {
         // Nothing to supervise: the report need not wait for late modules.
         report.ready = true;
-        report.stage_ms.insert("report", sys::uptime_ms());
+        report.stage_ms.insert("report".into(), sys::uptime_ms());
         con.line(&report.line());
         load_deferred_modules(con);
     } else {
@@ -241,11 +239,11 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
                     .unwrap_or("images imported, container confined")
             ));
         }
-        report.stage_ms.insert("runtime", sys::uptime_ms());
+        report.stage_ms.insert("runtime".into(), sys::uptime_ms());
     }
     if !sv.sup.is_empty() {
         services_into(&mut report, &sv.sup);
-        report.stage_ms.insert("report", sys::uptime_ms());
+        report.stage_ms.insert("report".into(), sys::uptime_ms());
         con.line(&report.line());
     }
     con.say(&format!(
@@ -282,7 +280,7 @@ fn read_config(con: &mut Console) -> Result<config_source::ConfigReport, BootErr
             what: e.to_string(),
         })?;
     }
-    Ok(config_source::ConfigReport::found(source, &data))
+    Ok(config_source::report_for(source, &data))
 }
 
 /// The services' states into the report; `ready` covers them and the
@@ -319,7 +317,7 @@ fn load_deferred_modules(con: &mut Console) {
             "deferred modules ok ({} ms): {sum}",
             sys::uptime_ms().saturating_sub(t)
         )),
-        Err(e) => con.line(&format!("NODEIMG-WARN deferred modules: {e}")),
+        Err(e) => con.line(&report::warn_line(&format!("deferred modules: {e}"))),
     }
 }
 
@@ -359,8 +357,8 @@ fn stage1_times(report: &mut Report) {
     std::env::remove_var(STAGE1_MS_ENV);
     if let Some((a, b)) = v.split_once(':') {
         if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-            report.stage_ms.insert("stage1_start", a);
-            report.stage_ms.insert("stage1_exec", b);
+            report.stage_ms.insert("stage1_start".into(), a);
+            report.stage_ms.insert("stage1_exec".into(), b);
         }
     }
 }
@@ -452,7 +450,7 @@ fn power(action: FailureAction, con: &mut Console) -> ! {
         FailureAction::Reboot => (RebootCommand::Restart, "reboot"),
         _ => (RebootCommand::PowerOff, "poweroff"),
     };
-    con.line(&format!("NODEIMG-SHUTDOWN {word}"));
+    con.line(&format!("{}{word}", report::SHUTDOWN_PREFIX));
     if let Err(e) = reboot(cmd) {
         con.say(&format!("reboot({word}) failed: {e}; hanging"));
     }

@@ -3,7 +3,7 @@
 //! stage executors (`stage1.rs`, `stage2.rs`) carry the phases out, and only
 //! `main.rs` decides what happens when one fails.
 
-use crate::cmdline::{Cmdline, DeviceRef, StateRef};
+use contract::cmdline::{Cmdline, DeviceRef, StateRef};
 
 /// Which PID 1 this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +21,16 @@ pub const DM_NODE: &str = "/dev/mapper/nodeimg-root";
 /// Where stage 1 mounts the verified root.
 pub const SYSROOT: &str = "/sysroot";
 /// Module list in the initramfs and, for the late modules, in the root image.
-pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
+pub const MODULES_ORDER: &str = contract::paths::MODULES_ORDER;
 /// Root modules loaded only on a UEFI boot, by the bless-boot phase.
-pub const UEFI_MODULES_ORDER: &str = "/usr/lib/nodeimg/modules-uefi.order";
+pub const UEFI_MODULES_ORDER: &str = contract::paths::MODULES_UEFI_ORDER;
 /// Root modules loaded after the report (see `load_deferred_modules`).
-pub const DEFERRED_MODULES_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";
+pub const DEFERRED_MODULES_ORDER: &str = contract::paths::MODULES_DEFERRED_ORDER;
 /// The public key A/B updates must be signed with (the build's
 /// `--sign-key`), PEM, on the verified root.
-pub const UPDATE_KEY_PATH: &str = "/usr/lib/nodeimg/update-signing.pub";
+pub const UPDATE_KEY_PATH: &str = contract::paths::UPDATE_SIGNING_KEY;
 /// The stage-2 binary, as seen from inside the root image.
-pub const STAGE2_BIN: &str = "/usr/sbin/nodeagent";
+pub const STAGE2_BIN: &str = contract::paths::AGENT;
 /// The argument that tells nodeagent it is stage 2.
 pub const STAGE2_ARG: &str = "--stage2";
 /// How long stage 1 waits for the root, hash and state devices.
@@ -256,7 +256,7 @@ mod tests {
         // one file is enough to need the phase
         let c = cmdline("").verity.clone();
         let mut one = cmdline("");
-        one.verity = crate::cmdline::VerityArgs {
+        one.verity = contract::cmdline::VerityArgs {
             hash: DeviceRef::File("/nodeimg/root.verity".into()),
             ..c
         };

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use contract::images::{PreloadedImage, IMAGES_DIR, IMAGES_FILE};
-use serde::Serialize;
+use contract::report::{Confinement, ImageReport, RuntimeReport};
 
 const CTR: &str = "/usr/bin/ctr";
 const SOCKET: &str = "/run/containerd/containerd.sock";
@@ -40,58 +40,6 @@ const DEFAULT_CAPS: [&str; 14] = [
 ];
 /// The user the probe runs as.
 const PROBE_USER: &str = "65534:65534";
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageReport {
-    pub name: String,
-    pub digest: String,
-    pub imported: bool,
-}
-
-/// What the probe container saw of itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Confinement {
-    pub uid: String,
-    pub cap_eff: String,
-    pub seccomp: String,
-    pub no_new_privs: String,
-    pub root_writable: bool,
-}
-
-impl Confinement {
-    /// Non-root, no effective capability, seccomp filtering (mode 2),
-    /// no_new_privs, read-only root: anything else is a confinement failure.
-    pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.uid == "0" {
-            out.push("runs as uid 0".to_string());
-        }
-        if !self.cap_eff.trim_start_matches('0').is_empty() {
-            out.push(format!("effective capabilities {}", self.cap_eff));
-        }
-        if self.seccomp != "2" {
-            out.push(format!("seccomp mode {}", self.seccomp));
-        }
-        if self.no_new_privs != "1" {
-            out.push("no_new_privs off".to_string());
-        }
-        if self.root_writable {
-            out.push("/ is writable".to_string());
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RuntimeReport {
-    pub images: Vec<ImageReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confinement: Option<Confinement>,
-    /// `true` when every image is in with its digest and the probe was confined.
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// Parses the probe's `NODEIMG-PROBE k=v ...` line.
 pub fn parse_probe(out: &str) -> Option<Confinement> {

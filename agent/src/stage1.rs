@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use rustix::mount::MountFlags;
 
-use crate::cmdline::{Cmdline, DeviceRef};
 use crate::devices;
 use crate::dm::{Control, Target};
 use crate::error::BootError;
@@ -16,6 +15,7 @@ use crate::modules;
 use crate::plan::{Phase, DEVICE_WAIT_MS, DM_NAME, DM_NODE, STAGE2_ARG, STAGE2_BIN, SYSROOT};
 use crate::sys::{self, Files, Mount, Mounts, Real};
 use crate::verity;
+use contract::cmdline::{Cmdline, DeviceRef};
 
 /// API file systems, moved into the new root by `switch_root`.
 const API_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", "/run"];

@@ -9,23 +9,23 @@ use std::path::{Path, PathBuf};
 use rustix::mount::MountFlags;
 
 use crate::bless;
-use crate::cmdline::{Cmdline, DeviceRef};
 use crate::devices;
 use crate::error::{chain, BootError};
 use crate::modules;
 use crate::net;
 use crate::plan::{Phase, VarPlan, DEVICE_WAIT_MS, DM_NAME, DM_NODE};
-use crate::report::{Report, RootReport, StateReport};
 use crate::state_partition::{self, StatePartition, ALIGN_BYTES};
 use crate::sys::{Files, Mount, Mounts, Real};
 use crate::sysctl;
 use crate::verity::{self, VerityState};
+use contract::cmdline::{Cmdline, DeviceRef};
+use contract::report::{Report, RootReport, StateReport};
 
 const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
 const RESIZE2FS: [&str; 2] = ["/usr/sbin/resize2fs", "/sbin/resize2fs"];
 const STATE_LABEL: &str = "nodeimg-state";
 /// Boots seen by this state disk: proves /var persists (and was not reformatted).
-const BOOT_COUNT: &str = "/var/lib/nodeimg/boot-count";
+const BOOT_COUNT: &str = contract::paths::BOOT_COUNT;
 /// The ext4 superblock: 1024 bytes at byte 1024 of the device.
 const EXT4_SB_AT: u64 = 1024;
 /// Its magic 0xEF53, little-endian at byte 0x38 (1080 of the device).
@@ -267,7 +267,7 @@ fn mount_var(
             let safe = MountFlags::NOSUID | MountFlags::NODEV;
             let m = Mount::new("tmpfs", "/var", "tmpfs", safe, "mode=0755");
             s.mount(&m).map_err(|e| BootError::mount(&m, e))?;
-            report.var = Some("tmpfs");
+            report.var = Some("tmpfs".into());
             return Ok("tmpfs".into());
         }
         VarPlan::Ext4(dev) => devices::wait_all(&[("state", dev)], DEVICE_WAIT_MS)?
@@ -332,7 +332,7 @@ fn mount_state(
     }
     let boot_count = bump_boot_count(Path::new(BOOT_COUNT))
         .map_err(|e| state_err(format!("update {BOOT_COUNT}: {e}")))?;
-    report.var = Some("ext4");
+    report.var = Some("ext4".into());
     report.state = Some(StateReport {
         device: node.display().to_string(),
         partition: part.map(|p| p.node.display().to_string()),

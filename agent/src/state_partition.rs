@@ -745,11 +745,17 @@ mod tests {
         // header CRC
         let mut bad = disk.clone();
         bad[512 + 40] ^= 1;
-        assert!(matches!(read(&bad), Err(GptError::HeaderCrc { .. })));
+        assert!(matches!(
+            read(&bad),
+            Err(GptError::Parse(gpt::ParseError::HeaderCrc { .. }))
+        ));
         // entry array CRC
         let mut bad = disk.clone();
         bad[1024 + 32] ^= 1;
-        assert!(matches!(read(&bad), Err(GptError::EntriesCrc { .. })));
+        assert!(matches!(
+            read(&bad),
+            Err(GptError::Parse(gpt::ParseError::EntriesCrc { .. }))
+        ));
         // no protective MBR
         let mut bad = disk.clone();
         bad[510] = 0;

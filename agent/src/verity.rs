@@ -5,40 +5,21 @@
 use std::io;
 use std::path::Path;
 
-use crate::cmdline::VerityArgs;
 use crate::dm::{Control, TargetStatus};
+use contract::cmdline::VerityArgs;
 
-/// The verity target's verdict, as the report spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerityState {
-    /// Status `V`: every block read so far matched the tree.
-    Verified,
-    /// Status `C`: a block failed its hash check.
-    Corrupted,
-    /// No verity device (or no readable status).
-    None,
-}
+pub use contract::report::VerityState;
 
-impl VerityState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerityState::Verified => "verified",
-            VerityState::Corrupted => "corrupted",
-            VerityState::None => "none",
-        }
-    }
-
-    pub fn from_targets(t: &[TargetStatus]) -> VerityState {
-        match t
-            .iter()
-            .find(|t| t.target_type == "verity")
-            .map(|t| t.status.chars().next())
-        {
-            Some(Some('V')) => VerityState::Verified,
-            Some(Some('C')) => VerityState::Corrupted,
-            _ => VerityState::None,
-        }
+/// The verdict of the first verity target in a device's status.
+pub fn state_from_targets(t: &[TargetStatus]) -> VerityState {
+    match t
+        .iter()
+        .find(|t| t.target_type == "verity")
+        .map(|t| t.status.chars().next())
+    {
+        Some(Some('V')) => VerityState::Verified,
+        Some(Some('C')) => VerityState::Corrupted,
+        _ => VerityState::None,
     }
 }
 
@@ -64,7 +45,7 @@ pub fn verity_sectors(v: &VerityArgs) -> u64 {
 /// Best-effort verdict for a device, for reports and error messages.
 pub fn verity_state(name: &str) -> VerityState {
     match Control::open().and_then(|c| c.status(name)) {
-        Ok(t) => VerityState::from_targets(&t),
+        Ok(t) => state_from_targets(&t),
         Err(_) => VerityState::None,
     }
 }
@@ -78,7 +59,7 @@ pub fn root_is_verified_device(name: &str) -> VerityState {
     let root_dev = rustix::fs::stat("/").map(|st| st.st_dev);
     match root_dev {
         Ok(d) if rustix::fs::major(d) == major && rustix::fs::minor(d) == minor => {
-            VerityState::from_targets(&targets)
+            state_from_targets(&targets)
         }
         _ => VerityState::None,
     }
@@ -111,7 +92,7 @@ pub fn read_through(dev: &Path, bytes: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmdline::DeviceRef;
+    use contract::cmdline::DeviceRef;
 
     fn args(salt: Option<&str>) -> VerityArgs {
         VerityArgs {
@@ -155,17 +136,17 @@ mod tests {
     #[test]
     fn verdict_from_status_char() {
         assert_eq!(
-            VerityState::from_targets(&[status("verity", "V")]),
+            state_from_targets(&[status("verity", "V")]),
             VerityState::Verified
         );
         assert_eq!(
-            VerityState::from_targets(&[status("verity", "C 3")]),
+            state_from_targets(&[status("verity", "C 3")]),
             VerityState::Corrupted
         );
         assert_eq!(
-            VerityState::from_targets(&[status("linear", "")]),
+            state_from_targets(&[status("linear", "")]),
             VerityState::None
         );
-        assert_eq!(VerityState::from_targets(&[]), VerityState::None);
+        assert_eq!(state_from_targets(&[]), VerityState::None);
     }
 }

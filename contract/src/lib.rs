@@ -1,6 +1,34 @@
-//! What nodeimg's builder and its agent agree on. No I/O: bytes and text in,
-//! typed values out, so the static PID-1 agent links it as easily as the
-//! builder.
+//! The contract between nodeimg's builder and its agent: what one side
+//! writes and the other reads. Both link this crate, so a change here is a
+//! change to both, checked by one compiler.
+//!
+//! - [`cmdline`]: the `nodeimg.*` kernel command line: one typed model, one
+//!   builder ([`std::fmt::Display`]) and one parser;
+//! - [`report`]: the `NODEIMG-REPORT {json}` boot report and the other
+//!   console line prefixes;
+//! - [`paths`]: the files both sides name on the image and in the initramfs;
+//! - [`gpt`]: pure GPT header and entry parsing (bytes in, typed out);
+//! - [`config`]: the machine config (versioned TOML) and its checks;
+//! - [`services`]: the daemons layers declare and nodeagent supervises;
+//! - [`images`]: the OCI images packed into the root for containerd.
+//!
+//! It does no I/O (callers hand it bytes and text), never panics, and needs
+//! nothing but pure-Rust crates, so it builds inside the static agent.
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+pub mod cmdline;
+pub mod config;
+pub mod gpt;
 pub mod images;
+pub mod paths;
+pub mod report;
 pub mod services;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::modules::MODULES_ORDER_PATH;
 
 /// The agent's path in the archive (the kernel runs `/init`).
-pub const INIT_PATH: &str = "init";
+pub const INIT_PATH: &str = contract::paths::relative(contract::paths::INIT);
 /// Empty directories the agent mounts on.
 const MOUNT_POINTS: [&str; 4] = ["dev", "proc", "run", "sys"];
 const ZSTD_LEVEL: i32 = 19;

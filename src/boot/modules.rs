@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::rootfs::{Kind, Tree};
 
 /// Where the agent finds the load order inside the initramfs.
-pub const MODULES_ORDER_PATH: &str = "usr/lib/nodeimg/modules.order";
+pub const MODULES_ORDER_PATH: &str = contract::paths::relative(contract::paths::MODULES_ORDER);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {

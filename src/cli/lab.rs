@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use contract::report::{Report, VerityState};
 use nodeimg::lab::{self, Accel, BootOptions};
 use nodeimg::manifest::Manifest;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
@@ -184,13 +185,13 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
             if args.json {
                 // How the VM ended after the power button: `powered_off`
                 // means the agent shut down cleanly.
-                let mut report = outcome.report.clone();
+                let mut report = serde_json::to_value(&outcome.report)?;
                 if let Some(obj) = report.as_object_mut() {
                     obj.insert("shutdown".into(), serde_json::to_value(outcome.shutdown)?);
                     if !outcome.earlier_reports.is_empty() {
                         obj.insert(
                             "earlier_reports".into(),
-                            Value::Array(outcome.earlier_reports.clone()),
+                            serde_json::to_value(&outcome.earlier_reports)?,
                         );
                     }
                 }
@@ -198,9 +199,20 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
             } else {
                 for (i, r) in outcome.earlier_reports.iter().enumerate() {
                     println!("--- boot {} ---", i + 1);
-                    print_summary(r, outcome.accel.as_str(), outcome.boot_path);
+                    print_summary(
+                        &r.report,
+                        Some(r.boot_ms),
+                        outcome.accel.as_str(),
+                        outcome.boot_path,
+                    );
                 }
-                print_summary(&outcome.report, outcome.accel.as_str(), outcome.boot_path);
+                let last = &outcome.report;
+                print_summary(
+                    &last.report,
+                    Some(last.boot_ms),
+                    outcome.accel.as_str(),
+                    outcome.boot_path,
+                );
             }
             Ok(if outcome.ready() { 0 } else { 1 })
         }
@@ -209,11 +221,17 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
             Some(log) => {
                 keep_serial(&log, args.keep_serial.as_deref())?;
                 print_serial_tail(&log);
-                let report = json!({ "ready": false, "error": e.to_string(), "serial_log": log });
                 if args.json {
+                    let report =
+                        json!({ "ready": false, "error": e.to_string(), "serial_log": log });
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {
-                    print_summary(&report, "", "");
+                    let report = Report {
+                        error: Some(e.to_string()),
+                        ..Report::default()
+                    };
+                    print_summary(&report, None, "", "");
+                    println!("serial   {}", log.display());
                 }
                 Ok(1)
             }
@@ -241,73 +259,51 @@ fn print_serial_tail(log: &Path) {
     }
 }
 
-fn print_summary(report: &Value, accel: &str, boot_path: &str) {
-    let s = |key: &str| {
-        report
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_string()
-    };
-    let ready = report.get("ready").and_then(Value::as_bool) == Some(true);
-    println!("ready    {}", if ready { "yes" } else { "NO" });
-    if let Some(err) = report
-        .get("error")
-        .and_then(Value::as_str)
-        .filter(|e| !e.is_empty())
-    {
+fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: &str) {
+    let or_dash = |s: Option<&str>| s.filter(|s| !s.is_empty()).unwrap_or("-").to_string();
+    println!("ready    {}", if report.ready { "yes" } else { "NO" });
+    if let Some(err) = report.error.as_deref().filter(|e| !e.is_empty()) {
         println!("error    {err}");
     }
-    println!("kernel   {}", s("kernel"));
-    println!("pid1     {}", s("pid1"));
-    if let Some(root) = report.get("root") {
-        let r = |k: &str| {
-            root.get(k)
-                .map(|v| v.to_string().trim_matches('"').to_string())
-        };
+    println!("kernel   {}", or_dash(Some(&report.kernel)));
+    println!("pid1     {}", or_dash(report.pid1.as_deref()));
+    let root = &report.root;
+    if root.device.is_some() || root.verity != VerityState::None {
         println!(
             "root     {} {} read_only={} verity={}",
-            r("device").unwrap_or_default(),
-            r("fstype").unwrap_or_default(),
-            r("read_only").unwrap_or_default(),
-            r("verity").unwrap_or_default()
+            root.device.as_deref().unwrap_or_default(),
+            root.fstype.as_deref().unwrap_or_default(),
+            root.read_only.map(|b| b.to_string()).unwrap_or_default(),
+            root.verity.as_str()
         );
     }
-    println!("var      {}", s("var"));
-    if let Some(part) = report.pointer("/state/partition").and_then(Value::as_str) {
-        let created = report.pointer("/state/created").and_then(Value::as_bool) == Some(true);
-        let size = report
-            .pointer("/state/size_bytes")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+    println!("var      {}", or_dash(report.var.as_deref()));
+    if let Some(state) = &report.state {
+        if let Some(part) = &state.partition {
+            println!(
+                "state    {part} {} MiB{}",
+                state.size_bytes >> 20,
+                if state.created {
+                    " (created this boot)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if let Some(entry) = &report.boot_entry {
         println!(
-            "state    {part} {} MiB{}",
-            size >> 20,
-            if created { " (created this boot)" } else { "" }
+            "entry    {}{}",
+            entry.path.as_deref().unwrap_or("-"),
+            if entry.blessed { " (marked good)" } else { "" }
         );
     }
-    if let Some(entry) = report.get("boot_entry") {
-        let path = entry.get("path").and_then(Value::as_str).unwrap_or("-");
-        let blessed = entry.get("blessed").and_then(Value::as_bool) == Some(true);
-        println!(
-            "entry    {path}{}",
-            if blessed { " (marked good)" } else { "" }
-        );
-    }
-    let count = |key: &str| match report.get(key) {
-        Some(Value::Array(a)) => a.len(),
-        Some(Value::Object(o)) => o.len(),
-        _ => 0,
-    };
-    println!("modules  {} loaded", count("modules"));
-    println!("sysctl   {} read back", count("sysctl"));
-    if let Some(ms) = report.get("boot_ms").and_then(Value::as_u64) {
+    println!("modules  {} loaded", report.modules.len());
+    println!("sysctl   {} read back", report.sysctl.len());
+    if let Some(ms) = boot_ms {
         println!(
             "boot     {:.2} s to report ({accel}, {boot_path})",
             ms as f64 / 1000.0
         );
-    }
-    if let Some(log) = report.get("serial_log").and_then(Value::as_str) {
-        println!("serial   {log}");
     }
 }

@@ -2,6 +2,7 @@
 //! `run()` that calls library code. Data goes to stdout, logs to stderr.
 
 pub mod build;
+pub mod config;
 pub mod keys;
 pub mod lab;
 pub mod lock;

@@ -23,7 +23,8 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use contract::cmdline::{Args, DeviceRef, KernelCmdline, StateRef};
+use contract::report::{Report, REPORT_PREFIX};
 
 use crate::manifest::Manifest;
 
@@ -34,7 +35,7 @@ pub use uefi::{boot_uefi, Ovmf};
 pub use vm::{Disk, Shutdown, Vm, VmBoot, VmConfig};
 
 /// The agent prints its report on the serial console after this.
-pub const REPORT_MARKER: &str = "NODEIMG-REPORT ";
+pub const REPORT_MARKER: &str = REPORT_PREFIX;
 /// OVMF prints this when every boot option failed (e.g. Secure Boot denied
 /// the boot loader or the UKI): no report can follow.
 pub const NO_BOOT_MARKER: &str = "No bootable option or device was found";
@@ -77,6 +78,8 @@ pub enum LabError {
     NotForPxe { what: &'static str },
     #[error("serving the PXE bundle")]
     Serve(#[source] crate::pxe_server::ServeError),
+    #[error("kernel command line")]
+    Cmdline(#[source] contract::cmdline::CmdlineError),
     #[error("kernel command line is {len} bytes; x86 takes at most {max}")]
     CmdlineTooLong { len: usize, max: usize },
     #[error("UEFI firmware {path} is missing (install ovmf: scripts/setup.sh)")]
@@ -111,12 +114,12 @@ pub enum LabError {
     },
     #[error("the firmware found nothing it would boot ({line}); serial log: {serial_log}")]
     NothingBooted { line: String, serial_log: PathBuf },
-    #[error("the boot report is not a JSON object: {line}; serial log: {serial_log}")]
+    #[error("the boot report is not the contract's JSON object: {line}; serial log: {serial_log}")]
     BadReport {
         line: String,
         serial_log: PathBuf,
         #[source]
-        source: Option<serde_json::Error>,
+        source: contract::report::ReportError,
     },
 }
 
@@ -249,14 +252,24 @@ impl Default for BootOptions {
     }
 }
 
+/// The agent's report as the lab saw it: the contract's [`Report`] and
+/// when it came. Serialises as one flat object (`--json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabReport {
+    #[serde(flatten)]
+    pub report: Report,
+    /// Milliseconds from QEMU start to the report line.
+    pub boot_ms: u64,
+}
+
 /// What a boot produced.
 #[derive(Debug)]
 pub struct BootOutcome {
     /// The agent's report with `boot_ms` (QEMU start to report) added.
-    pub report: Value,
+    pub report: LabReport,
     /// Reports of boots before the last one (a UEFI guest that failed
     /// and rebooted), oldest first.
-    pub earlier_reports: Vec<Value>,
+    pub earlier_reports: Vec<LabReport>,
     pub serial_log: PathBuf,
     pub accel: Resolved,
     /// `pvh` (vmlinux) or `bzimage`.
@@ -269,7 +282,7 @@ pub struct BootOutcome {
 impl BootOutcome {
     /// `report.ready == true` for the last report.
     pub fn ready(&self) -> bool {
-        self.report.get("ready").and_then(Value::as_bool) == Some(true)
+        self.report.report.ready
     }
 }
 
@@ -277,16 +290,22 @@ impl BootOutcome {
 /// `panic=-1` so a kernel panic ends QEMU at once (`-no-reboot`) instead of
 /// running into the timeout.
 pub fn lab_cmdline(image_cmdline: &str, extra: &[String]) -> Result<String, LabError> {
-    let mut words: Vec<&str> = image_cmdline.split_whitespace().collect();
-    words.extend([
-        "console=ttyS0",
-        "nodeimg.root=/dev/vda",
-        "nodeimg.hash=/dev/vdb",
-        "nodeimg.state=/dev/vdc",
-        "panic=-1",
-    ]);
-    words.extend(extra.iter().map(String::as_str));
-    let line = words.join(" ");
+    let dev = |p: &str| Some(DeviceRef::Path(p.into()));
+    let mut line = KernelCmdline::parse(image_cmdline).map_err(LabError::Cmdline)?;
+    line.extend(KernelCmdline {
+        kernel: vec!["console=ttyS0".into(), "panic=-1".into()],
+        nodeimg: Args {
+            root: dev("/dev/vda"),
+            hash: dev("/dev/vdb"),
+            state: Some(StateRef::Device(DeviceRef::Path("/dev/vdc".into()))),
+            ..Args::default()
+        },
+    })
+    .map_err(LabError::Cmdline)?;
+    // `--append` words are checked too: a typo fails here, not in the guest
+    let extra = KernelCmdline::parse(&extra.join(" ")).map_err(LabError::Cmdline)?;
+    line.extend(extra).map_err(LabError::Cmdline)?;
+    let line = line.to_string();
     if line.len() >= MAX_CMDLINE {
         return Err(LabError::CmdlineTooLong {
             len: line.len(),
@@ -436,7 +455,10 @@ pub(crate) fn run_to_outcome(
 /// Spawns the VM, waits for a ready report (or for `opts.reports`
 /// reports, the last of which is returned with the earlier ones), powers
 /// off.
-fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Vec<Value>, Shutdown), LabError> {
+fn run(
+    config: &VmConfig,
+    opts: &BootOptions,
+) -> Result<(LabReport, Vec<LabReport>, Shutdown), LabError> {
     let mut vm = Vm::spawn(config)?;
     let deadline = vm.started() + opts.timeout;
     let mut earlier = Vec::new();
@@ -450,16 +472,13 @@ fn run(config: &VmConfig, opts: &BootOptions) -> Result<(Value, Vec<Value>, Shut
         }
         let boot_ms = seen.duration_since(vm.started()).as_millis() as u64;
         tracing::info!(boot_ms, "boot report received");
-        let json = line[REPORT_MARKER.len()..].trim();
-        let bad = |source| LabError::BadReport {
+        let report = Report::parse_line(&line).map_err(|source| LabError::BadReport {
             line: line.clone(),
             serial_log: config.serial_log.clone(),
             source,
-        };
-        let mut report: Value = serde_json::from_str(json).map_err(|e| bad(Some(e)))?;
-        let object = report.as_object_mut().ok_or_else(|| bad(None))?;
-        object.insert("boot_ms".into(), boot_ms.into());
-        let ready = report.get("ready").and_then(Value::as_bool) == Some(true);
+        })?;
+        let ready = report.ready;
+        let report = LabReport { report, boot_ms };
         if ready || earlier.len() + 1 >= opts.reports.max(1) as usize {
             let shutdown = vm.shutdown(opts.shutdown_timeout);
             tracing::info!(?shutdown, "VM stopped");
@@ -480,16 +499,43 @@ mod tests {
 
     #[test]
     fn lab_cmdline_appends_disks_after_the_image_line() {
+        let hash = "ab".repeat(32);
         let line = lab_cmdline(
-            "ro  quiet nodeimg.roothash=ab",
+            &format!("ro  quiet nodeimg.roothash={hash}"),
             &["nodeimg.verity=full".into()],
         )
         .unwrap();
         assert_eq!(
             line,
-            "ro quiet nodeimg.roothash=ab console=ttyS0 nodeimg.root=/dev/vda \
-             nodeimg.hash=/dev/vdb nodeimg.state=/dev/vdc panic=-1 nodeimg.verity=full"
+            format!(
+                "ro quiet console=ttyS0 panic=-1 nodeimg.roothash={hash} nodeimg.root=/dev/vda \
+                 nodeimg.hash=/dev/vdb nodeimg.state=/dev/vdc nodeimg.verity=full"
+            )
         );
+        // what the lab boots is what the agent's parser reads
+        let booted = contract::cmdline::Cmdline::parse(&format!(
+            "{line} nodeimg.data_blocks=8 nodeimg.hash_start=1"
+        ))
+        .unwrap();
+        assert_eq!(
+            booted.state,
+            Some(StateRef::Device(DeviceRef::Path("/dev/vdc".into())))
+        );
+        assert!(booted.verify_full);
+        // the image naming a lab device, or a typo in --append, is refused here
+        for (image, extra) in [
+            ("nodeimg.root=/dev/sda", ""),
+            ("ro", "nodeimg.verity=ful"),
+            ("ro", "nodeimg.bogus=1"),
+        ] {
+            assert!(
+                matches!(
+                    lab_cmdline(image, &[extra.to_string()]),
+                    Err(LabError::Cmdline(_))
+                ),
+                "{image} {extra}"
+            );
+        }
         let long = "x".repeat(3000);
         assert!(matches!(
             lab_cmdline(&long, &[]),

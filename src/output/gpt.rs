@@ -9,8 +9,9 @@
 //! are the caller's, and bytes it does not write stay as the sink had them
 //! (zeros, or holes in a fresh file). Nothing is random and nothing reads the
 //! clock: the same inputs give the same bytes. [`read_gpt`] parses a table
-//! back, checks magic values, CRCs and that the backup mirrors the primary;
-//! tests use it to judge the writer.
+//! back with the contract crate's parser (the one the agent uses), checks
+//! magic values, CRCs and that the backup mirrors the primary; tests use it
+//! to judge the writer.
 //!
 //! Why not the `gpt` crate (4.x): it assigns random partition GUIDs on
 //! `add_partition` (NOTES.md), and the Discoverable Partitions Specification
@@ -80,26 +81,15 @@ pub enum GptError {
     NullRootHashUuid,
     #[error("protective MBR is missing or malformed")]
     BadProtectiveMbr,
-    #[error("GPT header at LBA {lba}: bad signature")]
-    BadSignature { lba: u64 },
     #[error("GPT header at LBA {lba}: unsupported {field} {value}")]
     Unsupported {
         lba: u64,
         field: &'static str,
         value: u64,
     },
-    #[error("GPT header at LBA {lba}: header CRC32 {stored:#010x} but computed {computed:#010x}")]
-    HeaderCrc {
-        lba: u64,
-        stored: u32,
-        computed: u32,
-    },
-    #[error("GPT entries of the header at LBA {lba}: CRC32 {stored:#010x} but computed {computed:#010x}")]
-    EntriesCrc {
-        lba: u64,
-        stored: u32,
-        computed: u32,
-    },
+    /// The bytes are not a GPT header or entry array (the contract's parser).
+    #[error(transparent)]
+    Parse(#[from] contract::gpt::ParseError),
     #[error("GPT header at LBA {lba}: {field} is {found}, expected {expected}")]
     HeaderField {
         lba: u64,
@@ -109,8 +99,6 @@ pub enum GptError {
     },
     #[error("backup GPT differs from the primary in {what}")]
     BackupMismatch { what: &'static str },
-    #[error("partition entry {index}: name is not valid UTF-16")]
-    BadName { index: usize },
     #[error("cannot {op} at LBA {lba}")]
     Io {
         op: &'static str,
@@ -486,22 +474,10 @@ struct ParsedHeader {
     entries: Vec<u8>,
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
-}
-
-fn guid_at(b: &[u8], at: usize) -> Guid {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&b[at..at + 16]);
-    Guid::from_disk(a)
 }
 
 fn expect_field(lba: u64, field: &'static str, found: u64, expected: u64) -> Result<(), GptError> {
@@ -517,93 +493,55 @@ fn expect_field(lba: u64, field: &'static str, found: u64, expected: u64) -> Res
     }
 }
 
+/// Reads the header at `lba` and its entry array. The parsing and the
+/// CRC checks are the contract crate's (the agent reads with the same
+/// code); the exact shape this writer produces is checked here.
 fn read_header<R: Read + Seek>(r: &mut R, lba: u64) -> Result<ParsedHeader, GptError> {
-    let h = read_at(r, lba, SECTOR as usize, "read a GPT header")?;
-    if h[0..8] != SIGNATURE {
-        return Err(GptError::BadSignature { lba });
-    }
-    let revision = u32_at(&h, 8);
-    if revision != REVISION {
-        return Err(GptError::Unsupported {
-            lba,
-            field: "revision",
-            value: revision.into(),
-        });
-    }
-    let size = u32_at(&h, 12);
-    if size != HEADER_SIZE {
+    let block = read_at(r, lba, SECTOR as usize, "read a GPT header")?;
+    let h = contract::gpt::Header::parse(&block, lba)?;
+    if h.size != HEADER_SIZE {
         return Err(GptError::Unsupported {
             lba,
             field: "header size",
-            value: size.into(),
+            value: h.size.into(),
         });
     }
-    let stored = u32_at(&h, 16);
-    let mut zeroed = h[..HEADER_SIZE as usize].to_vec();
-    zeroed[16..20].fill(0);
-    let computed = crc32(&zeroed);
-    if stored != computed {
-        return Err(GptError::HeaderCrc {
-            lba,
-            stored,
-            computed,
-        });
-    }
-    expect_field(lba, "my LBA", u64_at(&h, 24), lba)?;
-    let count = u32_at(&h, 80);
-    let entry_size = u32_at(&h, 84);
-    if count != ENTRY_COUNT || entry_size != ENTRY_SIZE {
+    if h.entry_count != ENTRY_COUNT || h.entry_size != ENTRY_SIZE {
         return Err(GptError::Unsupported {
             lba,
             field: "entry array shape",
-            value: (u64::from(count) << 32) | u64::from(entry_size),
+            value: (u64::from(h.entry_count) << 32) | u64::from(h.entry_size),
         });
     }
-    let entries_lba = u64_at(&h, 72);
     let entries = read_at(
         r,
-        entries_lba,
-        (count * entry_size) as usize,
+        h.entries_lba,
+        h.entries_len() as usize,
         "read a GPT entry array",
     )?;
-    let stored = u32_at(&h, 88);
-    let computed = crc32(&entries);
-    if stored != computed {
-        return Err(GptError::EntriesCrc {
-            lba,
-            stored,
-            computed,
-        });
-    }
+    contract::gpt::check_entries(&h, &entries)?;
     Ok(ParsedHeader {
-        alternate_lba: u64_at(&h, 32),
-        first_usable: u64_at(&h, 40),
-        last_usable: u64_at(&h, 48),
-        disk_guid: guid_at(&h, 56),
+        alternate_lba: h.alternate_lba,
+        first_usable: h.first_usable,
+        last_usable: h.last_usable,
+        disk_guid: Guid::from_disk(h.disk_guid),
         entries,
     })
 }
 
 fn decode_entries(entries: &[u8]) -> Result<Vec<Partition>, GptError> {
     let mut parts = Vec::new();
-    for (index, e) in entries.chunks_exact(ENTRY_SIZE as usize).enumerate() {
-        let type_guid = guid_at(e, 0);
-        if type_guid.is_null() {
+    for (number, e) in (1..).zip(entries.chunks_exact(ENTRY_SIZE as usize)) {
+        let Some(e) = contract::gpt::Entry::decode_strict(e, number)? else {
             continue;
-        }
-        let units: Vec<u16> = e[56..128]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
-        let name = String::from_utf16(&units).map_err(|_| GptError::BadName { index })?;
+        };
         parts.push(Partition {
-            type_guid: PartitionType(type_guid),
-            part_guid: guid_at(e, 16),
-            name,
-            first_lba: u64_at(e, 32),
-            last_lba: u64_at(e, 40),
-            attributes: u64_at(e, 48),
+            type_guid: PartitionType(Guid::from_disk(e.type_guid)),
+            part_guid: Guid::from_disk(e.part_guid),
+            name: e.name,
+            first_lba: e.first_lba,
+            last_lba: e.last_lba,
+            attributes: e.attributes,
         });
     }
     Ok(parts)
@@ -643,34 +581,9 @@ pub fn read_gpt<R: Read + Seek>(r: &mut R, disk_size: u64) -> Result<GptTable, G
     })
 }
 
-/// CRC-32 (IEEE 802.3, reflected, init and final XOR 0xFFFFFFFF), as UEFI
-/// specifies for GPT headers and entry arrays.
-pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c ^ 0xFFFF_FFFF
-}
+/// CRC-32 as UEFI specifies for GPT headers and entry arrays (the
+/// contract's, so writer and readers agree by construction).
+pub use contract::gpt::crc32;
 
 #[cfg(test)]
 #[path = "gpt_tests.rs"]

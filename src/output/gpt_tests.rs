@@ -147,14 +147,17 @@ fn our_reader_round_trips_and_rejects_damage() {
     bad[2 * SECTOR as usize + 40] ^= 1;
     assert!(matches!(
         read_gpt(&mut Cursor::new(&bad), size),
-        Err(GptError::EntriesCrc { lba: 1, .. })
+        Err(GptError::Parse(contract::gpt::ParseError::EntriesCrc {
+            lba: 2,
+            ..
+        }))
     ));
     // A flipped byte in the backup header fails the header CRC.
     let mut bad = img.clone();
     bad[img.len() - SECTOR as usize + 60] ^= 1;
     assert!(matches!(
         read_gpt(&mut Cursor::new(&bad), size),
-        Err(GptError::HeaderCrc { .. })
+        Err(GptError::Parse(contract::gpt::ParseError::HeaderCrc { .. }))
     ));
     let mut bad = img;
     bad[510] = 0;

@@ -32,6 +32,7 @@ use ring::digest::{Context, SHA256};
 
 use crate::boot::initramfs::{self, InitramfsError};
 use crate::util::atomic;
+use contract::cmdline::{DeviceRef, KernelCmdline};
 
 /// The bundle's folder name in a build's output directory.
 pub const PXE_DIR: &str = "pxe";
@@ -39,9 +40,9 @@ pub const KERNEL_FILE: &str = "vmlinuz";
 pub const INITRD_FILE: &str = "initrd.img";
 pub const SCRIPT_FILE: &str = "boot.ipxe";
 /// Where the root image sits inside the initrd (what `nodeimg.root` names).
-pub const ROOT_IN_INITRD: &str = "/nodeimg/root.img";
+pub const ROOT_IN_INITRD: &str = contract::paths::PXE_ROOT_IMAGE;
 /// Where the verity tree sits inside the initrd (what `nodeimg.hash` names).
-pub const VERITY_IN_INITRD: &str = "/nodeimg/root.verity";
+pub const VERITY_IN_INITRD: &str = contract::paths::PXE_ROOT_VERITY;
 /// Manifest kinds of the three files.
 pub const KIND_KERNEL: &str = "pxe-kernel";
 pub const KIND_INITRD: &str = "pxe-initrd";
@@ -72,6 +73,8 @@ pub enum PxeError {
     ScriptUnsafe { found: char },
     #[error("the image's command line already names `{key}`; the bundle sets it")]
     DeviceGiven { key: &'static str },
+    #[error("the image's kernel command line")]
+    Cmdline(#[source] contract::cmdline::CmdlineError),
 }
 
 /// What a bundle is made from.
@@ -115,23 +118,18 @@ pub struct PxeBundle {
 /// The bundle's kernel command line: the image's line and the root and hash
 /// as files of the initrd.
 pub fn pxe_cmdline(image_cmdline: &str) -> Result<String, PxeError> {
-    for (key, prefix) in [
-        ("nodeimg.root", "nodeimg.root="),
-        ("nodeimg.hash", "nodeimg.hash="),
+    let mut line = KernelCmdline::parse(image_cmdline).map_err(PxeError::Cmdline)?;
+    for (key, given) in [
+        ("nodeimg.root", line.nodeimg.root.is_some()),
+        ("nodeimg.hash", line.nodeimg.hash.is_some()),
     ] {
-        if image_cmdline
-            .split_whitespace()
-            .any(|w| w.starts_with(prefix))
-        {
+        if given {
             return Err(PxeError::DeviceGiven { key });
         }
     }
-    let mut words: Vec<&str> = image_cmdline.split_whitespace().collect();
-    let root = format!("nodeimg.root=file:{ROOT_IN_INITRD}");
-    let hash = format!("nodeimg.hash=file:{VERITY_IN_INITRD}");
-    words.push(&root);
-    words.push(&hash);
-    Ok(words.join(" "))
+    line.nodeimg.root = Some(DeviceRef::File(ROOT_IN_INITRD.into()));
+    line.nodeimg.hash = Some(DeviceRef::File(VERITY_IN_INITRD.into()));
+    Ok(line.to_string())
 }
 
 /// The iPXE script. `initrd=` on the kernel line names the initrd for the

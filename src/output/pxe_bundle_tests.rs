@@ -6,7 +6,8 @@ use crate::boot::initramfs::{decompress, read_cpio};
 use crate::testutil::{noise, run_ok, tool};
 use crate::util::hash::sha256_hex;
 
-const CMDLINE: &str = "console=ttyS0,115200 panic=10 nodeimg.roothash=ab nodeimg.data_blocks=3";
+const CMDLINE: &str = "console=ttyS0,115200 panic=10 \
+     nodeimg.roothash=4f1c6bd9a1e2e3b2c1d0f9e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8 nodeimg.data_blocks=3";
 
 struct Inputs {
     dir: tempfile::TempDir,
@@ -57,7 +58,8 @@ fn script_boots_relative_paths_with_the_root_as_files() {
     assert_eq!(
         s,
         "#!ipxe\n\
-         kernel vmlinuz initrd=initrd.img console=ttyS0,115200 panic=10 nodeimg.roothash=ab \
+         kernel vmlinuz initrd=initrd.img console=ttyS0,115200 panic=10 \
+         nodeimg.roothash=4f1c6bd9a1e2e3b2c1d0f9e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8 \
          nodeimg.data_blocks=3 nodeimg.root=file:/nodeimg/root.img \
          nodeimg.hash=file:/nodeimg/root.verity\n\
          initrd initrd.img\n\
@@ -72,6 +74,11 @@ fn script_boots_relative_paths_with_the_root_as_files() {
         Err(PxeError::DeviceGiven {
             key: "nodeimg.root"
         })
+    ));
+    // a line the agent would refuse is refused here
+    assert!(matches!(
+        pxe_cmdline("ro nodeimg.roothash=ab"),
+        Err(PxeError::Cmdline(_))
     ));
 }
 

@@ -19,6 +19,7 @@ use crate::source::deb::{unpack_into, DebError};
 use crate::source::lock::LockedPackage;
 use crate::spec::Plan;
 use crate::util::atomic;
+use contract::cmdline::{Args, KernelCmdline, RootFs};
 
 use super::tree::{check_identity, WrongPackage};
 
@@ -45,6 +46,8 @@ pub enum BootStageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("kernel command line")]
+    Cmdline(#[source] contract::cmdline::CmdlineError),
 }
 
 /// What the boot stage hands back to the build.
@@ -61,9 +64,10 @@ pub struct BootParts {
 
 /// Where the agent finds the modules it loads only on a UEFI boot (to mark
 /// the boot good on the ESP).
-const UEFI_ORDER_PATH: &str = "usr/lib/nodeimg/modules-uefi.order";
+const UEFI_ORDER_PATH: &str = contract::paths::relative(contract::paths::MODULES_UEFI_ORDER);
 /// Where the agent finds the modules to load after it reports ready.
-const DEFERRED_ORDER_PATH: &str = "usr/lib/nodeimg/modules-deferred.order";
+const DEFERRED_ORDER_PATH: &str =
+    contract::paths::relative(contract::paths::MODULES_DEFERRED_ORDER);
 
 /// Puts the closure of `wanted`, minus what loads earlier, into the root
 /// with its load order at `order_path`; returns the module names.
@@ -199,21 +203,22 @@ fn decompressed(modules: EarlyModules) -> Result<EarlyModules, BootStageError> {
 /// The image's kernel command line: the layers' arguments (sorted, so the
 /// line is stable) and where the agent finds and checks its root. Devices
 /// are not named here: the lab, the UKI or the boot loader adds them.
-pub fn cmdline(plan: &Plan, verity: &VerityRecord) -> String {
-    let mut args: Vec<String> = plan.cmdline.keys().cloned().collect();
-    args.push(format!("nodeimg.roothash={}", verity.root_hash));
-    args.push(format!(
-        "nodeimg.salt={}",
-        if verity.salt.is_empty() {
-            "-"
-        } else {
-            &verity.salt
-        }
-    ));
-    args.push(format!("nodeimg.data_blocks={}", verity.data_blocks));
-    args.push(format!("nodeimg.hash_start={}", verity.hash_start_block));
-    args.push("nodeimg.fstype=squashfs".into());
-    args.join(" ")
+pub fn cmdline(plan: &Plan, verity: &VerityRecord) -> Result<String, BootStageError> {
+    // the layers' words go through the contract's parser, so a layer's
+    // `nodeimg.*` typo or a key the image sets itself fails the build
+    let words: Vec<&str> = plan.cmdline.keys().map(String::as_str).collect();
+    let mut line = KernelCmdline::parse(&words.join(" ")).map_err(BootStageError::Cmdline)?;
+    line.nodeimg
+        .merge(Args {
+            root_hash: Some(verity.root_hash.clone()),
+            salt: Some(Some(verity.salt.clone()).filter(|s| !s.is_empty())),
+            data_blocks: Some(verity.data_blocks),
+            hash_start: Some(verity.hash_start_block),
+            fstype: Some(RootFs::Squashfs),
+            ..Args::default()
+        })
+        .map_err(BootStageError::Cmdline)?;
+    Ok(line.to_string())
 }
 
 /// Writes the kernel and the initramfs into `out`; returns their entries

@@ -29,6 +29,7 @@ use crate::sign::authenticode::{AuthenticodeError, PeSigner};
 use crate::source::deb::{unpack_into, DebError};
 use crate::spec::{OutputKind, Plan};
 use crate::util::atomic;
+use contract::cmdline::{Args, DeviceRef, FailureAction, KernelCmdline, StateRef};
 
 use super::boot_files::BootParts;
 use super::root_image::{ROOTFS_FILE, VERITY_FILE};
@@ -77,6 +78,8 @@ pub enum OutputError {
     },
     #[error("cannot write the PXE bundle")]
     Pxe(#[source] PxeError),
+    #[error("the image's kernel command line")]
+    Cmdline(#[source] contract::cmdline::CmdlineError),
     #[error("a disk conversion thread panicked")]
     Panicked,
     #[error("the root image has no usr/lib/os-release for the UKI's .osrel")]
@@ -119,10 +122,17 @@ pub struct Written {
 pub fn uki_cmdline(image_cmdline: &str, root_hash: &[u8]) -> Result<String, OutputError> {
     let (root, hash) = gpt::verity_partition_uuids(root_hash)
         .map_err(|source| OutputError::Disk(DiskError::Table { source }))?;
-    Ok(format!(
-        "{image_cmdline} nodeimg.root=PARTUUID={root} nodeimg.hash=PARTUUID={hash} \
-         nodeimg.state=auto nodeimg.on_failure=reboot"
-    ))
+    let mut line = KernelCmdline::parse(image_cmdline).map_err(OutputError::Cmdline)?;
+    line.nodeimg
+        .merge(Args {
+            root: Some(DeviceRef::PartUuid(root.to_string())),
+            hash: Some(DeviceRef::PartUuid(hash.to_string())),
+            state: Some(StateRef::Auto),
+            on_failure: Some(FailureAction::Reboot),
+            ..Args::default()
+        })
+        .map_err(OutputError::Cmdline)?;
+    Ok(line.to_string())
 }
 
 /// The UKI's name on the ESP: systemd-boot counts tries in it (`+3`).

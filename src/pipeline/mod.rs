@@ -155,7 +155,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
                 .first()
                 .zip(debs.uefi.first())
                 .map(|(p, d)| (p.name.as_str(), d.as_slice()));
-            let cmdline = boot_files::cmdline(plan, &verity);
+            let cmdline = boot_files::cmdline(plan, &verity)?;
             let written = bootable::write_outputs(&bootable::OutputInputs {
                 plan,
                 out,

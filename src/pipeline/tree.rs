@@ -16,7 +16,7 @@ use crate::spec::Plan;
 
 /// Where the image keeps the public key its A/B updates must be signed
 /// with (the build's `--sign-key`), PEM.
-pub const UPDATE_KEY_PATH: &str = "usr/lib/nodeimg/update-signing.pub";
+pub const UPDATE_KEY_PATH: &str = contract::paths::relative(contract::paths::UPDATE_SIGNING_KEY);
 
 /// An unpacked .deb that is not the package the lock names.
 #[derive(Debug, thiserror::Error)]

@@ -6,9 +6,8 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
-
 pub use crate::events::Exit;
+pub use contract::report::{ServiceReport, ServiceState as State};
 use contract::services::{start_order, OrderError};
 use contract::services::{RestartMode, ServiceSpec, StartWhen};
 
@@ -20,41 +19,6 @@ pub trait Launcher {
     fn is_ready(&mut self, spec: &ServiceSpec) -> bool;
     /// Sends SIGKILL (a start that missed its readiness deadline).
     fn kill(&mut self, pid: i32);
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum State {
-    /// Waits for the services it runs after.
-    Pending,
-    /// Waits for the machine config or the cluster (`start = config|cluster`).
-    Waiting,
-    Starting,
-    Ready,
-    /// Exited; restarts at `next_start_ms`.
-    Backoff,
-    /// Exited too often: restarts go on at the longest delay; the node is not ready.
-    CrashLoop,
-    /// Exited and not to be restarted (policy), or could not be started.
-    Failed,
-    Stopped,
-}
-
-/// One service's line in the boot report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ServiceReport {
-    pub name: String,
-    pub state: State,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    pub restarts: u32,
-    /// Milliseconds from the last start to ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ready_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_exit: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// What happened, for the console.

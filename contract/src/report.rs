@@ -1,0 +1,321 @@
+//! The boot report: one console line, `NODEIMG-REPORT ` + compact JSON, that
+//! the agent prints and the lab and tests read, and the other console line
+//! prefixes. Absent facts are left out rather than guessed; a reader fills
+//! what is missing with defaults, so an older report still parses.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The report line starts with this (then compact JSON).
+pub const REPORT_PREFIX: &str = "NODEIMG-REPORT ";
+/// A failed phase: `NODEIMG-ERROR <phase>: <cause>`.
+pub const ERROR_PREFIX: &str = "NODEIMG-ERROR ";
+/// A problem that did not fail the boot: `NODEIMG-WARN <phase>: <text>`.
+pub const WARN_PREFIX: &str = "NODEIMG-WARN ";
+/// Just before the reboot syscall: `NODEIMG-SHUTDOWN poweroff|reboot`.
+pub const SHUTDOWN_PREFIX: &str = "NODEIMG-SHUTDOWN ";
+
+/// The verity target's verdict, as the report spells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerityState {
+    /// Status `V`: every block read so far matched the tree.
+    Verified,
+    /// Status `C`: a block failed its hash check.
+    Corrupted,
+    /// No verity device (or no readable status).
+    #[default]
+    None,
+}
+
+impl VerityState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerityState::Verified => "verified",
+            VerityState::Corrupted => "corrupted",
+            VerityState::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RootReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    pub verity: VerityState,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StateReport {
+    /// The device mounted on `/var`.
+    pub device: String,
+    /// `nodeimg.state=auto`: the state partition's node (as `device`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `nodeimg.state=auto`: the disk holding the root and the state partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// `true` when this boot added the state partition to the GPT.
+    pub created: bool,
+    /// Size of the partition before this boot grew it (the disk grew).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grown_from_bytes: Option<u64>,
+    /// Size of the device (the partition, after any growth).
+    pub size_bytes: u64,
+    /// `true` when this boot ran mke2fs (first boot of the disk).
+    pub formatted: bool,
+    /// `true` when this boot grew the file system (`resize2fs`, online).
+    pub resized: bool,
+    /// Boots this disk has seen, this one included.
+    pub boot_count: u64,
+}
+
+/// systemd-boot's boot counting, as stage 2 found and left it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootEntryReport {
+    /// `LoaderBootCountPath` as the boot loader set it (`\EFI\Linux\x+2-1.efi`);
+    /// `null` when there is no such variable.
+    pub path: Option<String>,
+    /// `true` when the entry now carries no counter (this boot renamed it,
+    /// or an earlier one did).
+    pub blessed: bool,
+    pub note: String,
+}
+
+/// The report. Serialised field order is the order here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Report {
+    pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub kernel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid1: Option<String>,
+    pub root: RootReport,
+    pub sysctl: BTreeMap<String, String>,
+    pub cmdline: String,
+    pub modules: Vec<String>,
+    /// What is mounted on `/var`: `tmpfs` or the state disk's file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub var: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loopback: Option<bool>,
+    /// Present once the bless-boot phase ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_entry: Option<BootEntryReport>,
+    /// Problems that did not fail the boot, as `<phase>: <text>`; each is
+    /// also printed as a `NODEIMG-WARN <phase>: <text>` line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// `sha256:<hex>` of the image's update trust root
+    /// ([`crate::paths::UPDATE_SIGNING_KEY`], from the build's
+    /// `--sign-key`): the key A/B updates must be signed with. Absent when
+    /// the image was built unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_key: Option<String>,
+    /// Milliseconds since boot (CLOCK_BOOTTIME) at each milestone.
+    pub stage_ms: BTreeMap<String, u64>,
+    /// Where this boot's machine config came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigReport>,
+    /// Images imported into containerd and the confinement probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeReport>,
+    /// The supervised services, in start order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceReport>,
+}
+
+/// Where the machine config came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReport {
+    /// `fw-cfg`, `config-drive`, `stored` or `none`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `sha256:<hex>` of the config text, so configs can be compared
+    /// without showing their secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl ConfigReport {
+    pub fn none() -> ConfigReport {
+        ConfigReport {
+            source: "none".into(),
+            device: None,
+            sha256: None,
+        }
+    }
+}
+
+/// A service's state as the supervisor sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceState {
+    /// Waits for the services it runs after.
+    #[default]
+    Pending,
+    /// Waits for the machine config or the cluster (`start = config|cluster`).
+    Waiting,
+    Starting,
+    Ready,
+    /// Exited; restarts after a delay.
+    Backoff,
+    /// Exited too often: restarts go on at the longest delay; the node is not ready.
+    CrashLoop,
+    /// Exited and not to be restarted (policy), or could not be started.
+    Failed,
+    Stopped,
+}
+
+/// One service's line in the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub name: String,
+    pub state: ServiceState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default)]
+    pub restarts: u32,
+    /// Milliseconds from the last start to ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An image containerd imported at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageReport {
+    pub name: String,
+    pub digest: String,
+    pub imported: bool,
+}
+
+/// What the confinement probe saw of itself inside a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    pub uid: String,
+    pub cap_eff: String,
+    pub seccomp: String,
+    pub no_new_privs: String,
+    pub root_writable: bool,
+}
+
+impl Confinement {
+    /// Non-root, no effective capability, seccomp filtering (mode 2),
+    /// no_new_privs, read-only root: anything else is a confinement failure.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.uid == "0" {
+            out.push("runs as uid 0".to_string());
+        }
+        if !self.cap_eff.trim_start_matches('0').is_empty() {
+            out.push(format!("effective capabilities {}", self.cap_eff));
+        }
+        if self.seccomp != "2" {
+            out.push(format!("seccomp mode {}", self.seccomp));
+        }
+        if self.no_new_privs != "1" {
+            out.push("no_new_privs off".to_string());
+        }
+        if self.root_writable {
+            out.push("/ is writable".to_string());
+        }
+        out
+    }
+}
+
+/// containerd's images and the confinement check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeReport {
+    #[serde(default)]
+    pub images: Vec<ImageReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
+    /// `true` when every image is in with its digest and the probe was confined.
+    #[serde(default)]
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a console line is not a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the line does not start with {REPORT_PREFIX:?}")]
+    NoPrefix,
+    #[error("the boot report is not the JSON object the contract describes")]
+    Json(#[source] serde_json::Error),
+}
+
+impl Report {
+    pub fn new(kernel: String, cmdline: String) -> Report {
+        Report {
+            kernel,
+            cmdline,
+            ..Report::default()
+        }
+    }
+
+    /// The console line (no newline). Serialising these types cannot fail; if it
+    /// ever did, the line still parses and says so.
+    pub fn line(&self) -> String {
+        match serde_json::to_string(self) {
+            Ok(json) => format!("{REPORT_PREFIX}{json}"),
+            Err(e) => format!(
+                "{REPORT_PREFIX}{{\"ready\":false,\"error\":{:?}}}",
+                e.to_string()
+            ),
+        }
+    }
+
+    /// Reads a report line (`NODEIMG-REPORT {json}`, surrounding whitespace
+    /// and a trailing `\r` allowed). Unknown fields are ignored, so a newer
+    /// agent's report still reads.
+    pub fn parse_line(line: &str) -> Result<Report, ReportError> {
+        let json = line
+            .trim()
+            .strip_prefix(REPORT_PREFIX.trim_end())
+            .ok_or(ReportError::NoPrefix)?;
+        Report::from_json(json)
+    }
+
+    /// Reads the JSON object of a report.
+    pub fn from_json(json: &str) -> Result<Report, ReportError> {
+        serde_json::from_str(json.trim()).map_err(ReportError::Json)
+    }
+}
+
+/// `NODEIMG-ERROR <phase>: <cause>` on one line.
+pub fn error_line(phase: &str, cause: &str) -> String {
+    format!(
+        "{ERROR_PREFIX}{phase}: {}",
+        cause.replace(['\n', '\r'], " ")
+    )
+}
+
+/// `NODEIMG-WARN <phase>: <text>` on one line (`warning` is `<phase>: <text>`).
+pub fn warn_line(warning: &str) -> String {
+    format!("{WARN_PREFIX}{}", warning.replace(['\n', '\r'], " "))
+}
+
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;
