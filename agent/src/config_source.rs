@@ -23,7 +23,7 @@ pub const DRIVE_LABEL: &str = "NODEIMG";
 /// The file on a config drive.
 pub const DRIVE_FILE: &str = "config.toml";
 /// The stored copy on the state partition.
-pub const STORED: &str = "/var/lib/nodeimg/machine-config.toml";
+pub const STORED: &str = contract::paths::STORED_CONFIG;
 /// Where a config drive is mounted while it is read.
 const DRIVE_MOUNT: &str = "/run/nodeimg/config-drive";
 /// A config larger than this is refused before it is read whole.

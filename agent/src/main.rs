@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use console::Console;
 use contract::cmdline::{self, Cmdline, FailureAction, FailurePolicy};
+use contract::config::{check_against_image, ImageFacts, MachineConfig};
 use contract::report::{self, Report};
 use error::{chain, BootError};
 use events::Request;
@@ -197,15 +198,16 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
             hang()
         }
     };
-    match read_config(con) {
-        Ok(found) => report.config = Some(found),
+    let config = match read_config(con, &mut report) {
+        Ok(config) => config,
         Err(e) => return fail("config", e, report),
-    }
+    };
     let specs = match services::load(Path::new(services::SERVICES_FILE)) {
         Ok(specs) => specs,
         Err(what) => return fail("services", BootError::Services { what }, report),
     };
-    let sup = match Supervisor::new(specs, None, false) {
+    let role = config.as_ref().map(|c| c.role.as_str());
+    let sup = match Supervisor::new(specs, role, config.is_some()) {
         Ok(sup) => sup,
         Err(e) => {
             let what = e.to_string();
@@ -223,6 +225,11 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         load_deferred_modules(con);
     }
     let mut sv = Supervision::new(sup, con);
+    sv.test_kill = c.test_kill.as_ref().map(|t| services::run::TestKill {
+        service: t.service.clone(),
+        always: t.always,
+        done: false,
+    });
     if let Some(Request::PowerOff) = sv.until_settled(&mut ev, con) {
         sv.stop(&mut ev, con);
         return Outcome::Shutdown(ev.last_cause.clone());
@@ -258,29 +265,59 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     Outcome::Shutdown(ev.last_cause.clone())
 }
 
-/// Finds this boot's machine config and keeps a copy on the state
-/// partition for boots that have no source.
-fn read_config(con: &mut Console) -> Result<config_source::ConfigReport, BootError> {
+/// Finds this boot's machine config, checks it whole (schema, every key,
+/// and against what this image can run) before any of it is used, keeps a
+/// copy on the state partition for boots that have no source, and applies
+/// the hostname. `None`: the node has no config.
+fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineConfig>, BootError> {
     let load_vfat = || {
         let list = Path::new(plan::UEFI_MODULES_ORDER);
         modules::load_list(&mut sys::Real, list, true)
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
-    let found = config_source::find(load_vfat).map_err(|e| BootError::Config {
-        what: e.to_string(),
-    })?;
+    let bad = |what: String| BootError::Config { what };
+    let found = config_source::find(load_vfat).map_err(|e| bad(e.to_string()))?;
     let Some((source, data)) = found else {
         con.say("config: none (no fw_cfg entry, config drive or stored copy)");
-        return Ok(config_source::ConfigReport::none());
+        report.config = Some(config_source::ConfigReport::none());
+        return Ok(None);
     };
     con.say(&format!("config: {} bytes from {source}", data.len()));
+    report.config = Some(config_source::report_for(source.clone(), &data));
+    let text =
+        String::from_utf8(data.clone()).map_err(|_| bad(format!("{source}: not UTF-8 text")))?;
+    let config =
+        MachineConfig::from_toml(&text, &source.to_string()).map_err(|e| bad(e.to_string()))?;
+    let packages = std::fs::read_to_string(contract::paths::PACKAGES).unwrap_or_default();
+    let image = std::fs::read_to_string("/usr/lib/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "this image".into());
+    let facts = ImageFacts::from_packages(image, packages.lines());
+    check_against_image(&config, &facts).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        bad(format!("{source}: {}", list.join("; ")))
+    })?;
     if source != config_source::Source::Stored {
-        config_source::store(&data).map_err(|e| BootError::Config {
-            what: e.to_string(),
-        })?;
+        config_source::store(&data).map_err(|e| bad(e.to_string()))?;
     }
-    Ok(config_source::report_for(source, &data))
+    rustix::system::sethostname(config.hostname.as_bytes()).map_err(|e| BootError::Hostname {
+        name: config.hostname.clone(),
+        source: e.into(),
+    })?;
+    report.hostname = Some(config.hostname.clone());
+    con.say(&format!(
+        "config: {} ({}), cluster {}",
+        config.hostname,
+        config.role.as_str(),
+        config.cluster.name
+    ));
+    Ok(Some(config))
 }
 
 /// The services' states into the report; `ready` covers them and the

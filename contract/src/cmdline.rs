@@ -163,6 +163,48 @@ pub struct Cmdline {
     /// `nodeimg.verity=full`: read the whole verity device before mounting it.
     pub verify_full: bool,
     pub failure: FailurePolicy,
+    /// `nodeimg.test_kill=SERVICE[:always]`: a testing switch that SIGKILLs
+    /// the service once it is ready (once, or every time), so tests see the
+    /// supervisor restart the real daemon and call a crash loop one.
+    pub test_kill: Option<TestKill>,
+}
+
+/// See [`Cmdline::test_kill`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestKill {
+    pub service: String,
+    pub always: bool,
+}
+
+impl TestKill {
+    fn parse(v: &str) -> Result<TestKill, &'static str> {
+        let (service, always) = match v.split_once(':') {
+            Some((s, "always")) => (s, true),
+            Some(_) => return Err("expected SERVICE or SERVICE:always"),
+            None => (v, false),
+        };
+        let ok = !service.is_empty()
+            && service
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err("expected a service name (a-z, 0-9, -)");
+        }
+        Ok(TestKill {
+            service: service.to_string(),
+            always,
+        })
+    }
+}
+
+impl std::fmt::Display for TestKill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.always {
+            write!(f, "{}:always", self.service)
+        } else {
+            f.write_str(&self.service)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -212,6 +254,8 @@ pub struct Args {
     pub failure_delay: Option<u64>,
     /// `nodeimg.health`.
     pub health: Option<Health>,
+    /// `nodeimg.test_kill`.
+    pub test_kill: Option<TestKill>,
 }
 
 /// Known keys, without the `nodeimg.` prefix, in print order.
@@ -228,6 +272,7 @@ pub const KEYS: &[&str] = &[
     "on_failure",
     "failure_delay",
     "health",
+    "test_kill",
 ];
 
 /// Every key starts with this.
@@ -452,6 +497,10 @@ impl Args {
                 };
                 once(&mut self.health, key, h)
             }
+            "test_kill" => {
+                let t = TestKill::parse(v).map_err(|why| bad(key, v, why))?;
+                once(&mut self.test_kill, key, t)
+            }
             _ => Err(CmdlineError::UnknownKey {
                 key: format!("{PREFIX}{key}"),
             }),
@@ -478,7 +527,8 @@ impl Args {
         take(&mut self.verity, more.verity, "verity")?;
         take(&mut self.on_failure, more.on_failure, "on_failure")?;
         take(&mut self.failure_delay, more.failure_delay, "failure_delay")?;
-        take(&mut self.health, more.health, "health")
+        take(&mut self.health, more.health, "health")?;
+        take(&mut self.test_kill, more.test_kill, "test_kill")
     }
 
     /// The keys that are set, as `nodeimg.<key>=<value>` words, in [`KEYS`] order.
@@ -528,6 +578,9 @@ impl Args {
             };
             w.push(("health", h.into()));
         }
+        if let Some(t) = &self.test_kill {
+            w.push(("test_kill", t.to_string()));
+        }
         w.into_iter()
             .map(|(k, v)| quote(&format!("{PREFIX}{k}={v}")))
             .collect()
@@ -560,6 +613,7 @@ impl Args {
             fail_health: self.health == Some(Health::Fail),
             verify_full: self.verity == Some(VerityMode::Full),
             failure,
+            test_kill: self.test_kill.clone(),
         })
     }
 }
@@ -601,6 +655,7 @@ impl From<&Cmdline> for Args {
             } else {
                 Health::Ok
             }),
+            test_kill: c.test_kill.clone(),
         }
     }
 }

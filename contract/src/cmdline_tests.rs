@@ -204,6 +204,7 @@ fn variants() -> Vec<Cmdline> {
         fail_health: false,
         verify_full: false,
         failure: FailurePolicy::default(),
+        test_kill: None,
     };
     let mut out = vec![base.clone()];
     let devices = [
@@ -247,7 +248,27 @@ fn variants() -> Vec<Cmdline> {
     c.verify_full = true;
     c.failure.delay = Duration::ZERO;
     out.push(c);
+    for (service, always) in [("containerd", false), ("etcd", true)] {
+        let mut c = base.clone();
+        c.test_kill = Some(TestKill {
+            service: service.into(),
+            always,
+        });
+        out.push(c);
+    }
     out
+}
+
+#[test]
+fn test_kill_values_are_checked() {
+    let line = |v: &str| {
+        format!("nodeimg.roothash={HASH} nodeimg.data_blocks=1 nodeimg.hash_start=1 nodeimg.root=/dev/vda nodeimg.hash=/dev/vdb nodeimg.test_kill={v}")
+    };
+    assert!(Cmdline::parse(&line("containerd:always")).is_ok());
+    for bad in ["", "Containerd", "containerd:twice", "a/b"] {
+        let e = Cmdline::parse(&line(bad)).unwrap_err();
+        assert!(e.to_string().contains("test_kill"), "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -326,7 +347,8 @@ fn extend_adds_devices_and_refuses_a_key_twice() {
 #[test]
 fn every_key_is_printed_by_the_full_form() {
     let line = variants()[4].to_string(); // the first with a state disk
-    for key in KEYS {
+                                          // test_kill is a testing switch: absent unless a test sets it
+    for key in KEYS.iter().filter(|k| **k != "test_kill") {
         assert!(line.contains(&format!("nodeimg.{key}=")), "{key}: {line}");
     }
 }

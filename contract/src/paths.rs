@@ -14,6 +14,12 @@ pub const LIB_DIR: &str = "/usr/lib/nodeimg";
 pub const UPDATE_SIGNING_KEY: &str = "/usr/lib/nodeimg/update-signing.pub";
 /// Modules to load, in dependency order (absolute paths, one a line): in the
 /// initramfs the early ones, on the root the late ones.
+/// The names of the Debian packages installed in the image, one a line:
+/// what the agent checks a machine config against (`config::ImageFacts`).
+pub const PACKAGES: &str = "/usr/lib/nodeimg/packages";
+/// The machine config a node found, kept on the state partition (0600)
+/// for boots that have no source.
+pub const STORED_CONFIG: &str = "/var/lib/nodeimg/machine-config.toml";
 pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
 /// Modules loaded after the report (nothing before `ready` needs them).
 pub const MODULES_DEFERRED_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";

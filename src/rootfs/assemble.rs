@@ -93,6 +93,12 @@ pub fn assemble(
     if !plan.oci_images.is_empty() {
         place_oci_images(tree, plan, artifacts)?;
     }
+    let packages: std::collections::BTreeSet<&str> = owners.values().map(String::as_str).collect();
+    let list: String = packages.iter().map(|p| format!("{p}\n")).collect();
+    tree.insert(
+        contract::paths::relative(contract::paths::PACKAGES),
+        Entry::file(list.into_bytes(), 0o644),
+    );
     if !plan.services.is_empty() {
         tree.insert(
             SERVICES_PATH,

@@ -62,12 +62,26 @@ impl Supervision {
             if !t.done && self.sup.is_ready(&t.service) {
                 if let Some(pid) = self.sup.pid_of(&t.service) {
                     con.say(&format!(
-                        "test switch nodeimg.test.kill: SIGKILL to {} (pid {pid})",
+                        "test switch nodeimg.test_kill: SIGKILL to {} (pid {pid})",
                         t.service
                     ));
                     // SAFETY: kill(2) with integers; `pid` is our unreaped child.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                     t.done = !t.always;
+                    // Take the exit now, so nobody sees the killed service
+                    // as ready in between.
+                    let t0 = sys::uptime_ms();
+                    while self.sup.pid_of(&t.service) == Some(pid)
+                        && sys::uptime_ms().saturating_sub(t0) < KILL_WAIT_MS
+                    {
+                        for (p, exit) in events::reap_exits() {
+                            if let Some(c) = self.sup.exited(p, exit, sys::uptime_ms()) {
+                                say(con, &c);
+                            }
+                        }
+                        sys::sleep_ms(10);
+                    }
+                    changed = true;
                 }
             }
         }
