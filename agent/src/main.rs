@@ -203,6 +203,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         Ok(found) => report.config = Some(found),
         Err(e) => return fail("config", e, report),
     }
+    network(&mut report, con);
     let specs = match services::load(Path::new(services::SERVICES_FILE)) {
         Ok(specs) => specs,
         Err(what) => return fail("services", BootError::Services { what }, report),
@@ -283,6 +284,45 @@ fn read_config(con: &mut Console) -> Result<config_source::ConfigReport, BootErr
         })?;
     }
     Ok(config_source::ConfigReport::found(source, &data))
+}
+
+/// The node's network (`net/`): DHCP on every NIC until the machine
+/// config names interfaces. Never fails the boot: a link without a lease
+/// is a warning (its thread keeps asking), and `ready` stays the
+/// services' to decide, because a verified node with running services is
+/// better reachable late than powered off.
+fn network(report: &mut Report, con: &mut Console) {
+    let t = sys::uptime_ms();
+    // A name from the image (or, later, the machine config) wins over DHCP's.
+    let hostname_given = Path::new("/etc/hostname").exists();
+    let net = net::configure(&[], hostname_given);
+    let took = sys::uptime_ms().saturating_sub(t);
+    let summary: Vec<String> = net
+        .interfaces
+        .iter()
+        .map(|i| {
+            let addrs: Vec<&str> = i.addresses.iter().map(|a| a.address.as_str()).collect();
+            format!("{} {}", i.name, addrs.join(","))
+        })
+        .collect();
+    con.say(&format!(
+        "network ok ({took} ms): {}",
+        if summary.is_empty() {
+            "no interface".to_string()
+        } else {
+            summary.join("; ")
+        }
+    ));
+    for p in net.problems() {
+        let w = format!("network: {p}");
+        con.line(&report::warn_line(&w));
+        report.warnings.push(w);
+    }
+    if let Some(h) = &net.hostname {
+        report.hostname = Some(h.clone());
+    }
+    report.stage_ms.insert("network", sys::uptime_ms());
+    report.network = Some(net);
 }
 
 /// The services' states into the report; `ready` covers them and the

@@ -96,6 +96,10 @@ pub struct Report {
     /// Where this boot's machine config came from (`config_source.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<crate::config_source::ConfigReport>,
+    /// The node's links, addresses, gateway and DNS (`net/`); absent
+    /// before networking ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::net::NetReport>,
     /// Images imported into containerd and the confinement probe (`runtime.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runtime::RuntimeReport>,
@@ -132,6 +136,7 @@ impl Report {
             services: Vec::new(),
             runtime: None,
             config: None,
+            network: None,
             stage_ms: BTreeMap::new(),
         }
     }
