@@ -6,9 +6,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use dhcproto::v4::{
-    DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, CLIENT_PORT,
-};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode, CLIENT_PORT};
 use dhcproto::{Decodable, Encodable};
 
 /// A lease of "infinity" (RFC 2131 §3.3): never renewed.
@@ -68,12 +66,26 @@ fn parameter_list() -> DhcpOption {
     ])
 }
 
-fn base(xid: u32, mac: &[u8; 6], kind: MessageType) -> Message {
-    let mut m = Message::default();
-    m.set_opcode(Opcode::BootRequest)
-        .set_htype(HType::Eth)
-        .set_xid(xid)
-        .set_chaddr(mac);
+/// An empty BOOTREQUEST from `mac` with transaction `xid`. Built by
+/// decoding a fixed header, not with `Message::default()` or `new_with_id`:
+/// both draw an unused random xid from the kernel's RNG (`getrandom`),
+/// which blocks PID 1 until the CRNG is seeded; under TCG early in a boot
+/// that took minutes.
+fn blank(xid: u32, mac: &[u8; 6]) -> Result<Message, String> {
+    let mut b = Vec::with_capacity(241);
+    b.extend_from_slice(&[1, 1, 6, 0]); // BOOTREQUEST, ethernet, hlen 6, hops
+    b.extend_from_slice(&xid.to_be_bytes());
+    b.extend_from_slice(&[0; 4]); // secs, flags
+    b.extend_from_slice(&[0; 16]); // ciaddr, yiaddr, siaddr, giaddr
+    b.extend_from_slice(mac);
+    b.extend_from_slice(&[0; 10 + 64 + 128]); // chaddr padding, sname, file
+    b.extend_from_slice(&dhcproto::v4::MAGIC);
+    b.push(255); // end of options
+    Message::from_bytes(&b).map_err(|e| format!("build a DHCP message: {e}"))
+}
+
+fn base(xid: u32, mac: &[u8; 6], kind: MessageType) -> Result<Message, String> {
+    let mut m = blank(xid, mac)?;
     let mut client_id = vec![1u8]; // hardware type 1: ethernet
     client_id.extend_from_slice(mac);
     let opts = m.opts_mut();
@@ -81,36 +93,36 @@ fn base(xid: u32, mac: &[u8; 6], kind: MessageType) -> Message {
     opts.insert(DhcpOption::ClientIdentifier(client_id));
     opts.insert(DhcpOption::MaxMessageSize(MAX_MESSAGE));
     opts.insert(parameter_list());
-    m
+    Ok(m)
 }
 
 /// DHCPDISCOVER, broadcast. The BROADCAST flag asks servers to broadcast
 /// their replies: the interface has no address for a unicast to reach.
-pub fn discover(xid: u32, mac: &[u8; 6]) -> Message {
-    let mut m = base(xid, mac, MessageType::Discover);
+pub fn discover(xid: u32, mac: &[u8; 6]) -> Result<Message, String> {
+    let mut m = base(xid, mac, MessageType::Discover)?;
     m.set_flags(Flags::default().set_broadcast());
-    m
+    Ok(m)
 }
 
 /// DHCPREQUEST in SELECTING state: takes `offer` from its server (and,
 /// being broadcast, tells the other servers their offers were declined).
-pub fn request_offer(xid: u32, mac: &[u8; 6], offer: &Lease) -> Message {
-    let mut m = base(xid, mac, MessageType::Request);
+pub fn request_offer(xid: u32, mac: &[u8; 6], offer: &Lease) -> Result<Message, String> {
+    let mut m = base(xid, mac, MessageType::Request)?;
     m.set_flags(Flags::default().set_broadcast());
     m.opts_mut()
         .insert(DhcpOption::RequestedIpAddress(offer.address));
     m.opts_mut()
         .insert(DhcpOption::ServerIdentifier(offer.server));
-    m
+    Ok(m)
 }
 
 /// DHCPREQUEST in RENEWING (unicast to the server) or REBINDING
 /// (broadcast) state: `ciaddr` carries the address, and no server id or
 /// requested address may be sent (RFC 2131 §4.3.2).
-pub fn request_renew(xid: u32, mac: &[u8; 6], lease: &Lease) -> Message {
-    let mut m = base(xid, mac, MessageType::Request);
+pub fn request_renew(xid: u32, mac: &[u8; 6], lease: &Lease) -> Result<Message, String> {
+    let mut m = base(xid, mac, MessageType::Request)?;
     m.set_ciaddr(lease.address);
-    m
+    Ok(m)
 }
 
 /// Bytes to send.
@@ -308,7 +320,7 @@ mod tests {
 
     #[test]
     fn discover_is_broadcast_and_asks_for_what_a_lease_needs() {
-        let bytes = encode(&discover(7, &MAC)).unwrap();
+        let bytes = encode(&discover(7, &MAC).unwrap()).unwrap();
         let m = Message::from_bytes(&bytes).unwrap();
         assert_eq!(m.opcode(), Opcode::BootRequest);
         assert_eq!(m.xid(), 7);
@@ -338,8 +350,21 @@ mod tests {
     }
 
     #[test]
+    fn a_blank_request_is_a_clean_bootrequest() {
+        let m = blank(0x01020304, &MAC).unwrap();
+        assert_eq!(m.opcode(), Opcode::BootRequest);
+        assert_eq!(m.htype(), dhcproto::v4::HType::Eth);
+        assert_eq!(m.xid(), 0x01020304);
+        assert_eq!(m.chaddr(), &MAC);
+        assert!(m.opts().is_empty() && m.sname().is_none() && m.fname().is_none());
+        assert!(m.ciaddr().is_unspecified() && !m.flags().broadcast());
+        // what we build encodes to the minimum BOOTP size or more
+        assert!(encode(&m).unwrap().len() >= 240);
+    }
+
+    #[test]
     fn selecting_request_names_the_server_and_the_address() {
-        let m = request_offer(9, &MAC, &lease());
+        let m = request_offer(9, &MAC, &lease()).unwrap();
         assert!(m.flags().broadcast());
         assert_eq!(m.opts().msg_type(), Some(MessageType::Request));
         assert_eq!(
@@ -355,7 +380,7 @@ mod tests {
 
     #[test]
     fn renewing_request_uses_ciaddr_and_no_server_id() {
-        let m = request_renew(9, &MAC, &lease());
+        let m = request_renew(9, &MAC, &lease()).unwrap();
         assert_eq!(m.ciaddr(), Ipv4Addr::new(10, 0, 2, 15));
         assert!(!m.flags().broadcast());
         assert!(!m.opts().contains(OptionCode::ServerIdentifier));

@@ -80,11 +80,13 @@ impl Channel {
         })
     }
 
-    fn send(&self, m: &Message, to: Ipv4Addr) -> Result<(), DhcpError> {
-        let bytes = dhcp::encode(m).map_err(|what| DhcpError::Protocol {
-            ifname: self.ifname.clone(),
-            what,
-        })?;
+    fn send(&self, m: Result<Message, String>, to: Ipv4Addr) -> Result<(), DhcpError> {
+        let bytes = m
+            .and_then(|m| dhcp::encode(&m))
+            .map_err(|what| DhcpError::Protocol {
+                ifname: self.ifname.clone(),
+                what,
+            })?;
         self.udp
             .send_to(&bytes, SocketAddrV4::new(to, SERVER_PORT))
             .map_err(|source| DhcpError::Socket {
@@ -154,7 +156,7 @@ impl Channel {
             let wait_until = (Instant::now() + dhcp::backoff(attempt)).min(deadline);
             attempt = attempt.saturating_add(1);
             let xid = new_xid(&self.mac, attempt);
-            self.send(&dhcp::discover(xid, &self.mac), Ipv4Addr::BROADCAST)?;
+            self.send(dhcp::discover(xid, &self.mac), Ipv4Addr::BROADCAST)?;
             // The first offer ends the wait: servers answer at once or not
             // at all, and waiting for more only delays the boot.
             let offers: Vec<Lease> = self
@@ -170,7 +172,7 @@ impl Channel {
                 continue;
             };
             self.send(
-                &dhcp::request_offer(xid, &self.mac, offer),
+                dhcp::request_offer(xid, &self.mac, offer),
                 Ipv4Addr::BROADCAST,
             )?;
             let until = (Instant::now() + dhcp::backoff(attempt)).min(deadline);
@@ -209,7 +211,7 @@ impl Channel {
         } else {
             lease.server
         };
-        self.send(&dhcp::request_renew(xid, &self.mac, lease), to)?;
+        self.send(dhcp::request_renew(xid, &self.mac, lease), to)?;
         let replies = self.replies(xid, until, |r| !matches!(r, Reply::Offer(_)));
         Ok(replies.into_iter().find(|r| !matches!(r, Reply::Offer(_))))
     }
