@@ -68,6 +68,7 @@ fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64
         qmp_socket: work.join("baseline-qmp.sock"),
         qemu_log: work.join("baseline-qemu.log"),
         fw_cfg: Vec::new(),
+        nic: None,
     };
     let mut vm = Vm::spawn(&config).unwrap_or_else(|e| fail("starting the baseline VM", e));
     let started = vm.started();

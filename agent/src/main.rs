@@ -202,6 +202,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         Ok(config) => config,
         Err(e) => return fail("config", e, report),
     };
+    network(config.as_ref(), &mut report, con);
     let specs = match services::load(Path::new(services::SERVICES_FILE)) {
         Ok(specs) => specs,
         Err(what) => return fail("services", BootError::Services { what }, report),
@@ -318,6 +319,46 @@ fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineC
         config.cluster.name
     ));
     Ok(Some(config))
+}
+
+/// The node's network (`net/`): the machine config's interfaces, or DHCP
+/// on every NIC without a config (or one that names none). Never fails the
+/// boot: a link without a lease is a warning (its thread keeps asking),
+/// and `ready` stays the services' to decide, because a verified node with
+/// running services is better reachable late than powered off.
+fn network(config: Option<&MachineConfig>, report: &mut Report, con: &mut Console) {
+    let t = sys::uptime_ms();
+    // A name from the machine config or the image wins over DHCP's.
+    let hostname_given = config.is_some() || Path::new("/etc/hostname").exists();
+    let plans = config.map(net::plans_from_config).unwrap_or_default();
+    let net = net::configure(&plans, hostname_given);
+    let took = sys::uptime_ms().saturating_sub(t);
+    let summary: Vec<String> = net
+        .interfaces
+        .iter()
+        .map(|i| {
+            let addrs: Vec<&str> = i.addresses.iter().map(|a| a.address.as_str()).collect();
+            format!("{} {}", i.name, addrs.join(","))
+        })
+        .collect();
+    con.say(&format!(
+        "network ok ({took} ms): {}",
+        if summary.is_empty() {
+            "no interface".to_string()
+        } else {
+            summary.join("; ")
+        }
+    ));
+    for p in net.problems() {
+        let w = format!("network: {p}");
+        con.line(&report::warn_line(&w));
+        report.warnings.push(w);
+    }
+    if let Some(h) = &net.hostname {
+        report.hostname = Some(h.clone());
+    }
+    report.stage_ms.insert("network".into(), sys::uptime_ms());
+    report.network = Some(net);
 }
 
 /// The services' states into the report; `ready` covers them and the

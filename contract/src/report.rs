@@ -131,12 +131,73 @@ pub struct Report {
     /// Where this boot's machine config came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigReport>,
+    /// The node's links, addresses, gateway and DNS; absent before
+    /// networking ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetReport>,
     /// Images imported into containerd and the confinement probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeReport>,
     /// The supervised services, in start order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceReport>,
+}
+
+/// How an address was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Obtained {
+    Dhcp,
+    Static,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressReport {
+    /// `10.0.2.15/24`.
+    pub address: String,
+    pub source: Obtained,
+}
+
+/// What one link ended up with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceReport {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub addresses: Vec<AddressReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
+    /// The DHCP lease's length in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The boot report's `network`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetReport {
+    pub interfaces: Vec<InterfaceReport>,
+    /// The host name DHCP gave, when this boot set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Failures that concern no single link (netlink, a plan matching no
+    /// link, writing resolv.conf).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl NetReport {
+    /// Every failure, for one warning line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.interfaces
+            .iter()
+            .filter_map(|i| i.error.as_ref().map(|e| format!("{}: {e}", i.name)))
+            .chain(self.errors.iter().cloned())
+            .collect()
+    }
 }
 
 /// Where the machine config came from.

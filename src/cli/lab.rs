@@ -98,6 +98,18 @@ pub struct BootArgs {
     /// lab's own server on a loopback port (`nodeimg pxe serve`'s).
     #[arg(long, value_enum, default_value = "http", requires = "pxe")]
     pub pxe_via: PxeViaArg,
+    /// The node's network: `off` (no NIC) or `user`: one virtio NIC on
+    /// QEMU's user network, always `restrict=on` so no guest traffic leaves
+    /// this machine (DHCP gives 10.0.2.15/24, router 10.0.2.2, DNS
+    /// 10.0.2.3). Direct boots only.
+    #[arg(long, value_enum, default_value = "off")]
+    pub net: NetArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetArg {
+    Off,
+    User,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -158,8 +170,12 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         secure_boot: args.secure_boot.clone(),
         config: args.config.clone(),
         config_drive: args.config_drive.clone(),
+        user_net: args.net == NetArg::User,
         ..BootOptions::default()
     };
+    if args.net != NetArg::Off && (args.pxe || args.firmware != FirmwareArg::Direct) {
+        anyhow::bail!("--net works only with direct boots (a PXE boot has its own NIC)");
+    }
     if args.secure_boot.is_some() && (args.pxe || args.firmware != FirmwareArg::Uefi) {
         anyhow::bail!("--secure-boot works only with --firmware uefi");
     }

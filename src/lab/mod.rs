@@ -32,7 +32,7 @@ pub use accel::{Accel, Resolved};
 pub use artifacts::{boot_artifacts, BootArtifacts};
 pub use pxe_boot::{boot_pxe, PxeVia};
 pub use uefi::{boot_uefi, Ovmf};
-pub use vm::{Disk, Shutdown, Vm, VmBoot, VmConfig};
+pub use vm::{Disk, Shutdown, UserNic, Vm, VmBoot, VmConfig};
 
 /// The agent prints its report on the serial console after this.
 pub const REPORT_MARKER: &str = REPORT_PREFIX;
@@ -173,6 +173,10 @@ pub struct BootOptions {
     /// A machine config handed to the node on a config drive (a FAT disk
     /// labelled `NODEIMG` holding `config.toml`; direct and UEFI boots).
     pub config_drive: Option<PathBuf>,
+    /// Direct boots: a virtio NIC on QEMU's restricted user network
+    /// (`restrict=on`: nothing leaves this machine). Off by default, so a
+    /// boot without it sees no NIC at all.
+    pub user_net: bool,
 }
 
 /// The fw_cfg name nodeagent reads its machine config from.
@@ -248,6 +252,7 @@ impl Default for BootOptions {
             secure_boot: None,
             config: None,
             config_drive: None,
+            user_net: false,
         }
     }
 }
@@ -420,6 +425,7 @@ pub fn boot_direct(
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
+        nic: opts.user_net.then(UserNic::lab),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
     run_to_outcome(&config, opts, tmp, boot_path)

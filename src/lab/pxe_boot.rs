@@ -164,6 +164,7 @@ pub fn boot_pxe(
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
+        nic: None,
     };
     let boot_path = via.boot_path();
     tracing::info!(

@@ -175,6 +175,7 @@ pub fn boot_uefi(
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
+        nic: None,
     };
     tracing::info!(
         accel = config.accel.as_str(),

@@ -72,11 +72,34 @@ pub struct VmConfig {
     pub qemu_log: PathBuf,
     /// fw_cfg entries (`opt/…` name, file): the machine config.
     pub fw_cfg: Vec<(String, PathBuf)>,
+    /// A kernel boot's network: `None` leaves the VM without a NIC.
+    pub nic: Option<UserNic>,
+}
+
+/// One virtio NIC on QEMU's user-mode network (slirp: the guest gets
+/// 10.0.2.15/24 by DHCP, router 10.0.2.2, DNS 10.0.2.3). Always
+/// `restrict=on`: without it the guest's traffic would leave this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserNic {
+    /// The guest's MAC address, fixed so tests can name the link by it.
+    pub mac: String,
+}
+
+impl UserNic {
+    /// The lab's one NIC: QEMU's default MAC prefix, fixed suffix.
+    pub const MAC: &'static str = "52:54:00:12:34:56";
+
+    pub fn lab() -> UserNic {
+        UserNic {
+            mac: Self::MAC.to_string(),
+        }
+    }
 }
 
 impl VmConfig {
     /// The QEMU command line: q35, one vCPU, no display, no network but a
-    /// network boot's own user NIC, no reboot (a guest reboot or panic ends
+    /// network boot's own user NIC or a kernel boot's restricted [`UserNic`],
+    /// no reboot (a guest reboot or panic ends
     /// QEMU) outside UEFI, disks on fixed PCI slots so their order is their
     /// `vdX` name.
     pub fn args(&self) -> Vec<OsString> {
@@ -143,6 +166,19 @@ impl VmConfig {
                 initrd,
                 append,
             } => {
+                if let Some(nic) = &self.nic {
+                    for a in [
+                        "-netdev".to_string(),
+                        "user,id=net0,restrict=on".to_string(),
+                        "-device".to_string(),
+                        format!(
+                            "virtio-net-pci,netdev=net0,mac={},bus=pcie.0,addr=0x3",
+                            nic.mac
+                        ),
+                    ] {
+                        args.push(a.into());
+                    }
+                }
                 args.push("-kernel".into());
                 args.push(kernel.clone().into());
                 args.push("-initrd".into());
@@ -429,6 +465,7 @@ mod tests {
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
+            nic: None,
         };
         let args: Vec<String> = cfg
             .args()
@@ -458,6 +495,40 @@ mod tests {
     }
 
     #[test]
+    fn a_kernel_boot_nic_is_always_restricted() {
+        let cfg = VmConfig {
+            qemu: "qemu-system-x86_64".into(),
+            accel: Resolved::Tcg,
+            memory_mib: 512,
+            boot: VmBoot::Kernel {
+                kernel: "/k".into(),
+                initrd: "/i".into(),
+                append: "console=ttyS0".into(),
+            },
+            disks: Vec::new(),
+            serial_log: "/w/serial.log".into(),
+            qmp_socket: "/w/qmp.sock".into(),
+            qemu_log: "/w/qemu.log".into(),
+            fw_cfg: Vec::new(),
+            nic: Some(UserNic::lab()),
+        };
+        let line = cfg
+            .args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            line.contains(
+                "-netdev user,id=net0,restrict=on \
+                 -device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,bus=pcie.0,addr=0x3"
+            ),
+            "{line}"
+        );
+        assert_eq!(line.matches("-netdev").count(), 1, "{line}");
+    }
+
+    #[test]
     fn network_boots_have_one_user_nic_and_no_disk() {
         let cfg = VmConfig {
             qemu: "qemu-system-x86_64".into(),
@@ -471,6 +542,7 @@ mod tests {
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
+            nic: None,
         };
         let line = cfg
             .args()
@@ -514,6 +586,7 @@ mod tests {
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
+            nic: None,
         };
         let line: Vec<String> = cfg
             .args()
@@ -553,6 +626,7 @@ mod tests {
             qmp_socket: "/w/qmp.sock".into(),
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
+            nic: None,
         };
         let line = cfg
             .args()
