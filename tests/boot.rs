@@ -124,7 +124,7 @@ fn refused_for_verity(dir: &Path) -> Value {
 #[test]
 fn worker_boots_verified_with_every_sysctl_and_nodeagent_as_pid1() {
     let b = built();
-    let (code, r) = lab_boot(&b.out, &[]);
+    let (code, r, serial) = support::lab_boot_serial(&b.out, &[]);
     assert_eq!(r["ready"], true, "report: {r:#}");
     assert_eq!(code, 0);
     assert_eq!(r["root"]["verity"], "verified", "{r:#}");
@@ -171,14 +171,14 @@ fn worker_boots_verified_with_every_sysctl_and_nodeagent_as_pid1() {
             "{module} not loaded: {r:#}"
         );
     }
-    services_and_runtime_are_up(&b.out, &r);
+    services_and_runtime_are_up(&b.out, &r, &serial);
 }
 
 /// containerd is supervised and ready; the sandbox image is in containerd
 /// with the digest the build packed; the confinement probe saw a non-root,
 /// capability-less, seccomp-filtered, no_new_privs process on a read-only
 /// root; at shutdown containerd was stopped before the node powered off.
-fn services_and_runtime_are_up(dir: &Path, r: &Value) {
+fn services_and_runtime_are_up(dir: &Path, r: &Value, serial: &Path) {
     let svc = &r["services"][0];
     assert_eq!(svc["name"], "containerd", "{r:#}");
     assert_eq!(svc["state"], "ready", "{r:#}");
@@ -205,7 +205,7 @@ fn services_and_runtime_are_up(dir: &Path, r: &Value) {
     assert_eq!(c["no_new_privs"], "1", "{r:#}");
     assert_eq!(c["root_writable"], false, "{r:#}");
 
-    let serial = std::fs::read_to_string(dir.with_extension("serial.log")).expect("serial log");
+    let serial = std::fs::read_to_string(serial).expect("serial log");
     let stop = serial
         .find("stopping service containerd")
         .expect("containerd stopped");

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 
 use nodeimg::output::pxe_bundle::{write_pxe_bundle, PxeParts, PXE_DIR};
 use serde_json::Value;
-use support::{artifact_path, lab_boot, read_manifest};
+use support::{artifact_path, lab_boot_serial, read_manifest};
 
 fn built() -> &'static support::Built {
     static BUILT: OnceLock<support::Built> = OnceLock::new();
@@ -52,8 +52,7 @@ fn boot_over(via: &str) -> Value {
     if !dir.exists() {
         std::os::unix::fs::symlink(out, &dir).unwrap();
     }
-    let (code, report) = lab_boot(&dir, &["--pxe", "--pxe-via", via]);
-    let serial = dir.with_extension("serial.log");
+    let (code, report, serial) = lab_boot_serial(&dir, &["--pxe", "--pxe-via", via]);
     let console = std::fs::read_to_string(&serial).unwrap_or_default();
     assert_eq!(
         code,

@@ -22,7 +22,8 @@ use std::process::Command;
 use nodeimg::lab::secure_boot::{find_virt_fw_vars_from_env, OWNER_GUID};
 use serde_json::Value;
 use support::{
-    artifact_path, build_image_with, lab_boot, lab_dir_for_disk, mtools, read_manifest, run, tool,
+    artifact_path, build_image_with, lab_boot_serial, lab_dir_for_disk, mtools, read_manifest, run,
+    tool,
 };
 
 /// Where the worker's disk keeps its boot loader and (unblessed) UKI.
@@ -66,9 +67,9 @@ fn disk_with(image: &Path, boot_loader: &Path, uki: &Path, out: &Path) {
     mtools(out, &["mcopy", "-o", p(uki), UKI]);
 }
 
-/// The serial log `support::lab_boot` keeps beside DIR.
-fn serial_log(dir: &Path) -> String {
-    let bytes = std::fs::read(dir.with_extension("serial.log")).unwrap_or_default();
+/// A boot's serial log, as `support::lab_boot_serial` kept it.
+fn serial_log(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -140,15 +141,15 @@ fn signed_disk_boots_with_secure_boot_and_a_changed_cmdline_does_not() {
         "--timeout",
         "300",
     ];
-    let (code, report) = lab_boot(&signed, &args);
+    let (code, report, serial) = lab_boot_serial(&signed, &args);
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["ready"], true, "{report:#}");
     assert_eq!(report["root"]["verity"], "verified", "{report:#}");
-    let log = serial_log(&signed);
+    let log = serial_log(&serial);
     assert!(
         log.contains("secureboot: Secure boot enabled"),
         "the kernel did not see Secure Boot on: {}",
-        signed.with_extension("serial.log").display()
+        serial.display()
     );
 
     // The tampered one is refused before the kernel runs.
@@ -163,7 +164,7 @@ fn signed_disk_boots_with_secure_boot_and_a_changed_cmdline_does_not() {
         "--timeout",
         "90",
     ];
-    let (code, report) = lab_boot(&bad, &args);
+    let (code, report, serial) = lab_boot_serial(&bad, &args);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["ready"], false, "{report:#}");
     // The lab stops as soon as OVMF has nothing left to boot.
@@ -174,7 +175,7 @@ fn signed_disk_boots_with_secure_boot_and_a_changed_cmdline_does_not() {
             .contains("the firmware found nothing it would boot"),
         "{report:#}"
     );
-    let log = serial_log(&bad);
+    let log = serial_log(&serial);
     assert!(
         log.contains("Access denied") && !log.contains("Linux version"),
         "systemd-boot was expected to refuse the UKI:\n{log}"

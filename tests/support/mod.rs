@@ -81,7 +81,16 @@ pub fn artifact_path(m: &Value, kind: &str) -> String {
 /// serial log is kept next to DIR for a failing test's evidence. The
 /// timeout is 180 s unless `extra` names one.
 pub fn lab_boot(dir: &Path, extra: &[&str]) -> (i32, Value) {
-    let serial = dir.with_extension("serial.log");
+    let (code, report, _) = lab_boot_serial(dir, extra);
+    (code, report)
+}
+
+/// [`lab_boot`], also returning where this boot's serial log was kept (a
+/// path of its own: tests boot the same build side by side).
+pub fn lab_boot_serial(dir: &Path, extra: &[&str]) -> (i32, Value, PathBuf) {
+    static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let serial = dir.with_extension(format!("boot{n}.serial.log"));
     let timeout: &[&str] = if extra.contains(&"--timeout") {
         &[]
     } else {
@@ -103,7 +112,11 @@ pub fn lab_boot(dir: &Path, extra: &[&str]) -> (i32, Value) {
             serial.display()
         )
     });
-    (out.status.code().unwrap_or(-1), report)
+    (out.status.code().unwrap_or(-1), report, serial)
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    nodeimg::util::hash::sha256_hex(data)
 }
 
 /// A tool from the Python venv that scripts/setup.sh makes
