@@ -225,6 +225,9 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         // Services (containerd: overlay, netfilter) need the late modules.
         load_deferred_modules(con);
     }
+    report
+        .stage_ms
+        .insert("services".into(), sys::uptime_ms());
     let mut sv = Supervision::new(sup, con);
     sv.test_kill = c.test_kill.as_ref().map(|t| services::run::TestKill {
         service: t.service.clone(),
@@ -365,6 +368,7 @@ fn network(config: Option<&MachineConfig>, report: &mut Report, con: &mut Consol
 /// runtime check.
 fn services_into(report: &mut Report, sup: &Supervisor) {
     report.services = sup.report();
+    report.agent_rss_kib = sys::rss_kib();
     let runtime = match &report.runtime {
         Some(r) if !r.ok => Err(format!(
             "runtime: {}",

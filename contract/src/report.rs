@@ -141,6 +141,9 @@ pub struct Report {
     /// The supervised services, in start order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceReport>,
+    /// nodeagent's resident memory (KiB) when the report was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_rss_kib: Option<u64>,
 }
 
 /// How an address was obtained.
