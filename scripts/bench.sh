@@ -74,6 +74,22 @@ sha_s=$(best_of "$RUNS" sha256sum_all)
 artifact_mb=$(cd "$work/all" && echo "$artifact_files" | xargs stat -c %s | awk '{s+=$1} END {printf "%.0f", s/1e6}')
 verify_ratio=$(echo "scale=2; $sha_s / $verify_s" | bc)
 
+echo "bench: what the services add to the direct boot (containerd, sandbox import, confinement probe)" >&2
+services_rows=$(for _ in $(seq "$RUNS"); do
+  "$NODEIMG" lab boot "$work/out" --json --quiet 2>/dev/null
+done | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+def med(xs):
+    xs = sorted(xs); return xs[(len(xs) - 1) // 2]
+st = [r["stage_ms"] for r in rows]
+svc = [r["services"][0] for r in rows]
+print("| services: start to report (containerd ready + runtime check) [< 3000 ms] | %d ms |" % med([s["report"] - s["services"] for s in st]))
+print("| containerd: start to ready | %d ms |" % med([s["ready_ms"] for s in svc]))
+print("| runtime check: sandbox import + confinement probe | %d ms |" % med([s["runtime"] - s["services"] - v["ready_ms"] for s, v in zip(st, svc)]))
+print("| nodeagent RSS while supervising [< 16 MiB] | %d KiB |" % med([r["agent_rss_kib"] for r in rows]))
+')
+
 echo "bench: UEFI (OVMF) and PXE (iPXE) boots beside the direct boot" >&2
 direct_ms=$(boot_ms "$work/all")
 uefi_ms=$(boot_ms "$work/all" --firmware uefi --disk-size 2G --timeout 300)
@@ -140,6 +156,12 @@ node has no disk and keeps \`/var\` on tmpfs.
 | direct (PVH vmlinux, root, verity and state as virtio disks) | $((direct_ms)) ms |
 | UEFI: OVMF → systemd-boot → UKI → GPT disk, state partition made | $((uefi_ms)) ms |
 | PXE: iPXE ROM → boot.ipxe over HTTP → kernel + initrd carrying the root | $((pxe_ms)) ms |
+
+## Services (direct boot, median of $RUNS; from the node's own report)
+
+| what | result |
+| --- | --- |
+${services_rows}
 
 ## Root image + verity against the reference tools, same tree
 
