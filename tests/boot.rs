@@ -194,6 +194,11 @@ fn services_and_runtime_are_up(dir: &Path, r: &Value, serial: &Path) {
         .output()
         .expect("unsquashfs -cat");
     let packed: Value = serde_json::from_slice(&out.stdout).expect("images.json");
+    // The manifest names the same image and digest the root carries.
+    assert_eq!(
+        m["images"], packed,
+        "manifest images vs the root's images.json"
+    );
     let rt = &r["runtime"];
     assert_eq!(rt["ok"], true, "{r:#}");
     assert_eq!(rt["images"][0]["name"], packed[0]["name"], "{r:#}");

@@ -225,9 +225,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         // Services (containerd: overlay, netfilter) need the late modules.
         load_deferred_modules(con);
     }
-    report
-        .stage_ms
-        .insert("services".into(), sys::uptime_ms());
+    report.stage_ms.insert("services".into(), sys::uptime_ms());
     let mut sv = Supervision::new(sup, con);
     sv.test_kill = c.test_kill.as_ref().map(|t| services::run::TestKill {
         service: t.service.clone(),

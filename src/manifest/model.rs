@@ -23,6 +23,10 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uefi: Option<UefiRecord>,
     pub packages: Vec<PackageRecord>,
+    /// OCI images packed into the root for containerd, with the manifest
+    /// digest containerd must report for each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<contract::images::PreloadedImage>,
 }
 
 /// The UEFI boot path: the UKI's command line and where it sits.
@@ -188,6 +192,7 @@ impl Manifest {
             boot: None,
             uefi: None,
             packages: Vec::new(),
+            images: Vec::new(),
         }
     }
 }

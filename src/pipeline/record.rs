@@ -40,6 +40,8 @@ pub struct BuildFacts<'a> {
     /// Build products that went in besides packages (the agent binary).
     pub inputs: &'a Artifacts,
     pub source_date_epoch: u64,
+    /// The OCI images the tree carries (its `images.json`).
+    pub images: Vec<contract::images::PreloadedImage>,
 }
 
 /// The manifest of a build, before the SBOM is added to its artifacts.
@@ -92,6 +94,7 @@ pub fn manifest(
                 role: role.into(),
             })
             .collect(),
+        images: facts.images.clone(),
     }
 }
 

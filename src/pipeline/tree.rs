@@ -81,3 +81,15 @@ pub fn assemble_tree(
     }
     Ok(tree)
 }
+
+/// The OCI images the tree carries, as its `images.json` lists them (the
+/// file the assemble stage wrote; empty when the image packs none).
+pub fn preloaded_images(tree: &Tree) -> Vec<contract::images::PreloadedImage> {
+    let path = contract::paths::relative(contract::images::IMAGES_FILE);
+    match tree.get(path).map(|e| &e.kind) {
+        Some(crate::rootfs::tree::Kind::File(data)) => {
+            serde_json::from_slice(data).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
