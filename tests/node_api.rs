@@ -67,8 +67,19 @@ fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
     ok(&["cluster", "init", "--out", s(&cdir)]);
     let cfg = dir.join(format!("{host}.toml"));
     ok(&[
-        "cluster", "config", s(&cdir), "--role", "worker", "--hostname", host, "--address",
-        NODE_IP, "--cluster-name", "lab", "--out", s(&cfg),
+        "cluster",
+        "config",
+        s(&cdir),
+        "--role",
+        "worker",
+        "--hostname",
+        host,
+        "--address",
+        NODE_IP,
+        "--cluster-name",
+        "lab",
+        "--out",
+        s(&cfg),
     ]);
     (cdir.join("admin.nodeconfig"), cfg)
 }
@@ -82,8 +93,14 @@ struct Booted {
 fn boot(cfg: &Path) -> Booted {
     let port = free_port();
     let args: Vec<String> = [
-        "--net", "user", "--config", s(cfg), "--api-port", &port.to_string(),
-        "--wait-shutdown", "400",
+        "--net",
+        "user",
+        "--config",
+        s(cfg),
+        "--api-port",
+        &port.to_string(),
+        "--wait-shutdown",
+        "400",
     ]
     .iter()
     .map(ToString::to_string)
@@ -246,6 +263,9 @@ fn cluster_files_are_private_and_never_overwritten() {
     let out = nodeimg(&["cluster", "init", "--out", s(&cdir)]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("api-ca.crt") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("api-ca.crt") && err.contains("--force"),
+        "{err}"
+    );
     ok(&["cluster", "init", "--out", s(&cdir), "--force"]);
 }

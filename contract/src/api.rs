@@ -85,8 +85,21 @@ impl Request {
         if line.len() > MAX_REQUEST {
             return Err(RequestError::TooLong);
         }
-        let r: Request =
-            serde_json::from_slice(line).map_err(|e| RequestError::Json(e.to_string()))?;
+        let json = |e: serde_json::Error| RequestError::Json(e.to_string());
+        let value: serde_json::Value = serde_json::from_slice(line).map_err(json)?;
+        let r: Request = serde_json::from_value(value.clone()).map_err(json)?;
+        // serde ignores extra keys beside the tag of a unit variant
+        // (`{"op":"status","x":1}`), even with deny_unknown_fields
+        let allowed: &[&str] = match r {
+            Request::Logs { .. } => &["op", "service", "tail"],
+            _ => &["op"],
+        };
+        let extra = value
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())));
+        if let Some(k) = extra {
+            return Err(RequestError::Json(format!("unknown field `{k}`")));
+        }
         if let Request::Logs { service, .. } = &r {
             if !is_service_name(service) {
                 return Err(RequestError::ServiceName(service.clone()));
@@ -184,7 +197,15 @@ mod tests {
             assert!(is_service_name(good), "{good}");
         }
         for bad in [
-            "", "..", ".hidden", "../etc/shadow", "a/b", "Containerd", "-x", "a b", "a\0",
+            "",
+            "..",
+            ".hidden",
+            "../etc/shadow",
+            "a/b",
+            "Containerd",
+            "-x",
+            "a b",
+            "a\0",
             &"x".repeat(65),
         ] {
             assert!(!is_service_name(bad), "{bad:?}");

@@ -57,9 +57,7 @@ enum NodeCommand {
 
 pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
     let addr = args.node.context("--node HOST:PORT is required")?;
-    let path = args
-        .nodeconfig
-        .context("--nodeconfig FILE is required")?;
+    let path = args.nodeconfig.context("--nodeconfig FILE is required")?;
     let admin = AdminConfig::read(&path)?;
     let request = match args.command {
         NodeCommand::Status => Request::Status,
