@@ -227,9 +227,10 @@ fn the_admin_manages_the_node_others_are_refused_and_shutdown_is_clean() {
     assert!(out.status.success(), "{out:?}");
     let (report, serial) = ended(b);
     assert_eq!(report["shutdown"], "already_exited", "{report:#}");
+    let asked = serial.find("asked for shutdown").expect(&serial);
     let stop = serial.find("stopping service containerd").expect(&serial);
     let off = serial.find("NODEIMG-SHUTDOWN poweroff").expect(&serial);
-    assert!(stop < off, "{serial}");
+    assert!(asked < stop && stop < off, "{serial}");
 }
 
 #[test]
@@ -243,6 +244,7 @@ fn reboot_over_the_api_stops_the_services_then_reboots() {
     // The lab boots with -no-reboot: a guest reboot ends QEMU.
     let (report, serial) = ended(b);
     assert_eq!(report["shutdown"], "already_exited", "{report:#}");
+    assert!(serial.contains("asked for reboot"), "{serial}");
     let stop = serial.find("stopping service containerd").expect(&serial);
     let reboot = serial.find("NODEIMG-SHUTDOWN reboot").expect(&serial);
     assert!(stop < reboot, "{serial}");

@@ -108,6 +108,18 @@ impl Request {
         Ok(r)
     }
 
+    /// The `op` name, for logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Logs { .. } => "logs",
+            Request::Dmesg => "dmesg",
+            Request::Config => "config",
+            Request::Reboot => "reboot",
+            Request::Shutdown => "shutdown",
+        }
+    }
+
     /// The request as its wire line (`\n` included).
     pub fn line(&self) -> String {
         // A derived Serialize of plain strings and numbers cannot fail.
@@ -169,6 +181,10 @@ mod tests {
             },
         ] {
             assert_eq!(Request::parse(r.line().as_bytes()), Ok(r.clone()));
+            assert!(
+                r.line().contains(&format!("\"op\":\"{}\"", r.op())),
+                "{r:?}"
+            );
         }
     }
 

@@ -127,6 +127,9 @@ fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<State>) {
 /// one request line, one answer. After the answer to `reboot` or
 /// `shutdown` is sent, the signal goes to PID 1.
 fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), String> {
+    let peer = tcp
+        .peer_addr()
+        .map_or_else(|_| "?".to_string(), |a| a.to_string());
     tcp.set_read_timeout(Some(IO_TIMEOUT))
         .and_then(|()| tcp.set_write_timeout(Some(IO_TIMEOUT)))
         .map_err(|e| e.to_string())?;
@@ -138,9 +141,12 @@ fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), S
         .take(MAX_REQUEST as u64 + 1)
         .read_until(b'\n', &mut line)
         .map_err(|e| format!("handshake or request: {e}"))?;
-    let (response, then) = match Request::parse(&line) {
-        Ok(request) => ops::answer(&request, state),
-        Err(e) => (Response::Error(e.to_string()), None),
+    let (response, then, request_name) = match Request::parse(&line) {
+        Ok(request) => {
+            let (response, then) = ops::answer(&request, state);
+            (response, then, request.op())
+        }
+        Err(e) => (Response::Error(e.to_string()), None, "?"),
     };
     let body = serde_json::to_vec(&response).unwrap_or_else(|e| {
         format!("{{\"error\":\"cannot encode the answer: {e}\"}}").into_bytes()
@@ -152,6 +158,8 @@ fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), S
     stream.conn.send_close_notify();
     let _ = stream.flush();
     if let Some(signal) = then {
+        // on the console: who turned the node off, as for the button
+        Console::open().say(&format!("api: client {peer} asked for {request_name}"));
         ops::signal_pid1(signal);
     }
     Ok(())
