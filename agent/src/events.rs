@@ -79,8 +79,10 @@ fn sigset() -> io::Result<libc::sigset_t> {
 pub fn block_signals() -> io::Result<()> {
     let set = sigset()?;
     // SAFETY: `set` is initialised; a null old-set pointer is allowed. This
-    // program has one thread and installs no handlers, and glibc's reserved
-    // signals (32, 33) are not in the set. Children get an empty mask: std's
+    // program has one thread when this runs (threads started later, the
+    // node API's, inherit the mask, so these signals still reach only the
+    // signalfd) and installs no handlers, and glibc's reserved signals
+    // (32, 33) are not in the set. Children get an empty mask: std's
     // Command resets it before exec.
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
