@@ -7,13 +7,16 @@
 //! -> `output` (disk, formats, PXE bundle) -> `manifest` (the record of a
 //! build) -> `sign` (SBOM, signature, verification). `pipeline` runs the
 //! stages in order; each stage is a function of its inputs. `lab` boots
-//! what a build lists and `pxe_server` serves a PXE bundle. Modules import
+//! what a build lists and `pxe_server` serves a PXE bundle. `cluster` makes
+//! the node API's CA and machine configs; `node` is that API's client. Modules import
 //! one another without cycles (`module_graph_tests.rs` checks it).
 
 pub mod boot;
+pub mod cluster;
 pub mod fs;
 pub mod lab;
 pub mod manifest;
+pub mod node;
 pub mod oci;
 pub mod output;
 pub mod pipeline;

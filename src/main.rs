@@ -43,6 +43,10 @@ enum Command {
     Tool(cli::tool::ToolArgs),
     /// Check a node's machine config (docs/machine-config.md).
     Config(cli::config::ConfigArgs),
+    /// Make the node API's CA, admin identity and nodes' machine configs.
+    Cluster(cli::cluster::ClusterArgs),
+    /// Ask a node over its API: status, logs, dmesg, config, reboot, shutdown.
+    Node(cli::node::NodeArgs),
 }
 
 fn main() {
@@ -70,6 +74,8 @@ fn main() {
         Command::Verify(a) => cli::verify::run(a),
         Command::Tool(a) => cli::tool::run(a, cli.quiet),
         Command::Config(a) => cli::config::run(a),
+        Command::Cluster(a) => cli::cluster::run(a),
+        Command::Node(a) => cli::node::run(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

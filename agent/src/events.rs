@@ -1,5 +1,6 @@
 //! What PID 1 waits for once the node is up: signals through a signalfd
-//! (SIGCHLD: reap; SIGTERM, SIGINT from ctrl-alt-del, SIGPWR: shut down) and the
+//! (SIGCHLD: reap; SIGTERM, SIGINT from ctrl-alt-del, SIGPWR: shut down;
+//! SIGUSR1: reboot, which the node API sends) and the
 //! ACPI power button through evdev (KEY_POWER on an input device named
 //! "Power Button", when the `button` and `evdev` modules are loaded). It reports
 //! a shutdown request; it never shuts anything down itself.
@@ -13,7 +14,13 @@ use rustix::event::{PollFd, PollFlags};
 use rustix::process::WaitOptions;
 
 /// Signals PID 1 handles; they are blocked so the signalfd receives them.
-const SIGNALS: [i32; 4] = [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR];
+const SIGNALS: [i32; 5] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGPWR,
+    libc::SIGUSR1,
+];
 const EV_KEY: u16 = 1;
 const KEY_POWER: u16 = 116;
 /// `struct input_event` on 64-bit: timeval (16), type u16, code u16, value i32.
@@ -39,6 +46,8 @@ impl std::fmt::Display for Exit {
 pub enum Request {
     /// SIGTERM, SIGINT (ctrl-alt-del), SIGPWR or the power button.
     PowerOff,
+    /// SIGUSR1: the node API's `reboot`.
+    Reboot,
 }
 
 pub struct Events {
@@ -70,8 +79,10 @@ fn sigset() -> io::Result<libc::sigset_t> {
 pub fn block_signals() -> io::Result<()> {
     let set = sigset()?;
     // SAFETY: `set` is initialised; a null old-set pointer is allowed. This
-    // program has one thread and installs no handlers, and glibc's reserved
-    // signals (32, 33) are not in the set. Children get an empty mask: std's
+    // program has one thread when this runs (threads started later, the
+    // node API's, inherit the mask, so these signals still reach only the
+    // signalfd) and installs no handlers, and glibc's reserved signals
+    // (32, 33) are not in the set. Children get an empty mask: std's
     // Command resets it before exec.
     if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
@@ -259,6 +270,9 @@ impl Events {
             let signo = i32::try_from(signo).unwrap_or(0);
             if signo == libc::SIGCHLD {
                 self.exits.extend(reap_exits());
+            } else if signo == libc::SIGUSR1 {
+                self.last_cause = format!("signal {signo} (reboot)");
+                request = Some(Request::Reboot);
             } else if SIGNALS.contains(&signo) {
                 self.last_cause = format!("signal {signo}");
                 request = Some(Request::PowerOff);

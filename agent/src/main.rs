@@ -18,6 +18,7 @@
     )
 )]
 
+mod api;
 mod bless;
 mod config_source;
 mod console;
@@ -43,6 +44,7 @@ mod verity;
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use console::Console;
@@ -63,8 +65,9 @@ const STOP_GRACE_MS: u64 = 5_000;
 
 /// How a boot ended.
 enum Outcome {
-    /// Stage 2 reported ready; then a shutdown was asked for.
-    Shutdown(String),
+    /// Stage 2 reported; then a power-off or a reboot was asked for (the
+    /// cause, for the console, and which).
+    Shutdown(String, Request),
     /// A phase failed.
     Failed {
         phase: &'static str,
@@ -232,9 +235,9 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         always: t.always,
         done: false,
     });
-    if let Some(Request::PowerOff) = sv.until_settled(&mut ev, con) {
+    if let Some(request) = sv.until_settled(&mut ev, con) {
         sv.stop(&mut ev, con);
-        return Outcome::Shutdown(ev.last_cause.clone());
+        return Outcome::Shutdown(ev.last_cause.clone(), request);
     }
     if sv.sup.is_ready("containerd") {
         let t = sys::uptime_ms();
@@ -255,16 +258,49 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         report.stage_ms.insert("report".into(), sys::uptime_ms());
         con.line(&report.line());
     }
+    // The latest report, for the node API's `status`: replaced each time
+    // one is printed.
+    let latest = Arc::new(Mutex::new(report.clone()));
+    start_api(config.as_ref(), &latest, con);
     con.say(&format!(
         "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
         ev.button_count()
     ));
-    let Request::PowerOff = sv.watch(&mut ev, con, |sup, con| {
+    let request = sv.watch(&mut ev, con, |sup, con| {
         services_into(&mut report, sup);
         con.line(&report.line());
+        publish(&latest, &report);
     });
     sv.stop(&mut ev, con);
-    Outcome::Shutdown(ev.last_cause.clone())
+    Outcome::Shutdown(ev.last_cause.clone(), request)
+}
+
+/// The node API (`api/`), when the node has a machine config (its `[api]`
+/// is the trust). Never fails the boot: a node without its API still
+/// runs its workloads, and says so.
+fn start_api(config: Option<&MachineConfig>, latest: &Arc<Mutex<Report>>, con: &mut Console) {
+    let Some(config) = config else {
+        con.say("node API: off (no machine config, so no [api] trust)");
+        return;
+    };
+    match api::start(config, latest.clone()) {
+        Ok(()) => con.say(&format!(
+            "node API: listening on TCP port {} (TLS 1.3, client certificates of api.client_ca)",
+            contract::api::PORT
+        )),
+        Err(e) => {
+            let w = format!("node API: {}", chain(&e));
+            con.line(&report::warn_line(&w));
+        }
+    }
+}
+
+/// Replaces the report the API serves.
+fn publish(latest: &Mutex<Report>, report: &Report) {
+    match latest.lock() {
+        Ok(mut r) => *r = report.clone(),
+        Err(poisoned) => *poisoned.into_inner() = report.clone(),
+    }
 }
 
 /// Finds this boot's machine config, checks it whole (schema, every key,
@@ -446,10 +482,14 @@ fn stage1_times(report: &mut Report) {
 /// The only place that ends a boot: it never returns.
 fn finish(outcome: Outcome, con: &mut Console) -> ! {
     match outcome {
-        Outcome::Shutdown(cause) => {
+        Outcome::Shutdown(cause, request) => {
+            let action = match request {
+                Request::PowerOff => FailureAction::PowerOff,
+                Request::Reboot => FailureAction::Reboot,
+            };
             con.say(&format!("shutdown requested by {cause}"));
             stop_everything(con);
-            power(FailureAction::PowerOff, con)
+            power(action, con)
         }
         Outcome::Failed {
             phase,

@@ -10,7 +10,8 @@
 //! - [`gpt`]: pure GPT header and entry parsing (bytes in, typed out);
 //! - [`config`]: the machine config (versioned TOML) and its checks;
 //! - [`services`]: the daemons layers declare and nodeagent supervises;
-//! - [`images`]: the OCI images packed into the root for containerd.
+//! - [`images`]: the OCI images packed into the root for containerd;
+//! - [`api`]: the node API's wire protocol (requests, answers, checks).
 //!
 //! It does no I/O (callers hand it bytes and text), never panics, and needs
 //! nothing but pure-Rust crates, so it builds inside the static agent.
@@ -25,6 +26,7 @@
     )
 )]
 
+pub mod api;
 pub mod cmdline;
 pub mod config;
 pub mod gpt;

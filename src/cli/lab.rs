@@ -104,6 +104,16 @@ pub struct BootArgs {
     /// 10.0.2.3). Direct boots only.
     #[arg(long, value_enum, default_value = "off")]
     pub net: NetArg,
+    /// With `--net user`: forward 127.0.0.1:PORT on this machine to the
+    /// node API (guest TCP 50000); nothing but loopback is bound.
+    #[arg(long, value_name = "PORT")]
+    pub api_port: Option<u16>,
+    /// After the report, keep the VM running up to SECONDS and wait for
+    /// the guest to power off by itself (e.g. `nodeimg node shutdown`);
+    /// only then press the power button. `shutdown` in the JSON is
+    /// `already_exited` when the guest powered off by itself.
+    #[arg(long, value_name = "SECONDS")]
+    pub wait_shutdown: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -171,8 +181,13 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         config: args.config.clone(),
         config_drive: args.config_drive.clone(),
         user_net: args.net == NetArg::User,
+        api_port: args.api_port,
+        wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
         ..BootOptions::default()
     };
+    if args.api_port.is_some() && args.net != NetArg::User {
+        anyhow::bail!("--api-port needs --net user (the forward goes to that NIC)");
+    }
     if args.net != NetArg::Off && (args.pxe || args.firmware != FirmwareArg::Direct) {
         anyhow::bail!("--net works only with direct boots (a PXE boot has its own NIC)");
     }

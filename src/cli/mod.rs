@@ -2,10 +2,12 @@
 //! `run()` that calls library code. Data goes to stdout, logs to stderr.
 
 pub mod build;
+pub mod cluster;
 pub mod config;
 pub mod keys;
 pub mod lab;
 pub mod lock;
+pub mod node;
 pub mod pxe;
 pub mod sign;
 pub mod tool;

@@ -177,6 +177,13 @@ pub struct BootOptions {
     /// (`restrict=on`: nothing leaves this machine). Off by default, so a
     /// boot without it sees no NIC at all.
     pub user_net: bool,
+    /// With `user_net`: forward `127.0.0.1:PORT` to the node API (TCP 50000).
+    pub api_port: Option<u16>,
+    /// After the report, do not press the power button at once: wait this
+    /// long for the guest to power off by itself (an API `shutdown`), and
+    /// press it only then. The VM keeps running meanwhile, so the API can
+    /// be used.
+    pub wait_shutdown: Option<Duration>,
 }
 
 /// The fw_cfg name nodeagent reads its machine config from.
@@ -253,6 +260,8 @@ impl Default for BootOptions {
             config: None,
             config_drive: None,
             user_net: false,
+            api_port: None,
+            wait_shutdown: None,
         }
     }
 }
@@ -425,7 +434,10 @@ pub fn boot_direct(
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
-        nic: opts.user_net.then(UserNic::lab),
+        nic: opts.user_net.then(|| UserNic {
+            api_port: opts.api_port,
+            ..UserNic::lab()
+        }),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
     run_to_outcome(&config, opts, tmp, boot_path)
@@ -486,6 +498,16 @@ fn run(
         let ready = report.ready;
         let report = LabReport { report, boot_ms };
         if ready || earlier.len() + 1 >= opts.reports.max(1) as usize {
+            if let Some(wait) = opts.wait_shutdown {
+                tracing::info!(
+                    seconds = wait.as_secs(),
+                    "waiting for the guest to power off by itself"
+                );
+                if vm.wait_exit(wait) {
+                    return Ok((report, earlier, Shutdown::AlreadyExited));
+                }
+                tracing::warn!("the guest still runs: pressing the power button");
+            }
             let shutdown = vm.shutdown(opts.shutdown_timeout);
             tracing::info!(?shutdown, "VM stopped");
             return Ok((report, earlier, shutdown));

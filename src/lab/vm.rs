@@ -83,6 +83,10 @@ pub struct VmConfig {
 pub struct UserNic {
     /// The guest's MAC address, fixed so tests can name the link by it.
     pub mac: String,
+    /// Forward `127.0.0.1:PORT` on this machine to the guest's node API
+    /// (TCP 50000). Inbound forwards still work under `restrict=on`, and
+    /// the host side binds loopback only.
+    pub api_port: Option<u16>,
 }
 
 impl UserNic {
@@ -92,7 +96,20 @@ impl UserNic {
     pub fn lab() -> UserNic {
         UserNic {
             mac: Self::MAC.to_string(),
+            api_port: None,
         }
+    }
+
+    /// The `-netdev user,...` value.
+    pub fn netdev(&self) -> String {
+        let mut s = "user,id=net0,restrict=on".to_string();
+        if let Some(port) = self.api_port {
+            s.push_str(&format!(
+                ",hostfwd=tcp:127.0.0.1:{port}-:{}",
+                contract::api::PORT
+            ));
+        }
+        s
     }
 }
 
@@ -169,7 +186,7 @@ impl VmConfig {
                 if let Some(nic) = &self.nic {
                     for a in [
                         "-netdev".to_string(),
-                        "user,id=net0,restrict=on".to_string(),
+                        nic.netdev(),
                         "-device".to_string(),
                         format!(
                             "virtio-net-pci,netdev=net0,mac={},bus=pcie.0,addr=0x3",
@@ -393,6 +410,19 @@ impl Vm {
         Shutdown::Killed
     }
 
+    /// Waits up to `bound` for QEMU to exit by itself (the guest powered
+    /// off); `true` if it did.
+    pub fn wait_exit(&mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(POLL);
+        }
+        false
+    }
+
     /// Kills QEMU (if still running) and reaps it.
     pub fn kill(&mut self) -> Option<ExitStatus> {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -526,6 +556,18 @@ mod tests {
             "{line}"
         );
         assert_eq!(line.matches("-netdev").count(), 1, "{line}");
+    }
+
+    #[test]
+    fn the_api_forward_binds_loopback_and_keeps_restrict() {
+        let nic = UserNic {
+            api_port: Some(40123),
+            ..UserNic::lab()
+        };
+        assert_eq!(
+            nic.netdev(),
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40123-:50000"
+        );
     }
 
     #[test]

@@ -250,13 +250,18 @@ fn the_workspace_lock_has_the_agent() {
     let lock = include_str!("../../Cargo.lock");
     let d = sbom(&manifest(), lock, &SbomExtras::default()).unwrap();
     let names: HashSet<&str> = d.packages.iter().map(|p| p.name.as_str()).collect();
-    for c in ["rustix", "serde_json", "thiserror", "sha2"] {
+    // rustls and ring: the node API's TLS
+    for c in [
+        "rustix",
+        "serde_json",
+        "thiserror",
+        "sha2",
+        "rustls",
+        "ring",
+    ] {
         assert!(names.contains(c), "{c} is in nodeagent's closure");
     }
-    assert!(
-        !names.contains("ring"),
-        "ring is nodeimg's, not the agent's"
-    );
+    assert!(!names.contains("pgp"), "pgp is nodeimg's, not the agent's");
     match sbom(&manifest(), "version = 4\n", &SbomExtras::default()) {
         Err(SbomError::NoAgent(n)) => assert_eq!(n, "nodeagent"),
         other => panic!("{other:?}"),

@@ -12,9 +12,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The static agent the Makefile builds before the tests (`make agent`).
+/// The static agent the Makefile builds before the tests (`make agent`),
+/// in `$CARGO_TARGET_DIR` when that is set (as nodeimg finds it).
 pub fn agent() -> PathBuf {
-    let p = repo().join("target/x86_64-unknown-linux-gnu/release/nodeagent");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"));
+    let p = target.join("x86_64-unknown-linux-gnu/release/nodeagent");
     assert!(
         p.is_file(),
         "{} is missing: run `make agent` (make test does) before these tests",

@@ -1,0 +1,257 @@
+//! The node API's wire protocol, shared by the agent's server (`agent/src/api/`)
+//! and `nodeimg node` (the client).
+//!
+//! Transport: TLS 1.3 on TCP port [`PORT`], both sides authenticated by
+//! certificates of the cluster's API CA (the machine config's `[api]`).
+//! One exchange per connection: the client sends one [`Request`] as one
+//! JSON line (at most [`MAX_REQUEST`] bytes, ending in `\n`), the node
+//! answers one [`Response`] as one JSON document and closes the stream.
+//!
+//! ```text
+//! > {"op":"logs","service":"containerd","tail":50}
+//! < {"text":"...last 50 lines..."}
+//! ```
+//!
+//! It does no I/O: parsing and the pure checks only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::Report;
+
+/// The TCP port the node API listens on (all addresses).
+pub const PORT: u16 = 50000;
+/// The longest request line the node reads.
+pub const MAX_REQUEST: usize = 4096;
+/// Lines of a log the node sends when the request names no `tail`.
+pub const DEFAULT_TAIL: usize = 200;
+/// The most log lines one answer carries.
+pub const MAX_TAIL: usize = 10_000;
+/// The longest service name (services are named like files, briefly).
+const MAX_SERVICE_NAME: usize = 64;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    /// The node's latest boot report (the `NODEIMG-REPORT` object).
+    Status,
+    /// The last `tail` lines (default [`DEFAULT_TAIL`]) of a service's log.
+    Logs {
+        service: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<usize>,
+    },
+    /// The kernel's log buffer.
+    Dmesg,
+    /// The running machine config, secrets redacted.
+    Config,
+    /// Stop the services and reboot.
+    Reboot,
+    /// Stop the services and power off.
+    Shutdown,
+}
+
+/// What the node answers: exactly one of these keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    /// `status`.
+    Report(Box<Report>),
+    /// `logs` and `dmesg`: plain text.
+    Text(String),
+    /// `config`: the machine config as TOML, secrets redacted.
+    Config(String),
+    /// `reboot` and `shutdown`: handed to PID 1's main loop, which acts
+    /// after this answer is sent.
+    Accepted(String),
+    /// Anything refused or failed.
+    Error(String),
+}
+
+/// Why a request line is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request is longer than {MAX_REQUEST} bytes")]
+    TooLong,
+    #[error("request is not one JSON object of this protocol: {0}")]
+    Json(String),
+    #[error("`{0}` is not a service name (lower-case letters, digits, `-`, `_`, `.`; not starting with `.`)")]
+    ServiceName(String),
+}
+
+impl Request {
+    /// Parses one request line and checks its arguments.
+    pub fn parse(line: &[u8]) -> Result<Request, RequestError> {
+        if line.len() > MAX_REQUEST {
+            return Err(RequestError::TooLong);
+        }
+        let json = |e: serde_json::Error| RequestError::Json(e.to_string());
+        let value: serde_json::Value = serde_json::from_slice(line).map_err(json)?;
+        let r: Request = serde_json::from_value(value.clone()).map_err(json)?;
+        // serde ignores extra keys beside the tag of a unit variant
+        // (`{"op":"status","x":1}`), even with deny_unknown_fields
+        let allowed: &[&str] = match r {
+            Request::Logs { .. } => &["op", "service", "tail"],
+            _ => &["op"],
+        };
+        let extra = value
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())));
+        if let Some(k) = extra {
+            return Err(RequestError::Json(format!("unknown field `{k}`")));
+        }
+        if let Request::Logs { service, .. } = &r {
+            if !is_service_name(service) {
+                return Err(RequestError::ServiceName(service.clone()));
+            }
+        }
+        Ok(r)
+    }
+
+    /// The `op` name, for logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Logs { .. } => "logs",
+            Request::Dmesg => "dmesg",
+            Request::Config => "config",
+            Request::Reboot => "reboot",
+            Request::Shutdown => "shutdown",
+        }
+    }
+
+    /// The request as its wire line (`\n` included).
+    pub fn line(&self) -> String {
+        // A derived Serialize of plain strings and numbers cannot fail.
+        let mut s = serde_json::to_string(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// `true` for a plain service name, one that can only name a log in the
+/// log directory: `[a-z0-9][a-z0-9._-]*`, at most 64 bytes. No `/`, no
+/// leading `.` (so neither `..` nor a hidden file).
+pub fn is_service_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    first_ok
+        && name.len() <= MAX_SERVICE_NAME
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// The last `n` lines of `text` (a trailing newline ends the last line,
+/// it does not start an empty one).
+pub fn tail_lines(text: &str, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let start = body
+        .rmatch_indices('\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1);
+    text.get(start..).unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_their_lines() {
+        assert_eq!(Request::parse(br#"{"op":"status"}"#), Ok(Request::Status));
+        assert_eq!(
+            Request::parse(b"{\"op\":\"logs\",\"service\":\"containerd\",\"tail\":5}\n"),
+            Ok(Request::Logs {
+                service: "containerd".into(),
+                tail: Some(5)
+            })
+        );
+        for r in [
+            Request::Dmesg,
+            Request::Config,
+            Request::Reboot,
+            Request::Shutdown,
+            Request::Logs {
+                service: "kubelet".into(),
+                tail: None,
+            },
+        ] {
+            assert_eq!(Request::parse(r.line().as_bytes()), Ok(r.clone()));
+            assert!(
+                r.line().contains(&format!("\"op\":\"{}\"", r.op())),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_ops_keys_and_garbage_are_refused() {
+        for bad in [
+            &br#"{"op":"format"}"#[..],
+            br#"{"op":"status","extra":1}"#,
+            br#"{"op":"logs"}"#,
+            b"status",
+            b"",
+        ] {
+            assert!(
+                matches!(Request::parse(bad), Err(RequestError::Json(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long = vec![b' '; MAX_REQUEST + 1];
+        assert_eq!(Request::parse(&long), Err(RequestError::TooLong));
+    }
+
+    #[test]
+    fn log_names_must_be_plain_service_names() {
+        for good in ["containerd", "kubelet", "etcd", "kube-proxy", "a.b_c-1"] {
+            assert!(is_service_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "../etc/shadow",
+            "a/b",
+            "Containerd",
+            "-x",
+            "a b",
+            "a\0",
+            &"x".repeat(65),
+        ] {
+            assert!(!is_service_name(bad), "{bad:?}");
+        }
+        let line = br#"{"op":"logs","service":"../../etc/shadow"}"#;
+        assert_eq!(
+            Request::parse(line),
+            Err(RequestError::ServiceName("../../etc/shadow".into()))
+        );
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc\n");
+        assert_eq!(tail_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail_lines("a\nb\nc\n", 3), "a\nb\nc\n");
+        assert_eq!(tail_lines("a\nb\nc\n", 10), "a\nb\nc\n");
+        assert_eq!(tail_lines("a\nb\nc\n", 0), "");
+        assert_eq!(tail_lines("", 5), "");
+        assert_eq!(tail_lines("one", 1), "one");
+    }
+
+    #[test]
+    fn responses_are_one_keyed_object() {
+        let r = Response::Error("no such service".into());
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"error":"no such service"}"#
+        );
+        let back: Response = serde_json::from_str(r#"{"text":"hi"}"#).unwrap();
+        assert_eq!(back, Response::Text("hi".into()));
+    }
+}

@@ -1,0 +1,105 @@
+//! `nodeimg node status|logs SERVICE|dmesg|config|reboot|shutdown --node
+//! ADDR:PORT --nodeconfig FILE`: one request to a node's API (TLS 1.3,
+//! the nodeconfig's client certificate; the node checked against its CA).
+//! The answer goes to stdout: `status` as a summary (`--json`: the report
+//! JSON), text as it came. A refused request exits 1.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use contract::api::{Request, Response};
+use nodeimg::cluster::AdminConfig;
+use nodeimg::node::{self, Trust};
+
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    command: NodeCommand,
+    /// The node's API, HOST:PORT (the API listens on port 50000).
+    #[arg(long, global = true, env = "NODEIMG_NODE")]
+    node: Option<String>,
+    /// The admin identity `nodeimg cluster init` wrote (admin.nodeconfig).
+    #[arg(long, global = true, env = "NODEIMG_NODECONFIG")]
+    nodeconfig: Option<PathBuf>,
+    /// The name the node's certificate must carry (default: the host of
+    /// --node, an IP address SAN when it is an address).
+    #[arg(long, global = true)]
+    server_name: Option<String>,
+    /// Print the answer as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for the connection and the answer.
+    #[arg(long, global = true, default_value_t = 30)]
+    timeout: u64,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NodeCommand {
+    /// The node's latest boot report.
+    Status,
+    /// The end of a service's log.
+    Logs {
+        service: String,
+        /// Lines from the end (default 200).
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+    /// The kernel log.
+    Dmesg,
+    /// The running machine config, secrets redacted.
+    Config,
+    /// Stop the services and reboot the node.
+    Reboot,
+    /// Stop the services and power the node off.
+    Shutdown,
+}
+
+pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
+    let addr = args.node.context("--node HOST:PORT is required")?;
+    let path = args.nodeconfig.context("--nodeconfig FILE is required")?;
+    let admin = AdminConfig::read(&path)?;
+    let request = match args.command {
+        NodeCommand::Status => Request::Status,
+        NodeCommand::Logs { service, tail } => Request::Logs { service, tail },
+        NodeCommand::Dmesg => Request::Dmesg,
+        NodeCommand::Config => Request::Config,
+        NodeCommand::Reboot => Request::Reboot,
+        NodeCommand::Shutdown => Request::Shutdown,
+    };
+    let answer = node::request(
+        &addr,
+        args.server_name.as_deref(),
+        &Trust::from(&admin),
+        &request,
+        Duration::from_secs(args.timeout),
+    )?;
+    if args.json {
+        let value = match &answer {
+            Response::Report(r) => serde_json::to_value(r)?,
+            other => serde_json::to_value(other)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(i32::from(matches!(answer, Response::Error(_))));
+    }
+    match answer {
+        Response::Report(r) => {
+            println!("ready    {}", if r.ready { "yes" } else { "NO" });
+            println!("hostname {}", r.hostname.as_deref().unwrap_or("-"));
+            if let Some(e) = &r.error {
+                println!("error    {e}");
+            }
+            println!("kernel   {}", r.kernel);
+            for s in &r.services {
+                println!("service  {} {}", s.name, serde_json::to_string(&s.state)?);
+            }
+        }
+        Response::Text(t) | Response::Config(t) => print!("{t}"),
+        Response::Accepted(what) => println!("{what} accepted"),
+        Response::Error(e) => {
+            eprintln!("error: the node answered: {e}");
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,273 @@
+//! The node API in QEMU: `nodeimg cluster init` and `cluster config` make
+//! the trust, the worker boots with it (`--net user --api-port P`, the
+//! lab's loopback forward to guest port 50000, and `--wait-shutdown` so
+//! the VM stays up after its report), and `nodeimg node` talks to it:
+//! status, logs, dmesg and the redacted config for the admin; a client of
+//! another CA, or with no certificate, refused at the handshake; then
+//! `shutdown` (and in a second boot `reboot`) ends the VM through PID 1's
+//! own clean stop.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use contract::api::Request;
+use nodeimg::cluster::AdminConfig;
+use nodeimg::node::{NodeError, Trust};
+use serde_json::Value;
+
+/// The name the node's certificate carries: its address on the lab network.
+const NODE_IP: &str = "10.0.2.15";
+
+fn built() -> &'static support::Built {
+    static BUILT: OnceLock<support::Built> = OnceLock::new();
+    support::built_once(&BUILT, &["--format", "none"])
+}
+
+fn nodeimg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(args)
+        .output()
+        .expect("run nodeimg")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = nodeimg(args);
+    assert!(
+        out.status.success(),
+        "nodeimg {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A loopback port nobody listens on now (QEMU binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A cluster directory and a worker config for `host` at [`NODE_IP`].
+fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
+    let cdir = dir.join("cluster");
+    ok(&["cluster", "init", "--out", s(&cdir)]);
+    let cfg = dir.join(format!("{host}.toml"));
+    ok(&[
+        "cluster",
+        "config",
+        s(&cdir),
+        "--role",
+        "worker",
+        "--hostname",
+        host,
+        "--address",
+        NODE_IP,
+        "--cluster-name",
+        "lab",
+        "--out",
+        s(&cfg),
+    ]);
+    (cdir.join("admin.nodeconfig"), cfg)
+}
+
+/// A booting VM: `lab boot` runs on a thread until the guest powers off.
+struct Booted {
+    addr: String,
+    lab: std::thread::JoinHandle<(i32, Value, PathBuf)>,
+}
+
+fn boot(cfg: &Path) -> Booted {
+    let port = free_port();
+    let args: Vec<String> = [
+        "--net",
+        "user",
+        "--config",
+        s(cfg),
+        "--api-port",
+        &port.to_string(),
+        "--wait-shutdown",
+        "400",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let out = built().out.clone();
+    let lab = std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        support::lab_boot_serial(&out, &args)
+    });
+    Booted {
+        addr: format!("127.0.0.1:{port}"),
+        lab,
+    }
+}
+
+/// `nodeimg node ARGS` against the booted node with `nodeconfig`.
+fn node(b: &Booted, nodeconfig: &Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "node",
+        "--node",
+        &b.addr,
+        "--nodeconfig",
+        s(nodeconfig),
+        "--server-name",
+        NODE_IP,
+    ];
+    all.extend(args);
+    nodeimg(&all)
+}
+
+/// Asks for `status` until the node answers (it listens after its
+/// report), and returns the report.
+fn wait_for_api(b: &Booted, admin: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = node(b, admin, &["status", "--json", "--timeout", "10"]);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).unwrap();
+        }
+        assert!(
+            !b.lab.is_finished() && Instant::now() < deadline,
+            "the node API never answered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Waits for the lab; returns its report and the console log.
+fn ended(b: Booted) -> (Value, String) {
+    let (code, report, serial) = b.lab.join().unwrap();
+    assert_eq!(code, 0, "{report:#}");
+    let serial = std::fs::read_to_string(serial).unwrap();
+    (report, serial)
+}
+
+#[test]
+fn the_admin_manages_the_node_others_are_refused_and_shutdown_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, cfg) = cluster(dir.path(), "worker-api");
+    let b = boot(&cfg);
+
+    let status = wait_for_api(&b, &admin);
+    assert_eq!(status["ready"], true, "{status:#}");
+    assert_eq!(status["hostname"], "worker-api", "{status:#}");
+
+    let out = node(&b, &admin, &["logs", "containerd", "--tail", "50"]);
+    assert!(out.status.success(), "{out:?}");
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("containerd"), "{logs}");
+    assert!(logs.lines().count() <= 50, "{logs}");
+
+    let out = node(&b, &admin, &["logs", "../../etc/shadow"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a service name"),
+        "{out:?}"
+    );
+
+    let out = node(&b, &admin, &["dmesg"]);
+    assert!(out.status.success(), "{out:?}");
+    let dmesg = String::from_utf8_lossy(&out.stdout);
+    assert!(dmesg.starts_with('['), "{dmesg}");
+
+    let out = node(&b, &admin, &["config"]);
+    assert!(out.status.success(), "{out:?}");
+    let config = String::from_utf8_lossy(&out.stdout);
+    assert!(config.contains("worker-api"), "{config}");
+    assert!(config.contains("(redacted)"), "{config}");
+    assert!(!config.contains("PRIVATE KEY"), "{config}");
+
+    // A client certificate from another cluster's CA (the node's CA still
+    // trusted on our side, so only the node's check can fail).
+    let other = dir.path().join("other");
+    ok(&["cluster", "init", "--out", s(&other)]);
+    let mut stranger = AdminConfig::read(&other.join("admin.nodeconfig")).unwrap();
+    stranger.ca = AdminConfig::read(&admin).unwrap().ca;
+    let stranger_file = dir.path().join("stranger.nodeconfig");
+    std::fs::write(&stranger_file, stranger.to_toml().unwrap()).unwrap();
+    let out = node(&b, &stranger_file, &["status"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the TLS handshake") && err.contains("certificate"),
+        "{err}"
+    );
+
+    // No client certificate at all.
+    let trust = Trust {
+        ca: stranger.ca.clone(),
+        identity: None,
+    };
+    let e = nodeimg::node::request(
+        &b.addr,
+        Some(NODE_IP),
+        &trust,
+        &Request::Status,
+        Duration::from_secs(20),
+    )
+    .unwrap_err();
+    assert!(matches!(e, NodeError::Refused { .. }), "{e}");
+
+    let out = node(&b, &admin, &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let (report, serial) = ended(b);
+    assert_eq!(report["shutdown"], "already_exited", "{report:#}");
+    let asked = serial.find("asked for shutdown").expect(&serial);
+    let stop = serial.find("stopping service containerd").expect(&serial);
+    let off = serial.find("NODEIMG-SHUTDOWN poweroff").expect(&serial);
+    assert!(asked < stop && stop < off, "{serial}");
+}
+
+#[test]
+fn reboot_over_the_api_stops_the_services_then_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, cfg) = cluster(dir.path(), "worker-reboot");
+    let b = boot(&cfg);
+    wait_for_api(&b, &admin);
+    let out = node(&b, &admin, &["reboot"]);
+    assert!(out.status.success(), "{out:?}");
+    // The lab boots with -no-reboot: a guest reboot ends QEMU.
+    let (report, serial) = ended(b);
+    assert_eq!(report["shutdown"], "already_exited", "{report:#}");
+    assert!(serial.contains("asked for reboot"), "{serial}");
+    let stop = serial.find("stopping service containerd").expect(&serial);
+    let reboot = serial.find("NODEIMG-SHUTDOWN reboot").expect(&serial);
+    assert!(stop < reboot, "{serial}");
+}
+
+#[test]
+fn cluster_files_are_private_and_never_overwritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, cfg) = cluster(dir.path(), "w");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&admin), 0o600);
+    assert_eq!(mode(&cfg), 0o600);
+    assert_eq!(mode(&dir.path().join("cluster/api-ca.key")), 0o600);
+    ok(&["config", "check", s(&cfg)]);
+
+    let cdir = dir.path().join("cluster");
+    let out = nodeimg(&["cluster", "init", "--out", s(&cdir)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api-ca.crt") && err.contains("--force"),
+        "{err}"
+    );
+    ok(&["cluster", "init", "--out", s(&cdir), "--force"]);
+}
