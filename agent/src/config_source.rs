@@ -9,7 +9,6 @@
 //! Parsing and checking are the contract's; this module only finds bytes.
 
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub use contract::report::ConfigReport;
@@ -201,7 +200,6 @@ pub fn find(
 
 /// Keeps `data` as the stored copy: 0600, temporary name, rename.
 pub fn store(data: &[u8]) -> Result<(), SourceError> {
-    use std::io::Write;
     let io = |source| SourceError::Io {
         what: format!("storing {STORED}"),
         source,
@@ -210,17 +208,7 @@ pub fn store(data: &[u8]) -> Result<(), SourceError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = path.with_extension("toml.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::sys::write_atomic(path, data, 0o600).map_err(io)
 }
 
 #[cfg(test)]

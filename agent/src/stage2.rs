@@ -209,8 +209,6 @@ fn mkfs_ext4(dev: &Path) -> Result<(), BootError> {
 /// PID 1 read or write elsewhere, so no path component may be a symlink
 /// and the temp file is created exclusively without following links.
 fn bump_boot_count(path: &Path) -> std::io::Result<u64> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     refuse_symlinks(path)?;
@@ -219,21 +217,7 @@ fn bump_boot_count(path: &Path) -> std::io::Result<u64> {
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(0)
         .saturating_add(1);
-    let tmp = path.with_extension("tmp");
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o644)
-        .open(&tmp)?;
-    f.write_all(format!("{n}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    crate::sys::write_atomic(path, format!("{n}\n").as_bytes(), 0o644)?;
     Ok(n)
 }
 

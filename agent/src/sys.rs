@@ -282,6 +282,34 @@ pub fn sleep_ms(ms: u64) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
 
+/// Replaces `path` with `data` atomically: written to
+/// `<path>.nodeagent-tmp` (created exclusively, never through a symlink,
+/// with `mode`), synced, renamed over `path` (a symlink at `path` is
+/// replaced, not written through), then the directory is synced. The one
+/// way the agent writes a file that must be whole after a power cut.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".nodeagent-tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// This process's resident set (`VmRSS` in `/proc/self/status`), KiB.
 pub fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -4,7 +4,6 @@
 //! so a reader sees the old file or the new one, never half of one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
@@ -74,25 +73,9 @@ impl Names {
     }
 }
 
-/// Writes `text` to `path` through `<path>.nodeagent-tmp`, synced, then
-/// renamed (replacing a symlink at `path` rather than writing through it).
+/// Writes `text` to `path` atomically (see [`crate::sys::write_atomic`]).
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".nodeagent-tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    crate::sys::write_atomic(path, text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]
