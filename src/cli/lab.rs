@@ -331,6 +331,43 @@ fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: 
     }
     println!("modules  {} loaded", report.modules.len());
     println!("sysctl   {} read back", report.sysctl.len());
+    if let Some(c) = &report.config {
+        println!("config   {}", c.source);
+    }
+    if let Some(net) = &report.network {
+        for i in &net.interfaces {
+            let addrs: Vec<String> = i
+                .addresses
+                .iter()
+                .map(|a| format!("{} ({:?})", a.address, a.source).to_lowercase())
+                .collect();
+            println!("network  {} {}", i.name, addrs.join(", "));
+        }
+    }
+    for svc in &report.services {
+        println!(
+            "service  {} {:?}, {} restarts{}",
+            svc.name,
+            svc.state,
+            svc.restarts,
+            svc.ready_ms
+                .map(|ms| format!(", ready in {ms} ms"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(rt) = &report.runtime {
+        match &rt.confinement {
+            Some(c) if rt.ok => println!(
+                "runtime  {} image(s) imported; probe confined: uid {}, CapEff {}, seccomp {}, no_new_privs {}, / read-only",
+                rt.images.len(),
+                c.uid,
+                c.cap_eff,
+                c.seccomp,
+                c.no_new_privs
+            ),
+            _ => println!("runtime  NOT OK: {}", rt.error.as_deref().unwrap_or("?")),
+        }
+    }
     if let Some(ms) = boot_ms {
         println!(
             "boot     {:.2} s to report ({accel}, {boot_path})",
