@@ -76,7 +76,9 @@ verify_ratio=$(echo "scale=2; $sha_s / $verify_s" | bc)
 
 echo "bench: what the services add to the direct boot (containerd, sandbox import, confinement probe)" >&2
 services_rows=$(for _ in $(seq "$RUNS"); do
-  "$NODEIMG" lab boot "$work/out" --json --quiet 2>/dev/null
+  # one compact JSON line per boot (lab boot --json pretty-prints)
+  "$NODEIMG" lab boot "$work/out" --json --quiet 2>/dev/null |
+    python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))'
 done | python3 -c '
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
