@@ -44,6 +44,12 @@ const MAX_CMDLINE: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
+    #[error("config drive {path}")]
+    ConfigDrive {
+        path: PathBuf,
+        #[source]
+        source: crate::output::esp::EspError,
+    },
     #[error("manifest in {dir}: {what}")]
     Manifest { dir: PathBuf, what: String },
     #[error("the manifest lists no artifact of kind {kind:?}")]
@@ -201,41 +207,32 @@ pub(crate) fn config_fw_cfg(opts: &BootOptions) -> Vec<(String, PathBuf)> {
 /// with `config` as `config.toml`, through the same FAT writer as the ESP.
 pub(crate) fn write_config_drive(config: &Path, out: &Path) -> Result<(), LabError> {
     use crate::output::esp::{write_esp, EspFile, EspParams, MIN_ESP_SIZE};
-    let data = std::fs::read(config).map_err(|source| LabError::Io {
-        path: config.to_path_buf(),
-        source,
-    })?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LabError::Io { path, source }
+    };
+    let data = std::fs::read(config).map_err(io(config))?;
     let file = std::fs::File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(out)
-        .map_err(|source| LabError::Io {
-            path: out.to_path_buf(),
-            source,
-        })?;
-    file.set_len(MIN_ESP_SIZE).map_err(|source| LabError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
+        .map_err(io(out))?;
+    file.set_len(MIN_ESP_SIZE).map_err(io(out))?;
     let params = EspParams {
         size: MIN_ESP_SIZE,
         volume_id: 0x4e4f_4445,
         label: "NODEIMG".into(),
         source_date_epoch: 0,
     };
-    write_esp(
-        file,
-        &params,
-        &[EspFile {
-            path: "config.toml",
-            data: &data,
-        }],
-    )
-    .map_err(|e| LabError::Io {
+    let files = [EspFile {
+        path: "config.toml",
+        data: &data,
+    }];
+    write_esp(file, &params, &files).map_err(|source| LabError::ConfigDrive {
         path: out.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        source,
     })?;
     Ok(())
 }
