@@ -62,6 +62,7 @@ fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64
             kernel: vmlinux.to_path_buf(),
             initrd: initrd.to_path_buf(),
             append: cmdline.to_string(),
+            reboot: false,
         },
         disks: Vec::<Disk>::new(),
         serial_log: work.join("baseline-serial.log"),

@@ -91,8 +91,12 @@ struct Booted {
 }
 
 fn boot(cfg: &Path) -> Booted {
+    boot_with(cfg, &[])
+}
+
+fn boot_with(cfg: &Path, extra: &[&str]) -> Booted {
     let port = free_port();
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--net",
         "user",
         "--config",
@@ -105,6 +109,7 @@ fn boot(cfg: &Path) -> Booted {
     .iter()
     .map(ToString::to_string)
     .collect();
+    args.extend(extra.iter().map(ToString::to_string));
     let out = built().out.clone();
     let lab = std::thread::spawn(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -233,19 +238,124 @@ fn the_admin_manages_the_node_others_are_refused_and_shutdown_is_clean() {
     assert!(asked < stop && stop < off, "{serial}");
 }
 
+/// `status` until the node answers from boot `n` (its state disk's count).
+fn wait_for_boot(b: &Booted, admin: &Path, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(400);
+    loop {
+        let r = wait_for_api(b, admin);
+        if r["state"]["boot_count"] == n {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "boot {n} never answered: {r:#}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 #[test]
-fn reboot_over_the_api_stops_the_services_then_reboots() {
+fn apply_config_then_reboot_over_the_api_comes_back_with_its_state() {
     let dir = tempfile::tempdir().unwrap();
     let (admin, cfg) = cluster(dir.path(), "worker-reboot");
-    let b = boot(&cfg);
-    wait_for_api(&b, &admin);
+    // the VM lives through one guest reboot (QEMU resets it)
+    let b = boot_with(&cfg, &["--reboots", "1", "--timeout", "900"]);
+    let first = wait_for_boot(&b, &admin, 1);
+    assert_eq!(first["config"]["source"], "fw-cfg", "{first:#}");
+
+    // A config the node cannot serve is refused whole.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text.replace("[cluster]", "[cluster]\nbogus = 1")).unwrap();
+    let out = node(&b, &admin, &["apply-config", s(&bad)]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus"),
+        "{out:?}"
+    );
+    let cp = dir.path().join("cp.toml");
+    std::fs::write(
+        &cp,
+        text.replace("role = \"worker\"", "role = \"control-plane\""),
+    )
+    .unwrap();
+    // checked here first, so send it raw to see the node refuse it
+    let admin_cfg = AdminConfig::read(&admin).unwrap();
+    let refused = nodeimg::node::request(
+        &b.addr,
+        Some(NODE_IP),
+        &Trust::from(&admin_cfg),
+        &Request::ApplyConfig {
+            config: std::fs::read_to_string(&cp).unwrap(),
+        },
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let refused = format!("{refused:?}");
+    assert!(
+        refused.contains("refused, nothing changed") && refused.contains("etcd"),
+        "{refused}"
+    );
+
+    // A new name (at the next boot) and a registry mirror (live).
+    assert!(text.contains("hostname = \"worker-reboot\""), "{text}");
+    let renamed = text.replace(
+        "hostname = \"worker-reboot\"",
+        "hostname = \"worker-renamed\"",
+    )
+        + "\n[containerd.registry_mirrors]\n\"docker.io\" = [\"http://10.0.2.100:5000\"]\n";
+    let new = dir.path().join("renamed.toml");
+    std::fs::write(&new, &renamed).unwrap();
+    let out = node(&b, &admin, &["apply-config", s(&new)]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("applied    containerd"), "{said}");
+    assert!(said.contains("on reboot  hostname"), "{said}");
+    let now = wait_for_api(&b, &admin);
+    assert_eq!(
+        now["config"]["pending_reboot"],
+        serde_json::json!(["hostname"]),
+        "{now:#}"
+    );
+    assert_eq!(now["hostname"], "worker-reboot", "{now:#}");
+    let out = node(&b, &admin, &["config"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("worker-renamed"),
+        "{out:?}"
+    );
+
     let out = node(&b, &admin, &["reboot"]);
     assert!(out.status.success(), "{out:?}");
-    // The lab boots with -no-reboot: a guest reboot ends QEMU.
+    // The same VM, the same state disk, booted again: fw_cfg still hands
+    // it the first config, and the applied one replaces exactly that.
+    let second = wait_for_boot(&b, &admin, 2);
+    assert_eq!(second["ready"], true, "{second:#}");
+    assert_eq!(second["hostname"], "worker-renamed", "{second:#}");
+    assert_eq!(second["config"]["source"], "applied", "{second:#}");
+    assert_eq!(
+        second["config"]["replaces"], first["config"]["sha256"],
+        "{second:#}"
+    );
+    assert!(
+        second["config"].get("pending_reboot").is_none(),
+        "{second:#}"
+    );
+    assert_eq!(second["state"]["formatted"], false, "{second:#}");
+    assert_eq!(
+        second["runtime"]["images"], first["runtime"]["images"],
+        "{second:#}"
+    );
+
+    let out = node(&b, &admin, &["shutdown"]);
+    assert!(out.status.success(), "{out:?}");
     let (report, serial) = ended(b);
-    assert_eq!(report["shutdown"], "already_exited", "{report:#}");
-    assert!(serial.contains("asked for reboot"), "{serial}");
-    let stop = serial.find("stopping service containerd").expect(&serial);
+    assert_eq!(report["hostname"], "worker-renamed", "{report:#}");
+    assert_eq!(
+        report["earlier_reports"][0]["hostname"], "worker-reboot",
+        "{report:#}"
+    );
+    let asked = serial.find("asked for reboot").expect(&serial);
+    let stop = serial[asked..]
+        .find("stopping service containerd")
+        .expect(&serial)
+        + asked;
     let reboot = serial.find("NODEIMG-SHUTDOWN reboot").expect(&serial);
     assert!(stop < reboot, "{serial}");
 }

@@ -32,8 +32,15 @@ pub const MAX_BYTES: u64 = 1 << 20;
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Source {
     FwCfg,
-    ConfigDrive { device: String },
+    ConfigDrive {
+        device: String,
+    },
     Stored,
+    /// The stored copy, applied through the node API: it replaces the
+    /// boot source's config whose sha256 is `replaces`.
+    Applied {
+        replaces: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Source {
@@ -42,6 +49,7 @@ impl std::fmt::Display for Source {
             Source::FwCfg => write!(f, "fw_cfg {FW_CFG}"),
             Source::ConfigDrive { device } => write!(f, "config drive {device}"),
             Source::Stored => write!(f, "stored copy {STORED}"),
+            Source::Applied { .. } => write!(f, "applied config {STORED}"),
         }
     }
 }
@@ -50,10 +58,11 @@ impl std::fmt::Display for Source {
 /// the text's sha256, never the text (it holds the node's key).
 pub fn report_for(source: Source, data: &[u8]) -> ConfigReport {
     use sha2::Digest;
-    let (name, device) = match source {
-        Source::FwCfg => ("fw-cfg", None),
-        Source::ConfigDrive { device } => ("config-drive", Some(device)),
-        Source::Stored => ("stored", None),
+    let (name, device, replaces) = match source {
+        Source::FwCfg => ("fw-cfg", None, None),
+        Source::ConfigDrive { device } => ("config-drive", Some(device), None),
+        Source::Stored => ("stored", None, None),
+        Source::Applied { replaces } => ("applied", None, replaces),
     };
     let digest = sha2::Sha256::digest(data);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -61,6 +70,8 @@ pub fn report_for(source: Source, data: &[u8]) -> ConfigReport {
         source: name.into(),
         device,
         sha256: Some(format!("sha256:{hex}")),
+        replaces,
+        ..ConfigReport::default()
     }
 }
 

@@ -20,6 +20,7 @@
 
 mod api;
 mod bless;
+mod config_apply;
 mod config_source;
 mod console;
 mod devices;
@@ -33,6 +34,7 @@ mod loopdev;
 mod modules;
 mod net;
 mod plan;
+mod registries;
 mod runtime;
 mod services;
 mod stage1;
@@ -49,7 +51,7 @@ use std::time::Duration;
 
 use console::Console;
 use contract::cmdline::{self, Cmdline, FailureAction, FailurePolicy};
-use contract::config::{check_against_image, ImageFacts, MachineConfig};
+use contract::config::MachineConfig;
 use contract::report::{self, Report};
 use error::{chain, BootError};
 use events::Request;
@@ -283,7 +285,17 @@ fn start_api(config: Option<&MachineConfig>, latest: &Arc<Mutex<Report>>, con: &
         con.say("node API: off (no machine config, so no [api] trust)");
         return;
     };
-    match api::start(config, latest.clone()) {
+    // What an applied config replaces: the boot source's config (a stored
+    // copy used for want of a source replaces none).
+    let replaces = latest.lock().ok().and_then(|r| {
+        let c = r.config.as_ref()?;
+        match c.source.as_str() {
+            "applied" => c.replaces.clone(),
+            "stored" | "none" => None,
+            _ => c.sha256.clone(),
+        }
+    });
+    match api::start(config, replaces, latest.clone()) {
         Ok(()) => con.say(&format!(
             "node API: listening on TCP port {} (TLS 1.3, client certificates of api.client_ca)",
             contract::api::PORT
@@ -316,6 +328,7 @@ fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineC
     };
     let bad = |what: String| BootError::Config { what };
     let found = config_source::find(load_vfat).map_err(|e| bad(e.to_string()))?;
+    let found = config_apply::prefer(found);
     let Some((source, data)) = found else {
         con.say("config: none (no fw_cfg entry, config drive or stored copy)");
         report.config = Some(config_source::ConfigReport::none());
@@ -323,26 +336,21 @@ fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineC
     };
     con.say(&format!("config: {} bytes from {source}", data.len()));
     report.config = Some(config_source::report_for(source.clone(), &data));
-    let text =
-        String::from_utf8(data.clone()).map_err(|_| bad(format!("{source}: not UTF-8 text")))?;
-    let config =
-        MachineConfig::from_toml(&text, &source.to_string()).map_err(|e| bad(e.to_string()))?;
-    let packages = std::fs::read_to_string(contract::paths::PACKAGES).unwrap_or_default();
-    let image = std::fs::read_to_string("/usr/lib/os-release")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "this image".into());
-    let facts = ImageFacts::from_packages(image, packages.lines());
-    check_against_image(&config, &facts).map_err(|problems| {
-        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        bad(format!("{source}: {}", list.join("; ")))
-    })?;
-    if source != config_source::Source::Stored {
+    let config = config_apply::check(&data, &source.to_string(), &config_apply::image_facts())
+        .map_err(bad)?;
+    let kept = matches!(
+        source,
+        config_source::Source::Stored | config_source::Source::Applied { .. }
+    );
+    if !kept {
         config_source::store(&data).map_err(|e| bad(e.to_string()))?;
+    }
+    if Path::new(registries::CERTS_D)
+        .parent()
+        .is_some_and(Path::is_dir)
+    {
+        registries::write(Path::new(registries::CERTS_D), &config.containerd)
+            .map_err(|e| bad(format!("containerd registries: {e}")))?;
     }
     rustix::system::sethostname(config.hostname.as_bytes()).map_err(|e| BootError::Hostname {
         name: config.hostname.clone(),

@@ -20,8 +20,11 @@ use crate::report::Report;
 
 /// The TCP port the node API listens on (all addresses).
 pub const PORT: u16 = 50000;
-/// The longest request line the node reads.
-pub const MAX_REQUEST: usize = 4096;
+/// The longest request line the node reads: an `apply-config` carries a
+/// whole machine config (at most [`MAX_CONFIG`]) JSON-escaped.
+pub const MAX_REQUEST: usize = 3 * MAX_CONFIG;
+/// The largest machine config the node takes, as the agent's boot sources.
+pub const MAX_CONFIG: usize = 1 << 20;
 /// Lines of a log the node sends when the request names no `tail`.
 pub const DEFAULT_TAIL: usize = 200;
 /// The most log lines one answer carries.
@@ -49,6 +52,12 @@ pub enum Request {
     Reboot,
     /// Stop the services and power off.
     Shutdown,
+    /// Check `config` (a whole machine config, TOML) against this node and
+    /// its image; if it passes, store it as the node's config and apply
+    /// what can change live. A config the node cannot serve is refused
+    /// whole and changes nothing.
+    #[serde(rename = "apply-config")]
+    ApplyConfig { config: String },
 }
 
 /// What the node answers: exactly one of these keys.
@@ -64,8 +73,22 @@ pub enum Response {
     /// `reboot` and `shutdown`: handed to PID 1's main loop, which acts
     /// after this answer is sent.
     Accepted(String),
+    /// `apply-config`: the config is stored; what was applied live and
+    /// what waits for a reboot.
+    Applied(Applied),
     /// Anything refused or failed.
     Error(String),
+}
+
+/// What an accepted `apply-config` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The tables that changed, split into live and reboot.
+    pub changes: crate::config::Changes,
+    /// Live tables whose application failed, with why (the config is
+    /// stored all the same: the next boot applies it whole).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// Why a request line is refused.
@@ -92,6 +115,7 @@ impl Request {
         // (`{"op":"status","x":1}`), even with deny_unknown_fields
         let allowed: &[&str] = match r {
             Request::Logs { .. } => &["op", "service", "tail"],
+            Request::ApplyConfig { .. } => &["op", "config"],
             _ => &["op"],
         };
         let extra = value
@@ -117,6 +141,7 @@ impl Request {
             Request::Config => "config",
             Request::Reboot => "reboot",
             Request::Shutdown => "shutdown",
+            Request::ApplyConfig { .. } => "apply-config",
         }
     }
 
@@ -179,6 +204,9 @@ mod tests {
                 service: "kubelet".into(),
                 tail: None,
             },
+            Request::ApplyConfig {
+                config: "schema = 1\n\"quoted\" = 1\n".into(),
+            },
         ] {
             assert_eq!(Request::parse(r.line().as_bytes()), Ok(r.clone()));
             assert!(
@@ -194,6 +222,8 @@ mod tests {
             &br#"{"op":"format"}"#[..],
             br#"{"op":"status","extra":1}"#,
             br#"{"op":"logs"}"#,
+            br#"{"op":"apply-config"}"#,
+            br#"{"op":"apply-config","config":"x","force":true}"#,
             b"status",
             b"",
         ] {

@@ -20,6 +20,9 @@ pub const PACKAGES: &str = "/usr/lib/nodeimg/packages";
 /// The machine config a node found, kept on the state partition (0600)
 /// for boots that have no source.
 pub const STORED_CONFIG: &str = "/var/lib/nodeimg/machine-config.toml";
+/// Beside [`STORED_CONFIG`] when that copy was applied through the node
+/// API: the `sha256:` of the boot source's config it replaces.
+pub const APPLIED_CONFIG_REPLACES: &str = "/var/lib/nodeimg/machine-config.replaces";
 pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
 /// Modules loaded after the report (nothing before `ready` needs them).
 pub const MODULES_DEFERRED_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";
@@ -65,6 +68,8 @@ mod tests {
             PXE_ROOT_VERITY,
             BOOT_COUNT,
             ESP_MOUNT,
+            STORED_CONFIG,
+            APPLIED_CONFIG_REPLACES,
         ] {
             assert!(p.starts_with('/') && !p.ends_with('/'), "{p}");
             assert!(!p.contains("//") && !p.contains("/."), "{p}");

@@ -206,7 +206,8 @@ impl NetReport {
 /// Where the machine config came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigReport {
-    /// `fw-cfg`, `config-drive`, `stored` or `none`.
+    /// `fw-cfg`, `config-drive`, `stored`, `applied` (a config applied
+    /// through the node API, which replaces the boot source's) or `none`.
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
@@ -214,14 +215,21 @@ pub struct ConfigReport {
     /// without showing their secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// `applied`: the `sha256:` of the boot source's config it replaces
+    /// (that source is still delivered; a different one would win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// Tables of a config applied through the API since this boot that
+    /// take effect at the next boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_reboot: Vec<String>,
 }
 
 impl ConfigReport {
     pub fn none() -> ConfigReport {
         ConfigReport {
             source: "none".into(),
-            device: None,
-            sha256: None,
+            ..ConfigReport::default()
         }
     }
 }

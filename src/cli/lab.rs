@@ -84,6 +84,11 @@ pub struct BootArgs {
     /// counting); the first ready report ends the run.
     #[arg(long, default_value_t = 1)]
     pub reports: u32,
+    /// Direct boots: let the guest reboot N times inside the same VM (an
+    /// API `reboot`, say) and wait for a report after each; without it a
+    /// guest reboot ends QEMU. `--timeout` covers all the boots.
+    #[arg(long, default_value_t = 0)]
+    pub reboots: u32,
     /// UEFI: enforce Secure Boot, with KEYDIR's PK, KEK and db (`nodeimg
     /// keys gen`) enrolled in OVMF's variables (OVMF's Secure Boot build,
     /// SMM on); the firmware then starts only binaries signed by db.
@@ -177,6 +182,7 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         extra_cmdline: args.append.clone(),
         disk_size: args.disk_size,
         reports: args.reports,
+        reboots: args.reboots,
         secure_boot: args.secure_boot.clone(),
         config: args.config.clone(),
         config_drive: args.config_drive.clone(),

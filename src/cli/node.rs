@@ -1,4 +1,4 @@
-//! `nodeimg node status|logs SERVICE|dmesg|config|reboot|shutdown --node
+//! `nodeimg node status|logs SERVICE|dmesg|config|apply-config FILE|reboot|shutdown --node
 //! ADDR:PORT --nodeconfig FILE`: one request to a node's API (TLS 1.3,
 //! the nodeconfig's client certificate; the node checked against its CA).
 //! The answer goes to stdout: `status` as a summary (`--json`: the report
@@ -53,6 +53,13 @@ enum NodeCommand {
     Reboot,
     /// Stop the services and power the node off.
     Shutdown,
+    /// Send a new machine config: checked whole by the node (refused whole
+    /// when it cannot serve it), stored, and applied live where it can be;
+    /// prints what changed and what waits for a reboot.
+    ApplyConfig {
+        /// The machine config (TOML), checked here first as `nodeimg config check` does.
+        file: PathBuf,
+    },
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
@@ -66,6 +73,19 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
         NodeCommand::Config => Request::Config,
         NodeCommand::Reboot => Request::Reboot,
         NodeCommand::Shutdown => Request::Shutdown,
+        NodeCommand::ApplyConfig { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            if text.len() > contract::api::MAX_CONFIG {
+                anyhow::bail!(
+                    "{}: larger than {} bytes",
+                    file.display(),
+                    contract::api::MAX_CONFIG
+                );
+            }
+            contract::config::MachineConfig::from_toml(&text, &file.display().to_string())?;
+            Request::ApplyConfig { config: text }
+        }
     };
     let answer = node::request(
         &addr,
@@ -90,12 +110,33 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
                 println!("error    {e}");
             }
             println!("kernel   {}", r.kernel);
+            if let Some(c) = r.config.as_ref().filter(|c| !c.pending_reboot.is_empty()) {
+                println!(
+                    "pending  {} (applied, takes effect at the next boot)",
+                    c.pending_reboot.join(", ")
+                );
+            }
             for s in &r.services {
                 println!("service  {} {}", s.name, serde_json::to_string(&s.state)?);
             }
         }
         Response::Text(t) | Response::Config(t) => print!("{t}"),
         Response::Accepted(what) => println!("{what} accepted"),
+        Response::Applied(a) => {
+            if a.changes.is_empty() {
+                println!("unchanged: the node runs this config already");
+            }
+            for t in &a.changes.live {
+                let failed = a.failed.iter().find(|f| f.starts_with(&format!("{t}:")));
+                match failed {
+                    Some(f) => println!("not applied {f}"),
+                    None => println!("applied    {t}"),
+                }
+            }
+            for t in &a.changes.reboot {
+                println!("on reboot  {t}");
+            }
+        }
         Response::Error(e) => {
             eprintln!("error: the node answered: {e}");
             return Ok(1);

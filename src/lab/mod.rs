@@ -166,6 +166,11 @@ pub struct BootOptions {
     /// How many reports to wait for when the guest reboots after one that
     /// is not ready (UEFI boot counting); the first ready one ends the run.
     pub reports: u32,
+    /// Direct boots: guest reboots the VM lives through (QEMU resets it
+    /// instead of ending). The run then waits for this many more reports
+    /// after the first ready one (an API `reboot` between them); without
+    /// it a guest reboot ends QEMU.
+    pub reboots: u32,
     /// UEFI boots: size of the VM's disk (at least the image's size).
     pub disk_size: Option<u64>,
     /// UEFI boots: OVMF's code and variable-store templates.
@@ -251,6 +256,7 @@ impl Default for BootOptions {
             work_dir: None,
             qemu: PathBuf::from("qemu-system-x86_64"),
             reports: 1,
+            reboots: 0,
             disk_size: None,
             ovmf: Ovmf::default(),
             secure_boot: None,
@@ -425,6 +431,7 @@ pub fn boot_direct(
             kernel,
             initrd: artifacts.initramfs.clone(),
             append: lab_cmdline(&artifacts.cmdline, &opts.extra_cmdline)?,
+            reboot: opts.reboots > 0,
         },
         disks,
         serial_log: work.join("serial.log"),
@@ -494,6 +501,16 @@ fn run(
         })?;
         let ready = report.ready;
         let report = LabReport { report, boot_ms };
+        let ready_seen = ready || earlier.iter().any(|r: &LabReport| r.report.ready);
+        let rebooted = earlier.len() as u64;
+        if ready_seen && rebooted < u64::from(opts.reboots) {
+            tracing::info!(
+                "ready; the VM lives through {} more guest reboot(s)",
+                u64::from(opts.reboots) - rebooted
+            );
+            earlier.push(report);
+            continue;
+        }
         if ready || earlier.len() + 1 >= opts.reports.max(1) as usize {
             if let Some(wait) = opts.wait_shutdown {
                 tracing::info!(

@@ -32,11 +32,13 @@ pub struct Disk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmBoot {
     /// QEMU loads the kernel: a bzImage, or an ELF `vmlinux` with a PVH note.
-    /// A guest reboot ends QEMU (`-no-reboot`).
+    /// A guest reboot ends QEMU (`-no-reboot`) unless `reboot`: then QEMU
+    /// resets the VM and loads the kernel again, as a machine reboots.
     Kernel {
         kernel: PathBuf,
         initrd: PathBuf,
         append: String,
+        reboot: bool,
     },
     /// OVMF from two pflash images: the read-only code and this VM's own
     /// copy of the variable store. Guest reboots stay inside QEMU, so boot
@@ -143,7 +145,11 @@ impl VmConfig {
         for a in ["-nodefaults", "-nographic", "-monitor", "none"] {
             push(a.to_string());
         }
-        if !matches!(self.boot, VmBoot::Uefi { .. }) {
+        let reboots = matches!(
+            self.boot,
+            VmBoot::Uefi { .. } | VmBoot::Kernel { reboot: true, .. }
+        );
+        if !reboots {
             push("-no-reboot".into());
         }
         push("-chardev".into());
@@ -182,6 +188,7 @@ impl VmConfig {
                 kernel,
                 initrd,
                 append,
+                ..
             } => {
                 if let Some(nic) = &self.nic {
                     for a in [
@@ -489,6 +496,7 @@ mod tests {
                 kernel: "/k".into(),
                 initrd: "/i".into(),
                 append: "console=ttyS0 a=b".into(),
+                reboot: false,
             },
             disks: vec![disk("root", true), disk("hash", true), disk("state", false)],
             serial_log: "/w/serial.log".into(),
@@ -534,6 +542,7 @@ mod tests {
                 kernel: "/k".into(),
                 initrd: "/i".into(),
                 append: "console=ttyS0".into(),
+                reboot: true,
             },
             disks: Vec::new(),
             serial_log: "/w/serial.log".into(),

@@ -60,23 +60,59 @@ pub enum ApiError {
 pub struct State {
     /// The latest boot report, as the main loop last printed it.
     pub report: Arc<Mutex<Report>>,
-    /// The running config as TOML, secrets already redacted.
-    pub config_toml: String,
+    /// The node's config: the boot's, or the last one applied through
+    /// the API, and the tables of it that wait for a reboot.
+    pub config: Mutex<Applied>,
+    /// The `sha256:` of the boot source's config an applied one replaces.
+    pub replaces: Option<String>,
+    /// Where an applied config is stored, and its mark
+    /// (`contract::paths::STORED_CONFIG`, `APPLIED_CONFIG_REPLACES`).
+    pub stored: std::path::PathBuf,
+    pub mark: std::path::PathBuf,
+    /// What this image can serve, for checking an applied config.
+    pub facts: contract::config::ImageFacts,
     /// Where service logs are (`/var/log/nodeimg`).
     pub log_dir: std::path::PathBuf,
+    /// Where containerd's registry files go (`registries::CERTS_D`), or
+    /// `None` on an image without containerd.
+    pub certs_d: Option<std::path::PathBuf>,
+}
+
+/// The config this boot started with, and the node's current one (the
+/// boot's, or the last applied through the API).
+pub struct Applied {
+    pub boot: MachineConfig,
+    pub config: MachineConfig,
 }
 
 /// Starts the API on its own thread; returns once it listens.
-pub fn start(config: &MachineConfig, report: Arc<Mutex<Report>>) -> Result<(), ApiError> {
+pub fn start(
+    config: &MachineConfig,
+    replaces: Option<String>,
+    report: Arc<Mutex<Report>>,
+) -> Result<(), ApiError> {
     let tls = tls::server_config(&config.api)?;
-    let config_toml = config
+    // rendered once here so a config that cannot be shown fails the start
+    config
         .redacted()
         .to_toml()
         .map_err(|e| ApiError::Render(e.to_string()))?;
+    let certs_d = std::path::Path::new(crate::registries::CERTS_D);
     let state = Arc::new(State {
         report,
-        config_toml,
+        config: Mutex::new(Applied {
+            boot: config.clone(),
+            config: config.clone(),
+        }),
+        replaces,
+        stored: contract::paths::STORED_CONFIG.into(),
+        mark: contract::paths::APPLIED_CONFIG_REPLACES.into(),
+        facts: crate::config_apply::image_facts(),
         log_dir: crate::services::logfile::LOG_DIR.into(),
+        certs_d: certs_d
+            .parent()
+            .is_some_and(std::path::Path::is_dir)
+            .then(|| certs_d.to_path_buf()),
     });
     // `[::]` takes IPv4 too (v4-mapped) unless bindv6only is set; fall
     // back to IPv4 alone on a kernel without IPv6.

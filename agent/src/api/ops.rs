@@ -4,10 +4,19 @@
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 
-use contract::api::{tail_lines, Request, Response, DEFAULT_TAIL, MAX_TAIL};
+use contract::api::{tail_lines, Applied, Request, Response, DEFAULT_TAIL, MAX_TAIL};
+use contract::config::changes;
 use rustix::process::{Pid, Signal};
 
 use super::State;
+
+/// The state's config, also when a writer panicked while holding it.
+fn config(state: &State) -> std::sync::MutexGuard<'_, super::Applied> {
+    state
+        .config
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Largest kernel log record `/dev/kmsg` hands out in one read (a
 /// smaller buffer makes the read fail with EINVAL).
@@ -17,11 +26,18 @@ const KMSG_RECORD: usize = 8192;
 pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
     match request {
         Request::Status => {
-            let report = match state.report.lock() {
+            let mut report = match state.report.lock() {
                 Ok(r) => r.clone(),
                 // a writer that panicked leaves a usable report
                 Err(poisoned) => poisoned.into_inner().clone(),
             };
+            let pending = {
+                let c = config(state);
+                changes(&c.boot, &c.config).reboot
+            };
+            if let Some(c) = report.config.as_mut() {
+                c.pending_reboot = pending;
+            }
             (Response::Report(Box::new(report)), None)
         }
         Request::Logs { service, tail } => (logs(state, service, *tail), None),
@@ -32,12 +48,67 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             },
             None,
         ),
-        Request::Config => (Response::Config(state.config_toml.clone()), None),
+        Request::Config => {
+            let shown = config(state).config.redacted().to_toml();
+            let answer = match shown {
+                Ok(t) => Response::Config(t),
+                Err(e) => Response::Error(format!("rendering the config: {e}")),
+            };
+            (answer, None)
+        }
+        Request::ApplyConfig { config } => (apply(state, config), None),
         // SIGUSR1 and SIGTERM are what events.rs reads as reboot and
         // power-off: the main loop then stops the services and decides.
         Request::Reboot => (Response::Accepted("reboot".into()), Some(Signal::USR1)),
         Request::Shutdown => (Response::Accepted("shutdown".into()), Some(Signal::TERM)),
     }
+}
+
+/// `apply-config`: checked whole first (nothing changes when it is
+/// refused), then stored to replace the boot's config, then each changed
+/// live table applied. One apply at a time: the config lock is held.
+fn apply(state: &State, text: &str) -> Response {
+    let name = "the applied config";
+    let new = match crate::config_apply::check(text.as_bytes(), name, &state.facts) {
+        Ok(c) => c,
+        Err(e) => return Response::Error(format!("refused, nothing changed: {e}")),
+    };
+    let mut current = config(state);
+    let diff = changes(&current.config, &new);
+    if diff.is_empty() {
+        return Response::Applied(Applied::default());
+    }
+    let stored = crate::config_apply::store_applied(
+        text.as_bytes(),
+        state.replaces.as_deref(),
+        &state.stored,
+        &state.mark,
+    );
+    if let Err(e) = stored {
+        return Response::Error(format!("refused, nothing changed: storing it: {e}"));
+    }
+    let mut failed = Vec::new();
+    for table in &diff.live {
+        let result = match table.as_str() {
+            "containerd" => match &state.certs_d {
+                Some(dir) => crate::registries::write(dir, &new.containerd)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Err("this image has no containerd".into()),
+            },
+            other => Err(format!(
+                "{other} is not applied live by this agent yet; it takes effect at the next boot"
+            )),
+        };
+        if let Err(e) = result {
+            failed.push(format!("{table}: {e}"));
+        }
+    }
+    current.config = new;
+    Response::Applied(Applied {
+        changes: diff,
+        failed,
+    })
 }
 
 pub fn signal_pid1(signal: Signal) {
@@ -109,11 +180,98 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn state(dir: &std::path::Path) -> State {
+        let config = sample_config();
+        let mut report = contract::report::Report::default();
+        report.config = Some(contract::report::ConfigReport::none());
         State {
-            report: Arc::new(Mutex::new(contract::report::Report::default())),
-            config_toml: "schema = 1\n".into(),
+            report: Arc::new(Mutex::new(report)),
+            config: Mutex::new(super::super::Applied {
+                boot: config.clone(),
+                config,
+            }),
+            replaces: Some("sha256:boot".into()),
+            stored: dir.join("machine-config.toml"),
+            mark: dir.join("machine-config.replaces"),
+            facts: contract::config::ImageFacts::from_packages("test", ["containerd"]),
             log_dir: dir.to_path_buf(),
+            certs_d: Some(dir.join("certs.d")),
         }
+    }
+
+    const CA_CRT: &str = include_str!("../../../contract/testdata/ca.crt");
+    const NODE_CRT: &str = include_str!("../../../contract/testdata/node.crt");
+    const NODE_KEY: &str = include_str!("../../../contract/testdata/node.key");
+
+    fn sample_text(hostname: &str, extra: &str) -> String {
+        format!(
+            "schema = 1\nhostname = \"{hostname}\"\nrole = \"worker\"\n[cluster]\nname = \"lab\"\n\
+             {extra}\n[api]\nclient_ca = '''\n{CA_CRT}'''\ncertificate = '''\n{NODE_CRT}'''\n\
+             key = '''\n{NODE_KEY}'''\n"
+        )
+    }
+
+    fn sample_config() -> contract::config::MachineConfig {
+        contract::config::MachineConfig::from_toml(&sample_text("worker-1", ""), "t").unwrap()
+    }
+
+    fn apply_text(s: &State, text: String) -> Response {
+        answer(&Request::ApplyConfig { config: text }, s).0
+    }
+
+    #[test]
+    fn apply_config_stores_applies_live_and_names_what_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let mirror =
+            "[containerd.registry_mirrors]\n\"docker.io\" = [\"http://10.0.2.100:5000\"]\n";
+        let text = sample_text("worker-2", mirror);
+        let Response::Applied(a) = apply_text(&s, text.clone()) else {
+            panic!("applied");
+        };
+        assert_eq!(a.changes.live, ["containerd"]);
+        assert_eq!(a.changes.reboot, ["hostname"]);
+        assert!(a.failed.is_empty(), "{a:?}");
+        assert_eq!(std::fs::read_to_string(&s.stored).unwrap(), text);
+        assert_eq!(std::fs::read_to_string(&s.mark).unwrap(), "sha256:boot\n");
+        let hosts = dir.path().join("certs.d/docker.io/hosts.toml");
+        assert!(std::fs::read_to_string(hosts)
+            .unwrap()
+            .contains("10.0.2.100:5000"));
+        let Response::Report(r) = answer(&Request::Status, &s).0 else {
+            panic!("status");
+        };
+        assert_eq!(r.config.unwrap_or_default().pending_reboot, ["hostname"]);
+        let Response::Config(shown) = answer(&Request::Config, &s).0 else {
+            panic!("config");
+        };
+        assert!(shown.contains("worker-2"), "{shown}");
+        // the same again changes nothing
+        assert_eq!(apply_text(&s, text), Response::Applied(Applied::default()));
+    }
+
+    #[test]
+    fn a_config_the_node_cannot_serve_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        for (bad, why) in [
+            (sample_text("worker-2", "bogus = 1"), "bogus"),
+            ("not toml [".to_string(), "the applied config"),
+            (
+                sample_text("worker-2", "").replace("\"worker\"", "\"control-plane\""),
+                "etcd",
+            ),
+        ] {
+            let Response::Error(e) = apply_text(&s, bad) else {
+                panic!("refused");
+            };
+            assert!(e.starts_with("refused, nothing changed"), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+        assert!(!s.stored.exists() && !s.mark.exists());
+        let Response::Config(shown) = answer(&Request::Config, &s).0 else {
+            panic!("config");
+        };
+        assert!(shown.contains("worker-1"), "{shown}");
     }
 
     #[test]
@@ -159,9 +317,10 @@ mod tests {
         assert_eq!(answer(&Request::Shutdown, &s).1, Some(Signal::TERM));
         assert_eq!(answer(&Request::Reboot, &s).1, Some(Signal::USR1));
         assert_eq!(answer(&Request::Status, &s).1, None);
-        assert_eq!(
-            answer(&Request::Config, &s).0,
-            Response::Config("schema = 1\n".into())
-        );
+        let Response::Config(text) = answer(&Request::Config, &s).0 else {
+            panic!("config answers with the config");
+        };
+        assert!(text.contains("hostname = \"worker-1\""), "{text}");
+        assert!(!text.contains("PRIVATE KEY"), "redacted: {text}");
     }
 }

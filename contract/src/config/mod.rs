@@ -12,8 +12,10 @@
 //! The reference is `docs/machine-config.md`; its headings mirror the
 //! tables here.
 
+mod changes;
 mod image;
 mod pem;
+pub mod registries;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use changes::{changes, Changes};
 pub use image::{check_against_image, ImageFacts, ETCD_PACKAGE};
 pub use pem::{PemBlock, PemError};
 

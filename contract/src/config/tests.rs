@@ -225,6 +225,21 @@ fn every_value_problem_is_named() {
             "token = \"t\"\npassword = \"p\"",
             "containerd.registry_credentials.\"mirror.lab:5000\"",
         ),
+        (
+            "\"https://mirror.lab:5000\"",
+            "\"https://../etc:5000\"",
+            "containerd.registry_mirrors.\"docker.io\"[0]",
+        ),
+        (
+            "\"docker.io\" = [",
+            "\"../../etc\" = [",
+            "containerd.registry_mirrors.\"../../etc\"",
+        ),
+        (
+            "[containerd.registry_credentials.\"mirror.lab:5000\"]",
+            "[containerd.registry_credentials.\"mirror.lab:99999\"]",
+            "containerd.registry_credentials.\"mirror.lab:99999\"",
+        ),
     ];
     for (from, to, key) in cases {
         let text = good().replace(from, to);
@@ -344,4 +359,22 @@ fn key_paths_follow_tables() {
     assert_eq!(at("d =").as_deref(), Some("y.z[1].d"));
     assert_eq!(at("e =").as_deref(), Some("y.z[1].w.e"));
     assert_eq!(line_column("ab\ncd", 4), (2, 2));
+}
+
+#[test]
+fn changes_split_live_tables_from_those_that_need_a_reboot() {
+    let old = MachineConfig::from_toml(&good(), "old.toml").unwrap();
+    assert!(changes(&old, &old).is_empty());
+    let mut new = old.clone();
+    new.time.servers = vec!["10.0.0.9".into()];
+    new.containerd.registry_mirrors.clear();
+    new.hostname = "worker-2".into();
+    let c = changes(&old, &new);
+    assert_eq!(c.live, ["time", "containerd"]);
+    assert_eq!(c.reboot, ["hostname"]);
+    new.network.interfaces.pop();
+    new.role = Role::ControlPlane;
+    let c = changes(&old, &new);
+    assert_eq!(c.live, ["network", "time", "containerd"]);
+    assert_eq!(c.reboot, ["hostname", "role"]);
 }

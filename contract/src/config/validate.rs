@@ -32,17 +32,28 @@ pub(super) fn problems(c: &MachineConfig) -> Vec<Problem> {
     }
     api(&c.api, &mut out);
     for (host, mirrors) in &c.containerd.registry_mirrors {
+        if let Err(why) = registry_host(host) {
+            out.push(Problem::new(
+                format!("containerd.registry_mirrors.\"{host}\""),
+                why,
+            ));
+        }
         for (i, m) in mirrors.iter().enumerate() {
-            if !(m.starts_with("https://") || m.starts_with("http://")) {
+            let url_ok = super::registries::url_host(m).is_some_and(|h| registry_host(h).is_ok())
+                && !m.contains(|ch: char| ch.is_whitespace() || ch.is_control() || ch == '"');
+            if !url_ok {
                 out.push(Problem::new(
                     format!("containerd.registry_mirrors.\"{host}\"[{i}]"),
-                    format!("{m:?} is not an http:// or https:// URL"),
+                    format!("{m:?} is not an http:// or https:// URL of a host[:port]"),
                 ));
             }
         }
     }
     for (host, cred) in &c.containerd.registry_credentials {
         let key = format!("containerd.registry_credentials.\"{host}\"");
+        if let Err(why) = registry_host(host) {
+            out.push(Problem::new(key.clone(), why));
+        }
         match (&cred.username, &cred.password, &cred.token) {
             (Some(_), Some(_), None) | (None, None, Some(_)) => {}
             _ => out.push(Problem::new(
@@ -52,6 +63,26 @@ pub(super) fn problems(c: &MachineConfig) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// A registry as image references name it: `host[:port]`, the host a
+/// DNS name or an IPv4 address (it becomes a directory name on the node,
+/// so nothing else gets through: no `/`, no `..`).
+pub(super) fn registry_host(s: &str) -> Result<(), String> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    if let Some(p) = port {
+        if !p.bytes().all(|b| b.is_ascii_digit()) || !matches!(p.parse::<u32>(), Ok(1..=65535)) {
+            return Err(format!("{s:?}: port {p:?} is not 1 to 65535"));
+        }
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() || dns_name(host).is_ok() {
+        Ok(())
+    } else {
+        Err(format!("{s:?} is not a registry host[:port]"))
+    }
 }
 
 /// A DNS name as Kubernetes takes a node name: lower-case RFC 1123 labels,
