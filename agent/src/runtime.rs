@@ -198,6 +198,15 @@ fn run(list: &[PreloadedImage], report: &mut RuntimeReport) -> Result<(), String
     }
 }
 
+/// Pulls `image` (checked by the API's parser) through the registry
+/// files in `hosts_dir` (the mirrors and logins of the machine config, as
+/// the CRI plugin uses them) and returns the digest containerd lists.
+pub fn pull(image: &str, hosts_dir: &str) -> Result<String, String> {
+    ctr(&["images", "pull", "--hosts-dir", hosts_dir, "--", image])?;
+    let ls = ctr(&["images", "ls"])?;
+    listed_digest(&ls, image).ok_or_else(|| format!("{image} is not listed after its pull"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,9 @@ pub enum Request {
     /// whole and changes nothing.
     #[serde(rename = "apply-config")]
     ApplyConfig { config: String },
+    /// Pull an image into containerd's Kubernetes namespace through the
+    /// node's registry settings (mirrors and logins of `[containerd]`).
+    Pull { image: String },
 }
 
 /// What the node answers: exactly one of these keys.
@@ -100,6 +103,8 @@ pub enum RequestError {
     Json(String),
     #[error("`{0}` is not a service name (lower-case letters, digits, `-`, `_`, `.`; not starting with `.`)")]
     ServiceName(String),
+    #[error("`{0}` is not an image reference (`[registry/]name[:tag][@sha256:hex]`)")]
+    ImageReference(String),
 }
 
 impl Request {
@@ -116,6 +121,7 @@ impl Request {
         let allowed: &[&str] = match r {
             Request::Logs { .. } => &["op", "service", "tail"],
             Request::ApplyConfig { .. } => &["op", "config"],
+            Request::Pull { .. } => &["op", "image"],
             _ => &["op"],
         };
         let extra = value
@@ -127,6 +133,11 @@ impl Request {
         if let Request::Logs { service, .. } = &r {
             if !is_service_name(service) {
                 return Err(RequestError::ServiceName(service.clone()));
+            }
+        }
+        if let Request::Pull { image } = &r {
+            if !is_image_reference(image) {
+                return Err(RequestError::ImageReference(image.clone()));
             }
         }
         Ok(r)
@@ -142,6 +153,7 @@ impl Request {
             Request::Reboot => "reboot",
             Request::Shutdown => "shutdown",
             Request::ApplyConfig { .. } => "apply-config",
+            Request::Pull { .. } => "pull",
         }
     }
 
@@ -165,6 +177,20 @@ pub fn is_service_name(name: &str) -> bool {
     first_ok
         && name.len() <= MAX_SERVICE_NAME
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// `true` for what can be an image reference, `[host[:port]/]path[:tag]
+/// [@algo:hex]`: at most 255 bytes of letters, digits and `._-/:@`, not
+/// starting with `-` (it becomes an argument of `ctr`) or `/`, no `..`.
+/// containerd checks the grammar itself; this only keeps anything else
+/// from reaching a command line.
+pub fn is_image_reference(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with(['-', '/', '.', ':', '@'])
+        && !s.contains("..")
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:@".contains(&b))
 }
 
 /// The last `n` lines of `text` (a trailing newline ends the last line,
@@ -206,6 +232,9 @@ mod tests {
             },
             Request::ApplyConfig {
                 config: "schema = 1\n\"quoted\" = 1\n".into(),
+            },
+            Request::Pull {
+                image: "docker.io/library/pause:3.10@sha256:0123".into(),
             },
         ] {
             assert_eq!(Request::parse(r.line().as_bytes()), Ok(r.clone()));
@@ -260,6 +289,29 @@ mod tests {
         assert_eq!(
             Request::parse(line),
             Err(RequestError::ServiceName("../../etc/shadow".into()))
+        );
+    }
+
+    #[test]
+    fn pulls_take_plain_image_references_only() {
+        for good in ["pause", "10.0.2.100:5000/x/y:1.0", "a.io/b@sha256:ab12"] {
+            assert!(is_image_reference(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-rf",
+            "/x",
+            "a b",
+            "a..b",
+            "a;b",
+            "a\nb",
+            &"x".repeat(256),
+        ] {
+            assert!(!is_image_reference(bad), "{bad:?}");
+        }
+        assert_eq!(
+            Request::parse(br#"{"op":"pull","image":"--all"}"#),
+            Err(RequestError::ImageReference("--all".into()))
         );
     }
 

@@ -1,4 +1,4 @@
-//! `nodeimg node status|logs SERVICE|dmesg|config|apply-config FILE|reboot|shutdown --node
+//! `nodeimg node status|logs SERVICE|dmesg|config|apply-config FILE|pull IMAGE|reboot|shutdown --node
 //! ADDR:PORT --nodeconfig FILE`: one request to a node's API (TLS 1.3,
 //! the nodeconfig's client certificate; the node checked against its CA).
 //! The answer goes to stdout: `status` as a summary (`--json`: the report
@@ -60,6 +60,9 @@ enum NodeCommand {
         /// The machine config (TOML), checked here first as `nodeimg config check` does.
         file: PathBuf,
     },
+    /// Pull an image into the node's containerd (namespace k8s.io) through
+    /// its registry mirrors and logins; prints the digest.
+    Pull { image: String },
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
@@ -86,6 +89,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
             contract::config::MachineConfig::from_toml(&text, &file.display().to_string())?;
             Request::ApplyConfig { config: text }
         }
+        NodeCommand::Pull { image } => Request::Pull { image },
     };
     let answer = node::request(
         &addr,

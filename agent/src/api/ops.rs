@@ -57,6 +57,16 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             (answer, None)
         }
         Request::ApplyConfig { config } => (apply(state, config), None),
+        Request::Pull { image } => {
+            let answer = match &state.certs_d {
+                None => Response::Error("this image has no containerd".into()),
+                Some(dir) => match crate::runtime::pull(image, &dir.display().to_string()) {
+                    Ok(digest) => Response::Text(format!("{image} {digest}\n")),
+                    Err(e) => Response::Error(format!("pulling {image}: {e}")),
+                },
+            };
+            (answer, None)
+        }
         // SIGUSR1 and SIGTERM are what events.rs reads as reboot and
         // power-off: the main loop then stops the services and decides.
         Request::Reboot => (Response::Accepted("reboot".into()), Some(Signal::USR1)),
