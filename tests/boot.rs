@@ -171,7 +171,47 @@ fn worker_boots_verified_with_every_sysctl_and_nodeagent_as_pid1() {
             "{module} not loaded: {r:#}"
         );
     }
+    kspp_hardening_is_in_force(&r, &serial);
     services_and_runtime_are_up(&b.out, &r, &serial);
+}
+
+/// The hardening layer's KSPP command line reached the kernel whole and the
+/// kernel took every word of it (none handed on as unknown), the switches
+/// that print show as on, and module loading was locked once the image's
+/// last modules were in.
+fn kspp_hardening_is_in_force(r: &Value, serial: &Path) {
+    let cmdline = r["cmdline"].as_str().unwrap();
+    for arg in [
+        "lockdown=integrity",
+        "init_on_alloc=1",
+        "init_on_free=1",
+        "pti=on",
+        "ia32_emulation=0",
+        "bdev_allow_write_mounted=0",
+        "proc_mem.force_override=never",
+        "iommu.strict=1",
+        "mitigations=auto",
+        "vsyscall=none",
+    ] {
+        assert!(
+            cmdline.split(' ').any(|w| w == arg),
+            "{arg} missing: {cmdline}"
+        );
+    }
+    let console = std::fs::read_to_string(serial).unwrap();
+    assert!(
+        !console.contains("Unknown kernel command line parameters"),
+        "the kernel did not take the whole command line:\n{console}"
+    );
+    for seen in [
+        "Kernel/User page tables isolation: enabled",
+        "heap alloc:on, heap free:on",
+        "Kernel is locked down from command line",
+    ] {
+        assert!(console.contains(seen), "{seen:?} not on the console");
+    }
+    assert_eq!(r["modules_disabled"], true, "{r:#}");
+    assert_eq!(r["sysctl"]["kernel.io_uring_disabled"], "2", "{r:#}");
 }
 
 /// containerd is supervised and ready; the sandbox image is in containerd

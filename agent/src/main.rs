@@ -225,10 +225,10 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         report.ready = true;
         report.stage_ms.insert("report".into(), sys::uptime_ms());
         con.line(&report.line());
-        load_deferred_modules(con);
+        load_deferred_modules(con, &mut report);
     } else {
         // Services (containerd: overlay, netfilter) need the late modules.
-        load_deferred_modules(con);
+        load_deferred_modules(con, &mut report);
     }
     report.stage_ms.insert("services".into(), sys::uptime_ms());
     let mut sv = Supervision::new(sup, con);
@@ -433,7 +433,11 @@ fn services_into(report: &mut Report, sup: &Supervisor) {
 /// Modules nothing before `ready` needs (netfilter, CNI, overlay networks)
 /// load after the report, so they do not delay it. A failure is reported
 /// loudly but does not undo `ready`: the root is verified and up.
-fn load_deferred_modules(con: &mut Console) {
+/// Then, with every module the image lists loaded, module loading is
+/// switched off for the rest of the boot (`kernel.modules_disabled=1`,
+/// KSPP) unless the image opts out (`contract::paths::MODULES_OPEN`): the
+/// image knows its module set, and the images carry no modprobe anyway.
+fn load_deferred_modules(con: &mut Console, report: &mut Report) {
     let list = std::path::Path::new(plan::DEFERRED_MODULES_ORDER);
     let t = sys::uptime_ms();
     match modules::load_list(&mut sys::Real, list, true) {
@@ -443,6 +447,24 @@ fn load_deferred_modules(con: &mut Console) {
         )),
         Err(e) => con.line(&report::warn_line(&format!("deferred modules: {e}"))),
     }
+    report.modules_disabled = Some(
+        match modules::lock(Path::new(contract::paths::MODULES_OPEN)) {
+            Ok(locked) => {
+                con.say(if locked {
+                    "modules: loading disabled until the next boot (kernel.modules_disabled=1)"
+                } else {
+                    "modules: loading stays open (the image opts out)"
+                });
+                locked
+            }
+            Err(e) => {
+                let w = format!("modules: cannot disable loading: {e}");
+                con.line(&report::warn_line(&w));
+                report.warnings.push(w);
+                false
+            }
+        },
+    );
 }
 
 fn run_phase(

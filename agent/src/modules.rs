@@ -119,6 +119,22 @@ pub fn load_list<S: Files + Modules>(
 }
 
 /// Module names from `/proc/modules` (first column), sorted.
+/// Where the kernel takes the one-way switch that ends module loading.
+const MODULES_DISABLED: &str = "/proc/sys/kernel/modules_disabled";
+
+/// Disables module loading for the rest of the boot unless `open_flag`
+/// exists; reads the switch back. `Ok(true)`: loading is off.
+pub fn lock(open_flag: &Path) -> std::io::Result<bool> {
+    lock_at(open_flag, Path::new(MODULES_DISABLED))
+}
+
+fn lock_at(open_flag: &Path, switch: &Path) -> std::io::Result<bool> {
+    if !open_flag.exists() {
+        std::fs::write(switch, b"1\n")?;
+    }
+    Ok(std::fs::read_to_string(switch)?.trim() == "1")
+}
+
 pub fn parse_proc_modules(text: &str) -> Vec<String> {
     let mut names: Vec<String> = text
         .lines()
@@ -132,6 +148,18 @@ pub fn parse_proc_modules(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_writes_the_switch_unless_the_image_opts_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (flag, switch) = (dir.path().join("open"), dir.path().join("switch"));
+        std::fs::write(&switch, "0\n").unwrap();
+        std::fs::write(&flag, "").unwrap();
+        assert!(!lock_at(&flag, &switch).unwrap());
+        assert_eq!(std::fs::read_to_string(&switch).unwrap(), "0\n");
+        std::fs::remove_file(&flag).unwrap();
+        assert!(lock_at(&flag, &switch).unwrap());
+    }
     use crate::fake::{Call, Fake};
 
     const ORDER: &str = "# early modules\n\

@@ -26,6 +26,9 @@ pub const APPLIED_CONFIG_REPLACES: &str = "/var/lib/nodeimg/machine-config.repla
 pub const MODULES_ORDER: &str = "/usr/lib/nodeimg/modules.order";
 /// Modules loaded after the report (nothing before `ready` needs them).
 pub const MODULES_DEFERRED_ORDER: &str = "/usr/lib/nodeimg/modules-deferred.order";
+/// Present when the image opts out of locking module loading
+/// (`kernel.modules_disabled=1`) after its modules are in.
+pub const MODULES_OPEN: &str = "/usr/lib/nodeimg/modules-open";
 /// Modules loaded only on a UEFI boot (to bless the boot on the ESP).
 pub const MODULES_UEFI_ORDER: &str = "/usr/lib/nodeimg/modules-uefi.order";
 /// The PXE bundle's root image, inside its initrd (`nodeimg.root=file:...`).
@@ -70,6 +73,7 @@ mod tests {
             ESP_MOUNT,
             STORED_CONFIG,
             APPLIED_CONFIG_REPLACES,
+            MODULES_OPEN,
         ] {
             assert!(p.starts_with('/') && !p.ends_with('/'), "{p}");
             assert!(!p.contains("//") && !p.contains("/."), "{p}");

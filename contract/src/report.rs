@@ -104,6 +104,11 @@ pub struct Report {
     pub sysctl: BTreeMap<String, String>,
     pub cmdline: String,
     pub modules: Vec<String>,
+    /// `kernel.modules_disabled` as the agent left it once every module the
+    /// image lists was loaded: `true` means no module can be loaded until
+    /// the next boot (`None`: not reached yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules_disabled: Option<bool>,
     /// What is mounted on `/var`: `tmpfs` or the state disk's file system.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub var: Option<String>,
