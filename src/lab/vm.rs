@@ -74,6 +74,37 @@ pub struct VmConfig {
     pub fw_cfg: Vec<(String, PathBuf)>,
     /// A kernel boot's network: `None` leaves the VM without a NIC.
     pub nic: Option<UserNic>,
+    /// A NIC on the lab's own network (`network::LabNetwork`): QEMU then
+    /// runs inside the lab's network namespace.
+    pub tap: Option<TapNic>,
+    /// QEMU's `-rtc base=`: the guest's hardware clock at power-on
+    /// (`2001-01-01T00:00:00`, `utc`, `localtime`).
+    pub rtc_base: Option<String>,
+}
+
+/// One virtio NIC on a tap of the lab network. QEMU opens the tap by name
+/// from inside the lab's namespace (`-netdev tap,ifname=…,script=no`: the
+/// lab made the tap and put it on the bridge already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNic {
+    pub ifname: String,
+    pub mac: String,
+    pub netns: super::network::Netns,
+}
+
+impl TapNic {
+    /// `-netdev` and `-device` values; PCI slot 2, beside a user NIC's 3.
+    pub fn args(&self) -> [String; 4] {
+        [
+            "-netdev".into(),
+            format!("tap,id=lab0,ifname={},script=no,downscript=no", self.ifname),
+            "-device".into(),
+            format!(
+                "virtio-net-pci,netdev=lab0,mac={},bus=pcie.0,addr=0x2",
+                self.mac
+            ),
+        ]
+    }
 }
 
 /// One virtio NIC on QEMU's user-mode network (slirp: the guest gets
@@ -145,6 +176,15 @@ impl VmConfig {
         }
         if !matches!(self.boot, VmBoot::Uefi { .. }) {
             push("-no-reboot".into());
+        }
+        if let Some(base) = &self.rtc_base {
+            push("-rtc".into());
+            push(format!("base={base}"));
+        }
+        if let Some(tap) = &self.tap {
+            for a in tap.args() {
+                push(a);
+            }
         }
         push("-chardev".into());
         push(format!(
@@ -276,16 +316,25 @@ impl Vm {
         })?;
         tracing::debug!(args = ?config.args(), "starting QEMU");
         let started = Instant::now();
-        let child = Command::new(&config.qemu)
-            .args(config.args())
+        let mut cmd = Command::new(&config.qemu);
+        cmd.args(config.args())
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                qemu: config.qemu.clone(),
-                source,
-            })?;
+            .stderr(err);
+        if let Some(tap) = &config.tap {
+            use std::os::unix::process::CommandExt;
+            let fd = tap.netns.raw_fd();
+            // SAFETY: the closure runs in the forked child before exec and
+            // makes one system call (setns), which is async-signal-safe and
+            // allocates nothing; `fd` stays open in the parent meanwhile.
+            unsafe {
+                cmd.pre_exec(move || super::network::Netns::enter_in_child(fd));
+            }
+        }
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            qemu: config.qemu.clone(),
+            source,
+        })?;
         Ok(Vm {
             child,
             started,
@@ -496,6 +545,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let args: Vec<String> = cfg
             .args()
@@ -541,6 +592,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: Some(UserNic::lab()),
+            tap: None,
+            rtc_base: None,
         };
         let line = cfg
             .args()
@@ -585,6 +638,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let line = cfg
             .args()
@@ -629,6 +684,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let line: Vec<String> = cfg
             .args()
@@ -669,6 +726,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let line = cfg
             .args()
