@@ -32,9 +32,10 @@ use crate::manifest::Manifest;
 
 pub use accel::{Accel, Resolved};
 pub use artifacts::{boot_artifacts, BootArtifacts};
+pub use network::TapNic;
 pub use pxe_boot::{boot_pxe, PxeVia};
 pub use uefi::{boot_uefi, Ovmf};
-pub use vm::{Disk, Shutdown, TapNic, UserNic, Vm, VmBoot, VmConfig};
+pub use vm::{Disk, Shutdown, UserNic, Vm, VmBoot, VmConfig};
 
 /// The agent prints its report on the serial console after this.
 pub const REPORT_MARKER: &str = REPORT_PREFIX;

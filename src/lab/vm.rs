@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::accel::Resolved;
+use super::network::TapNic;
 use super::LabError;
 
 /// How often the serial log and QEMU's status are polled.
@@ -80,31 +81,6 @@ pub struct VmConfig {
     /// QEMU's `-rtc base=`: the guest's hardware clock at power-on
     /// (`2001-01-01T00:00:00`, `utc`, `localtime`).
     pub rtc_base: Option<String>,
-}
-
-/// One virtio NIC on a tap of the lab network. QEMU opens the tap by name
-/// from inside the lab's namespace (`-netdev tap,ifname=…,script=no`: the
-/// lab made the tap and put it on the bridge already).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TapNic {
-    pub ifname: String,
-    pub mac: String,
-    pub netns: super::network::Netns,
-}
-
-impl TapNic {
-    /// `-netdev` and `-device` values; PCI slot 2, beside a user NIC's 3.
-    pub fn args(&self) -> [String; 4] {
-        [
-            "-netdev".into(),
-            format!("tap,id=lab0,ifname={},script=no,downscript=no", self.ifname),
-            "-device".into(),
-            format!(
-                "virtio-net-pci,netdev=lab0,mac={},bus=pcie.0,addr=0x2",
-                self.mac
-            ),
-        ]
-    }
 }
 
 /// One virtio NIC on QEMU's user-mode network (slirp: the guest gets

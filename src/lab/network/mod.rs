@@ -91,6 +91,31 @@ pub enum LabNetError {
     },
 }
 
+/// One virtio NIC on a tap of the lab network. QEMU opens the tap by name
+/// from inside the lab's namespace (`-netdev tap,ifname=…,script=no`: the
+/// lab made the tap and put it on the bridge already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNic {
+    pub ifname: String,
+    pub mac: String,
+    pub netns: Netns,
+}
+
+impl TapNic {
+    /// `-netdev` and `-device` values; PCI slot 2, beside a user NIC's 3.
+    pub fn args(&self) -> [String; 4] {
+        [
+            "-netdev".into(),
+            format!("tap,id=lab0,ifname={},script=no,downscript=no", self.ifname),
+            "-device".into(),
+            format!(
+                "virtio-net-pci,netdev=lab0,mac={},bus=pcie.0,addr=0x2",
+                self.mac
+            ),
+        ]
+    }
+}
+
 /// A node API forward: `127.0.0.1:port` here to `address:50000` on the
 /// lab network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,8 +210,8 @@ impl LabNetwork {
     }
 
     /// Node `i`'s NIC for QEMU.
-    pub fn nic(&self, i: usize) -> Option<crate::lab::vm::TapNic> {
-        (i < self.nodes).then(|| crate::lab::vm::TapNic {
+    pub fn nic(&self, i: usize) -> Option<TapNic> {
+        (i < self.nodes).then(|| TapNic {
             ifname: tap_name(i),
             mac: mac(i),
             netns: self.netns.clone(),
