@@ -4,6 +4,12 @@
 //! node API answers through the lab's loopback forward; nothing of the
 //! namespace is left on this machine afterwards.
 //!
+//! Time: a node that powers on with its hardware clock 25 years behind
+//! (`--rtc-base 2001-01-01T00:00:00`) steps it from the lab host's NTP
+//! server before its services start, and its clock then agrees with this
+//! machine's; and the agent's SNTP client, run on this machine
+//! (`nodeagent ntp-query`), reads the lab's server over loopback.
+//!
 //! Every packet stays inside that namespace or on loopback: the lab host
 //! (10.77.0.1) and the node (10.77.0.10) exist only there.
 
@@ -192,4 +198,134 @@ fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
     assert_eq!(named_netns(), netns_before);
     let here = host_links();
     assert!(!here.contains(network::BRIDGE), "{here}");
+}
+
+/// 20 years in milliseconds: the skewed clock is 25 years behind.
+const TWENTY_YEARS_MS: i64 = 20 * 365 * 86_400 * 1000;
+
+#[test]
+fn a_node_that_boots_in_2001_steps_its_clock_from_the_lab_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_admin, cfg) = cluster(dir.path(), "worker-time");
+    let (code, r) = support::lab_boot(
+        &built().out,
+        &[
+            "--net",
+            "lab",
+            "--config",
+            s(&cfg),
+            "--rtc-base",
+            "2001-01-01T00:00:00",
+        ],
+    );
+    assert_eq!((code, &r["ready"]), (0, &Value::Bool(true)), "{r:#}");
+    let t = &r["time"];
+    assert_eq!(t["synchronised"], true, "{r:#}");
+    assert_eq!(t["server"], network::HOST.to_string(), "{r:#}");
+    assert_eq!(t["source"], "config", "{r:#}");
+    assert_eq!(t["stratum"], network::ntp_server::STRATUM, "{r:#}");
+    assert_eq!(t["method"], "step", "{r:#}");
+    let offset = t["offset_ms"].as_i64().unwrap();
+    assert!(offset > TWENTY_YEARS_MS, "an offset of years: {r:#}");
+    assert!(t.get("error").is_none(), "{r:#}");
+    assert!(r.get("warnings").is_none(), "{r:#}");
+    // the node's clock at its report, against this machine's when the lab
+    // read that report: both from their own clocks, seconds apart at most
+    let synced_unix = t["synced_at_unix_ms"].as_i64().unwrap();
+    let synced_up = t["synced_at_ms"].as_i64().unwrap();
+    let report_up = r["stage_ms"]["report"].as_i64().unwrap();
+    let node_at_report = synced_unix + (report_up - synced_up);
+    let host_at_report = r["received_unix_ms"].as_i64().unwrap();
+    let skew = node_at_report - host_at_report;
+    assert!(
+        skew.abs() < 3000,
+        "node and host clocks differ by {skew} ms: {r:#}"
+    );
+    // before the services: TLS and containerd start on the right clock
+    assert!(
+        r["stage_ms"]["time"].as_u64().unwrap() <= r["stage_ms"]["services"].as_u64().unwrap(),
+        "{r:#}"
+    );
+    assert!(
+        r["lab_network"]["ntp_answered"].as_u64().unwrap() >= 1,
+        "{r:#}"
+    );
+    eprintln!(
+        "clock synchronised {} ms after the network was up (offset {offset} ms, round trip {} us); lab network set up in {} ms; node vs host clock {skew} ms",
+        t["sync_ms"], t["delay_us"], r["lab_network"]["setup_ms"]
+    );
+}
+
+/// The lab's NTP server on loopback, asked by the agent's own client
+/// (the static `nodeagent`, run on this machine in host mode).
+#[test]
+fn the_agents_client_reads_the_labs_time_server_over_loopback() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = network::ntp_server::NtpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let answered = server.answered.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let serving = std::thread::spawn(move || server.serve(&s2));
+    let out = Command::new(support::agent())
+        .args(["ntp-query", &addr.to_string()])
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    serving.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stratum"], network::ntp_server::STRATUM, "{v}");
+    assert_eq!(v["reference_id"], "LOCL", "{v}");
+    assert_eq!(v["leap"], 0, "{v}");
+    // the same clock on both sides: no offset to speak of
+    assert!(v["offset_ns"].as_i64().unwrap().abs() < 100_000_000, "{v}");
+    assert!(v["delay_ns"].as_i64().unwrap() < 1_000_000_000, "{v}");
+    assert_eq!(v["method"], "slew", "{v}");
+    assert_eq!(answered.load(Ordering::Relaxed), 1);
+}
+
+/// An NTP client that shares no code with ours (Python's ntplib, from the
+/// venv scripts/setup.sh makes) asks the lab's server: mode 4, the
+/// version it asked in, stratum 1 `LOCL` (which ntplib knows by name), and an offset of about nothing
+/// against this same clock (a wrong origin or timestamp would show here).
+#[test]
+fn an_independent_ntp_client_accepts_the_labs_server() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let server = network::ntp_server::NtpServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = server.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let serving = std::thread::spawn(move || server.serve(&s2));
+    let script = format!(
+        "import json, ntplib\n\
+         out = []\n\
+         for v in (3, 4):\n\
+         \x20   r = ntplib.NTPClient().request('127.0.0.1', version=v, port={port}, timeout=5)\n\
+         \x20   out.append(dict(version=r.version, mode=r.mode, stratum=r.stratum, leap=r.leap,\n\
+         \x20       offset=r.offset, delay=r.delay, ref=ntplib.ref_id_to_text(r.ref_id, r.stratum),\n\
+         \x20       order=r.orig_time <= r.recv_time <= r.tx_time <= r.dest_time))\n\
+         print(json.dumps(out))\n"
+    );
+    let out = Command::new(support::venv_tool("python"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    serving.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let answers: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for (a, version) in answers.iter().zip([3, 4]) {
+        assert_eq!(a["version"], version, "{a}");
+        assert_eq!(a["mode"], 4, "{a}");
+        assert_eq!(a["stratum"], network::ntp_server::STRATUM, "{a}");
+        assert_eq!(a["leap"], 0, "{a}");
+        // ntplib names RFC 4330's reference ids: LOCL is this
+        assert_eq!(a["ref"], "uncalibrated local clock", "{a}");
+        assert_eq!(a["order"], true, "T1 <= T2 <= T3 <= T4: {a}");
+        assert!(a["offset"].as_f64().unwrap().abs() < 0.1, "{a}");
+        assert!(a["delay"].as_f64().unwrap() < 1.0, "{a}");
+    }
 }

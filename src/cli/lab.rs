@@ -391,6 +391,23 @@ fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: 
             println!("network  {} {}", i.name, addrs.join(", "));
         }
     }
+    if let Some(t) = &report.time {
+        match (t.synchronised, &t.server) {
+            (true, Some(server)) => println!(
+                "time     synchronised to {server} (stratum {}, {}): {} by {} ms, {} ms after the network",
+                t.stratum.unwrap_or(0),
+                t.source,
+                t.method.as_deref().unwrap_or("-"),
+                t.offset_ms.unwrap_or(0),
+                t.sync_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+            ),
+            _ => println!(
+                "time     NOT synchronised ({}): {}",
+                t.servers.join(", "),
+                t.error.as_deref().unwrap_or("?")
+            ),
+        }
+    }
     for svc in &report.services {
         println!(
             "service  {} {:?}, {} restarts{}",
