@@ -70,6 +70,8 @@ fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64
         qemu_log: work.join("baseline-qemu.log"),
         fw_cfg: Vec::new(),
         nic: None,
+        tap: None,
+        rtc_base: None,
     };
     let mut vm = Vm::spawn(&config).unwrap_or_else(|e| fail("starting the baseline VM", e));
     let started = vm.started();

@@ -143,7 +143,16 @@ if ! grep -qx "Version: $SPDX_TOOLS_VERSION" <<<"$shown"; then
   echo "setup: installing spdx-tools $SPDX_TOOLS_VERSION into $venv" >&2
   "$venv/bin/python" -m pip install -q "spdx-tools==$SPDX_TOOLS_VERSION"
 fi
+# ntplib: an NTP client of its own (not our packet code) that judges the
+# lab's time server (tests/lab_network.rs)
+NTPLIB_VERSION=0.4.0
+shown=$("$venv/bin/python" -m pip show ntplib 2>/dev/null || true)
+if ! grep -qx "Version: $NTPLIB_VERSION" <<<"$shown"; then
+  echo "setup: installing ntplib $NTPLIB_VERSION into $venv" >&2
+  "$venv/bin/python" -m pip install -q "ntplib==$NTPLIB_VERSION"
+fi
 checks+=("$venv/bin/virt-fw-vars --help" "$venv/bin/pyspdxtools --help" "cargo --version")
+checks+=("$venv/bin/python -m ntplib")
 
 # Prove what was promised: every command runs, every file is there. A
 # package that apt says is installed but whose command is gone (removed as

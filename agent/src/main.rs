@@ -42,6 +42,7 @@ mod stage2;
 mod state_partition;
 mod sys;
 mod sysctl;
+mod time;
 mod verity;
 
 use std::path::Path;
@@ -208,6 +209,9 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         Err(e) => return fail("config", e, report),
     };
     network(config.as_ref(), &mut report, con);
+    // before the services: they start on a synchronised clock when a
+    // server answers within time::DEADLINE
+    time::at_boot(config.as_ref(), &mut report, con);
     let specs = match services::load(Path::new(services::SERVICES_FILE)) {
         Ok(specs) => specs,
         Err(what) => return fail("services", BootError::Services { what }, report),
@@ -623,6 +627,16 @@ fn tool(args: &[String]) -> ExitCode {
             println!("nodeagent {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        ["ntp-query", server] => match time::query_tool(server) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nodeagent: ntp-query {server}: {e}");
+                ExitCode::FAILURE
+            }
+        },
         ["plan", more @ ..] => {
             let (stage, line) = match more {
                 [STAGE2_ARG, line] => (Stage::Root, *line),
@@ -655,5 +669,6 @@ fn usage() -> ExitCode {
         plan::STAGE2_BIN
     );
     eprintln!("usage: nodeagent plan [{STAGE2_ARG}] 'KERNEL COMMAND LINE' | nodeagent --version");
+    eprintln!("       nodeagent ntp-query SERVER[:PORT]   (one SNTP exchange, printed as JSON; the clock is not touched)");
     ExitCode::from(2)
 }

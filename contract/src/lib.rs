@@ -11,7 +11,9 @@
 //! - [`config`]: the machine config (versioned TOML) and its checks;
 //! - [`services`]: the daemons layers declare and nodeagent supervises;
 //! - [`images`]: the OCI images packed into the root for containerd;
-//! - [`api`]: the node API's wire protocol (requests, answers, checks).
+//! - [`api`]: the node API's wire protocol (requests, answers, checks);
+//! - [`ntp`]: NTP's packet and on-wire arithmetic (the lab's time server
+//!   and the agent's client).
 //!
 //! It does no I/O (callers hand it bytes and text), never panics, and needs
 //! nothing but pure-Rust crates, so it builds inside the static agent.
@@ -31,6 +33,7 @@ pub mod cmdline;
 pub mod config;
 pub mod gpt;
 pub mod images;
+pub mod ntp;
 pub mod paths;
 pub mod report;
 pub mod services;

@@ -140,6 +140,10 @@ pub struct Report {
     /// networking ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NetReport>,
+    /// The clock: whether it is synchronised, to which server, by how much
+    /// it was stepped; absent when the node has no time server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeReport>,
     /// Images imported into containerd and the confinement probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeReport>,
@@ -180,6 +184,9 @@ pub struct InterfaceReport {
     /// The DHCP lease's length in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_secs: Option<u32>,
+    /// NTP servers the DHCP lease named (option 42).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ntp: Vec<std::net::Ipv4Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -206,6 +213,46 @@ impl NetReport {
             .chain(self.errors.iter().cloned())
             .collect()
     }
+}
+
+/// The clock after the boot's first time sync (the agent keeps syncing
+/// in the background; this is what the report saw).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeReport {
+    /// The clock was set from a server and the kernel marked synchronised.
+    pub synchronised: bool,
+    /// `config` (`[time] servers`) or `dhcp` (option 42).
+    pub source: String,
+    /// The servers asked, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// The server the clock was set from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// The correction applied, in milliseconds (server minus node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_ms: Option<i64>,
+    /// `step` (clock_settime) or `slew` (adjtimex, for offsets ≤ 0.5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stratum: Option<u8>,
+    /// The exchange's round trip, in microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_us: Option<u64>,
+    /// The node's clock (Unix ms) just after the correction, and its
+    /// uptime (ms, as `stage_ms`) at that moment: with both, a reader can
+    /// tell the node's clock at any later milestone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at_unix_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at_ms: Option<u64>,
+    /// Milliseconds from the network being up to the clock being set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_ms: Option<u64>,
+    /// Why the clock is not synchronised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Where the machine config came from.

@@ -155,3 +155,37 @@ fn a_sparse_or_newer_report_still_reads() {
         Err(ReportError::NoPrefix)
     ));
 }
+
+#[test]
+fn time_section_shape_and_round_trip() {
+    let mut r = Report::new("k".into(), "c".into());
+    assert!(!r.line().contains("\"time\""), "absent without a server");
+    r.time = Some(TimeReport {
+        synchronised: true,
+        source: "config".into(),
+        servers: vec!["10.77.0.1".into()],
+        server: Some("10.77.0.1".into()),
+        offset_ms: Some(788_918_400_124),
+        method: Some("step".into()),
+        stratum: Some(1),
+        delay_us: Some(2_500),
+        synced_at_unix_ms: Some(1_767_225_600_000),
+        synced_at_ms: Some(9_500),
+        sync_ms: Some(24),
+        error: None,
+    });
+    let line = r.line();
+    let v: serde_json::Value =
+        serde_json::from_str(line.strip_prefix(REPORT_PREFIX).unwrap()).unwrap();
+    assert_eq!(v["time"]["synchronised"], true);
+    assert_eq!(v["time"]["offset_ms"], 788_918_400_124i64);
+    assert_eq!(v["time"]["server"], "10.77.0.1");
+    assert!(v["time"].get("error").is_none());
+    assert_eq!(Report::parse_line(&line).unwrap(), r);
+    // an interface's DHCP NTP servers are listed only when there are some
+    let i: InterfaceReport =
+        serde_json::from_str(r#"{"name":"eth0","addresses":[],"ntp":["10.0.2.4"]}"#).unwrap();
+    assert_eq!(i.ntp, vec![std::net::Ipv4Addr::new(10, 0, 2, 4)]);
+    let none: InterfaceReport = serde_json::from_str(r#"{"name":"eth0","addresses":[]}"#).unwrap();
+    assert!(!serde_json::to_string(&none).unwrap().contains("ntp"));
+}

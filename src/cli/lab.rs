@@ -103,16 +103,36 @@ pub struct BootArgs {
     /// lab's own server on a loopback port (`nodeimg pxe serve`'s).
     #[arg(long, value_enum, default_value = "http", requires = "pxe")]
     pub pxe_via: PxeViaArg,
-    /// The node's network: `off` (no NIC) or `user`: one virtio NIC on
+    /// The node's network: `off` (no NIC); `user`: one virtio NIC on
     /// QEMU's user network, always `restrict=on` so no guest traffic leaves
     /// this machine (DHCP gives 10.0.2.15/24, router 10.0.2.2, DNS
-    /// 10.0.2.3). Direct boots only.
+    /// 10.0.2.3); `lab`: one virtio NIC (MAC 52:54:00:77:00:01) on the
+    /// lab's own network, a bridge (nodeimg0) in a private network
+    /// namespace the lab makes and removes, with no route to this
+    /// machine's network. The lab host there is 10.77.0.1/24 and serves
+    /// NTP (UDP 123) from this machine's clock; there is no DHCP: the node
+    /// takes its static address from its machine config
+    /// ([[network.interfaces]] with that MAC). Needs root (or unprivileged
+    /// user namespaces and a /dev/net/tun open to the user). Direct boots
+    /// only.
     #[arg(long, value_enum, default_value = "off")]
     pub net: NetArg,
-    /// With `--net user`: forward 127.0.0.1:PORT on this machine to the
-    /// node API (guest TCP 50000); nothing but loopback is bound.
+    /// With `--net lab`: the node's address on the lab network
+    /// (10.77.0.N[/24], as in its machine config), where --api-port
+    /// forwards to.
+    #[arg(long, value_name = "ADDRESS", value_parser = parse_lab_address)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// Forward 127.0.0.1:PORT on this machine to the node API (TCP
+    /// 50000): with `--net user` through QEMU's user network, with `--net
+    /// lab` through the lab process, which connects from inside the lab
+    /// network to --address. Nothing but loopback is bound.
     #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
+    /// The guest's hardware clock at power-on, e.g. 2001-01-01T00:00:00
+    /// (QEMU `-rtc base=`): a node that starts on a wrong clock, to test
+    /// its time sync.
+    #[arg(long, value_name = "DATETIME")]
+    pub rtc_base: Option<String>,
     /// After the report, keep the VM running up to SECONDS and wait for
     /// the guest to power off by itself (e.g. `nodeimg node shutdown`);
     /// only then press the power button. `shutdown` in the JSON is
@@ -125,6 +145,11 @@ pub struct BootArgs {
 pub enum NetArg {
     Off,
     User,
+    Lab,
+}
+
+fn parse_lab_address(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    lab::network::parse_node_address(s)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -189,10 +214,19 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         user_net: args.net == NetArg::User,
         api_port: args.api_port,
         wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
+        lab_net: args.net == NetArg::Lab,
+        lab_address: args.address,
+        rtc_base: args.rtc_base.clone(),
         ..BootOptions::default()
     };
-    if args.api_port.is_some() && args.net != NetArg::User {
-        anyhow::bail!("--api-port needs --net user (the forward goes to that NIC)");
+    if args.api_port.is_some() && args.net == NetArg::Off {
+        anyhow::bail!("--api-port needs --net user or --net lab (the forward goes to that NIC)");
+    }
+    if args.net == NetArg::Lab && args.api_port.is_some() && args.address.is_none() {
+        anyhow::bail!("--api-port with --net lab needs --address: the node's address on the lab network, from its machine config");
+    }
+    if args.address.is_some() && args.net != NetArg::Lab {
+        anyhow::bail!("--address works only with --net lab");
     }
     if args.net != NetArg::Off && (args.pxe || args.firmware != FirmwareArg::Direct) {
         anyhow::bail!("--net works only with direct boots (a PXE boot has its own NIC)");
@@ -225,6 +259,9 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
                 let mut report = serde_json::to_value(&outcome.report)?;
                 if let Some(obj) = report.as_object_mut() {
                     obj.insert("shutdown".into(), serde_json::to_value(outcome.shutdown)?);
+                    if let Some(n) = outcome.lab_net {
+                        obj.insert("lab_network".into(), serde_json::to_value(n)?);
+                    }
                     if !outcome.earlier_reports.is_empty() {
                         obj.insert(
                             "earlier_reports".into(),
@@ -250,6 +287,16 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
                     outcome.accel.as_str(),
                     outcome.boot_path,
                 );
+                if let Some(n) = outcome.lab_net {
+                    println!(
+                        "labnet   {}/{} on {}, set up in {} ms, {} NTP request(s) answered",
+                        lab::network::HOST,
+                        lab::network::PREFIX,
+                        lab::network::BRIDGE,
+                        n.setup_ms,
+                        n.ntp_answered
+                    );
+                }
             }
             Ok(if outcome.ready() { 0 } else { 1 })
         }
@@ -348,6 +395,23 @@ fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: 
                 .map(|a| format!("{} ({:?})", a.address, a.source).to_lowercase())
                 .collect();
             println!("network  {} {}", i.name, addrs.join(", "));
+        }
+    }
+    if let Some(t) = &report.time {
+        match (t.synchronised, &t.server) {
+            (true, Some(server)) => println!(
+                "time     synchronised to {server} (stratum {}, {}): {} by {} ms, {} ms after the network",
+                t.stratum.unwrap_or(0),
+                t.source,
+                t.method.as_deref().unwrap_or("-"),
+                t.offset_ms.unwrap_or(0),
+                t.sync_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
+            ),
+            _ => println!(
+                "time     NOT synchronised ({}): {}",
+                t.servers.join(", "),
+                t.error.as_deref().unwrap_or("?")
+            ),
         }
     }
     for svc in &report.services {

@@ -6,7 +6,8 @@
 //! artifact's size and sha256 before QEMU sees it, attaches the root image
 //! (`/dev/vda`) and verity tree (`/dev/vdb`) read-only and a state disk
 //! (`/dev/vdc`) read-write, never sends traffic off the machine (no NIC;
-//! a PXE boot's one NIC is on a `restrict=on` user network, see [`pxe_boot`]),
+//! a PXE boot's one NIC is on a `restrict=on` user network, see [`pxe_boot`];
+//! `--net lab`'s is on the lab's own namespaced bridge, see [`network`]),
 //! never waits on fixed sleeps and never leaves QEMU running: [`Vm`] kills
 //! it on drop, and every wait has a bound. TCG unless a bounded probe shows
 //! that KVM works. When a boot fails, the run's directory (serial log, QEMU
@@ -14,6 +15,7 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod network;
 pub mod pxe_boot;
 pub mod secure_boot;
 pub mod uefi;
@@ -30,6 +32,7 @@ use crate::manifest::Manifest;
 
 pub use accel::{Accel, Resolved};
 pub use artifacts::{boot_artifacts, BootArtifacts};
+pub use network::TapNic;
 pub use pxe_boot::{boot_pxe, PxeVia};
 pub use uefi::{boot_uefi, Ovmf};
 pub use vm::{Disk, Shutdown, UserNic, Vm, VmBoot, VmConfig};
@@ -120,6 +123,8 @@ pub enum LabError {
     },
     #[error("the firmware found nothing it would boot ({line}); serial log: {serial_log}")]
     NothingBooted { line: String, serial_log: PathBuf },
+    #[error("the lab network")]
+    LabNetwork(#[source] network::LabNetError),
     #[error("the boot report is not the contract's JSON object: {line}; serial log: {serial_log}")]
     BadReport {
         line: String,
@@ -195,6 +200,15 @@ pub struct BootOptions {
     /// press it only then. The VM keeps running meanwhile, so the API can
     /// be used.
     pub wait_shutdown: Option<Duration>,
+    /// Direct boots: a virtio NIC on the lab's own network (a bridge in a
+    /// private network namespace, [`network`]), where the lab host
+    /// ([`network::HOST`]) serves NTP. Off by default.
+    pub lab_net: bool,
+    /// With `lab_net`: the node's address there (from its machine
+    /// config), where `api_port` forwards to.
+    pub lab_address: Option<std::net::Ipv4Addr>,
+    /// The guest's hardware clock at power-on (QEMU `-rtc base=`).
+    pub rtc_base: Option<String>,
 }
 
 /// The fw_cfg name nodeagent reads its machine config from.
@@ -265,6 +279,9 @@ impl Default for BootOptions {
             user_net: false,
             api_port: None,
             wait_shutdown: None,
+            lab_net: false,
+            lab_address: None,
+            rtc_base: None,
         }
     }
 }
@@ -277,6 +294,10 @@ pub struct LabReport {
     pub report: Report,
     /// Milliseconds from QEMU start to the report line.
     pub boot_ms: u64,
+    /// This machine's clock (Unix ms) when the report line was read: the
+    /// node's own clock at its report can be compared with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_unix_ms: Option<i64>,
 }
 
 /// What a boot produced.
@@ -292,8 +313,18 @@ pub struct BootOutcome {
     /// `pvh` (vmlinux) or `bzimage`.
     pub boot_path: &'static str,
     pub shutdown: Shutdown,
+    /// With the lab network: milliseconds its setup took, and the time
+    /// requests its NTP server answered.
+    pub lab_net: Option<LabNetFacts>,
     /// Holds a temporary run directory (and so the serial log) alive.
     _work: Option<tempfile::TempDir>,
+}
+
+/// What the lab network did during a boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LabNetFacts {
+    pub setup_ms: u64,
+    pub ntp_answered: u64,
 }
 
 impl BootOutcome {
@@ -384,6 +415,19 @@ pub fn boot_direct(
     opts: &BootOptions,
 ) -> Result<BootOutcome, LabError> {
     let artifacts = boot_artifacts(dir, manifest)?;
+    // first, while the process has one thread (a run without root moves
+    // the whole process into a user namespace for it)
+    let lab_net = if opts.lab_net {
+        let forwards: Vec<network::Forward> = opts
+            .api_port
+            .zip(opts.lab_address)
+            .map(|(port, address)| network::Forward { port, address })
+            .into_iter()
+            .collect();
+        Some(network::LabNetwork::up(1, &forwards).map_err(LabError::LabNetwork)?)
+    } else {
+        None
+    };
     let (tmp, work) = work_dir(opts)?;
     let (kernel, boot_path) = if opts.bzimage {
         (artifacts.kernel.clone(), "bzimage")
@@ -442,9 +486,17 @@ pub fn boot_direct(
             api_port: opts.api_port,
             ..UserNic::lab()
         }),
+        tap: lab_net.as_ref().and_then(|n| n.nic(0)),
+        rtc_base: opts.rtc_base.clone(),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
-    run_to_outcome(&config, opts, tmp, boot_path)
+    let mut outcome = run_to_outcome(&config, opts, tmp, boot_path)?;
+    // QEMU has exited: the lab network's servers stop, its namespace ends
+    outcome.lab_net = lab_net.map(|n| LabNetFacts {
+        setup_ms: n.setup_ms,
+        ntp_answered: n.ntp_answered.load(std::sync::atomic::Ordering::Relaxed),
+    });
+    Ok(outcome)
 }
 
 /// Runs the VM and wraps the result; a failed run keeps its directory.
@@ -462,6 +514,7 @@ pub(crate) fn run_to_outcome(
             accel: config.accel,
             boot_path,
             shutdown,
+            lab_net: None,
             _work: tmp,
         }),
         Err(e) => {
@@ -500,7 +553,15 @@ fn run(
             source,
         })?;
         let ready = report.ready;
-        let report = LabReport { report, boot_ms };
+        let received_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as i64);
+        let report = LabReport {
+            report,
+            boot_ms,
+            received_unix_ms,
+        };
         let ready_seen = ready || earlier.iter().any(|r: &LabReport| r.report.ready);
         let rebooted = earlier.len() as u64;
         if ready_seen && rebooted < u64::from(opts.reboots) {

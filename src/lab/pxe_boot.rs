@@ -165,6 +165,8 @@ pub fn boot_pxe(
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
         nic: None,
+        tap: None,
+        rtc_base: opts.rtc_base.clone(),
     };
     let boot_path = via.boot_path();
     tracing::info!(

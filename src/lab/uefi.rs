@@ -176,6 +176,8 @@ pub fn boot_uefi(
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
         nic: None,
+        tap: None,
+        rtc_base: opts.rtc_base.clone(),
     };
     tracing::info!(
         accel = config.accel.as_str(),

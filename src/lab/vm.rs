@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::accel::Resolved;
+use super::network::TapNic;
 use super::LabError;
 
 /// How often the serial log and QEMU's status are polled.
@@ -76,6 +77,12 @@ pub struct VmConfig {
     pub fw_cfg: Vec<(String, PathBuf)>,
     /// A kernel boot's network: `None` leaves the VM without a NIC.
     pub nic: Option<UserNic>,
+    /// A NIC on the lab's own network (`network::LabNetwork`): QEMU then
+    /// runs inside the lab's network namespace.
+    pub tap: Option<TapNic>,
+    /// QEMU's `-rtc base=`: the guest's hardware clock at power-on
+    /// (`2001-01-01T00:00:00`, `utc`, `localtime`).
+    pub rtc_base: Option<String>,
 }
 
 /// One virtio NIC on QEMU's user-mode network (slirp: the guest gets
@@ -151,6 +158,15 @@ impl VmConfig {
         );
         if !reboots {
             push("-no-reboot".into());
+        }
+        if let Some(base) = &self.rtc_base {
+            push("-rtc".into());
+            push(format!("base={base}"));
+        }
+        if let Some(tap) = &self.tap {
+            for a in tap.args() {
+                push(a);
+            }
         }
         push("-chardev".into());
         push(format!(
@@ -283,16 +299,25 @@ impl Vm {
         })?;
         tracing::debug!(args = ?config.args(), "starting QEMU");
         let started = Instant::now();
-        let child = Command::new(&config.qemu)
-            .args(config.args())
+        let mut cmd = Command::new(&config.qemu);
+        cmd.args(config.args())
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| LabError::Spawn {
-                qemu: config.qemu.clone(),
-                source,
-            })?;
+            .stderr(err);
+        if let Some(tap) = &config.tap {
+            use std::os::unix::process::CommandExt;
+            let fd = tap.netns.raw_fd();
+            // SAFETY: the closure runs in the forked child before exec and
+            // makes one system call (setns), which is async-signal-safe and
+            // allocates nothing; `fd` stays open in the parent meanwhile.
+            unsafe {
+                cmd.pre_exec(move || super::network::Netns::enter_in_child(fd));
+            }
+        }
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            qemu: config.qemu.clone(),
+            source,
+        })?;
         Ok(Vm {
             child,
             started,
@@ -504,6 +529,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let args: Vec<String> = cfg
             .args()
@@ -550,6 +577,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: Some(UserNic::lab()),
+            tap: None,
+            rtc_base: None,
         };
         let line = cfg
             .args()
@@ -594,6 +623,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let line = cfg
             .args()
@@ -638,6 +669,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let line: Vec<String> = cfg
             .args()
@@ -678,6 +711,8 @@ mod tests {
             qemu_log: "/w/qemu.log".into(),
             fw_cfg: Vec::new(),
             nic: None,
+            tap: None,
+            rtc_base: None,
         };
         let line = cfg
             .args()

@@ -28,6 +28,8 @@ pub struct Lease {
     /// Routers in order of preference (option 3); the first is the gateway.
     pub routers: Vec<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// NTP servers (option 42), in order of preference.
+    pub ntp: Vec<Ipv4Addr>,
     pub hostname: Option<String>,
     pub domain: Option<String>,
     /// Lease time in seconds ([`INFINITE`] for ever).
@@ -60,6 +62,7 @@ fn parameter_list() -> DhcpOption {
         OptionCode::DomainNameServer,
         OptionCode::Hostname,
         OptionCode::DomainName,
+        OptionCode::NtpServers,
         OptionCode::AddressLeaseTime,
         OptionCode::Renewal,
         OptionCode::Rebinding,
@@ -161,6 +164,7 @@ fn lease_from(m: &Message, server: Ipv4Addr) -> Option<Lease> {
         server,
         routers: Vec::new(),
         dns: Vec::new(),
+        ntp: Vec::new(),
         hostname: None,
         domain: None,
         lease_secs: 0,
@@ -173,6 +177,7 @@ fn lease_from(m: &Message, server: Ipv4Addr) -> Option<Lease> {
             DhcpOption::SubnetMask(mask) => lease.prefix = prefix_of(*mask)?,
             DhcpOption::Router(r) => lease.routers = r.clone(),
             DhcpOption::DomainNameServer(d) => lease.dns = d.clone(),
+            DhcpOption::NtpServers(n) => lease.ntp = n.clone(),
             DhcpOption::Hostname(h) if valid_hostname(h) => lease.hostname = Some(h.clone()),
             DhcpOption::DomainName(d) if valid_hostname(d) => lease.domain = Some(d.clone()),
             DhcpOption::AddressLeaseTime(t) => lease.lease_secs = *t,
@@ -288,6 +293,7 @@ mod tests {
             server: Ipv4Addr::new(10, 0, 2, 2),
             routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
             dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            ntp: vec![],
             hostname: None,
             domain: None,
             lease_secs: 86400,
@@ -338,6 +344,7 @@ mod tests {
             OptionCode::Router,
             OptionCode::DomainNameServer,
             OptionCode::Hostname,
+            OptionCode::NtpServers,
         ] {
             assert!(list.contains(&c), "{c:?}");
         }
@@ -395,6 +402,10 @@ mod tests {
             &[
                 DhcpOption::Hostname("node-1".into()),
                 DhcpOption::DomainName("lab.example".into()),
+                DhcpOption::NtpServers(vec![
+                    Ipv4Addr::new(10, 0, 2, 4),
+                    Ipv4Addr::new(10, 0, 2, 5),
+                ]),
             ],
         );
         let Some(Reply::Offer(l)) = parse_reply(&bytes, 5, &MAC) else {
@@ -405,6 +416,7 @@ mod tests {
             Lease {
                 hostname: Some("node-1".into()),
                 domain: Some("lab.example".into()),
+                ntp: vec![Ipv4Addr::new(10, 0, 2, 4), Ipv4Addr::new(10, 0, 2, 5)],
                 ..lease()
             }
         );

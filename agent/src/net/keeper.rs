@@ -212,6 +212,7 @@ mod tests {
             server: "10.0.2.2".parse().unwrap(),
             routers: vec![],
             dns: vec![],
+            ntp: vec![],
             hostname: None,
             domain: None,
             lease_secs: secs,

@@ -136,6 +136,7 @@ fn report_for(link: &Link) -> InterfaceReport {
         gateway: None,
         dns: Vec::new(),
         lease_secs: None,
+        ntp: Vec::new(),
         error: None,
     }
 }
@@ -306,6 +307,7 @@ fn fill_from_lease(ir: &mut InterfaceReport, lease: &dhcp::Lease) {
     ir.gateway = lease.gateway();
     ir.dns = lease.dns.iter().copied().map(IpAddr::V4).collect();
     ir.lease_secs = Some(lease.lease_secs);
+    ir.ntp = lease.ntp.clone();
 }
 
 fn apply_static(
@@ -428,6 +430,7 @@ mod tests {
                 server: Ipv4Addr::new(10, 0, 2, 2),
                 routers: vec![Ipv4Addr::new(10, 0, 2, 2)],
                 dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+                ntp: vec![],
                 hostname: None,
                 domain: None,
                 lease_secs: 86400,

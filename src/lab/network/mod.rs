@@ -1,0 +1,328 @@
+//! The lab's own network: one private L2 segment per lab run, inside a
+//! network namespace the lab makes (`netns.rs`), on which the lab host
+//! serves what a datacenter would.
+//!
+//! Takes the number of nodes and the API forwards wanted; produces a
+//! [`LabNetwork`]: a bridge [`BRIDGE`] with the lab host's address
+//! [`HOST`]/[`PREFIX`], one persistent tap per node on it ([`tap_name`],
+//! with a fixed MAC per node, [`mac`]) for QEMU to open from inside the
+//! namespace, an NTP server on `HOST:123` answering with this machine's
+//! clock (`ntp_server.rs`), and a TCP forward from `127.0.0.1:PORT` on
+//! this machine to a node's API (`proxy.rs`). Nodes take static addresses
+//! from their machine configs; there is no DHCP on it.
+//!
+//! It never links the namespace to the host: no veth, no route, no NAT.
+//! The only way in is the loopback forward, which the lab process itself
+//! carries. Everything goes away with the namespace when the lab exits,
+//! however it exits (see `netns.rs`).
+
+pub mod netlink;
+mod netns;
+pub mod ntp_server;
+pub mod proxy;
+mod tap;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+pub use netns::{Netns, NetnsError};
+pub use tap::TapError;
+
+/// The bridge every node's tap is on.
+pub const BRIDGE: &str = "nodeimg0";
+/// The lab host's address on the bridge: the nodes' NTP server.
+pub const HOST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub const PREFIX: u8 = 24;
+
+/// The tap of node `i` (0-based).
+pub fn tap_name(i: usize) -> String {
+    format!("nodeimg-tap{i}")
+}
+
+/// The fixed MAC of node `i`'s NIC (QEMU's prefix 52:54:00, then
+/// `77:00` for the lab network and the node's number from 1), so a
+/// machine config can name the link by it.
+pub fn mac(i: usize) -> String {
+    format!("52:54:00:77:00:{:02x}", (i + 1) & 0xff)
+}
+
+/// A node address on the lab network: `10.77.0.N` or `10.77.0.N/24`, N in
+/// 2..=254 (1 is the lab host's).
+pub fn parse_node_address(s: &str) -> Result<Ipv4Addr, String> {
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, p)) => (ip, Some(p)),
+        None => (s, None),
+    };
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))?;
+    if prefix.is_some_and(|p| p != PREFIX.to_string()) {
+        return Err(format!(
+            "{s:?}: the lab network is {HOST}/{PREFIX}; give /{PREFIX} or no prefix"
+        ));
+    }
+    let [a, b, c, d] = ip.octets();
+    let [ha, hb, hc, _] = HOST.octets();
+    if (a, b, c) != (ha, hb, hc) || !(2..=254).contains(&d) {
+        return Err(format!(
+            "{s:?} is not a node address on the lab network ({ha}.{hb}.{hc}.2 to .254; .1 is the lab host)"
+        ));
+    }
+    Ok(ip)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabNetError {
+    #[error("making the lab's network namespace")]
+    Netns(#[source] NetnsError),
+    #[error("configuring the lab network")]
+    Netlink(#[source] netlink::NetlinkError),
+    #[error("making the lab's taps")]
+    Tap(#[source] TapError),
+    #[error("binding {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One virtio NIC on a tap of the lab network. QEMU opens the tap by name
+/// from inside the lab's namespace (`-netdev tap,ifname=…,script=no`: the
+/// lab made the tap and put it on the bridge already).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapNic {
+    pub ifname: String,
+    pub mac: String,
+    pub netns: Netns,
+}
+
+impl TapNic {
+    /// `-netdev` and `-device` values; PCI slot 2, beside a user NIC's 3.
+    pub fn args(&self) -> [String; 4] {
+        [
+            "-netdev".into(),
+            format!("tap,id=lab0,ifname={},script=no,downscript=no", self.ifname),
+            "-device".into(),
+            format!(
+                "virtio-net-pci,netdev=lab0,mac={},bus=pcie.0,addr=0x2",
+                self.mac
+            ),
+        ]
+    }
+}
+
+/// A node API forward: `127.0.0.1:port` here to `address:50000` on the
+/// lab network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub port: u16,
+    pub address: Ipv4Addr,
+}
+
+/// The running lab network. Dropping it stops its servers; the namespace
+/// (bridge, taps) ends when QEMU, which holds it too, has exited.
+pub struct LabNetwork {
+    netns: Netns,
+    nodes: usize,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    open: proxy::Open,
+    /// Time requests the lab host answered.
+    pub ntp_answered: Arc<AtomicU64>,
+    /// Milliseconds the namespace, bridge, taps and servers took to set up.
+    pub setup_ms: u64,
+}
+
+impl LabNetwork {
+    /// Sets up the namespace, the bridge with [`HOST`], `nodes` taps on it,
+    /// the NTP server and `forwards`.
+    pub fn up(nodes: usize, forwards: &[Forward]) -> Result<LabNetwork, LabNetError> {
+        let t = Instant::now();
+        // bound on this (host-namespace) thread first: a port already taken
+        // fails before anything else is made
+        let mut listeners = Vec::new();
+        for f in forwards {
+            let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, f.port));
+            let l = TcpListener::bind(addr).map_err(|source| LabNetError::Bind {
+                what: "the node API forward",
+                addr,
+                source,
+            })?;
+            listeners.push((l, *f));
+        }
+        let netns = Netns::create().map_err(LabNetError::Netns)?;
+        netns
+            .run(|| configure(nodes))
+            .map_err(LabNetError::Netns)??;
+        let ntp_addr = SocketAddr::V4(SocketAddrV4::new(HOST, contract::ntp::PORT));
+        let server = netns
+            .run(|| ntp_server::NtpServer::bind(ntp_addr))
+            .map_err(LabNetError::Netns)?
+            .map_err(|source| LabNetError::Bind {
+                what: "the lab's NTP server",
+                addr: ntp_addr,
+                source,
+            })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut net = LabNetwork {
+            netns,
+            nodes,
+            stop: stop.clone(),
+            threads: Vec::new(),
+            open: proxy::Open::default(),
+            ntp_answered: server.answered.clone(),
+            setup_ms: 0,
+        };
+        let s = stop.clone();
+        let ntp = std::thread::Builder::new()
+            .name("lab-ntp".into())
+            .spawn(move || server.serve(&s))
+            .map_err(|e| LabNetError::Netns(NetnsError::Thread(e)))?;
+        net.threads.push(ntp);
+        for (listener, f) in listeners {
+            let target = SocketAddr::V4(SocketAddrV4::new(f.address, contract::api::PORT));
+            let (s, open) = (stop.clone(), net.open.clone());
+            let h = net
+                .netns
+                .spawn("lab-proxy", move || proxy::serve(listener, target, s, open))
+                .map_err(LabNetError::Netns)?;
+            net.threads.push(std::thread::spawn(move || {
+                if let Ok(Err(e)) = h.join() {
+                    tracing::warn!(error = %e, "lab proxy: could not enter the lab network");
+                }
+            }));
+            tracing::info!(port = f.port, node = %f.address, "node API forward on 127.0.0.1");
+        }
+        net.setup_ms = t.elapsed().as_millis() as u64;
+        tracing::info!(
+            bridge = BRIDGE,
+            host = %HOST,
+            nodes,
+            setup_ms = net.setup_ms,
+            "lab network up (private namespace, no route to this machine's network)"
+        );
+        Ok(net)
+    }
+
+    /// Node `i`'s NIC for QEMU.
+    pub fn nic(&self, i: usize) -> Option<TapNic> {
+        (i < self.nodes).then(|| TapNic {
+            ifname: tap_name(i),
+            mac: mac(i),
+            netns: self.netns.clone(),
+        })
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+}
+
+impl Drop for LabNetwork {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        proxy::close_all(&self.open);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Inside the namespace: `lo` up, the bridge with the host's address, and
+/// the taps on it, all up.
+fn configure(nodes: usize) -> Result<(), LabNetError> {
+    let mut nl = netlink::Netlink::open().map_err(LabNetError::Netlink)?;
+    let lo = nl.index_of("lo").map_err(LabNetError::Netlink)?;
+    nl.set_up(lo, "lo", None).map_err(LabNetError::Netlink)?;
+    let bridge = nl.add_bridge(BRIDGE).map_err(LabNetError::Netlink)?;
+    nl.add_address(bridge, HOST, PREFIX)
+        .map_err(LabNetError::Netlink)?;
+    nl.set_up(bridge, BRIDGE, None)
+        .map_err(LabNetError::Netlink)?;
+    for i in 0..nodes {
+        let name = tap_name(i);
+        tap::create_persistent(&name).map_err(LabNetError::Tap)?;
+        let index = nl.index_of(&name).map_err(LabNetError::Netlink)?;
+        nl.set_up(index, &name, Some(bridge))
+            .map_err(LabNetError::Netlink)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_addresses_are_on_the_lab_network() {
+        assert_eq!(
+            parse_node_address("10.77.0.10/24"),
+            Ok(Ipv4Addr::new(10, 77, 0, 10))
+        );
+        assert_eq!(
+            parse_node_address("10.77.0.254"),
+            Ok(Ipv4Addr::new(10, 77, 0, 254))
+        );
+        for bad in [
+            "10.77.0.1",
+            "10.77.0.255",
+            "10.77.1.10",
+            "10.0.2.15",
+            "10.77.0.10/16",
+            "x",
+        ] {
+            assert!(parse_node_address(bad).is_err(), "{bad}");
+        }
+        assert_eq!(mac(0), "52:54:00:77:00:01");
+        assert!(tap_name(0).len() <= 15);
+    }
+
+    /// Root only (here and in CI): the whole network in its namespace,
+    /// checked from inside with iproute2 run in it, and gone afterwards.
+    #[test]
+    fn the_network_lives_in_its_namespace_only() {
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let host_links = std::fs::read_to_string("/proc/net/dev").unwrap();
+        let net = LabNetwork::up(2, &[]).unwrap();
+        let inside = net
+            .netns()
+            .run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap())
+            .unwrap();
+        for name in [BRIDGE, "nodeimg-tap0", "nodeimg-tap1"] {
+            assert!(inside.contains(name), "{inside}");
+            assert!(!host_links.contains(name), "{host_links}");
+        }
+        let here = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+        assert!(!here.contains(BRIDGE), "leaked to the host: {here}");
+        // the NTP server answers on the bridge, from inside
+        let got = net
+            .netns()
+            .run(|| {
+                let c = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                let t1 = ntp_server::now();
+                c.send_to(
+                    &contract::ntp::Packet::request(t1).encode(),
+                    (HOST, contract::ntp::PORT),
+                )
+                .unwrap();
+                let mut buf = [0u8; 64];
+                let (n, _) = c.recv_from(&mut buf).unwrap();
+                contract::ntp::sample(t1, &buf[..n], ntp_server::now())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.stratum, ntp_server::STRATUM);
+        drop(net);
+    }
+}
