@@ -1,6 +1,7 @@
 //! The machine config and the services in QEMU, judged by the node's own
-//! report: the config arrives by fw_cfg, by a config drive, or from the
-//! copy an earlier boot stored; a bad config is refused whole, naming the
+//! report: the config arrives by fw_cfg, by a config drive, from a
+//! command-line URL the lab serves (its sha256 pin checked before any
+//! parsing), or from the copy an earlier boot stored; a bad config is refused whole, naming the
 //! key or the mismatch; a static address from the config is applied; the
 //! supervisor restarts a killed containerd and calls a daemon that keeps
 //! dying a crash loop (the documented test switch `nodeimg.test_kill`).
@@ -88,6 +89,95 @@ fn config_comes_by_drive_then_from_the_stored_copy_then_by_fw_cfg() {
     );
     assert_eq!(third["config"]["source"], "fw-cfg", "{third:#}");
     assert_eq!(third["hostname"], "worker-2", "{third:#}");
+}
+
+#[test]
+fn config_comes_from_a_command_line_url_then_from_the_stored_copy() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "u1.toml", "worker-url", "worker", "");
+    let sha = format!(
+        "sha256:{}",
+        support::sha256_hex(&std::fs::read(&cfg).unwrap())
+    );
+    let state = dir.path().join("state.img");
+
+    let (code, first, serial) =
+        support::lab_boot_serial(&b.out, &["--config-url", s(&cfg), "--state", s(&state)]);
+    assert_eq!(
+        (code, &first["ready"]),
+        (0, &Value::Bool(true)),
+        "{first:#}"
+    );
+    assert_eq!(first["config"]["source"], "url", "{first:#}");
+    assert_eq!(
+        first["config"]["url"], "http://10.0.2.100/config.toml",
+        "{first:#}"
+    );
+    assert_eq!(first["config"]["sha256"], sha.as_str(), "{first:#}");
+    assert_eq!(first["hostname"], "worker-url", "{first:#}");
+    // the network came up before the fetch (DHCP on every NIC), once
+    let eth = &first["network"]["interfaces"][0];
+    assert_eq!(
+        eth["addresses"],
+        serde_json::json!([{ "address": "10.0.2.15/24", "source": "dhcp" }]),
+        "{first:#}"
+    );
+    assert!(first.get("warnings").is_none(), "{first:#}");
+    let serial = std::fs::read_to_string(serial).unwrap();
+    assert!(
+        serial.contains("sha256 matches"),
+        "no fetch line on the console"
+    );
+    assert_eq!(
+        serial.matches("network ok").count(),
+        1,
+        "network configured twice"
+    );
+
+    // No source at all: the copy the first boot stored.
+    let (code, second) = lab_boot(&b.out, &["--state", s(&state)]);
+    assert_eq!(
+        (code, &second["ready"]),
+        (0, &Value::Bool(true)),
+        "{second:#}"
+    );
+    assert_eq!(second["config"]["source"], "stored", "{second:#}");
+    assert_eq!(second["config"]["sha256"], sha.as_str(), "{second:#}");
+    assert_eq!(second["hostname"], "worker-url", "{second:#}");
+}
+
+#[test]
+fn a_url_config_with_the_wrong_hash_is_refused_before_parsing() {
+    let b = built();
+    let dir = tempfile::tempdir().unwrap();
+    // not TOML: had it been parsed, the error would be a TOML one
+    let path = dir.path().join("garbage.toml");
+    std::fs::write(&path, "this is [[ not toml = = =\n").unwrap();
+    let actual = support::sha256_hex(&std::fs::read(&path).unwrap());
+    let wrong = support::sha256_hex(b"the config the operator meant");
+    let (code, r, serial) = support::lab_boot_serial(
+        &b.out,
+        &["--config-url", s(&path), "--config-url-hash", &wrong],
+    );
+    assert_ne!(code, 0, "{r:#}");
+    assert_eq!(r["ready"], false, "{r:#}");
+    let error = r["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("config: "), "{r:#}");
+    let expected =
+        format!("http://10.0.2.100/config.toml: sha256 mismatch (expected {wrong}, got {actual})");
+    assert!(error.contains(&expected), "{r:#}");
+    assert!(
+        !error.contains("TOML") && !error.contains(":1:"),
+        "parsed: {r:#}"
+    );
+    assert!(r.get("services").is_none(), "{r:#}");
+    let serial = std::fs::read_to_string(serial).unwrap();
+    let line = serial
+        .lines()
+        .find(|l| l.contains("NODEIMG-ERROR config: "))
+        .expect("no NODEIMG-ERROR config line");
+    assert!(line.contains(&expected), "{line}");
 }
 
 #[test]

@@ -2,7 +2,16 @@
 //! 1. QEMU's fw_cfg entry `opt/org.nodeimg/config` (module `qemu_fw_cfg`);
 //! 2. a config drive: a FAT file system labelled `NODEIMG` holding
 //!    `config.toml` (any tool writes one: `mkfs.vfat -n NODEIMG`, mtools);
-//! 3. the copy stored on the state partition by an earlier boot.
+//! 3. the URL of `nodeimg.config=URL#sha256=HEX` on the kernel command
+//!    line, fetched once the network is up ([`crate::config_fetch`]: the
+//!    bytes come back only when their sha256 is the pin);
+//! 4. the copy stored on the state partition by an earlier boot.
+//!
+//! The URL needs the network, which is the caller's to bring up, so the
+//! search is split: [`find_attached`] (1, 2), then the caller fetches
+//! (3), then [`find_stored`] (4). A URL that cannot be fetched is an error,
+//! not a fall-back to the stored copy: the command line names the config
+//! the node must run, and an older one would hide the failure.
 //!
 //! The text found on a boot is stored (mode 0600, written to a temporary
 //! name and renamed) so later boots without a source keep their config.
@@ -35,6 +44,10 @@ pub enum Source {
     ConfigDrive {
         device: String,
     },
+    /// Fetched from `url` (without its `#sha256=` pin).
+    Url {
+        url: String,
+    },
     Stored,
     /// The stored copy, applied through the node API: it replaces the
     /// boot source's config whose sha256 is `replaces`.
@@ -48,6 +61,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::FwCfg => write!(f, "fw_cfg {FW_CFG}"),
             Source::ConfigDrive { device } => write!(f, "config drive {device}"),
+            Source::Url { url } => write!(f, "{url}"),
             Source::Stored => write!(f, "stored copy {STORED}"),
             Source::Applied { .. } => write!(f, "applied config {STORED}"),
         }
@@ -58,17 +72,19 @@ impl std::fmt::Display for Source {
 /// the text's sha256, never the text (it holds the node's key).
 pub fn report_for(source: Source, data: &[u8]) -> ConfigReport {
     use sha2::Digest;
-    let (name, device, replaces) = match source {
-        Source::FwCfg => ("fw-cfg", None, None),
-        Source::ConfigDrive { device } => ("config-drive", Some(device), None),
-        Source::Stored => ("stored", None, None),
-        Source::Applied { replaces } => ("applied", None, replaces),
+    let (name, device, url, replaces) = match source {
+        Source::FwCfg => ("fw-cfg", None, None, None),
+        Source::ConfigDrive { device } => ("config-drive", Some(device), None, None),
+        Source::Url { url } => ("url", None, Some(url), None),
+        Source::Stored => ("stored", None, None, None),
+        Source::Applied { replaces } => ("applied", None, None, replaces),
     };
     let digest = sha2::Sha256::digest(data);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     ConfigReport {
         source: name.into(),
         device,
+        url,
         sha256: Some(format!("sha256:{hex}")),
         replaces,
         ..ConfigReport::default()
@@ -174,10 +190,10 @@ fn read_drive(device: &Path) -> Result<Vec<u8>, SourceError> {
     data
 }
 
-/// The config this boot uses and where it came from; `None` when there is
-/// none anywhere. `load_vfat` loads the FAT modules (only when a drive
-/// is there).
-pub fn find(
+/// A config attached to the machine (fw_cfg, then a config drive) and
+/// where it came from; `None` when neither holds one. `load_vfat` loads
+/// the FAT modules (only when a drive is there).
+pub fn find_attached(
     mut load_vfat: impl FnMut() -> Result<(), String>,
 ) -> Result<Option<(Source, Vec<u8>)>, SourceError> {
     if Path::new(FW_CFG).exists() {
@@ -200,6 +216,11 @@ pub fn find(
         };
         return Ok(Some((source, data)));
     }
+    Ok(None)
+}
+
+/// The copy an earlier boot stored; `None` when there is none.
+pub fn find_stored() -> Result<Option<(Source, Vec<u8>)>, SourceError> {
     match read_bounded(Path::new(STORED), "stored config") {
         Ok(data) => Ok(Some((Source::Stored, data))),
         Err(SourceError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {

@@ -21,6 +21,7 @@
 mod api;
 mod bless;
 mod config_apply;
+mod config_fetch;
 mod config_source;
 mod console;
 mod devices;
@@ -204,11 +205,25 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
             hang()
         }
     };
-    let config = match read_config(con, &mut report) {
+    let config = match read_config(c.config_url.as_ref(), con, &mut report) {
         Ok(config) => config,
         Err(e) => return fail("config", e, report),
     };
-    network(config.as_ref(), &mut report, con);
+    match (&report.network, &config) {
+        // `nodeimg.config` brought the network up already to fetch the
+        // config (DHCP on every NIC). Re-applying it with the fetched
+        // config's own interfaces is not done (yet): a differing config is
+        // a warning, and the network is never configured twice.
+        (Some(net), Some(cfg)) => {
+            if let Some(w) = config_fetch::network_mismatch(cfg, net) {
+                let w = format!("network: {w}");
+                con.line(&report::warn_line(&w));
+                report.warnings.push(w);
+            }
+        }
+        (Some(_), None) => {}
+        (None, _) => network(config.as_ref(), &mut report, con),
+    }
     // before the services: they start on a synchronised clock when a
     // server answers within time::DEADLINE
     time::at_boot(config.as_ref(), &mut report, con);
@@ -323,7 +338,11 @@ fn publish(latest: &Mutex<Report>, report: &Report) {
 /// and against what this image can run) before any of it is used, keeps a
 /// copy on the state partition for boots that have no source, and applies
 /// the hostname. `None`: the node has no config.
-fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineConfig>, BootError> {
+fn read_config(
+    url: Option<&cmdline::ConfigUrl>,
+    con: &mut Console,
+    report: &mut Report,
+) -> Result<Option<MachineConfig>, BootError> {
     let load_vfat = || {
         let list = Path::new(plan::UEFI_MODULES_ORDER);
         modules::load_list(&mut sys::Real, list, true)
@@ -331,10 +350,16 @@ fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineC
             .map_err(|e| e.to_string())
     };
     let bad = |what: String| BootError::Config { what };
-    let found = config_source::find(load_vfat).map_err(|e| bad(e.to_string()))?;
+    let mut found = config_source::find_attached(load_vfat).map_err(|e| bad(e.to_string()))?;
+    if let (None, Some(url)) = (&found, url) {
+        found = Some(fetch_config(url, report, con).map_err(|e| bad(chain(&e)))?);
+    }
+    if found.is_none() {
+        found = config_source::find_stored().map_err(|e| bad(e.to_string()))?;
+    }
     let found = config_apply::prefer(found);
     let Some((source, data)) = found else {
-        con.say("config: none (no fw_cfg entry, config drive or stored copy)");
+        con.say("config: none (no fw_cfg entry, config drive, nodeimg.config URL or stored copy)");
         report.config = Some(config_source::ConfigReport::none());
         return Ok(None);
     };
@@ -370,17 +395,56 @@ fn read_config(con: &mut Console, report: &mut Report) -> Result<Option<MachineC
     Ok(Some(config))
 }
 
+/// `nodeimg.config`: the network first, DHCP on every NIC (the config
+/// that could name the interfaces is the one being fetched; the name it
+/// sets wins over DHCP's), then the URL, its pin checked before the bytes
+/// are returned.
+fn fetch_config(
+    url: &cmdline::ConfigUrl,
+    report: &mut Report,
+    con: &mut Console,
+) -> Result<(config_source::Source, Vec<u8>), config_fetch::FetchError> {
+    network_with(&[], true, report, con);
+    let location = url.location();
+    con.say(&format!(
+        "config: fetching {location} (sha256 {})",
+        url.sha256
+    ));
+    let t = sys::uptime_ms();
+    let policy = config_fetch::Policy::default();
+    let data = config_fetch::fetch(url, &policy, |note| con.say(&format!("config: {note}")))?;
+    con.say(&format!(
+        "config: fetched {location} ({} ms), sha256 matches",
+        sys::uptime_ms().saturating_sub(t)
+    ));
+    report
+        .stage_ms
+        .insert("config_fetched".into(), sys::uptime_ms());
+    Ok((config_source::Source::Url { url: location }, data))
+}
+
 /// The node's network (`net/`): the machine config's interfaces, or DHCP
 /// on every NIC without a config (or one that names none). Never fails the
 /// boot: a link without a lease is a warning (its thread keeps asking),
 /// and `ready` stays the services' to decide, because a verified node with
 /// running services is better reachable late than powered off.
 fn network(config: Option<&MachineConfig>, report: &mut Report, con: &mut Console) {
+    let plans = config.map(net::plans_from_config).unwrap_or_default();
+    network_with(&plans, config.is_some(), report, con);
+}
+
+/// [`network`] with its plans; `config_names_host`: a machine config
+/// (found, or being fetched) names the host, so DHCP's name is not used.
+fn network_with(
+    plans: &[net::InterfacePlan],
+    config_names_host: bool,
+    report: &mut Report,
+    con: &mut Console,
+) {
     let t = sys::uptime_ms();
     // A name from the machine config or the image wins over DHCP's.
-    let hostname_given = config.is_some() || Path::new("/etc/hostname").exists();
-    let plans = config.map(net::plans_from_config).unwrap_or_default();
-    let net = net::configure(&plans, hostname_given);
+    let hostname_given = config_names_host || Path::new("/etc/hostname").exists();
+    let net = net::configure(plans, hostname_given);
     let took = sys::uptime_ms().saturating_sub(t);
     let summary: Vec<String> = net
         .interfaces

@@ -20,6 +20,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::config_url::ConfigUrl;
+
 /// Where a block device is found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceRef {
@@ -167,6 +169,9 @@ pub struct Cmdline {
     /// the service once it is ready (once, or every time), so tests see the
     /// supervisor restart the real daemon and call a crash loop one.
     pub test_kill: Option<TestKill>,
+    /// `nodeimg.config=URL#sha256=HEX`: where the machine config is
+    /// fetched when no fw_cfg entry or config drive holds one.
+    pub config_url: Option<ConfigUrl>,
 }
 
 /// See [`Cmdline::test_kill`].
@@ -256,6 +261,8 @@ pub struct Args {
     pub health: Option<Health>,
     /// `nodeimg.test_kill`.
     pub test_kill: Option<TestKill>,
+    /// `nodeimg.config`.
+    pub config_url: Option<ConfigUrl>,
 }
 
 /// Known keys, without the `nodeimg.` prefix, in print order.
@@ -273,6 +280,7 @@ pub const KEYS: &[&str] = &[
     "failure_delay",
     "health",
     "test_kill",
+    "config",
 ];
 
 /// Every key starts with this.
@@ -501,6 +509,10 @@ impl Args {
                 let t = TestKill::parse(v).map_err(|why| bad(key, v, why))?;
                 once(&mut self.test_kill, key, t)
             }
+            "config" => {
+                let u = ConfigUrl::parse(v).map_err(|why| bad(key, v, why))?;
+                once(&mut self.config_url, key, u)
+            }
             _ => Err(CmdlineError::UnknownKey {
                 key: format!("{PREFIX}{key}"),
             }),
@@ -528,7 +540,8 @@ impl Args {
         take(&mut self.on_failure, more.on_failure, "on_failure")?;
         take(&mut self.failure_delay, more.failure_delay, "failure_delay")?;
         take(&mut self.health, more.health, "health")?;
-        take(&mut self.test_kill, more.test_kill, "test_kill")
+        take(&mut self.test_kill, more.test_kill, "test_kill")?;
+        take(&mut self.config_url, more.config_url, "config")
     }
 
     /// The keys that are set, as `nodeimg.<key>=<value>` words, in [`KEYS`] order.
@@ -581,6 +594,9 @@ impl Args {
         if let Some(t) = &self.test_kill {
             w.push(("test_kill", t.to_string()));
         }
+        if let Some(u) = &self.config_url {
+            w.push(("config", u.to_string()));
+        }
         w.into_iter()
             .map(|(k, v)| quote(&format!("{PREFIX}{k}={v}")))
             .collect()
@@ -614,6 +630,7 @@ impl Args {
             verify_full: self.verity == Some(VerityMode::Full),
             failure,
             test_kill: self.test_kill.clone(),
+            config_url: self.config_url.clone(),
         })
     }
 }
@@ -656,6 +673,7 @@ impl From<&Cmdline> for Args {
                 Health::Ok
             }),
             test_kill: c.test_kill.clone(),
+            config_url: c.config_url.clone(),
         }
     }
 }

@@ -205,6 +205,7 @@ fn variants() -> Vec<Cmdline> {
         verify_full: false,
         failure: FailurePolicy::default(),
         test_kill: None,
+        config_url: None,
     };
     let mut out = vec![base.clone()];
     let devices = [
@@ -256,7 +257,57 @@ fn variants() -> Vec<Cmdline> {
         });
         out.push(c);
     }
+    for url in [
+        format!("http://10.0.2.100/config.toml#sha256={HASH}"),
+        format!("https://boot.lab:8443/nodes/w1.toml?v=2#sha256={HASH}"),
+    ] {
+        let mut c = base.clone();
+        c.config_url = Some(ConfigUrl::parse(&url).unwrap());
+        out.push(c);
+    }
     out
+}
+
+#[test]
+fn config_url_is_parsed_and_every_bad_one_names_the_argument() {
+    let c = Cmdline::parse(&format!(
+        "{} nodeimg.config=http://10.0.2.100:8080/c.toml#sha256={}",
+        base(),
+        HASH.to_ascii_uppercase()
+    ))
+    .unwrap();
+    let u = c.config_url.unwrap();
+    assert_eq!(
+        (u.tls, u.host.as_str(), u.port()),
+        (false, "10.0.2.100", 8080)
+    );
+    assert_eq!((u.path.as_str(), u.sha256.as_str()), ("/c.toml", HASH));
+    assert_eq!(Cmdline::parse(&base()).unwrap().config_url, None);
+    for bad in [
+        "http://10.0.2.100/c.toml".to_string(),
+        "http://10.0.2.100/c.toml#sha256=abc".to_string(),
+        format!("http://10.0.2.100/c.toml#sha256={}", HASH.replace('a', "x")),
+        format!("ftp://10.0.2.100/c.toml#sha256={HASH}"),
+        format!("http:///c.toml#sha256={HASH}"),
+        format!("http://:80/c.toml#sha256={HASH}"),
+        String::new(),
+    ] {
+        let e = Cmdline::parse(&format!("{} nodeimg.config={bad}", base())).unwrap_err();
+        assert!(matches!(e, CmdlineError::BadValue { .. }), "{bad}: {e:?}");
+        assert!(e.to_string().contains("nodeimg.config"), "{bad}: {e}");
+    }
+    let url = format!("http://h/c#sha256={HASH}");
+    let e = Cmdline::parse(&format!(
+        "{} nodeimg.config={url} nodeimg.config={url}",
+        base()
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e,
+        CmdlineError::Duplicate {
+            key: "nodeimg.config".into()
+        }
+    );
 }
 
 #[test]
@@ -347,8 +398,12 @@ fn extend_adds_devices_and_refuses_a_key_twice() {
 #[test]
 fn every_key_is_printed_by_the_full_form() {
     let line = variants()[4].to_string(); // the first with a state disk
-                                          // test_kill is a testing switch: absent unless a test sets it
-    for key in KEYS.iter().filter(|k| **k != "test_kill") {
+                                          // test_kill is a testing switch and config a URL only some nodes
+                                          // have: absent unless set
+    for key in KEYS
+        .iter()
+        .filter(|k| !["test_kill", "config"].contains(*k))
+    {
         assert!(line.contains(&format!("nodeimg.{key}=")), "{key}: {line}");
     }
 }

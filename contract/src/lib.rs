@@ -3,7 +3,8 @@
 //! change to both, checked by one compiler.
 //!
 //! - [`cmdline`]: the `nodeimg.*` kernel command line: one typed model, one
-//!   builder ([`std::fmt::Display`]) and one parser;
+//!   builder ([`std::fmt::Display`]) and one parser ([`config_url`]: its
+//!   `nodeimg.config` URL);
 //! - [`report`]: the `NODEIMG-REPORT {json}` boot report and the other
 //!   console line prefixes;
 //! - [`paths`]: the files both sides name on the image and in the initramfs;
@@ -31,6 +32,7 @@
 pub mod api;
 pub mod cmdline;
 pub mod config;
+pub mod config_url;
 pub mod gpt;
 pub mod images;
 pub mod ntp;

@@ -258,11 +258,16 @@ pub struct TimeReport {
 /// Where the machine config came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigReport {
-    /// `fw-cfg`, `config-drive`, `stored`, `applied` (a config applied
-    /// through the node API, which replaces the boot source's) or `none`.
+    /// `fw-cfg`, `config-drive`, `url`, `stored`, `applied` (a config
+    /// applied through the node API, which replaces the boot source's) or
+    /// `none`.
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// `url`: where it was fetched from (without the `#sha256=` pin, which
+    /// `sha256` repeats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// `sha256:<hex>` of the config text, so configs can be compared
     /// without showing their secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -66,6 +66,18 @@ pub struct BootArgs {
     /// NODEIMG with config.toml); direct and UEFI boots.
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub config_drive: Option<PathBuf>,
+    /// A machine config the node fetches over HTTP, PXE bare metal's way:
+    /// served from a loopback port of this machine, reached by the guest
+    /// only as http://10.0.2.100/config.toml through the restricted user
+    /// network's guestfwd (implies --net user); the command line gets
+    /// nodeimg.config=http://10.0.2.100/config.toml#sha256=<FILE's sha256>.
+    /// Direct boots.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "config_drive"])]
+    pub config_url: Option<PathBuf>,
+    /// With --config-url: put this sha256 on the command line instead of
+    /// FILE's own (a test of the node's refusal).
+    #[arg(long, value_name = "HEX", requires = "config_url")]
+    pub config_url_hash: Option<String>,
     /// Extra kernel arguments after the image's own, e.g. nodeimg.verity=full
     /// (direct boots only: a UKI's command line is sealed inside it).
     #[arg(long, value_name = "ARG")]
@@ -211,7 +223,11 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         secure_boot: args.secure_boot.clone(),
         config: args.config.clone(),
         config_drive: args.config_drive.clone(),
-        user_net: args.net == NetArg::User,
+        config_url: args.config_url.clone().map(|file| lab::ConfigUrlServe {
+            file,
+            sha256: args.config_url_hash.clone(),
+        }),
+        user_net: args.net == NetArg::User || args.config_url.is_some(),
         api_port: args.api_port,
         wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
         lab_net: args.net == NetArg::Lab,
@@ -228,8 +244,16 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
     if args.address.is_some() && args.net != NetArg::Lab {
         anyhow::bail!("--address works only with --net lab");
     }
+    if args.config_url.is_some() && args.net == NetArg::Lab {
+        anyhow::bail!(
+            "--config-url serves the config on the user network: it does not go with --net lab"
+        );
+    }
     if args.net != NetArg::Off && (args.pxe || args.firmware != FirmwareArg::Direct) {
         anyhow::bail!("--net works only with direct boots (a PXE boot has its own NIC)");
+    }
+    if args.config_url.is_some() && (args.pxe || args.firmware != FirmwareArg::Direct) {
+        anyhow::bail!("--config-url works only with direct boots (a UKI's or PXE script's command line is fixed)");
     }
     if args.secure_boot.is_some() && (args.pxe || args.firmware != FirmwareArg::Uefi) {
         anyhow::bail!("--secure-boot works only with --firmware uefi");
@@ -385,7 +409,10 @@ fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: 
     println!("modules  {} loaded", report.modules.len());
     println!("sysctl   {} read back", report.sysctl.len());
     if let Some(c) = &report.config {
-        println!("config   {}", c.source);
+        match &c.url {
+            Some(url) => println!("config   {} {url}", c.source),
+            None => println!("config   {}", c.source),
+        }
     }
     if let Some(net) = &report.network {
         for i in &net.interfaces {

@@ -189,6 +189,10 @@ pub struct BootOptions {
     /// A machine config handed to the node on a config drive (a FAT disk
     /// labelled `NODEIMG` holding `config.toml`; direct and UEFI boots).
     pub config_drive: Option<PathBuf>,
+    /// Direct boots: a machine config the node fetches over HTTP
+    /// (`nodeimg.config=URL#sha256=…`), served by the lab on loopback and
+    /// reached through the user NIC's `guestfwd` (implies `user_net`).
+    pub config_url: Option<ConfigUrlServe>,
     /// Direct boots: a virtio NIC on QEMU's restricted user network
     /// (`restrict=on`: nothing leaves this machine). Off by default, so a
     /// boot without it sees no NIC at all.
@@ -209,6 +213,57 @@ pub struct BootOptions {
     pub lab_address: Option<std::net::Ipv4Addr>,
     /// The guest's hardware clock at power-on (QEMU `-rtc base=`).
     pub rtc_base: Option<String>,
+}
+
+/// A machine config the lab serves for `nodeimg.config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigUrlServe {
+    pub file: PathBuf,
+    /// The pin put on the command line instead of the file's own sha256
+    /// (tests hand a wrong one on purpose).
+    pub sha256: Option<String>,
+}
+
+/// The path the lab serves a config at, behind [`pxe_boot::HTTP_GUEST_ADDR`].
+pub const CONFIG_URL_FILE: &str = "config.toml";
+
+/// Serves `served.file` as `http://10.0.2.100/config.toml` from a
+/// loopback server (the PXE bundle's server, on a folder of its own in
+/// `work`); returns the server, kept alive while the VM runs, and the
+/// `nodeimg.config` word.
+fn serve_config_url(
+    served: &ConfigUrlServe,
+    work: &Path,
+) -> Result<(crate::pxe_server::Server, String), LabError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LabError::Io { path, source }
+    };
+    let data = std::fs::read(&served.file).map_err(io(&served.file))?;
+    let dir = work.join("config-url");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let copy = dir.join(CONFIG_URL_FILE);
+    std::fs::write(&copy, &data).map_err(io(&copy))?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = crate::pxe_server::serve_folder(&dir, loopback, CONFIG_URL_FILE)
+        .map_err(LabError::Serve)?;
+    let url = contract::cmdline::ConfigUrl {
+        tls: false,
+        host: pxe_boot::HTTP_GUEST_ADDR.into(),
+        port: None,
+        path: format!("/{CONFIG_URL_FILE}"),
+        sha256: served
+            .sha256
+            .clone()
+            .unwrap_or_else(|| crate::util::hash::sha256_hex(&data)),
+    };
+    let word = Args {
+        config_url: Some(url),
+        ..Args::default()
+    }
+    .to_words()
+    .join(" ");
+    Ok((server, word))
 }
 
 /// The fw_cfg name nodeagent reads its machine config from.
@@ -276,6 +331,7 @@ impl Default for BootOptions {
             secure_boot: None,
             config: None,
             config_drive: None,
+            config_url: None,
             user_net: false,
             api_port: None,
             wait_shutdown: None,
@@ -450,6 +506,16 @@ pub fn boot_direct(
     };
     let state = opts.state.clone().unwrap_or_else(|| work.join("state.img"));
     create_state_disk(&state, opts.state_size)?;
+    // The server lives as long as the VM runs (it is dropped on return).
+    let mut extra = opts.extra_cmdline.clone();
+    let config_server = match &opts.config_url {
+        Some(served) => {
+            let (server, word) = serve_config_url(served, &work)?;
+            extra.push(word);
+            Some(server)
+        }
+        None => None,
+    };
     let accel = accel::resolve(opts.accel, &opts.qemu, &artifacts.kernel);
     let disk = |path: &Path, read_only, serial: &str| Disk {
         path: path.to_path_buf(),
@@ -474,7 +540,7 @@ pub fn boot_direct(
         boot: VmBoot::Kernel {
             kernel,
             initrd: artifacts.initramfs.clone(),
-            append: lab_cmdline(&artifacts.cmdline, &opts.extra_cmdline)?,
+            append: lab_cmdline(&artifacts.cmdline, &extra)?,
             reboot: opts.reboots > 0,
         },
         disks,
@@ -482,15 +548,18 @@ pub fn boot_direct(
         qmp_socket: work.join("qmp.sock"),
         qemu_log: work.join("qemu.log"),
         fw_cfg: config_fw_cfg(opts),
-        nic: opts.user_net.then(|| UserNic {
+        nic: (opts.user_net || config_server.is_some()).then(|| UserNic {
             api_port: opts.api_port,
+            guestfwd: config_server.as_ref().map(|s| s.addr()),
             ..UserNic::lab()
         }),
         tap: lab_net.as_ref().and_then(|n| n.nic(0)),
         rtc_base: opts.rtc_base.clone(),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");
-    let mut outcome = run_to_outcome(&config, opts, tmp, boot_path)?;
+    let outcome = run_to_outcome(&config, opts, tmp, boot_path);
+    drop(config_server);
+    let mut outcome = outcome?;
     // QEMU has exited: the lab network's servers stop, its namespace ends
     outcome.lab_net = lab_net.map(|n| LabNetFacts {
         setup_ms: n.setup_ms,
@@ -643,6 +712,47 @@ mod tests {
         assert!(matches!(
             lab_cmdline(&long, &[]),
             Err(LabError::CmdlineTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn a_config_url_is_served_on_loopback_and_pinned_on_the_command_line() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w1.toml");
+        std::fs::write(&file, "schema = 1\n").unwrap();
+        let served = ConfigUrlServe {
+            file: file.clone(),
+            sha256: None,
+        };
+        let (server, word) = serve_config_url(&served, dir.path()).unwrap();
+        let sha = crate::util::hash::sha256_hex(b"schema = 1\n");
+        assert_eq!(
+            word,
+            format!("nodeimg.config=http://10.0.2.100/config.toml#sha256={sha}")
+        );
+        assert!(server.addr().ip().is_loopback());
+        let mut tcp = std::net::TcpStream::connect(server.addr()).unwrap();
+        tcp.write_all(
+            b"GET /config.toml HTTP/1.1\r\nHost: 10.0.2.100\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\nschema = 1\n"), "{answer}");
+        // what the lab appends passes the agent's parser; a bad pin does not
+        let hash = "ab".repeat(32);
+        let line = lab_cmdline(&format!("nodeimg.roothash={hash}"), &[word]).unwrap();
+        assert!(line.contains("nodeimg.config=http://10.0.2.100/config.toml#sha256="));
+        let bad = ConfigUrlServe {
+            file,
+            sha256: Some("12345".into()),
+        };
+        let (_server, word) = serve_config_url(&bad, dir.path()).unwrap();
+        assert!(matches!(
+            lab_cmdline("ro", &[word]),
+            Err(LabError::Cmdline(_))
         ));
     }
 

@@ -30,7 +30,7 @@ use crate::manifest::Manifest;
 use crate::output::pxe_bundle::{KIND_INITRD, KIND_KERNEL, KIND_SCRIPT, SCRIPT_FILE};
 
 /// The guest-side address slirp forwards to the lab's HTTP server.
-const HTTP_GUEST_ADDR: &str = "10.0.2.100";
+pub const HTTP_GUEST_ADDR: &str = "10.0.2.100";
 
 /// How iPXE fetches the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,6 +138,11 @@ pub fn boot_pxe(
     if opts.config_drive.is_some() {
         return Err(LabError::NotForPxe {
             what: "a config drive (use --config: fw_cfg)",
+        });
+    }
+    if opts.config_url.is_some() {
+        return Err(LabError::NotForPxe {
+            what: "a config URL (use --config: fw_cfg)",
         });
     }
     let bundle = bundle_dir(dir, manifest)?;

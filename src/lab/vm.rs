@@ -96,6 +96,10 @@ pub struct UserNic {
     /// (TCP 50000). Inbound forwards still work under `restrict=on`, and
     /// the host side binds loopback only.
     pub api_port: Option<u16>,
+    /// Carry the guest's connections to `10.0.2.100:80` to this server on
+    /// loopback (`guestfwd`): the one address a `restrict=on` guest can
+    /// reach on this machine, for a config served by the lab.
+    pub guestfwd: Option<std::net::SocketAddr>,
 }
 
 impl UserNic {
@@ -106,6 +110,7 @@ impl UserNic {
         UserNic {
             mac: Self::MAC.to_string(),
             api_port: None,
+            guestfwd: None,
         }
     }
 
@@ -116,6 +121,12 @@ impl UserNic {
             s.push_str(&format!(
                 ",hostfwd=tcp:127.0.0.1:{port}-:{}",
                 contract::api::PORT
+            ));
+        }
+        if let Some(server) = self.guestfwd {
+            s.push_str(&format!(
+                ",guestfwd=tcp:{}:80-tcp:{server}",
+                super::pxe_boot::HTTP_GUEST_ADDR
             ));
         }
         s
@@ -605,6 +616,14 @@ mod tests {
         assert_eq!(
             nic.netdev(),
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40123-:50000"
+        );
+        let nic = UserNic {
+            guestfwd: Some("127.0.0.1:40200".parse().unwrap()),
+            ..UserNic::lab()
+        };
+        assert_eq!(
+            nic.netdev(),
+            "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:40200"
         );
     }
 

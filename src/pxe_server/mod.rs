@@ -1,5 +1,6 @@
 //! Serving a PXE bundle over HTTP: `nodeimg pxe serve` and the lab's HTTP
-//! PXE boot.
+//! PXE boot; and, with [`serve_folder`], any folder of the lab's (the
+//! machine config a node fetches from `nodeimg.config=URL`).
 //!
 //! Takes a bundle folder (the build's `pxe/`, holding `boot.ipxe`) and an
 //! address; answers HTTP/1.1 `GET` and `HEAD` for the regular files inside
@@ -30,6 +31,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub enum ServeError {
     #[error("{dir} is not a PXE bundle: it has no {SCRIPT_FILE}")]
     NoScript { dir: PathBuf },
+    #[error("{dir} has no {file} to serve")]
+    NoFile { dir: PathBuf, file: String },
     #[error("bundle folder {dir}")]
     Dir {
         dir: PathBuf,
@@ -76,15 +79,27 @@ impl Drop for Server {
     }
 }
 
-/// Starts serving `dir` on `listen` in background threads.
+/// Starts serving the PXE bundle `dir` on `listen` in background threads.
 pub fn serve(dir: &Path, listen: SocketAddr) -> Result<Server, ServeError> {
+    if !dir.join(SCRIPT_FILE).is_file() {
+        return Err(ServeError::NoScript {
+            dir: dir.to_path_buf(),
+        });
+    }
+    serve_folder(dir, listen, SCRIPT_FILE)
+}
+
+/// Starts serving the files of `dir` (which must hold `required`) on
+/// `listen` in background threads, with the same rules as a bundle.
+pub fn serve_folder(dir: &Path, listen: SocketAddr, required: &str) -> Result<Server, ServeError> {
     let root = dir.canonicalize().map_err(|source| ServeError::Dir {
         dir: dir.to_path_buf(),
         source,
     })?;
-    if !root.join(SCRIPT_FILE).is_file() {
-        return Err(ServeError::NoScript {
+    if !root.join(required).is_file() {
+        return Err(ServeError::NoFile {
             dir: dir.to_path_buf(),
+            file: required.to_string(),
         });
     }
     let http = tiny_http::Server::http(listen).map_err(|source| ServeError::Bind {
@@ -116,7 +131,7 @@ pub fn serve(dir: &Path, listen: SocketAddr) -> Result<Server, ServeError> {
                 source,
             })?
     };
-    tracing::info!(%addr, dir = %dir.display(), "serving PXE bundle");
+    tracing::info!(%addr, dir = %dir.display(), "serving over HTTP");
     Ok(Server {
         http,
         addr,
