@@ -88,6 +88,27 @@ fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
 struct Booted {
     addr: String,
     lab: std::thread::JoinHandle<(i32, Value, PathBuf)>,
+    /// A registry on loopback the guest reaches at 10.0.2.100:5000, with
+    /// the login `node`/`s3cret`, serving `library/pause:test`.
+    registry: support::registry::Registry,
+}
+
+/// The image the test registry serves: one file, packed like the
+/// builder's own images.
+fn registry() -> support::registry::Registry {
+    let built = nodeimg::oci::build_image(&nodeimg::oci::ImageSpec {
+        name: "library/pause:test".into(),
+        files: vec![nodeimg::oci::ImageFile {
+            path: "hello".into(),
+            mode: 0o644,
+            data: b"from the test registry\n".to_vec(),
+        }],
+        entrypoint: vec!["/hello".into()],
+        user: "65534:65534".into(),
+        mtime: 0,
+    })
+    .unwrap();
+    support::registry::serve(&built.archive, "library/pause", "test", "node", "s3cret")
 }
 
 fn boot(cfg: &Path) -> Booted {
@@ -96,6 +117,8 @@ fn boot(cfg: &Path) -> Booted {
 
 fn boot_with(cfg: &Path, extra: &[&str]) -> Booted {
     let port = free_port();
+    let registry = registry();
+    let forward = format!("5000:{}", registry.port);
     let mut args: Vec<String> = [
         "--net",
         "user",
@@ -105,6 +128,8 @@ fn boot_with(cfg: &Path, extra: &[&str]) -> Booted {
         &port.to_string(),
         "--wait-shutdown",
         "400",
+        "--forward",
+        &forward,
     ]
     .iter()
     .map(ToString::to_string)
@@ -118,6 +143,7 @@ fn boot_with(cfg: &Path, extra: &[&str]) -> Booted {
     Booted {
         addr: format!("127.0.0.1:{port}"),
         lab,
+        registry,
     }
 }
 
@@ -294,13 +320,33 @@ fn apply_config_then_reboot_over_the_api_comes_back_with_its_state() {
         "{refused}"
     );
 
-    // A new name (at the next boot) and a registry mirror (live).
+    // docker.io through the test registry as its mirror, but without its
+    // login: applied live, and the registry turns the pull away.
+    let image = "docker.io/library/pause:test";
+    let mirror = "\n[containerd.registry_mirrors]\n\"docker.io\" = [\"http://10.0.2.100:5000\"]\n";
+    let mirrored = dir.path().join("mirrored.toml");
+    std::fs::write(&mirrored, format!("{text}{mirror}")).unwrap();
+    let out = node(&b, &admin, &["apply-config", s(&mirrored)]);
+    assert!(out.status.success(), "{out:?}");
+    let out = node(&b, &admin, &["pull", image, "--timeout", "150"]);
+    assert!(!out.status.success(), "no login, yet pulled: {out:?}");
+    {
+        let seen = b.registry.seen.lock().unwrap();
+        assert!(
+            !seen.is_empty() && seen.iter().all(|s| !s.authorized),
+            "the mirror was not asked, or asked with credentials: {seen:?}"
+        );
+    }
+
+    // A new name (at the next boot) and a registry mirror with its login
+    // (live: containerd reads the files on the next pull).
     assert!(text.contains("hostname = \"worker-reboot\""), "{text}");
     let renamed = text.replace(
         "hostname = \"worker-reboot\"",
         "hostname = \"worker-renamed\"",
     )
-        + "\n[containerd.registry_mirrors]\n\"docker.io\" = [\"http://10.0.2.100:5000\"]\n";
+        + mirror
+        + "\n[containerd.registry_credentials.\"10.0.2.100:5000\"]\nusername = \"node\"\npassword = \"s3cret\"\n";
     let new = dir.path().join("renamed.toml");
     std::fs::write(&new, &renamed).unwrap();
     let out = node(&b, &admin, &["apply-config", s(&new)]);
@@ -316,10 +362,27 @@ fn apply_config_then_reboot_over_the_api_comes_back_with_its_state() {
     );
     assert_eq!(now["hostname"], "worker-reboot", "{now:#}");
     let out = node(&b, &admin, &["config"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("worker-renamed"), "{out:?}");
+    assert!(!shown.contains("s3cret"), "the password shows: {shown}");
+
+    // containerd pulls docker.io's image through the mirror, logged in.
+    b.registry.seen.lock().unwrap().clear();
+    let out = node(&b, &admin, &["pull", image, "--timeout", "150"]);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("worker-renamed"),
-        "{out:?}"
+        out.status.success(),
+        "{out:?}\nthe registry saw {:?}",
+        b.registry.seen.lock().unwrap()
     );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&b.registry.manifest_digest), "{said}");
+    let seen = b.registry.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.path.contains("/manifests/test"))
+            && seen.iter().any(|s| s.path.contains("/blobs/sha256:")),
+        "{seen:?}"
+    );
+    assert!(seen.iter().all(|s| s.authorized), "{seen:?}");
 
     let out = node(&b, &admin, &["reboot"]);
     assert!(out.status.success(), "{out:?}");

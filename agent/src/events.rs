@@ -5,6 +5,7 @@
 //! "Power Button", when the `button` and `evdev` modules are loaded). It reports
 //! a shutdown request; it never shuts anything down itself.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -124,6 +125,34 @@ pub fn reap() -> usize {
     reap_exits().len()
 }
 
+/// Children that threads other than the main loop started and wait for
+/// themselves (the node API's `ctr` runs): PID 1's reaper takes every
+/// child, so it leaves how a claimed one ended here for its owner.
+static CLAIMED: std::sync::Mutex<BTreeMap<i32, Option<Exit>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn claimed() -> std::sync::MutexGuard<'static, BTreeMap<i32, Option<Exit>>> {
+    CLAIMED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Marks `pid` (a child this thread just started) as waited for by its
+/// owner; [`claimed_exit`] then hands out how it ended, and [`unclaim`]
+/// forgets it.
+pub fn claim(pid: i32) {
+    claimed().insert(pid, None);
+}
+
+/// How a claimed child ended, once PID 1's reaper took it.
+pub fn claimed_exit(pid: i32) -> Option<Exit> {
+    claimed().get(&pid).copied().flatten()
+}
+
+pub fn unclaim(pid: i32) {
+    claimed().remove(&pid);
+}
+
 /// Reaps every exited child; returns each pid and how it ended. `wait`
 /// (pid -1), not `waitpid(None)` (pid 0: our process group only): daemons
 /// and services run in sessions of their own.
@@ -135,7 +164,11 @@ pub fn reap_exits() -> Vec<(i32, Exit)> {
             (None, Some(sig)) => Exit::Signal(sig),
             (None, None) => continue, // stopped or continued, not ended
         };
-        out.push((pid.as_raw_nonzero().get(), exit));
+        let pid = pid.as_raw_nonzero().get();
+        if let Some(slot) = claimed().get_mut(&pid) {
+            *slot = Some(exit);
+        }
+        out.push((pid, exit));
     }
     out
 }

@@ -84,35 +84,71 @@ fn ctr(args: &[&str]) -> Result<String, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("{CTR}: {e}"))?;
+    // Read both pipes while ctr runs: a pull prints progress all along,
+    // and a full pipe would stop it until the timeout.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    // Off the main thread PID 1's reaper may take ctr first (ECHILD
+    // here): it leaves the exit for us (events::claim).
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    crate::events::claim(pid);
     let start = Instant::now();
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if start.elapsed() > CTR_TIMEOUT => {
+        let ended = match child.try_wait() {
+            Ok(Some(s)) => Some(s.success()),
+            Ok(None) => None,
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                crate::events::claimed_exit(pid).map(|x| x == crate::events::Exit::Code(0))
+            }
+            Err(e) => {
+                crate::events::unclaim(pid);
+                return Err(format!("ctr {}: {e}", args.join(" ")));
+            }
+        };
+        match ended {
+            Some(ok) => break Some(ok),
+            None if start.elapsed() > CTR_TIMEOUT => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("ctr {} took over {CTR_TIMEOUT:?}", args.join(" ")));
+                break None;
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => return Err(format!("ctr {}: {e}", args.join(" "))),
+            None => std::thread::sleep(Duration::from_millis(50)),
         }
     };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    if status.success() {
+    crate::events::unclaim(pid);
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
+    let Some(success) = status else {
+        let last: Vec<&str> = err.lines().rev().take(3).collect();
+        return Err(format!(
+            "ctr {} took over {CTR_TIMEOUT:?}: {}",
+            args.join(" "),
+            last.join(" / ")
+        ));
+    };
+    if success {
         Ok(out)
     } else {
-        Err(format!(
-            "ctr {} failed ({status}): {}",
-            args.join(" "),
-            err.trim()
-        ))
+        Err(format!("ctr {} failed: {}", args.join(" "), err.trim()))
     }
 }
 

@@ -150,7 +150,21 @@ fn find_program(name: &str, explicit: Option<&Path>) -> Option<PathBuf> {
     }
     let exe = std::env::current_exe().ok()?;
     let candidates = program_candidates(&exe, name);
-    let found = candidates.iter().find(|p| p.is_file()).cloned();
+    // A static one wins: `cargo build` leaves a dynamic debug nodeagent
+    // beside a debug nodeimg, and the static `make agent` build must not
+    // be shadowed by it. With none static, the first found is named (and
+    // refused by check_static).
+    let is_static = |p: &&PathBuf| {
+        std::fs::read(p)
+            .ok()
+            .is_some_and(|d| goblin::elf::Elf::parse(&d).is_ok_and(|e| e.interpreter.is_none()))
+    };
+    let found = candidates
+        .iter()
+        .filter(|p| p.is_file())
+        .find(is_static)
+        .or_else(|| candidates.iter().find(|p| p.is_file()))
+        .cloned();
     if found.is_none() {
         tracing::debug!(looked_at = ?candidates, "no {name} found");
     }

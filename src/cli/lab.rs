@@ -140,6 +140,11 @@ pub struct BootArgs {
     /// network to --address. Nothing but loopback is bound.
     #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
+    /// With `--net user`: the guest reaches the server on this machine's
+    /// 127.0.0.1:HOSTPORT at 10.0.2.100:GUESTPORT (QEMU's guestfwd; the
+    /// network stays `restrict=on`). Repeatable.
+    #[arg(long, value_name = "GUESTPORT:HOSTPORT", value_parser = parse_forward)]
+    pub forward: Vec<(u16, std::net::SocketAddrV4)>,
     /// The guest's hardware clock at power-on, e.g. 2001-01-01T00:00:00
     /// (QEMU `-rtc base=`): a node that starts on a wrong clock, to test
     /// its time sync.
@@ -229,6 +234,7 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         }),
         user_net: args.net == NetArg::User || args.config_url.is_some(),
         api_port: args.api_port,
+        forwards: args.forward.clone(),
         wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
         lab_net: args.net == NetArg::Lab,
         lab_address: args.address,
@@ -243,6 +249,9 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
     }
     if args.address.is_some() && args.net != NetArg::Lab {
         anyhow::bail!("--address works only with --net lab");
+    }
+    if !args.forward.is_empty() && !opts.user_net {
+        anyhow::bail!("--forward needs --net user (it is a guestfwd of QEMU's user network)");
     }
     if args.config_url.is_some() && args.net == NetArg::Lab {
         anyhow::bail!(
@@ -471,4 +480,19 @@ fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: 
             ms as f64 / 1000.0
         );
     }
+}
+
+/// `GUESTPORT:HOSTPORT`: the host side is always loopback.
+fn parse_forward(s: &str) -> Result<(u16, std::net::SocketAddrV4), String> {
+    let (g, h) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected GUESTPORT:HOSTPORT"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{s:?}: {p:?} is not a port"))
+    };
+    let host = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port(h)?);
+    Ok((port(g)?, host))
 }

@@ -199,6 +199,9 @@ pub struct BootOptions {
     pub user_net: bool,
     /// With `user_net`: forward `127.0.0.1:PORT` to the node API (TCP 50000).
     pub api_port: Option<u16>,
+    /// With `user_net`: the guest's `10.0.2.100:PORT` reaches this
+    /// loopback server (QEMU's `guestfwd`; nothing else is reachable).
+    pub forwards: Vec<(u16, std::net::SocketAddrV4)>,
     /// After the report, do not press the power button at once: wait this
     /// long for the guest to power off by itself (an API `shutdown`), and
     /// press it only then. The VM keeps running meanwhile, so the API can
@@ -334,6 +337,7 @@ impl Default for BootOptions {
             config_url: None,
             user_net: false,
             api_port: None,
+            forwards: Vec::new(),
             wait_shutdown: None,
             lab_net: false,
             lab_address: None,
@@ -551,6 +555,7 @@ pub fn boot_direct(
         nic: (opts.user_net || config_server.is_some()).then(|| UserNic {
             api_port: opts.api_port,
             guestfwd: config_server.as_ref().map(|s| s.addr()),
+            forwards: opts.forwards.clone(),
             ..UserNic::lab()
         }),
         tap: lab_net.as_ref().and_then(|n| n.nic(0)),

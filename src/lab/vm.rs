@@ -100,6 +100,9 @@ pub struct UserNic {
     /// loopback (`guestfwd`): the one address a `restrict=on` guest can
     /// reach on this machine, for a config served by the lab.
     pub guestfwd: Option<std::net::SocketAddr>,
+    /// More `guestfwd`s: the guest's `10.0.2.100:PORT` to a loopback server
+    /// (a registry a test runs, say).
+    pub forwards: Vec<(u16, std::net::SocketAddrV4)>,
 }
 
 impl UserNic {
@@ -111,6 +114,7 @@ impl UserNic {
             mac: Self::MAC.to_string(),
             api_port: None,
             guestfwd: None,
+            forwards: Vec::new(),
         }
     }
 
@@ -126,6 +130,12 @@ impl UserNic {
         if let Some(server) = self.guestfwd {
             s.push_str(&format!(
                 ",guestfwd=tcp:{}:80-tcp:{server}",
+                super::pxe_boot::HTTP_GUEST_ADDR
+            ));
+        }
+        for (port, server) in &self.forwards {
+            s.push_str(&format!(
+                ",guestfwd=tcp:{}:{port}-tcp:{server}",
                 super::pxe_boot::HTTP_GUEST_ADDR
             ));
         }

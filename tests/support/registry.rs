@@ -61,7 +61,9 @@ pub fn serve(archive: &[u8], repo: &str, tag: &str, user: &str, password: &str) 
     let (repo, tag) = (repo.to_string(), tag.to_string());
     std::thread::spawn(move || {
         for req in server.incoming_requests() {
-            let path = req.url().to_string();
+            // containerd adds `?ns=<registry>` when it asks a mirror
+            let url = req.url().to_string();
+            let path = url.split('?').next().unwrap_or_default().to_string();
             let method = req.method().as_str().to_string();
             let authorized = req
                 .headers()
