@@ -392,10 +392,18 @@ impl MachineConfig {
     }
 }
 
-/// Parses a versioned TOML document: `schema` alone first, so a newer
-/// document is refused for its schema, not for the keys this build does
-/// not know; then the whole, every error placed by line, column and key.
-fn parse_versioned<T: serde::de::DeserializeOwned>(
+/// Every PEM block of `text` (blank lines between blocks allowed; other
+/// text refused).
+pub fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, PemError> {
+    pem::parse(text)
+}
+
+/// Parses a versioned TOML document (the machine config, cluster.toml, or
+/// any other typed file with a `schema` key): `schema` alone first, so a
+/// newer document is refused for its schema, not for the keys this build
+/// does not know; then the whole, every error placed by line, column and
+/// key. Only serde's checks: callers run their own.
+pub fn parse_versioned<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &str,
     supported: u32,
