@@ -70,6 +70,8 @@ fn init(cdir: &Path) {
         "lab",
         "--control-plane-endpoint",
         "10.0.0.10:6443",
+        "--member",
+        "cp-api=10.0.2.16",
         "--out",
         s(cdir),
     ]);
@@ -282,12 +284,20 @@ fn apply_config_then_reboot_over_the_api_comes_back_with_its_state() {
         String::from_utf8_lossy(&out.stderr).contains("bogus"),
         "{out:?}"
     );
+    // a whole control-plane config (its CA keys, its members): only the
+    // image, which has no etcd, is wrong for it
     let cp = dir.path().join("cp.toml");
-    std::fs::write(
-        &cp,
-        text.replace("role = \"worker\"", "role = \"control-plane\""),
-    )
-    .unwrap();
+    ok(&[
+        "cluster",
+        "config",
+        s(&dir.path().join("cluster")),
+        "--role",
+        "control-plane",
+        "--hostname",
+        "cp-api",
+        "--out",
+        s(&cp),
+    ]);
     // checked here first, so send it raw to see the node refuse it
     let admin_cfg = AdminConfig::read(&admin).unwrap();
     let refused = nodeimg::node::request(
