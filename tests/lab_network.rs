@@ -72,7 +72,16 @@ fn free_port() -> u16 {
 /// machine config).
 fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
     let cdir = dir.join("cluster");
-    ok(&["cluster", "init", "--out", s(&cdir)]);
+    ok(&[
+        "cluster",
+        "init",
+        "--name",
+        "lab",
+        "--control-plane-endpoint",
+        "10.77.0.2:6443",
+        "--out",
+        s(&cdir),
+    ]);
     let cfg = dir.join(format!("{host}.toml"));
     ok(&[
         "cluster",
@@ -84,8 +93,6 @@ fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
         host,
         "--address",
         NODE_IP,
-        "--cluster-name",
-        "lab",
         "--out",
         s(&cfg),
     ]);

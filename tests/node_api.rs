@@ -61,10 +61,26 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `nodeimg cluster init` of a cluster named `lab` into `cdir`.
+fn init(cdir: &Path) {
+    ok(&[
+        "cluster",
+        "init",
+        "--name",
+        "lab",
+        "--control-plane-endpoint",
+        "10.0.0.10:6443",
+        "--member",
+        "cp-api=10.0.2.16",
+        "--out",
+        s(cdir),
+    ]);
+}
+
 /// A cluster directory and a worker config for `host` at [`NODE_IP`].
 fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
     let cdir = dir.join("cluster");
-    ok(&["cluster", "init", "--out", s(&cdir)]);
+    init(&cdir);
     let cfg = dir.join(format!("{host}.toml"));
     ok(&[
         "cluster",
@@ -76,8 +92,6 @@ fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
         host,
         "--address",
         NODE_IP,
-        "--cluster-name",
-        "lab",
         "--out",
         s(&cfg),
     ]);
@@ -226,7 +240,7 @@ fn the_admin_manages_the_node_others_are_refused_and_shutdown_is_clean() {
     // A client certificate from another cluster's CA (the node's CA still
     // trusted on our side, so only the node's check can fail).
     let other = dir.path().join("other");
-    ok(&["cluster", "init", "--out", s(&other)]);
+    init(&other);
     let mut stranger = AdminConfig::read(&other.join("admin.nodeconfig")).unwrap();
     stranger.ca = AdminConfig::read(&admin).unwrap().ca;
     let stranger_file = dir.path().join("stranger.nodeconfig");
@@ -296,12 +310,20 @@ fn apply_config_then_reboot_over_the_api_comes_back_with_its_state() {
         String::from_utf8_lossy(&out.stderr).contains("bogus"),
         "{out:?}"
     );
+    // a whole control-plane config (its CA keys, its members): only the
+    // image, which has no etcd, is wrong for it
     let cp = dir.path().join("cp.toml");
-    std::fs::write(
-        &cp,
-        text.replace("role = \"worker\"", "role = \"control-plane\""),
-    )
-    .unwrap();
+    ok(&[
+        "cluster",
+        "config",
+        s(&dir.path().join("cluster")),
+        "--role",
+        "control-plane",
+        "--hostname",
+        "cp-api",
+        "--out",
+        s(&cp),
+    ]);
     // checked here first, so send it raw to see the node refuse it
     let admin_cfg = AdminConfig::read(&admin).unwrap();
     let refused = nodeimg::node::request(
@@ -435,12 +457,22 @@ fn cluster_files_are_private_and_never_overwritten() {
     ok(&["config", "check", s(&cfg)]);
 
     let cdir = dir.path().join("cluster");
-    let out = nodeimg(&["cluster", "init", "--out", s(&cdir)]);
+    let init_args = [
+        "cluster",
+        "init",
+        "--name",
+        "lab",
+        "--control-plane-endpoint",
+        "10.0.0.10:6443",
+        "--out",
+        s(&cdir),
+    ];
+    let out = nodeimg(&init_args);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("api-ca.crt") && err.contains("--force"),
+        err.contains("api-ca.key") && err.contains("--force"),
         "{err}"
     );
-    ok(&["cluster", "init", "--out", s(&cdir), "--force"]);
+    ok(&[&init_args[..], &["--force"]].concat());
 }

@@ -1,15 +1,17 @@
-//! `nodeimg cluster init --out DIR [--force]`: the node API's CA and the
-//! admin identity (`DIR/api-ca.crt`, `DIR/api-ca.key`, `DIR/admin.nodeconfig`).
+//! `nodeimg cluster init --name N --control-plane-endpoint HOST:PORT
+//! [--member HOST=IP]... --out DIR [--force]`: the cluster's CAs, keys,
+//! secrets, admin identity and cluster.toml.
 //! `nodeimg cluster config DIR --role R --hostname H [--address IP]...
-//! --out FILE`: one node's machine config, trusting DIR's CA, with a node
-//! certificate it issued. Paths written go to stdout.
+//! --out FILE [--force]`: one node's machine config, rendered from DIR.
+//! `nodeimg cluster check DIR`: reads every file of DIR as `config` does.
+//! Paths written go to stdout.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use contract::config::Role;
-use nodeimg::cluster::{self, NodeSpec};
+use contract::config::{Member, Role};
+use nodeimg::cluster::{self, ClusterDir, InitRequest, NodeSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterArgs {
@@ -19,20 +21,45 @@ pub struct ClusterArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum ClusterCommand {
-    /// Make the node API's CA and an admin client identity signed by it.
+    /// Make the cluster's CAs, keys and secrets, the admin's identity and cluster.toml.
     Init(InitArgs),
-    /// Make a node's machine config: its API trust and certificate.
+    /// Render one node's machine config from the cluster directory.
     Config(ConfigArgs),
+    /// Read and check every file of a cluster directory.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct InitArgs {
-    /// Directory for api-ca.crt, api-ca.key and admin.nodeconfig.
+    /// The cluster's name (a DNS label).
+    #[arg(long)]
+    name: String,
+    /// HOST:PORT of the Kubernetes API (a load balancer, a VIP or one node).
+    #[arg(long, value_name = "HOST:PORT")]
+    control_plane_endpoint: String,
+    /// A control-plane node, HOSTNAME=IP; repeatable. More can be added to
+    /// cluster.toml later, before their configs are rendered.
+    #[arg(long = "member", value_name = "HOSTNAME=IP", value_parser = parse_member)]
+    members: Vec<Member>,
+    /// Directory for the cluster's files (created if missing).
     #[arg(long)]
     out: PathBuf,
     /// Replace files that exist.
     #[arg(long)]
     force: bool,
+}
+
+fn parse_member(s: &str) -> Result<Member, String> {
+    let (hostname, address) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not HOSTNAME=IP"))?;
+    let address: IpAddr = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an IP address"))?;
+    Ok(Member {
+        hostname: hostname.to_string(),
+        address,
+    })
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -47,16 +74,14 @@ struct ConfigArgs {
     dir: PathBuf,
     #[arg(long, value_enum)]
     role: RoleArg,
-    /// The node's hostname (also a DNS SAN of its API certificate).
+    /// The node's hostname (also a DNS SAN of its API certificate). A
+    /// control-plane node must be one of cluster.toml's members.
     #[arg(long)]
     hostname: String,
     /// An address clients dial the node at (an IP SAN); repeatable.
     #[arg(long = "address", value_name = "IP")]
     addresses: Vec<IpAddr>,
-    /// The cluster's name.
-    #[arg(long, default_value = "nodeimg")]
-    cluster_name: String,
-    /// Where to write the machine config (0600: it holds the node's key).
+    /// Where to write the machine config (0600: it holds the node's keys).
     #[arg(long)]
     out: PathBuf,
     /// Replace FILE if it exists.
@@ -64,13 +89,24 @@ struct ConfigArgs {
     force: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The directory `cluster init` made.
+    dir: PathBuf,
+}
+
 pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
     let now = time::OffsetDateTime::now_utc();
     match args.command {
         ClusterCommand::Init(a) => {
-            let files = cluster::init(&a.out, a.force, now)
-                .with_context(|| format!("making the cluster's API CA in {}", a.out.display()))?;
-            for p in [files.ca_cert, files.ca_key, files.admin] {
+            let request = InitRequest {
+                name: a.name,
+                control_plane_endpoint: a.control_plane_endpoint,
+                members: a.members,
+            };
+            let files = cluster::init(&a.out, &request, a.force, now)
+                .with_context(|| format!("making the cluster in {}", a.out.display()))?;
+            for p in files {
                 println!("{}", p.display());
             }
         }
@@ -82,12 +118,16 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
                     RoleArg::ControlPlane => Role::ControlPlane,
                 },
                 addresses: a.addresses,
-                cluster_name: a.cluster_name,
             };
             let text = cluster::machine_config(&a.dir, &spec, now)
                 .with_context(|| format!("making the machine config for {}", a.hostname))?;
             cluster::write_file(&a.out, text.as_bytes(), 0o600, a.force)?;
             println!("{}", a.out.display());
+        }
+        ClusterCommand::Check(a) => {
+            ClusterDir::load(&a.dir)
+                .with_context(|| format!("checking the cluster in {}", a.dir.display()))?;
+            println!("ok");
         }
     }
     Ok(0)

@@ -1,5 +1,9 @@
-//! The certificates: the API CA, client identities and node (server)
-//! certificates, all ECDSA P-256 keys made by rcgen with ring.
+//! The certificates: the cluster's CAs (node API, etcd, Kubernetes, front
+//! proxy), client identities and node (server) certificates, and the
+//! service-account key pair: all ECDSA P-256 keys made by rcgen with ring.
+//! Kubernetes takes ECDSA everywhere: CAs and leaves (Go's crypto/tls), and
+//! service-account tokens (kube-apiserver's `--service-account-key-file`
+//! reads RSA or ECDSA keys, and signs ES256 with an ECDSA signing key).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -43,12 +47,52 @@ fn name(cn: &str) -> DistinguishedName {
     dn
 }
 
-pub fn new_ca(now: OffsetDateTime) -> Result<Ca, ClusterError> {
-    let e = cert_err("API CA");
+/// Which CA: its name in messages, its subject and its files in DIR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaKind {
+    pub what: &'static str,
+    pub common_name: &'static str,
+    pub cert_file: &'static str,
+    pub key_file: &'static str,
+}
+
+/// The node API's CA: whom nodes admit as clients.
+pub const API_CA: CaKind = CaKind {
+    what: "API CA",
+    common_name: "nodeimg API CA",
+    cert_file: "api-ca.crt",
+    key_file: "api-ca.key",
+};
+/// etcd's CA: the agent issues each member's server, peer and client
+/// certificates from it.
+pub const ETCD_CA: CaKind = CaKind {
+    what: "etcd CA",
+    common_name: "etcd-ca",
+    cert_file: "etcd-ca.crt",
+    key_file: "etcd-ca.key",
+};
+/// The Kubernetes CA (the CN kubeadm gives it).
+pub const KUBERNETES_CA: CaKind = CaKind {
+    what: "Kubernetes CA",
+    common_name: "kubernetes",
+    cert_file: "kubernetes-ca.crt",
+    key_file: "kubernetes-ca.key",
+};
+/// The aggregation layer's CA (kube-apiserver's `--requestheader-client-ca-file`).
+pub const FRONT_PROXY_CA: CaKind = CaKind {
+    what: "front-proxy CA",
+    common_name: "front-proxy-ca",
+    cert_file: "front-proxy-ca.crt",
+    key_file: "front-proxy-ca.key",
+};
+
+/// A new self-signed CA of `kind`, valid ten years.
+pub fn new_ca(kind: CaKind, now: OffsetDateTime) -> Result<Ca, ClusterError> {
+    let e = cert_err(kind.what);
     let key = KeyPair::generate().map_err(&e)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = name("nodeimg API CA");
-    // path length 0: it signs clients and nodes, never another CA
+    params.distinguished_name = name(kind.common_name);
+    // path length 0: each signs leaves (clients, nodes, members), never another CA
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -66,28 +110,60 @@ pub fn new_ca(now: OffsetDateTime) -> Result<Ca, ClusterError> {
     })
 }
 
-/// The CA from `DIR/api-ca.crt` and `DIR/api-ca.key`.
-pub fn load_ca(cert: &Path, key: &Path) -> Result<Ca, ClusterError> {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| ClusterError::Read {
-            path: p.to_path_buf(),
+/// The CA of `kind` from its two files in `dir`, each named when it is
+/// missing or unusable (a truncated key, a certificate that is not a CA's
+/// or not the key's).
+pub fn load_ca(kind: CaKind, dir: &Path) -> Result<Ca, ClusterError> {
+    let (cert, key) = (dir.join(kind.cert_file), dir.join(kind.key_file));
+    let (cert_pem, key_pem) = (read(&cert)?, read(&key)?);
+    let unusable = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ClusterError::Ca {
+            what: kind.what,
+            path,
             source,
-        })
+        }
     };
-    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-    let pair = KeyPair::from_pem(&key_pem).map_err(|source| ClusterError::Ca {
-        path: key.to_path_buf(),
-        source,
-    })?;
-    let issuer = Issuer::from_ca_cert_pem(&cert_pem, pair).map_err(|source| ClusterError::Ca {
-        path: cert.to_path_buf(),
-        source,
-    })?;
+    let pair = KeyPair::from_pem(&key_pem).map_err(unusable(&key))?;
+    // rcgen reads the certificate but neither checks that it is a CA's
+    // nor that the key is its key: the contract's checks do both
+    let checked = contract::config::CaPair {
+        certificate: cert_pem.clone(),
+        key: Some(contract::config::Secret::new(key_pem.clone())),
+    };
+    if let Some(p) = checked.problems().into_iter().next() {
+        let (path, message) = if p.key == "key" {
+            (
+                &key,
+                format!("{} (the certificate: {})", p.message, cert.display()),
+            )
+        } else {
+            (&cert, p.message)
+        };
+        return Err(ClusterError::Invalid {
+            path: path.clone(),
+            message,
+        });
+    }
+    let issuer = Issuer::from_ca_cert_pem(&cert_pem, pair).map_err(unusable(&cert))?;
     Ok(Ca {
         cert_pem,
         key_pem,
         issuer,
     })
+}
+
+pub(super) fn read(p: &Path) -> Result<String, ClusterError> {
+    std::fs::read_to_string(p).map_err(|source| ClusterError::Read {
+        path: p.to_path_buf(),
+        source,
+    })
+}
+
+/// A service-account key pair: PKCS#8 private key and SPKI public key, PEM.
+pub fn service_account() -> Result<(String, String), ClusterError> {
+    let key = KeyPair::generate().map_err(cert_err("service-account key"))?;
+    Ok((key.serialize_pem(), key.public_key_pem()))
 }
 
 fn leaf(

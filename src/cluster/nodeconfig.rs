@@ -35,7 +35,7 @@ impl AdminConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let bad = |message: String| ClusterError::NodeConfig {
+        let bad = |message: String| ClusterError::Invalid {
             path: path.to_path_buf(),
             message,
         };

@@ -5,14 +5,21 @@
 //! and type errors carry the file, line and dotted key (from toml's span),
 //! and the checks serde cannot express ([`MachineConfig::problems`]) return
 //! a [`Problem`] per key. The node's secrets (its API private key, registry
-//! passwords) are [`Secret`]s: they never show in `Debug`, and
-//! [`MachineConfig::redacted`] is the view to print. There is no field for
-//! a CA private key, and a `key` that is the CA's is refused.
+//! passwords, and on a control-plane node the cluster's CA keys, service-
+//! account key, encryption key and bootstrap token) are [`Secret`]s: they
+//! never show in `Debug`, and [`MachineConfig::redacted`] is the view to
+//! print. A worker's config never holds a CA private key (refused, named),
+//! and a node's own `api.key` that is any CA's key is refused.
+//!
+//! The cluster config (`cluster.toml`, what `nodeimg cluster` renders node
+//! configs from) is [`cluster_config`], read the same way.
 //!
 //! The reference is `docs/machine-config.md`; its headings mirror the
 //! tables here.
 
 mod changes;
+mod cluster;
+pub mod cluster_config;
 mod image;
 mod pem;
 pub mod registries;
@@ -24,6 +31,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use changes::{changes, Changes};
+pub use cluster::{
+    check_bootstrap_token, check_encryption_key, check_endpoint, member_problems, CaPair,
+    EtcdBackup, Interval, Member, ServiceAccountKeys, ENCRYPTION_KEY_BYTES,
+};
+pub use cluster_config::{ClusterConfig, CLUSTER_SCHEMA};
 pub use image::{check_against_image, ImageFacts, ETCD_PACKAGE};
 pub use pem::{PemBlock, PemError};
 
@@ -99,23 +111,67 @@ pub struct MachineConfig {
     pub containerd: Containerd,
 }
 
-/// `[cluster]`: the cluster this node belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[cluster]`: the cluster this node belongs to. Everything but `name`
+/// is optional (`nodeimg cluster config` fills it; see `cluster.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// The cluster's name (a DNS label).
     pub name: String,
-    /// `[cluster.control_plane]`: room for what the control plane needs
-    /// (endpoints, etcd peers); later schema additions fill it. Typed, so
-    /// unknown keys in it are refused too.
+    /// `HOST:PORT` of the Kubernetes API, as every node dials it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_endpoint: Option<String>,
+    /// Kubernetes bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`: how a
+    /// kubelet first authenticates to join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_token: Option<Secret>,
+    /// `[cluster.kubernetes_ca]`: the Kubernetes CA (every node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_ca: Option<CaPair>,
+    /// `[cluster.etcd_ca]`: the etcd CA (control-plane nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_ca: Option<CaPair>,
+    /// `[cluster.front_proxy_ca]`: the aggregation layer's CA (control-plane nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front_proxy_ca: Option<CaPair>,
+    /// `[cluster.control_plane]`: what only control-plane nodes hold.
+    /// Typed, so unknown keys in it are refused too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ClusterControlPlane>,
 }
 
-/// `[cluster.control_plane]`: empty in schema 1.
+impl Cluster {
+    /// The CAs present, by their table name.
+    pub fn cas(&self) -> impl Iterator<Item = (&'static str, &CaPair)> {
+        [
+            ("kubernetes_ca", &self.kubernetes_ca),
+            ("etcd_ca", &self.etcd_ca),
+            ("front_proxy_ca", &self.front_proxy_ca),
+        ]
+        .into_iter()
+        .filter_map(|(n, p)| p.as_ref().map(|p| (n, p)))
+    }
+}
+
+/// `[cluster.control_plane]`: the control plane's members and the keys
+/// only control-plane nodes hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterControlPlane {}
+pub struct ClusterControlPlane {
+    /// Encryption-at-rest key for Secrets: base64 of 32 bytes (aescbc or
+    /// secretbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key: Option<Secret>,
+    /// `[cluster.control_plane.service_account]`: the token signing pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountKeys>,
+    /// `[cluster.control_plane.etcd_backup]`: snapshot interval and retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_backup: Option<EtcdBackup>,
+    /// `[[cluster.control_plane.members]]`: every control-plane node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+}
 
 /// `[network]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,8 +289,12 @@ pub enum ConfigError {
         key: Option<String>,
         message: String,
     },
-    #[error("{file}: schema = {found} is not supported (this build reads schema {SCHEMA})")]
-    Schema { file: String, found: i64 },
+    #[error("{file}: schema = {found} is not supported (this build reads schema {supported})")]
+    Schema {
+        file: String,
+        found: i64,
+        supported: u32,
+    },
     #[error("{file}: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid {
         file: String,
@@ -252,9 +312,11 @@ impl ConfigError {
                     message.clone(),
                 )]
             }
-            ConfigError::Schema { found, .. } => vec![Problem::new(
+            ConfigError::Schema {
+                found, supported, ..
+            } => vec![Problem::new(
                 "schema",
-                format!("schema = {found} is not supported (this build reads schema {SCHEMA})"),
+                format!("schema = {found} is not supported (this build reads schema {supported})"),
             )],
             ConfigError::Invalid { problems, .. } => problems.clone(),
         }
@@ -286,30 +348,7 @@ impl MachineConfig {
 
     /// Parses without the checks beyond serde (schema included).
     pub fn parse(text: &str, file: &str) -> Result<MachineConfig, ConfigError> {
-        let toml_err = |e: toml::de::Error| {
-            let at = e.span().map(|s| s.start);
-            let (line, column) = at.map(|at| line_column(text, at)).unwrap_or((1, 1));
-            ConfigError::Toml {
-                file: file.to_string(),
-                line,
-                column,
-                key: at.and_then(|at| key_at(text, at)),
-                message: e.message().trim().to_string(),
-            }
-        };
-        let probe: SchemaProbe = toml::from_str(text).map_err(toml_err)?;
-        match probe.schema.as_ref().map(toml::Value::as_integer) {
-            Some(Some(n)) if n == i64::from(SCHEMA) => {}
-            Some(Some(n)) => {
-                return Err(ConfigError::Schema {
-                    file: file.to_string(),
-                    found: n,
-                })
-            }
-            // missing or not a number: serde names it below
-            _ => {}
-        }
-        toml::from_str(text).map_err(toml_err)
+        parse_versioned(text, file, SCHEMA)
     }
 
     /// Every check serde cannot express, one [`Problem`] per key.
@@ -320,7 +359,25 @@ impl MachineConfig {
     /// A copy with every secret replaced by [`REDACTED`]: what to print.
     pub fn redacted(&self) -> MachineConfig {
         let mut c = self.clone();
-        c.api.key = Secret::new(REDACTED);
+        let hide = |s: &mut Secret| *s = Secret::new(REDACTED);
+        hide(&mut c.api.key);
+        let cl = &mut c.cluster;
+        let cas = [
+            &mut cl.kubernetes_ca,
+            &mut cl.etcd_ca,
+            &mut cl.front_proxy_ca,
+        ];
+        let mut secrets: Vec<&mut Secret> = cas
+            .into_iter()
+            .flatten()
+            .filter_map(|ca| ca.key.as_mut())
+            .collect();
+        secrets.extend(cl.bootstrap_token.as_mut());
+        if let Some(cp) = &mut cl.control_plane {
+            secrets.extend(cp.encryption_key.as_mut());
+            secrets.extend(cp.service_account.as_mut().map(|sa| &mut sa.private_key));
+        }
+        secrets.into_iter().for_each(hide);
         for cred in c.containerd.registry_credentials.values_mut() {
             for s in [&mut cred.password, &mut cred.token].into_iter().flatten() {
                 *s = Secret::new(REDACTED);
@@ -333,6 +390,49 @@ impl MachineConfig {
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string(self)
     }
+}
+
+/// Every PEM block of `text` (blank lines between blocks allowed; other
+/// text refused).
+pub fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, PemError> {
+    pem::parse(text)
+}
+
+/// Parses a versioned TOML document (the machine config, cluster.toml, or
+/// any other typed file with a `schema` key): `schema` alone first, so a
+/// newer document is refused for its schema, not for the keys this build
+/// does not know; then the whole, every error placed by line, column and
+/// key. Only serde's checks: callers run their own.
+pub fn parse_versioned<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+    supported: u32,
+) -> Result<T, ConfigError> {
+    let toml_err = |e: toml::de::Error| {
+        let at = e.span().map(|s| s.start);
+        let (line, column) = at.map(|at| line_column(text, at)).unwrap_or((1, 1));
+        ConfigError::Toml {
+            file: file.to_string(),
+            line,
+            column,
+            key: at.and_then(|at| key_at(text, at)),
+            message: e.message().trim().to_string(),
+        }
+    };
+    let probe: SchemaProbe = toml::from_str(text).map_err(toml_err)?;
+    match probe.schema.as_ref().map(toml::Value::as_integer) {
+        Some(Some(n)) if n == i64::from(supported) => {}
+        Some(Some(n)) => {
+            return Err(ConfigError::Schema {
+                file: file.to_string(),
+                found: n,
+                supported,
+            })
+        }
+        // missing or not a number: serde names it below
+        _ => {}
+    }
+    toml::from_str(text).map_err(toml_err)
 }
 
 /// 1-based line and column (in characters) of byte offset `at`.
@@ -416,3 +516,7 @@ fn resolve_arrays(header: &str, arrays: &BTreeMap<String, usize>) -> String {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cluster_tests.rs"]
+mod cluster_tests;

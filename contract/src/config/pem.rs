@@ -243,6 +243,15 @@ pub(super) fn certificate(der: &[u8]) -> Result<CertFacts, String> {
     })
 }
 
+/// The comparable public key of a `PUBLIC KEY` block (SubjectPublicKeyInfo).
+pub(super) fn public_key(der: &[u8]) -> Result<Vec<u8>, String> {
+    let (spki, _) = tlv(der)?;
+    if spki.tag != SEQUENCE {
+        return Err("no SubjectPublicKeyInfo".into());
+    }
+    spki_public(spki.body)
+}
+
 /// What the checks need from a private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct KeyFacts {

@@ -1,5 +1,6 @@
 //! The checks serde cannot express: names, addresses, selectors and the
-//! API's PEM material. Each problem names its dotted key.
+//! API's PEM material (the cluster's, in `cluster.rs`). Each problem names
+//! its dotted key.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -30,7 +31,13 @@ pub(super) fn problems(c: &MachineConfig) -> Vec<Problem> {
             ));
         }
     }
-    api(&c.api, &mut out);
+    super::cluster::problems(&c.cluster, c.role, &c.hostname, &mut out);
+    let ca_keys: Vec<Vec<u8>> = c
+        .cluster
+        .cas()
+        .filter_map(|(_, p)| p.public_key())
+        .collect();
+    api(&c.api, &ca_keys, &mut out);
     for (host, mirrors) in &c.containerd.registry_mirrors {
         if let Err(why) = registry_host(host) {
             out.push(Problem::new(
@@ -98,7 +105,7 @@ pub(super) fn dns_name(s: &str) -> Result<(), String> {
 }
 
 /// One lower-case RFC 1123 label: `a-z 0-9 -`, 1 to 63, no `-` at either end.
-fn dns_label(s: &str) -> Result<(), String> {
+pub(super) fn dns_label(s: &str) -> Result<(), String> {
     let ok_chars = s
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -263,7 +270,9 @@ fn interfaces(list: &[Interface], out: &mut Vec<Problem>) {
     }
 }
 
-fn api(a: &Api, out: &mut Vec<Problem>) {
+/// `other_cas`: the public keys of the cluster's other CAs, whose private
+/// keys a node's API key must not be either.
+fn api(a: &Api, other_cas: &[Vec<u8>], out: &mut Vec<Problem>) {
     let ca = certificates("api.client_ca", &a.client_ca, out);
     let cert = certificates("api.certificate", &a.certificate, out);
     let key = match pem::parse(a.key.expose()) {
@@ -315,6 +324,11 @@ fn api(a: &Api, out: &mut Vec<Problem>) {
             "api.key",
             "is the private key of the cluster CA in api.client_ca: a node never holds a CA key",
         ));
+    } else if other_cas.iter().any(|k| k[..] == public[..]) {
+        out.push(Problem::new(
+            "api.key",
+            "is the private key of one of the cluster's CAs: the node API needs its own key",
+        ));
     } else if let Some(node) = cert.first().and_then(|c| c.public_key.as_deref()) {
         if node != &public[..] {
             out.push(Problem::new(
@@ -326,7 +340,7 @@ fn api(a: &Api, out: &mut Vec<Problem>) {
 }
 
 /// Reads a PEM bundle that must hold certificates only; records problems.
-fn certificates(key: &str, text: &str, out: &mut Vec<Problem>) -> Vec<pem::CertFacts> {
+pub(super) fn certificates(key: &str, text: &str, out: &mut Vec<Problem>) -> Vec<pem::CertFacts> {
     let blocks = match pem::parse(text) {
         Ok(b) => b,
         Err(e) => {

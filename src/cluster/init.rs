@@ -1,0 +1,148 @@
+//! `cluster init`: every secret the cluster needs, and the cluster.toml a
+//! user edits, made in memory and checked, then written as one set (see
+//! [`super::files::write_all`]): a refused init writes nothing.
+
+use std::path::{Path, PathBuf};
+
+use contract::config::{ClusterConfig, Member, Secret};
+use time::OffsetDateTime;
+
+use super::files::{write_all, NewFile};
+use super::issue::{self, API_CA, ETCD_CA, FRONT_PROXY_CA, KUBERNETES_CA};
+use super::load::read_cluster_toml_text;
+use super::nodeconfig::{AdminConfig, NODECONFIG_SCHEMA};
+use super::secrets::SecretsFile;
+use super::{ClusterError, ADMIN, CLUSTER_TOML, SA_KEY, SA_PUB, SECRETS};
+
+/// What `cluster init` is asked for.
+#[derive(Debug, Clone)]
+pub struct InitRequest {
+    pub name: String,
+    /// `HOST:PORT` of the Kubernetes API.
+    pub control_plane_endpoint: String,
+    /// The control-plane nodes known now; more can be added to cluster.toml
+    /// before their configs are rendered.
+    pub members: Vec<Member>,
+}
+
+/// Makes every file of a cluster in `dir` (created if missing). Without
+/// `force`, refuses before writing anything when one of them exists.
+/// Returns the paths written, in the order written.
+pub fn init(
+    dir: &Path,
+    request: &InitRequest,
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<Vec<PathBuf>, ClusterError> {
+    let cluster_toml = render_cluster_toml(request);
+    // checked before anything is made: a bad name or endpoint is named
+    // as the key it becomes in cluster.toml
+    read_cluster_toml_text(&cluster_toml, &dir.join(CLUSTER_TOML))?;
+
+    let mut files: Vec<NewFile> = Vec::new();
+    let mut add = |name: &str, data: String, mode: u32| {
+        files.push(NewFile {
+            path: dir.join(name),
+            data: data.into_bytes(),
+            mode,
+        });
+    };
+    // keys before their certificates: a certificate without its key is
+    // useless, the reverse is recoverable
+    let api_ca = issue::new_ca(API_CA, now)?;
+    let mut cas = Vec::new();
+    for kind in [ETCD_CA, KUBERNETES_CA, FRONT_PROXY_CA] {
+        cas.push((kind, issue::new_ca(kind, now)?));
+    }
+    for (kind, ca) in std::iter::once((API_CA, &api_ca)).chain(cas.iter().map(|(k, c)| (*k, c))) {
+        add(kind.key_file, ca.key_pem.clone(), 0o600);
+        add(kind.cert_file, ca.cert_pem.clone(), 0o644);
+    }
+    let (sa_key, sa_pub) = issue::service_account()?;
+    add(SA_KEY, sa_key, 0o600);
+    add(SA_PUB, sa_pub, 0o644);
+    add(SECRETS, SecretsFile::generate()?.to_toml()?, 0o600);
+
+    let admin = issue::client(&api_ca, "admin", now)?;
+    let admin = AdminConfig {
+        schema: NODECONFIG_SCHEMA,
+        ca: api_ca.cert_pem.clone(),
+        certificate: admin.cert_pem,
+        key: Secret::new(admin.key_pem),
+    };
+    let admin_text = admin.to_toml().map_err(|source| ClusterError::Render {
+        what: "the admin nodeconfig",
+        source,
+    })?;
+    add(ADMIN, admin_text, 0o600);
+    add(CLUSTER_TOML, cluster_toml, 0o644);
+
+    std::fs::create_dir_all(dir).map_err(|source| ClusterError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    write_all(&files, force)?;
+    Ok(files.into_iter().map(|f| f.path).collect())
+}
+
+/// A TOML string literal (values come from flags: quoting is toml's job).
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// cluster.toml as a user reads it: every table present, with a comment
+/// on what it is for. [`ClusterConfig::from_toml`] must read it back as
+/// the request says (tested).
+pub fn render_cluster_toml(r: &InitRequest) -> String {
+    let defaults = ClusterConfig {
+        schema: contract::config::CLUSTER_SCHEMA,
+        name: String::new(),
+        control_plane_endpoint: String::new(),
+        control_plane: Default::default(),
+        etcd: Default::default(),
+        oidc: Default::default(),
+        addons: Default::default(),
+        backup_targets: Default::default(),
+    };
+    let mut t = format!(
+        "# The cluster config: `nodeimg cluster config` renders node configs from it.\n\
+         # Edit it freely; nothing in it is secret (the keys are the other files in\n\
+         # this directory). Reference: docs/machine-config.md, \"cluster.toml\".\n\
+         schema = {}\n\
+         name = {}\n\
+         # HOST:PORT of the Kubernetes API: a load balancer, a VIP or one node.\n\
+         control_plane_endpoint = {}\n\n\
+         # Every control-plane node, listed before any node config is rendered:\n\
+         # each control-plane config carries the whole list (etcd's peers).\n",
+        defaults.schema,
+        quoted(&r.name),
+        quoted(&r.control_plane_endpoint)
+    );
+    if r.members.is_empty() {
+        t.push_str(
+            "# [[control_plane.members]]\n# hostname = \"cp-1\"\n# address = \"10.0.0.11\"\n",
+        );
+    }
+    for (i, m) in r.members.iter().enumerate() {
+        if i > 0 {
+            t.push('\n');
+        }
+        t.push_str(&format!(
+            "[[control_plane.members]]\nhostname = {}\naddress = {}\n",
+            quoted(&m.hostname),
+            quoted(&m.address.to_string())
+        ));
+    }
+    let backup = defaults.etcd.backup;
+    t.push_str(&format!(
+        "\n[etcd.backup]\n\
+         # how often one elected control-plane node snapshots etcd, and how many it keeps\n\
+         interval = {}\n\
+         retain = {}\n\n\
+         # Defined by later versions; a key in them is refused for now.\n\
+         [oidc]\n\n[addons]\n\n[backup_targets]\n",
+        quoted(&backup.interval.to_string()),
+        backup.retain
+    ));
+    t
+}
