@@ -109,6 +109,20 @@ fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
     (cdir.join("admin.nodeconfig"), cfg)
 }
 
+/// This machine's time a day from now, as QEMU's `-rtc base=` takes it.
+fn tomorrow() -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
 /// Names of this process's (host) network links.
 fn host_links() -> String {
     std::fs::read_to_string("/proc/net/dev").unwrap()
@@ -128,7 +142,15 @@ fn named_netns() -> Vec<String> {
 fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
     let netns_before = named_netns();
     let dir = tempfile::tempdir().unwrap();
-    let (admin, cfg) = cluster(dir.path(), "worker-lab");
+    let (admin, with_time) = cluster(dir.path(), "worker-lab");
+    // Boots a day ahead (the API's TLS still takes a clock that is late
+    // for the certificates' start, not one before it) with no time
+    // server; one is applied through the API.
+    let text = std::fs::read_to_string(&with_time).unwrap();
+    let mut c = MachineConfig::from_toml(&text, s(&with_time)).unwrap();
+    c.time.servers.clear();
+    let cfg = dir.path().join("no-time.toml");
+    std::fs::write(&cfg, c.to_toml().unwrap()).unwrap();
     let port = free_port();
     let args: Vec<String> = [
         "--net",
@@ -141,6 +163,8 @@ fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
         &port.to_string(),
         "--wait-shutdown",
         "400",
+        "--rtc-base",
+        &tomorrow(),
     ]
     .iter()
     .map(ToString::to_string)
@@ -189,6 +213,33 @@ fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
         "{status:#}"
     );
     assert!(eth.get("error").is_none(), "{status:#}");
+
+    // No time server: the clock is the hardware's, a day ahead. Applying
+    // a config that names the lab host sets it right, live.
+    let host_ms = |_: ()| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    assert!(status.get("time").is_none(), "{status:#}");
+    let skew = status["clock_unix_ms"].as_i64().unwrap() - host_ms(());
+    assert!(
+        (80_000_000..90_000_000).contains(&skew),
+        "the node is not a day ahead ({skew} ms): {status:#}"
+    );
+    let out = node(&["apply-config", s(&with_time)]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("applied    time"), "{said}");
+    let out = node(&["status", "--json"]);
+    let now: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skew = host_ms(()) - now["clock_unix_ms"].as_i64().unwrap();
+    assert!(
+        skew.abs() < 5_000,
+        "the clock is {skew} ms off after the apply: {now:#}"
+    );
+
     // while the lab runs, its network is in its own namespace only
     let here = host_links();
     assert!(!here.contains(network::BRIDGE), "{here}");

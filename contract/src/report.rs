@@ -104,6 +104,10 @@ pub struct Report {
     pub sysctl: BTreeMap<String, String>,
     pub cmdline: String,
     pub modules: Vec<String>,
+    /// The node's clock (Unix ms) when the node API answered `status`
+    /// with this report (not in the console's report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_unix_ms: Option<i64>,
     /// `kernel.modules_disabled` as the agent left it once every module the
     /// image lists was loaded: `true` means no module can be loaded until
     /// the next boot (`None`: not reached yet).

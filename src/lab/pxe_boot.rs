@@ -30,7 +30,7 @@ use crate::manifest::Manifest;
 use crate::output::pxe_bundle::{KIND_INITRD, KIND_KERNEL, KIND_SCRIPT, SCRIPT_FILE};
 
 /// The guest-side address slirp forwards to the lab's HTTP server.
-pub const HTTP_GUEST_ADDR: &str = "10.0.2.100";
+pub use super::vm::HTTP_GUEST_ADDR;
 
 /// How iPXE fetches the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

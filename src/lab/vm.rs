@@ -85,6 +85,10 @@ pub struct VmConfig {
     pub rtc_base: Option<String>,
 }
 
+/// The one address of this machine a `restrict=on` guest reaches: slirp
+/// carries its connections there to loopback servers (`guestfwd`).
+pub const HTTP_GUEST_ADDR: &str = "10.0.2.100";
+
 /// One virtio NIC on QEMU's user-mode network (slirp: the guest gets
 /// 10.0.2.15/24 by DHCP, router 10.0.2.2, DNS 10.0.2.3). Always
 /// `restrict=on`: without it the guest's traffic would leave this machine.
@@ -130,13 +134,13 @@ impl UserNic {
         if let Some(server) = self.guestfwd {
             s.push_str(&format!(
                 ",guestfwd=tcp:{}:80-tcp:{server}",
-                super::pxe_boot::HTTP_GUEST_ADDR
+                HTTP_GUEST_ADDR
             ));
         }
         for (port, server) in &self.forwards {
             s.push_str(&format!(
                 ",guestfwd=tcp:{}:{port}-tcp:{server}",
-                super::pxe_boot::HTTP_GUEST_ADDR
+                HTTP_GUEST_ADDR
             ));
         }
         s

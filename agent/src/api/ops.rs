@@ -38,6 +38,10 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             if let Some(c) = report.config.as_mut() {
                 c.pending_reboot = pending;
             }
+            report.clock_unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_millis()).ok());
             (Response::Report(Box::new(report)), None)
         }
         Request::Logs { service, tail } => (logs(state, service, *tail), None),
@@ -106,6 +110,11 @@ fn apply(state: &State, text: &str) -> Response {
                     .map_err(|e| e.to_string()),
                 None => Err("this image has no containerd".into()),
             },
+            "time" => {
+                let net = state.report.lock().ok().and_then(|r| r.network.clone());
+                let (servers, _) = crate::time::servers(Some(&new), net.as_ref());
+                crate::time::set_servers(servers).map(|_| ())
+            }
             other => Err(format!(
                 "{other} is not applied live by this agent yet; it takes effect at the next boot"
             )),

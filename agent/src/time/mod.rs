@@ -202,10 +202,62 @@ pub fn at_boot(config: Option<&MachineConfig>, report: &mut Report, con: &mut Co
     report.time = Some(t);
 }
 
+/// How a running time thread learns new servers (a config applied
+/// through the node API): `None` until one runs.
+static UPDATES: std::sync::Mutex<Option<mpsc::Sender<Vec<String>>>> = std::sync::Mutex::new(None);
+
+fn updates() -> std::sync::MutexGuard<'static, Option<mpsc::Sender<Vec<String>>>> {
+    UPDATES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Live: the node's time servers are now `servers` (a config applied
+/// through the node API). The time thread syncs from them at once; with
+/// none running (the boot had no server) one starts. Waits at most
+/// [`DEADLINE`] for that first sync and says how it went.
+pub fn set_servers(servers: Vec<String>) -> Result<String, String> {
+    if servers.is_empty() {
+        return Err("no servers: the clock keeps its last source until the next boot".into());
+    }
+    let (tx, rx) = mpsc::channel();
+    let sent = updates()
+        .as_ref()
+        .map(|u| u.send(servers.clone()).is_ok())
+        .unwrap_or(false);
+    if sent {
+        return Ok(format!("the time thread now asks {}", servers.join(", ")));
+    }
+    let list = servers.clone();
+    std::thread::Builder::new()
+        .name("time".into())
+        .spawn(move || keep(list, tx))
+        .map_err(|e| format!("start the time thread: {e}"))?;
+    match rx.recv_timeout(DEADLINE) {
+        Ok(Ok(s)) => Ok(format!(
+            "synchronised to {} ({} by {} ms)",
+            s.server,
+            s.method.as_str(),
+            round_div(s.sample.offset_ns, 1_000_000)
+        )),
+        Ok(Err(errors)) => Err(format!(
+            "no server answered ({}); retrying in the background",
+            errors.join("; ")
+        )),
+        Err(_) => Err(format!(
+            "no server answered within {} s; retrying in the background",
+            DEADLINE.as_secs()
+        )),
+    }
+}
+
 /// The time thread: the first sync (its outcome sent to boot), then one
-/// every poll interval, for the life of PID 1. Never panics; speaks on
-/// the console only when something changes.
-fn keep(servers: Vec<String>, first: mpsc::Sender<Result<Synced, Vec<String>>>) {
+/// every poll interval, for the life of PID 1, or at once when new
+/// servers arrive ([`set_servers`]). Never panics; speaks on the console
+/// only when something changes.
+fn keep(mut servers: Vec<String>, first: mpsc::Sender<Result<Synced, Vec<String>>>) {
+    let (tx, new_servers) = mpsc::channel();
+    *updates() = Some(tx);
     let mut poll = MIN_POLL;
     let mut synced = match sync_once(&servers, &TRIES) {
         Ok(s) => {
@@ -229,7 +281,16 @@ fn keep(servers: Vec<String>, first: mpsc::Sender<Result<Synced, Vec<String>>>) 
     };
     drop(first);
     loop {
-        std::thread::sleep(poll);
+        match new_servers.recv_timeout(poll) {
+            Ok(list) => {
+                Console::open().say(&format!("time: now asking {}", list.join(", ")));
+                servers = list;
+                synced = false;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // the sender lives in UPDATES for the life of PID 1
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(poll),
+        }
         match sync_once(&servers, &TRIES) {
             Ok(s) => {
                 if !synced || s.method == clock::Method::Step {
