@@ -218,6 +218,29 @@ fn the_admin_manages_the_node_others_are_refused_and_shutdown_is_clean() {
     assert!(logs.contains("containerd"), "{logs}");
     assert!(logs.lines().count() <= 50, "{logs}");
 
+    // --follow streams (keepalives included) until --for runs out.
+    let t = Instant::now();
+    let out = node(
+        &b,
+        &admin,
+        &[
+            "logs",
+            "containerd",
+            "--tail",
+            "5",
+            "--follow",
+            "--for",
+            "7",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(7),
+        "the stream ended early"
+    );
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert!(followed.contains("containerd"), "{followed}");
+
     let out = node(&b, &admin, &["logs", "../../etc/shadow"]);
     assert!(!out.status.success());
     assert!(

@@ -25,6 +25,9 @@ pub const PORT: u16 = 50000;
 pub const MAX_REQUEST: usize = 3 * MAX_CONFIG;
 /// The largest machine config the node takes, as the agent's boot sources.
 pub const MAX_CONFIG: usize = 1 << 20;
+/// A followed log sends an empty `text` this often when nothing was
+/// appended, so a client can tell a quiet log from a dead node.
+pub const FOLLOW_KEEPALIVE_SECS: u64 = 5;
 /// Lines of a log the node sends when the request names no `tail`.
 pub const DEFAULT_TAIL: usize = 200;
 /// The most log lines one answer carries.
@@ -38,11 +41,16 @@ const MAX_SERVICE_NAME: usize = 64;
 pub enum Request {
     /// The node's latest boot report (the `NODEIMG-REPORT` object).
     Status,
-    /// The last `tail` lines (default [`DEFAULT_TAIL`]) of a service's log.
+    /// The last `tail` lines (default [`DEFAULT_TAIL`]) of a service's log;
+    /// with `follow`, then what is appended, as it comes: one `text`
+    /// answer per line of the stream (an empty one every
+    /// [`FOLLOW_KEEPALIVE_SECS`] when nothing came), until the client closes.
     Logs {
         service: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tail: Option<usize>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        follow: bool,
     },
     /// The kernel's log buffer.
     Dmesg,
@@ -119,7 +127,7 @@ impl Request {
         // serde ignores extra keys beside the tag of a unit variant
         // (`{"op":"status","x":1}`), even with deny_unknown_fields
         let allowed: &[&str] = match r {
-            Request::Logs { .. } => &["op", "service", "tail"],
+            Request::Logs { .. } => &["op", "service", "tail", "follow"],
             Request::ApplyConfig { .. } => &["op", "config"],
             Request::Pull { .. } => &["op", "image"],
             _ => &["op"],
@@ -218,7 +226,8 @@ mod tests {
             Request::parse(b"{\"op\":\"logs\",\"service\":\"containerd\",\"tail\":5}\n"),
             Ok(Request::Logs {
                 service: "containerd".into(),
-                tail: Some(5)
+                tail: Some(5),
+                follow: false,
             })
         );
         for r in [
@@ -229,6 +238,12 @@ mod tests {
             Request::Logs {
                 service: "kubelet".into(),
                 tail: None,
+                follow: false,
+            },
+            Request::Logs {
+                service: "etcd".into(),
+                tail: Some(0),
+                follow: true,
             },
             Request::ApplyConfig {
                 config: "schema = 1\n\"quoted\" = 1\n".into(),

@@ -44,6 +44,13 @@ enum NodeCommand {
         /// Lines from the end (default 200).
         #[arg(long)]
         tail: Option<usize>,
+        /// Then print what the service writes, as it comes, until
+        /// interrupted (or `--for` seconds pass).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// With --follow: stop after this many seconds.
+        #[arg(long = "for", value_name = "SECONDS", requires = "follow")]
+        follow_for: Option<u64>,
     },
     /// The kernel log.
     Dmesg,
@@ -71,7 +78,49 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
     let admin = AdminConfig::read(&path)?;
     let request = match args.command {
         NodeCommand::Status => Request::Status,
-        NodeCommand::Logs { service, tail } => Request::Logs { service, tail },
+        NodeCommand::Logs {
+            service,
+            tail,
+            follow: true,
+            follow_for,
+        } => {
+            let until = follow_for.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+            let request = Request::Logs {
+                service,
+                tail,
+                follow: true,
+            };
+            let mut failed = false;
+            node::stream(
+                &addr,
+                args.server_name.as_deref(),
+                &Trust::from(&admin),
+                &request,
+                Duration::from_secs(args.timeout),
+                |answer| {
+                    match answer {
+                        Response::Text(t) => {
+                            use std::io::Write;
+                            print!("{t}");
+                            let _ = std::io::stdout().flush();
+                        }
+                        Response::Error(e) => {
+                            eprintln!("error: the node answered: {e}");
+                            failed = true;
+                            return false;
+                        }
+                        other => eprintln!("unexpected answer: {other:?}"),
+                    }
+                    until.is_none_or(|u| std::time::Instant::now() < u)
+                },
+            )?;
+            return Ok(i32::from(failed));
+        }
+        NodeCommand::Logs { service, tail, .. } => Request::Logs {
+            service,
+            tail,
+            follow: false,
+        },
         NodeCommand::Dmesg => Request::Dmesg,
         NodeCommand::Config => Request::Config,
         NodeCommand::Reboot => Request::Reboot,

@@ -105,16 +105,15 @@ fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, NodeError> {
     Ok(Arc::new(config))
 }
 
-/// Sends `request` to `addr` (`HOST:PORT`) and returns the answer. The
-/// node's certificate must name `server_name` (default: `addr`'s host,
-/// an IP address SAN when it is one).
-pub fn request(
+/// A TLS connection to the node's API, both sides checked, with `timeout`
+/// on the connection and on every read and write; and the name the node's
+/// certificate was checked for.
+fn connect(
     addr: &str,
     server_name: Option<&str>,
     trust: &Trust,
-    request: &Request,
     timeout: Duration,
-) -> Result<Response, NodeError> {
+) -> Result<(StreamOwned<ClientConnection, TcpStream>, String), NodeError> {
     let config = client_config(trust)?;
     let host = server_name.map_or_else(
         || {
@@ -141,7 +140,18 @@ pub fn request(
         .and_then(|()| tcp.set_write_timeout(Some(timeout)))
         .map_err(connect_err)?;
     let conn = ClientConnection::new(config, name).map_err(NodeError::Tls)?;
-    let mut tls = StreamOwned::new(conn, tcp);
+    Ok((StreamOwned::new(conn, tcp), host))
+}
+
+/// One request, one answer (see `contract::api`).
+pub fn request(
+    addr: &str,
+    server_name: Option<&str>,
+    trust: &Trust,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, NodeError> {
+    let (mut tls, host) = connect(addr, server_name, trust, timeout)?;
     let io = |source: std::io::Error| classify(addr, &host, source);
     tls.write_all(request.line().as_bytes()).map_err(io)?;
     tls.flush().map_err(io)?;
@@ -164,6 +174,53 @@ pub fn request(
         addr: addr.to_string(),
         why: e.to_string(),
     })
+}
+
+/// A streaming request (`logs` with `follow`): every answer line to
+/// `on_answer` until it returns `false` or the node closes. The node sends
+/// an empty `text` every few seconds when it has nothing, so a read that
+/// waits longer than `timeout` (at least three of those) means it is gone.
+pub fn stream(
+    addr: &str,
+    server_name: Option<&str>,
+    trust: &Trust,
+    request: &Request,
+    timeout: Duration,
+    mut on_answer: impl FnMut(Response) -> bool,
+) -> Result<(), NodeError> {
+    use std::io::BufRead;
+    let quiet = Duration::from_secs(3 * contract::api::FOLLOW_KEEPALIVE_SECS);
+    let (mut tls, host) = connect(addr, server_name, trust, timeout.max(quiet))?;
+    let io = |source: std::io::Error| classify(addr, &host, source);
+    tls.write_all(request.line().as_bytes()).map_err(io)?;
+    tls.flush().map_err(io)?;
+    let mut lines = std::io::BufReader::new(tls).take(MAX_ANSWER);
+    let mut seen = false;
+    loop {
+        let mut line = Vec::new();
+        match lines.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && seen => break,
+            Err(e) => return Err(io(e)),
+        }
+        seen = true;
+        lines.set_limit(MAX_ANSWER);
+        let answer = serde_json::from_slice(&line).map_err(|e| NodeError::Answer {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        })?;
+        if !on_answer(answer) {
+            break;
+        }
+    }
+    if !seen {
+        return Err(NodeError::Refused {
+            addr: addr.to_string(),
+            why: "the node closed the connection without an answer".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Names a TLS failure by who refused whom.

@@ -177,6 +177,23 @@ fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), S
         .take(MAX_REQUEST as u64 + 1)
         .read_until(b'\n', &mut line)
         .map_err(|e| format!("handshake or request: {e}"))?;
+    if let Ok(Request::Logs {
+        service,
+        tail,
+        follow: true,
+    }) = Request::parse(&line)
+    {
+        // a stream: one JSON answer a line until the client goes away
+        let _ = ops::follow(state, &service, tail, |answer| {
+            let mut body = serde_json::to_vec(answer).map_err(std::io::Error::other)?;
+            body.push(b'\n');
+            stream.write_all(&body)?;
+            stream.flush()
+        });
+        stream.conn.send_close_notify();
+        let _ = stream.flush();
+        return Ok(());
+    }
     let (response, then, request_name) = match Request::parse(&line) {
         Ok(request) => {
             let (response, then) = ops::answer(&request, state);

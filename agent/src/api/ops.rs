@@ -44,7 +44,8 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
                 .and_then(|d| i64::try_from(d.as_millis()).ok());
             (Response::Report(Box::new(report)), None)
         }
-        Request::Logs { service, tail } => (logs(state, service, *tail), None),
+        // `follow` streams: api/mod.rs hands such a request to `follow`
+        Request::Logs { service, tail, .. } => (logs(state, service, *tail), None),
         Request::Dmesg => (
             match dmesg() {
                 Ok(text) => Response::Text(text),
@@ -150,6 +151,51 @@ fn logs(state: &State, service: &str, tail: Option<usize>) -> Response {
             Response::Error(format!("no log for service {service}"))
         }
         Err(e) => Response::Error(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// `logs` with `follow`: the tail as one answer, then what is appended
+/// to the log, one `text` answer per line, as it comes, with an empty one
+/// every `FOLLOW_KEEPALIVE_SECS` of quiet; returns when a write fails (the
+/// client went away). A log that shrinks was rotated: it is read again
+/// from its start.
+pub fn follow(
+    state: &State,
+    service: &str,
+    tail: Option<usize>,
+    mut send: impl FnMut(&Response) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let path = state.log_dir.join(format!("{service}.log"));
+    // where the tail ends, taken first: a line written meanwhile is sent
+    // twice rather than lost
+    let mut at = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let first = logs(state, service, tail);
+    send(&first)?;
+    if matches!(first, Response::Error(_)) {
+        return Ok(());
+    }
+    let keepalive = std::time::Duration::from_secs(contract::api::FOLLOW_KEEPALIVE_SECS);
+    let mut quiet = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len < at {
+            at = 0;
+        }
+        if len > at {
+            let mut f = std::fs::File::open(&path)?;
+            f.seek(SeekFrom::Start(at))?;
+            let mut buf = Vec::new();
+            // at most 1 MiB an answer; the rest goes in the next
+            f.take(1 << 20).read_to_end(&mut buf)?;
+            at += buf.len() as u64;
+            send(&Response::Text(String::from_utf8_lossy(&buf).into_owned()))?;
+            quiet = std::time::Instant::now();
+        } else if quiet.elapsed() >= keepalive {
+            send(&Response::Text(String::new()))?;
+            quiet = std::time::Instant::now();
+        }
     }
 }
 
@@ -310,6 +356,7 @@ mod tests {
         let logs = |tail| Request::Logs {
             service: "containerd".into(),
             tail,
+            follow: false,
         };
         assert_eq!(
             answer(&logs(Some(2)), &s).0,
@@ -322,11 +369,45 @@ mod tests {
         let none = Request::Logs {
             service: "kubelet".into(),
             tail: None,
+            follow: false,
         };
         assert_eq!(
             answer(&none, &s).0,
             Response::Error("no log for service kubelet".into())
         );
+    }
+
+    #[test]
+    fn follow_sends_the_tail_then_what_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("containerd.log");
+        std::fs::write(&log, "a\nb\n").unwrap();
+        let s = state(dir.path());
+        let mut got = Vec::new();
+        let r = follow(&s, "containerd", Some(1), |answer| {
+            got.push(answer.clone());
+            match got.len() {
+                1 => {
+                    use std::io::Write;
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&log)?;
+                    f.write_all(b"c\n")
+                }
+                2 => Err(std::io::Error::other("client gone")),
+                _ => Ok(()),
+            }
+        });
+        assert!(r.is_err());
+        assert_eq!(
+            got,
+            [Response::Text("b\n".into()), Response::Text("c\n".into())]
+        );
+        let mut none = Vec::new();
+        follow(&s, "kubelet", None, |a| {
+            none.push(a.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(none, [Response::Error("no log for service kubelet".into())]);
     }
 
     #[test]
