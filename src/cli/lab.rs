@@ -21,7 +21,35 @@ pub struct LabArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
     /// Boot DIR's kernel + initramfs with its root, verity and a state disk; print the boot report.
-    Boot(BootArgs),
+    Boot(Box<BootArgs>),
+    /// Boot every node of a lab definition (qemu/*.toml) on one lab
+    /// network, each with its machine config from a cluster directory;
+    /// print each node's report.
+    Up(UpArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The lab definition, e.g. qemu/pair.toml.
+    pub file: PathBuf,
+    /// The cluster directory the node configs are rendered from
+    /// (`nodeimg cluster init`).
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// Seconds the VMs stay up after every node reported (the node APIs
+    /// answer on the printed ports meanwhile); a node that powers off by
+    /// itself ends early.
+    #[arg(long, default_value_t = 0)]
+    pub hold: u64,
+    /// Seconds from QEMU start to each node's report.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    #[arg(long, value_enum, env = "NODEIMG_ACCEL", default_value = "auto")]
+    pub accel: AccelArg,
+    /// Print a JSON array, one object per node (its report with boot_ms,
+    /// name, address and api_port).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -204,7 +232,71 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn run(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
-        LabCommand::Boot(a) => boot(a),
+        LabCommand::Boot(a) => boot(*a),
+        LabCommand::Up(a) => up(a),
+    }
+}
+
+fn up(args: UpArgs) -> anyhow::Result<i32> {
+    let (def, plans) = lab::definition::LabDefinition::read(&args.file)?;
+    let opts = lab::up::UpOptions {
+        cluster: args.cluster.clone(),
+        hold: Duration::from_secs(args.hold),
+        timeout: Duration::from_secs(args.timeout),
+        accel: accel(args.accel),
+    };
+    eprintln!("lab {}: {} nodes on 10.77.0.0/24", def.name, plans.len());
+    let nodes = lab::up::up(&plans, &opts, |p, port| {
+        eprintln!(
+            "  {:<12} {:<12} node API at 127.0.0.1:{port} (--server-name {})",
+            p.name, p.address, p.address
+        );
+    })?;
+    let mut all_ready = true;
+    let mut out = Vec::new();
+    for n in &nodes {
+        let mut v = match &n.outcome {
+            Ok(o) => {
+                all_ready &= o.ready();
+                serde_json::to_value(&o.report)?
+            }
+            Err(e) => {
+                all_ready = false;
+                json!({ "ready": false, "error": nodeimg::util::error::chain(e) })
+            }
+        };
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("name".into(), json!(n.name));
+            obj.insert("address".into(), json!(n.address.to_string()));
+            obj.insert("api_port".into(), json!(n.api_port));
+        }
+        out.push(v);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (n, v) in nodes.iter().zip(&out) {
+            let ready = v["ready"].as_bool().unwrap_or(false);
+            let detail = match &n.outcome {
+                Ok(o) => format!("{} ms", o.report.boot_ms),
+                Err(e) => nodeimg::util::error::chain(e),
+            };
+            println!(
+                "{:<12} {:<12} ready {:<3} {detail}",
+                n.name,
+                n.address,
+                if ready { "yes" } else { "NO" }
+            );
+        }
+    }
+    Ok(i32::from(!all_ready))
+}
+
+fn accel(a: AccelArg) -> Accel {
+    match a {
+        AccelArg::Auto => Accel::Auto,
+        AccelArg::Tcg => Accel::Tcg,
+        AccelArg::Kvm => Accel::Kvm,
     }
 }
 
@@ -216,11 +308,7 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         memory_mib: args.memory,
         state: args.state.clone(),
         bzimage: args.bzimage,
-        accel: match args.accel {
-            AccelArg::Auto => Accel::Auto,
-            AccelArg::Tcg => Accel::Tcg,
-            AccelArg::Kvm => Accel::Kvm,
-        },
+        accel: accel(args.accel),
         extra_cmdline: args.append.clone(),
         disk_size: args.disk_size,
         reports: args.reports,

@@ -15,10 +15,12 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod definition;
 pub mod network;
 pub mod pxe_boot;
 pub mod secure_boot;
 pub mod uefi;
+pub mod up;
 pub mod vm;
 
 use std::fs::OpenOptions;
@@ -125,6 +127,8 @@ pub enum LabError {
     NothingBooted { line: String, serial_log: PathBuf },
     #[error("the lab network")]
     LabNetwork(#[source] network::LabNetError),
+    #[error("node {node}: {what}")]
+    Node { node: String, what: String },
     #[error("the boot report is not the contract's JSON object: {line}; serial log: {serial_log}")]
     BadReport {
         line: String,
@@ -211,6 +215,9 @@ pub struct BootOptions {
     /// private network namespace, [`network`]), where the lab host
     /// ([`network::HOST`]) serves NTP. Off by default.
     pub lab_net: bool,
+    /// A NIC on a lab network set up by the caller (`lab up`: one network
+    /// for every node), instead of one of its own.
+    pub shared_tap: Option<network::TapNic>,
     /// With `lab_net`: the node's address there (from its machine
     /// config), where `api_port` forwards to.
     pub lab_address: Option<std::net::Ipv4Addr>,
@@ -340,6 +347,7 @@ impl Default for BootOptions {
             forwards: Vec::new(),
             wait_shutdown: None,
             lab_net: false,
+            shared_tap: None,
             lab_address: None,
             rtc_base: None,
         }
@@ -558,7 +566,10 @@ pub fn boot_direct(
             forwards: opts.forwards.clone(),
             ..UserNic::lab()
         }),
-        tap: lab_net.as_ref().and_then(|n| n.nic(0)),
+        tap: opts
+            .shared_tap
+            .clone()
+            .or_else(|| lab_net.as_ref().and_then(|n| n.nic(0))),
         rtc_base: opts.rtc_base.clone(),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");

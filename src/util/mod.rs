@@ -3,5 +3,6 @@
 
 pub mod atomic;
 pub mod date;
+pub mod error;
 pub mod hash;
 pub mod path;

@@ -278,7 +278,7 @@ fn open_cache(dir: &Path, opts: &SquashfsOptions) -> Option<BlockCache> {
     match BlockCache::open(dir, opts.compression_level, opts.block_size) {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!("{}; compressing every block", error_chain(&e));
+            tracing::warn!("{}; compressing every block", crate::util::error::chain(&e));
             None
         }
     }
@@ -300,20 +300,8 @@ fn save_cache(cache: &BlockCache, kept: Vec<Option<blocks::Kept>>, stats: &Compr
     }
     let blocks = kept.iter().flatten().map(|k| (k.key, k.fresh.as_deref()));
     if let Err(e) = cache.save(blocks) {
-        tracing::warn!("{}", error_chain(&e));
+        tracing::warn!("{}", crate::util::error::chain(&e));
     }
-}
-
-/// `error: cause: cause`, for a log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 fn validate(opts: &SquashfsOptions) -> Result<(), SquashfsError> {
