@@ -109,6 +109,9 @@ fn cluster(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
     (cdir.join("admin.nodeconfig"), cfg)
 }
 
+/// An address the node takes while it runs (a config applied live).
+const SECOND_IP: &str = "10.77.0.13";
+
 /// This machine's time a day from now, as QEMU's `-rtc base=` takes it.
 fn tomorrow() -> String {
     let t = time::OffsetDateTime::now_utc() + time::Duration::days(1);
@@ -152,6 +155,7 @@ fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
     let cfg = dir.path().join("no-time.toml");
     std::fs::write(&cfg, c.to_toml().unwrap()).unwrap();
     let port = free_port();
+    let second_port = free_port();
     let args: Vec<String> = [
         "--net",
         "lab",
@@ -165,6 +169,8 @@ fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
         "400",
         "--rtc-base",
         &tomorrow(),
+        "--lab-forward",
+        &format!("{second_port}={SECOND_IP}"),
     ]
     .iter()
     .map(ToString::to_string)
@@ -238,6 +244,41 @@ fn a_worker_on_the_lab_network_has_its_static_address_and_its_api_answers() {
     assert!(
         skew.abs() < 5_000,
         "the clock is {skew} ms off after the apply: {now:#}"
+    );
+
+    // A second static address, applied live: the node answers on it.
+    let second = format!("127.0.0.1:{second_port}");
+    let on_second = |args: &[&str]| {
+        let mut all = vec!["node", "--node", &second, "--nodeconfig", s(&admin)];
+        all.extend(["--server-name", NODE_IP, "--timeout", "10"]);
+        all.extend(args);
+        nodeimg(&all)
+    };
+    assert!(
+        !on_second(&["status"]).status.success(),
+        "{SECOND_IP} answers already"
+    );
+    let mut c =
+        MachineConfig::from_toml(&std::fs::read_to_string(&with_time).unwrap(), "t").unwrap();
+    c.network.interfaces[0]
+        .addresses
+        .push(format!("{SECOND_IP}/24"));
+    let two = dir.path().join("two-addresses.toml");
+    std::fs::write(&two, c.to_toml().unwrap()).unwrap();
+    let out = node(&["apply-config", s(&two)]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("applied    network"), "{said}");
+    let out = on_second(&["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let now: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        now["network"]["interfaces"][0]["addresses"],
+        serde_json::json!([
+            { "address": "10.77.0.10/24", "source": "static" },
+            { "address": "10.77.0.13/24", "source": "static" }
+        ]),
+        "{now:#}"
     );
 
     // while the lab runs, its network is in its own namespace only

@@ -162,6 +162,11 @@ pub struct BootArgs {
     /// forwards to.
     #[arg(long, value_name = "ADDRESS", value_parser = parse_lab_address)]
     pub address: Option<std::net::Ipv4Addr>,
+    /// With `--net lab`: forward 127.0.0.1:PORT to ADDRESS:50000 on the
+    /// lab network too (a node API on an address it takes later).
+    /// Repeatable.
+    #[arg(long, value_name = "PORT=ADDRESS", value_parser = parse_lab_forward)]
+    pub lab_forward: Vec<(u16, std::net::Ipv4Addr)>,
     /// Forward 127.0.0.1:PORT on this machine to the node API (TCP
     /// 50000): with `--net user` through QEMU's user network, with `--net
     /// lab` through the lab process, which connects from inside the lab
@@ -191,6 +196,19 @@ pub enum NetArg {
     Off,
     User,
     Lab,
+}
+
+/// `PORT=ADDRESS`, the address on the lab network.
+fn parse_lab_forward(s: &str) -> Result<(u16, std::net::Ipv4Addr), String> {
+    let (p, a) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PORT=ADDRESS"))?;
+    let port = p
+        .parse::<u16>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: {p:?} is not a port"))?;
+    Ok((port, parse_lab_address(a)?))
 }
 
 fn parse_lab_address(s: &str) -> Result<std::net::Ipv4Addr, String> {
@@ -326,6 +344,7 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
         lab_net: args.net == NetArg::Lab,
         lab_address: args.address,
+        lab_forwards: args.lab_forward.clone(),
         rtc_base: args.rtc_base.clone(),
         ..BootOptions::default()
     };
@@ -334,6 +353,9 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
     }
     if args.net == NetArg::Lab && args.api_port.is_some() && args.address.is_none() {
         anyhow::bail!("--api-port with --net lab needs --address: the node's address on the lab network, from its machine config");
+    }
+    if !args.lab_forward.is_empty() && args.net != NetArg::Lab {
+        anyhow::bail!("--lab-forward works only with --net lab");
     }
     if args.address.is_some() && args.net != NetArg::Lab {
         anyhow::bail!("--address works only with --net lab");

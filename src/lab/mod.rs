@@ -221,6 +221,10 @@ pub struct BootOptions {
     /// With `lab_net`: the node's address there (from its machine
     /// config), where `api_port` forwards to.
     pub lab_address: Option<std::net::Ipv4Addr>,
+    /// With `lab_net`: more loopback forwards to node APIs on the lab
+    /// network, `127.0.0.1:PORT` to `ADDRESS:50000` (an address the node
+    /// takes later, say).
+    pub lab_forwards: Vec<(u16, std::net::Ipv4Addr)>,
     /// The guest's hardware clock at power-on (QEMU `-rtc base=`).
     pub rtc_base: Option<String>,
 }
@@ -349,6 +353,7 @@ impl Default for BootOptions {
             lab_net: false,
             shared_tap: None,
             lab_address: None,
+            lab_forwards: Vec::new(),
             rtc_base: None,
         }
     }
@@ -489,8 +494,9 @@ pub fn boot_direct(
         let forwards: Vec<network::Forward> = opts
             .api_port
             .zip(opts.lab_address)
-            .map(|(port, address)| network::Forward { port, address })
             .into_iter()
+            .chain(opts.lab_forwards.iter().copied())
+            .map(|(port, address)| network::Forward { port, address })
             .collect();
         Some(network::LabNetwork::up(1, &forwards).map_err(LabError::LabNetwork)?)
     } else {

@@ -38,6 +38,9 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             if let Some(c) = report.config.as_mut() {
                 c.pending_reboot = pending;
             }
+            if let Some(net) = crate::net::live_report() {
+                report.network = Some(net);
+            }
             report.clock_unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()
@@ -111,6 +114,12 @@ fn apply(state: &State, text: &str) -> Response {
                     .map_err(|e| e.to_string()),
                 None => Err("this image has no containerd".into()),
             },
+            "network" => {
+                let net = state.report.lock().ok().and_then(|r| r.network.clone());
+                let old_plans = crate::net::plans_from_config(&current.config);
+                let new_plans = crate::net::plans_from_config(&new);
+                crate::net::apply_live(&old_plans, &new_plans, &net.unwrap_or_default()).map(|_| ())
+            }
             "time" => {
                 let net = state.report.lock().ok().and_then(|r| r.network.clone());
                 let (servers, _) = crate::time::servers(Some(&new), net.as_ref());

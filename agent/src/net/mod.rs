@@ -18,6 +18,7 @@ mod dhcp;
 mod dhcp_client;
 mod files;
 mod keeper;
+pub mod live;
 mod loopback;
 mod netlink;
 
@@ -165,6 +166,7 @@ pub fn configure(plans: &[InterfacePlan], hostname_given: bool) -> NetReport {
         plans.to_vec()
     };
     let names = Arc::new(Mutex::new(files::Names::default()));
+    let _ = NAMES.set(Arc::clone(&names));
     let mut dhcp_links: Vec<(usize, Link, [u8; 6])> = Vec::new();
     for plan in &plans {
         let Some(link) = resolve(&plan.selector, &links) else {
@@ -329,6 +331,97 @@ fn apply_static(
         ir.gateway = Some(gw);
     }
     Ok(())
+}
+
+/// The names every link contributes, shared with the keepers: a live
+/// change updates its links' entries in the same set.
+static NAMES: std::sync::OnceLock<Arc<Mutex<files::Names>>> = std::sync::OnceLock::new();
+
+/// The network as changed live since boot (`None`: as the boot report says).
+static LIVE: Mutex<Option<NetReport>> = Mutex::new(None);
+
+/// The network report as changed live, when it was.
+pub fn live_report() -> Option<NetReport> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Applies a new config's interfaces live where that can be done (see
+/// `live.rs`): every change is planned first and refused whole when a
+/// DHCP link is in it; then links are changed one by one, and the
+/// returned report (also what [`live_report`] gives from now on) says
+/// what each link holds.
+pub fn apply_live(
+    old: &[InterfacePlan],
+    new: &[InterfacePlan],
+    current: &NetReport,
+) -> Result<NetReport, String> {
+    let changes = live::plan(old, new)?;
+    let mut report = live_report().unwrap_or_else(|| current.clone());
+    if changes.is_empty() {
+        return Ok(report);
+    }
+    let mut nl = Netlink::open().map_err(|e| chain(&e))?;
+    let links = nl.links().map_err(|e| chain(&e))?;
+    let mut resolved = Vec::new();
+    for c in &changes {
+        let link = resolve(&c.selector, &links)
+            .ok_or_else(|| format!("no link matches {}", c.selector))?;
+        resolved.push((c, link.clone()));
+    }
+    for (c, link) in &resolved {
+        let fail = |e: netlink::NetlinkError| format!("{}: {}", link.name, chain(&e));
+        if !c.add.is_empty() {
+            nl.set_up(link.index, &link.name).map_err(fail)?;
+        }
+        for (a, p) in &c.add {
+            nl.add_address(link.index, *a, *p).map_err(fail)?;
+        }
+        for (a, p) in &c.remove {
+            nl.del_address(link.index, *a, *p).map_err(fail)?;
+        }
+        if let Some(gw) = c.gateway {
+            nl.replace_default_route(link.index, gw).map_err(fail)?;
+        }
+        if let Some(names) = NAMES.get() {
+            let mut n = lock(names);
+            if c.addresses.is_empty() {
+                n.links.remove(&link.name);
+            } else {
+                n.links.insert(
+                    link.name.clone(),
+                    files::LinkNames {
+                        dns: c.dns.clone(),
+                        domain: None,
+                        address: c.addresses.first().map(|(a, _)| *a),
+                    },
+                );
+            }
+        }
+        if !report.interfaces.iter().any(|i| i.name == link.name) {
+            report.interfaces.push(report_for(link));
+        }
+        let Some(ir) = report.interfaces.iter_mut().find(|i| i.name == link.name) else {
+            continue;
+        };
+        ir.addresses = c
+            .addresses
+            .iter()
+            .map(|(a, p)| AddressReport {
+                address: format!("{a}/{p}"),
+                source: Obtained::Static,
+            })
+            .collect();
+        ir.dns = c.dns.clone();
+        if c.gateway.is_some() {
+            ir.gateway = c.gateway;
+        }
+        ir.error = None;
+    }
+    if let Some(names) = NAMES.get() {
+        write_names(&lock(names))?;
+    }
+    *LIVE.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+    Ok(report)
 }
 
 /// The lock, even if a keeper panicked while holding it: the names are
