@@ -18,8 +18,10 @@
 
 mod support;
 
+use support::{free_port, nodeimg, ok, s};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -33,37 +35,6 @@ const NODE_IP: &str = "10.77.0.10";
 fn built() -> &'static support::Built {
     static BUILT: OnceLock<support::Built> = OnceLock::new();
     support::built_once(&BUILT, &["--format", "none"])
-}
-
-fn nodeimg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-        .args(args)
-        .output()
-        .expect("run nodeimg")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nodeimg(args);
-    assert!(
-        out.status.success(),
-        "nodeimg {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// A loopback port nobody listens on now (the lab binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `nodeimg cluster init` + `cluster config --address NODE_IP`, then the

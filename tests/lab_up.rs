@@ -12,8 +12,8 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use support::{free_port, nodeimg, s};
+
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,25 +22,6 @@ use serde_json::Value;
 fn built() -> &'static support::Built {
     static BUILT: OnceLock<support::Built> = OnceLock::new();
     support::built_once(&BUILT, &["--format", "none"])
-}
-
-fn nodeimg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-        .args(args)
-        .output()
-        .expect("run nodeimg")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

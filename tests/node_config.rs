@@ -11,6 +11,8 @@
 
 mod support;
 
+use support::s;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -43,10 +45,6 @@ fn config(dir: &Path, name: &str, host: &str, role: &str, extra: &str) -> PathBu
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

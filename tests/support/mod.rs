@@ -227,3 +227,37 @@ pub fn lab_dir_for_disk(raw: &Path, built: &Path, dir: &Path) -> PathBuf {
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("manifest");
     dir.to_path_buf()
 }
+
+/// `nodeimg ARGS` (this build's binary), its output whatever the status.
+pub fn nodeimg(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
+        .args(args)
+        .output()
+        .expect("run nodeimg")
+}
+
+/// `nodeimg ARGS`, which must succeed; its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = nodeimg(args);
+    assert!(
+        out.status.success(),
+        "nodeimg {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A path as the `&str` an argument list takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// A loopback port nobody listens on now (the one who needs it binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
