@@ -22,6 +22,19 @@ pub struct LabArgs {
 pub enum LabCommand {
     /// Boot DIR's kernel + initramfs with its root, verity and a state disk; print the boot report.
     Boot(BootArgs),
+    /// Boot a lab definition's nodes (qemu/*.toml) on one lab network; they keep running.
+    Up(super::lab_up::UpArgs),
+    /// Show a running lab's nodes: reports, forwards, serial logs, console hits.
+    Status(super::lab_up::StatusArgs),
+    /// Power a lab node off hard (QEMU killed).
+    Kill(super::lab_up::KillArgs),
+    /// Boot a stopped lab node again, on its tap and address.
+    Start(super::lab_up::StartArgs),
+    /// Power every lab node off and end the lab and its network.
+    Down(super::lab_up::DownArgs),
+    /// The lab supervisor `lab up` starts (not for direct use).
+    #[command(hide = true)]
+    Serve(super::lab_up::ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -205,6 +218,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub fn run(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
         LabCommand::Boot(a) => boot(a),
+        LabCommand::Up(a) => super::lab_up::up(a),
+        LabCommand::Status(a) => super::lab_up::status(a),
+        LabCommand::Kill(a) => super::lab_up::kill(a),
+        LabCommand::Start(a) => super::lab_up::start(a),
+        LabCommand::Down(a) => super::lab_up::down(a),
+        LabCommand::Serve(a) => super::lab_up::serve(a),
     }
 }
 

@@ -15,10 +15,13 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod console_scan;
+pub mod definition;
 pub mod network;
 pub mod pxe_boot;
 pub mod secure_boot;
 pub mod uefi;
+pub mod up;
 pub mod vm;
 
 use std::fs::OpenOptions;
@@ -234,7 +237,7 @@ pub const CONFIG_URL_FILE: &str = "config.toml";
 /// loopback server (the PXE bundle's server, on a folder of its own in
 /// `work`); returns the server, kept alive while the VM runs, and the
 /// `nodeimg.config` word.
-fn serve_config_url(
+pub(crate) fn serve_config_url(
     served: &ConfigUrlServe,
     work: &Path,
 ) -> Result<(crate::pxe_server::Server, String), LabError> {
@@ -423,7 +426,7 @@ pub fn lab_cmdline(image_cmdline: &str, extra: &[String]) -> Result<String, LabE
     Ok(line)
 }
 
-fn create_state_disk(path: &Path, size: u64) -> Result<(), LabError> {
+pub(crate) fn create_state_disk(path: &Path, size: u64) -> Result<(), LabError> {
     let io = |source| LabError::Io {
         path: path.to_path_buf(),
         source,
