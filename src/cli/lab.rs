@@ -18,6 +18,8 @@ pub struct LabArgs {
     pub command: LabCommand,
 }
 
+// parsed once per run: the size of `boot`'s many options costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
     /// Boot DIR's kernel + initramfs with its root, verity and a state disk; print the boot report.

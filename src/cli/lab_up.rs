@@ -187,7 +187,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
             Err(e) => return Err(e.into()),
         }
         if Instant::now() >= deadline {
-            bail!("the lab supervisor did not answer within {} s", args.timeout);
+            bail!(
+                "the lab supervisor did not answer within {} s",
+                args.timeout
+            );
         }
         std::thread::sleep(POLL);
     };
@@ -227,7 +230,10 @@ fn verdict(status: &LabStatus, nodes: Vec<&NodeStatus>) -> i32 {
 /// Prints every console hit on stderr; 1 if there is one.
 fn hits(status: &LabStatus) -> i32 {
     for h in &status.console_hits {
-        eprintln!("error: {} console: {}: {}", h.node, h.hit.marker, h.hit.line);
+        eprintln!(
+            "error: {} console: {}: {}",
+            h.node, h.hit.marker, h.hit.line
+        );
     }
     i32::from(!status.console_hits.is_empty())
 }
@@ -362,7 +368,11 @@ pub fn down(args: DownArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        println!("lab {} is down; serial logs in {}", status.name, run_dir.join("nodes").display());
+        println!(
+            "lab {} is down; serial logs in {}",
+            status.name,
+            run_dir.join("nodes").display()
+        );
     }
     Ok(hits(&status))
 }
@@ -421,7 +431,13 @@ fn print_node(n: &NodeStatus) {
             r.report
                 .state
                 .as_ref()
-                .map(|s| format!("boot {} in {:.1} s", s.boot_count, r.boot_ms as f64 / 1000.0))
+                .map(|s| {
+                    format!(
+                        "boot {} in {:.1} s",
+                        s.boot_count,
+                        r.boot_ms as f64 / 1000.0
+                    )
+                })
                 .unwrap_or_default(),
         ),
         None => ("no report", "-".into(), "-".into(), String::new()),

@@ -63,14 +63,13 @@ fn at_message_start(before: &str) -> bool {
         return true;
     }
     // `[    1.234567]`: digits, blanks and one dot inside the brackets
-    let Some(open) = b.strip_suffix(']').and_then(|s| s.rfind('[').map(|i| &s[i + 1..])) else {
+    let Some(open) = b
+        .strip_suffix(']')
+        .and_then(|s| s.rfind('[').map(|i| &s[i + 1..]))
+    else {
         return false;
     };
-    !open.trim().is_empty()
-        && open
-            .trim()
-            .bytes()
-            .all(|c| c.is_ascii_digit() || c == b'.')
+    !open.trim().is_empty() && open.trim().bytes().all(|c| c.is_ascii_digit() || c == b'.')
 }
 
 #[cfg(test)]

@@ -190,9 +190,10 @@ impl LabDef {
             let key = |k: &str| format!("nodes[{i}].{k}");
             match dns_label(&n.name) {
                 Err(why) => out.push(Problem::new(key("name"), why)),
-                Ok(()) if !names.insert(n.name.as_str()) => {
-                    out.push(Problem::new(key("name"), format!("{:?} is named twice", n.name)))
-                }
+                Ok(()) if !names.insert(n.name.as_str()) => out.push(Problem::new(
+                    key("name"),
+                    format!("{:?} is named twice", n.name),
+                )),
                 Ok(()) => {}
             }
             match network::parse_node_address(&n.address) {
@@ -220,7 +221,10 @@ impl LabDef {
         }
         // one tap and one MAC per node, numbered in a byte
         if self.nodes.len() > 253 {
-            out.push(Problem::new("nodes", "at most 253 nodes on one lab network"));
+            out.push(Problem::new(
+                "nodes",
+                "at most 253 nodes on one lab network",
+            ));
         }
         out
     }
@@ -244,8 +248,7 @@ impl LabDef {
                 index,
                 name: n.name.clone(),
                 role: n.role,
-                address: network::parse_node_address(&n.address)
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+                address: network::parse_node_address(&n.address).unwrap_or(Ipv4Addr::UNSPECIFIED),
                 image: resolve(n.image.as_deref().or(self.image.as_deref()).unwrap_or("")),
                 memory_mib: n.memory.unwrap_or(self.defaults.memory),
                 state_size: n
@@ -280,8 +283,7 @@ pub fn load(path: &Path) -> Result<LabPlan, DefinitionError> {
 fn dns_label(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
@@ -304,7 +306,11 @@ pub fn state_size(s: &str) -> Result<u64, String> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => return Err(format!("{s:?}: unknown size suffix `{c}` (use K, M, G or T)")),
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown size suffix `{c}` (use K, M, G or T)"
+                    ))
+                }
             };
             (&s[..i], shift)
         }
@@ -381,7 +387,10 @@ image = "/abs/other"
         let e = problem_keys(&PAIR.replace("schema = 1", "schema = 2"));
         assert!(e.contains("schema = 2 is not supported"), "{e}");
         let e = problem_keys(&PAIR.replace("\"w2\"", "\"w1\""));
-        assert!(e.contains("nodes[1].name") && e.contains("named twice"), "{e}");
+        assert!(
+            e.contains("nodes[1].name") && e.contains("named twice"),
+            "{e}"
+        );
         let e = problem_keys(&PAIR.replace("10.77.0.12/24", "10.77.0.11"));
         assert!(e.contains("nodes[1].address") && e.contains("twice"), "{e}");
         let e = problem_keys(&PAIR.replace("10.77.0.12/24", "10.0.2.15"));
@@ -393,7 +402,10 @@ image = "/abs/other"
         let e = problem_keys(&PAIR.replace("\"512M\"", "\"1X\""));
         assert!(e.contains("nodes[1].state_size"), "{e}");
         let e = problem_keys(&PAIR.replace("image = \"out/worker\"\n", ""));
-        assert!(e.contains("nodes[0].image") && !e.contains("nodes[1].image"), "{e}");
+        assert!(
+            e.contains("nodes[0].image") && !e.contains("nodes[1].image"),
+            "{e}"
+        );
         let e = problem_keys(&PAIR.replace("name = \"pair\"", "name = \"Pair_1\""));
         assert!(e.contains("name: \"Pair_1\" is not a DNS label"), "{e}");
     }
@@ -405,7 +417,12 @@ image = "/abs/other"
         let roles: Vec<Role> = ha.nodes.iter().map(|n| n.role).collect();
         assert_eq!(
             roles,
-            [Role::ControlPlane, Role::ControlPlane, Role::ControlPlane, Role::Worker]
+            [
+                Role::ControlPlane,
+                Role::ControlPlane,
+                Role::ControlPlane,
+                Role::Worker
+            ]
         );
         assert!(ha.nodes[0].image.ends_with("out/control-plane"));
         assert!(ha.nodes[3].image.ends_with("out/worker"));

@@ -24,7 +24,9 @@ const MAX_REQUEST: u64 = 64 << 10;
 pub enum Request {
     Status,
     /// Hard power-off: QEMU is killed, as a power cut.
-    Kill { node: String },
+    Kill {
+        node: String,
+    },
     /// Boot a stopped node again on its tap and address; with
     /// `blank_disk` on a new, empty state disk.
     Start {
@@ -89,9 +91,7 @@ pub fn request(
     line.push('\n');
     (&stream).write_all(line.as_bytes()).map_err(io)?;
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(io)?;
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
     match serde_json::from_str(&answer) {
         Ok(Response::Status(s)) => Ok(*s),
         Ok(Response::Error(e)) => Err(ControlError::Refused(e)),
@@ -138,7 +138,7 @@ mod tests {
                 blank_disk: false
             }
         );
-        assert!(serde_json::from_str::<Request>(r#"{"op":"status","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"kill","node":"w1","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
     }
 }

@@ -62,20 +62,26 @@ pub enum UpError {
     Cluster {
         node: String,
         #[source]
-        source: crate::cluster::ClusterError,
+        source: Box<crate::cluster::ClusterError>,
     },
     #[error("the machine config of {node} after the lab's additions")]
     Config {
         node: String,
         #[source]
-        source: contract::config::ConfigError,
+        source: Box<contract::config::ConfigError>,
     },
     #[error("a lab already runs in {run_dir} (supervisor pid {pid}): `nodeimg lab down --run-dir {run_dir}` first")]
     Running { run_dir: PathBuf, pid: u32 },
     #[error("{path} is {len} bytes long; a unix socket path takes at most {MAX_SOCKET_PATH}: use a shorter --run-dir")]
     SocketPath { path: PathBuf, len: usize },
     #[error(transparent)]
-    Lab(#[from] super::LabError),
+    Lab(Box<super::LabError>),
+}
+
+impl From<super::LabError> for UpError {
+    fn from(e: super::LabError) -> UpError {
+        UpError::Lab(Box::new(e))
+    }
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError {
@@ -176,7 +182,9 @@ pub fn supervisor_alive(pid: u32, run_dir: &Path) -> bool {
     };
     let words: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     let dir = run_dir.as_os_str().as_encoded_bytes();
-    words.windows(3).any(|w| w[0] == b"lab" && w[1] == b"serve" && w[2] == dir)
+    words
+        .windows(3)
+        .any(|w| w[0] == b"lab" && w[1] == b"serve" && w[2] == dir)
 }
 
 /// Reads `state.json` (what the supervisor last wrote).
@@ -196,7 +204,9 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Up
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -35,15 +35,14 @@ pub fn render_config(
         role: node.role,
         addresses: vec![IpAddr::V4(node.address)],
     };
-    let text =
-        cluster::machine_config(cluster, &spec, now).map_err(|source| UpError::Cluster {
-            node: node.name.clone(),
-            source,
-        })?;
+    let text = cluster::machine_config(cluster, &spec, now).map_err(|source| UpError::Cluster {
+        node: node.name.clone(),
+        source: Box::new(source),
+    })?;
     let file = format!("{} (rendered)", node.name);
     let bad = |source| UpError::Config {
         node: node.name.clone(),
-        source,
+        source: Box::new(source),
     };
     let mut c = MachineConfig::from_toml(&text, &file).map_err(bad)?;
     c.network.interfaces = vec![Interface {

@@ -145,7 +145,10 @@ pub fn serve(run_dir: &Path) -> Result<(), UpError> {
     for n in &plan.lab.nodes {
         if !image_of.contains_key(&n.image) {
             let i = images.len();
-            images.push(unpack_image(&n.image, &run_dir.join("images").join(i.to_string()))?);
+            images.push(unpack_image(
+                &n.image,
+                &run_dir.join("images").join(i.to_string()),
+            )?);
             image_of.insert(n.image.clone(), i);
         }
     }
@@ -308,7 +311,9 @@ fn power_off(lab: &Mutex<Lab>) {
             for n in &mut l.nodes {
                 if let Some(mut vm) = n.vm.take() {
                     tracing::warn!(node = n.plan.name, "did not power off: killed");
-                    n.exit = vm.kill().map(|s| format!("killed after the power button ({s})"));
+                    n.exit = vm
+                        .kill()
+                        .map(|s| format!("killed after the power button ({s})"));
                 }
             }
             l.watch();
@@ -322,7 +327,8 @@ fn power_off(lab: &Mutex<Lab>) {
 
 fn lock(lab: &Mutex<Lab>) -> MutexGuard<'_, Lab> {
     // a panicked holder leaves the lab as it was; the state is still the lab's
-    lab.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lab.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Verifies `dir`'s boot artifacts and unpacks its kernel into `work`.
@@ -333,12 +339,11 @@ fn unpack_image(dir: &Path, work: &Path) -> Result<Image, UpError> {
     })?;
     let a = crate::lab::boot_artifacts(dir, &manifest)?;
     let bz = std::fs::read(&a.kernel).map_err(io(&a.kernel))?;
-    let vmlinux = crate::boot::extract_vmlinux(&bz).map_err(|source| {
-        crate::lab::LabError::Kernel {
+    let vmlinux =
+        crate::boot::extract_vmlinux(&bz).map_err(|source| crate::lab::LabError::Kernel {
             path: a.kernel.clone(),
             source,
-        }
-    })?;
+        })?;
     std::fs::create_dir_all(work).map_err(io(work))?;
     let path = work.join("vmlinux");
     std::fs::write(&path, vmlinux).map_err(io(&path))?;
@@ -358,7 +363,11 @@ impl Lab {
             .position(|n| n.plan.name == node)
             .ok_or_else(|| {
                 let names: Vec<&str> = self.nodes.iter().map(|n| n.plan.name.as_str()).collect();
-                format!("no node {node:?} in lab {} ({})", self.name, names.join(", "))
+                format!(
+                    "no node {node:?} in lab {} ({})",
+                    self.name,
+                    names.join(", ")
+                )
             })
     }
 
@@ -482,7 +491,12 @@ impl Lab {
             let ended = n.vm.as_mut().and_then(Vm::exited);
             for line in n.tail.lines() {
                 if let Some(hit) = scan_line(&line) {
-                    tracing::error!(node = n.plan.name, line = hit.line, "console: {}", hit.marker);
+                    tracing::error!(
+                        node = n.plan.name,
+                        line = hit.line,
+                        "console: {}",
+                        hit.marker
+                    );
                     self.hits.push(NodeHit {
                         node: n.plan.name.clone(),
                         hit,
