@@ -80,8 +80,18 @@ fn status(run: &Path) -> Value {
     json(&ok(&["lab", "status", "--run-dir", s(run), "--json"]))
 }
 
+/// Whether `pid` runs: exists and is not a zombie (an orphan's exit
+/// waits for whatever reaps orphans here, which may be slow or nothing).
 fn pid_alive(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            state != Some("Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Processes whose network namespace is `netns` (`net:[INODE]`).
@@ -269,6 +279,7 @@ fn a_pair_comes_up_survives_kill_and_start_and_goes_down_clean() {
     let restart_s = t.elapsed().as_secs_f64();
     assert_eq!(again["report"]["ready"], true, "{again:#}");
     assert_eq!(again["report"]["state"]["boot_count"], 2, "{again:#}");
+    assert_eq!(again["report"]["state"]["formatted"], false, "{again:#}");
     assert_eq!(again["starts"], 2, "{again:#}");
     let w2_dir = run.join("nodes/worker-2");
     assert!(
@@ -291,7 +302,8 @@ fn a_pair_comes_up_survives_kill_and_start_and_goes_down_clean() {
     ]));
     assert_eq!(blank["report"]["ready"], true, "{blank:#}");
     assert_eq!(blank["report"]["state"]["boot_count"], 1, "{blank:#}");
-    assert_eq!(blank["report"]["state"]["created"], true, "{blank:#}");
+    // a new file system on the new disk
+    assert_eq!(blank["report"]["state"]["formatted"], true, "{blank:#}");
     eprintln!("lab start: worker-2 reported again in {restart_s:.1} s");
 
     // a kernel BUG on worker-1's console (planted in the serial log the
