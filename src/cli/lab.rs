@@ -18,38 +18,25 @@ pub struct LabArgs {
     pub command: LabCommand,
 }
 
+// parsed once per run: the size of `boot`'s many options costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
     /// Boot DIR's kernel + initramfs with its root, verity and a state disk; print the boot report.
     Boot(Box<BootArgs>),
-    /// Boot every node of a lab definition (qemu/*.toml) on one lab
-    /// network, each with its machine config from a cluster directory;
-    /// print each node's report.
-    Up(UpArgs),
-}
-
-#[derive(Debug, clap::Args)]
-pub struct UpArgs {
-    /// The lab definition, e.g. qemu/pair.toml.
-    pub file: PathBuf,
-    /// The cluster directory the node configs are rendered from
-    /// (`nodeimg cluster init`).
-    #[arg(long)]
-    pub cluster: PathBuf,
-    /// Seconds the VMs stay up after every node reported (the node APIs
-    /// answer on the printed ports meanwhile); a node that powers off by
-    /// itself ends early.
-    #[arg(long, default_value_t = 0)]
-    pub hold: u64,
-    /// Seconds from QEMU start to each node's report.
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
-    #[arg(long, value_enum, env = "NODEIMG_ACCEL", default_value = "auto")]
-    pub accel: AccelArg,
-    /// Print a JSON array, one object per node (its report with boot_ms,
-    /// name, address and api_port).
-    #[arg(long)]
-    pub json: bool,
+    /// Boot a lab definition's nodes (qemu/*.toml) on one lab network; they keep running.
+    Up(super::lab_up::UpArgs),
+    /// Show a running lab's nodes: reports, forwards, serial logs, console hits.
+    Status(super::lab_up::StatusArgs),
+    /// Power a lab node off hard (QEMU killed).
+    Kill(super::lab_up::KillArgs),
+    /// Boot a stopped lab node again, on its tap and address.
+    Start(super::lab_up::StartArgs),
+    /// Power every lab node off and end the lab and its network.
+    Down(super::lab_up::DownArgs),
+    /// The lab supervisor `lab up` starts (not for direct use).
+    #[command(hide = true)]
+    Serve(super::lab_up::ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -251,63 +238,13 @@ fn parse_size(s: &str) -> Result<u64, String> {
 pub fn run(args: LabArgs) -> anyhow::Result<i32> {
     match args.command {
         LabCommand::Boot(a) => boot(*a),
-        LabCommand::Up(a) => up(a),
+        LabCommand::Up(a) => super::lab_up::up(a),
+        LabCommand::Status(a) => super::lab_up::status(a),
+        LabCommand::Kill(a) => super::lab_up::kill(a),
+        LabCommand::Start(a) => super::lab_up::start(a),
+        LabCommand::Down(a) => super::lab_up::down(a),
+        LabCommand::Serve(a) => super::lab_up::serve(a),
     }
-}
-
-fn up(args: UpArgs) -> anyhow::Result<i32> {
-    let (def, plans) = lab::definition::LabDefinition::read(&args.file)?;
-    let opts = lab::up::UpOptions {
-        cluster: args.cluster.clone(),
-        hold: Duration::from_secs(args.hold),
-        timeout: Duration::from_secs(args.timeout),
-        accel: accel(args.accel),
-    };
-    eprintln!("lab {}: {} nodes on 10.77.0.0/24", def.name, plans.len());
-    let nodes = lab::up::up(&plans, &opts, |p, port| {
-        eprintln!(
-            "  {:<12} {:<12} node API at 127.0.0.1:{port} (--server-name {})",
-            p.name, p.address, p.address
-        );
-    })?;
-    let mut all_ready = true;
-    let mut out = Vec::new();
-    for n in &nodes {
-        let mut v = match &n.outcome {
-            Ok(o) => {
-                all_ready &= o.ready();
-                serde_json::to_value(&o.report)?
-            }
-            Err(e) => {
-                all_ready = false;
-                json!({ "ready": false, "error": nodeimg::util::error::chain(e) })
-            }
-        };
-        if let Some(obj) = v.as_object_mut() {
-            obj.insert("name".into(), json!(n.name));
-            obj.insert("address".into(), json!(n.address.to_string()));
-            obj.insert("api_port".into(), json!(n.api_port));
-        }
-        out.push(v);
-    }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        for (n, v) in nodes.iter().zip(&out) {
-            let ready = v["ready"].as_bool().unwrap_or(false);
-            let detail = match &n.outcome {
-                Ok(o) => format!("{} ms", o.report.boot_ms),
-                Err(e) => nodeimg::util::error::chain(e),
-            };
-            println!(
-                "{:<12} {:<12} ready {:<3} {detail}",
-                n.name,
-                n.address,
-                if ready { "yes" } else { "NO" }
-            );
-        }
-    }
-    Ok(i32::from(!all_ready))
 }
 
 fn accel(a: AccelArg) -> Accel {

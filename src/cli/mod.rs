@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod keys;
 pub mod lab;
+pub mod lab_up;
 pub mod lock;
 pub mod node;
 pub mod pxe;

@@ -14,7 +14,7 @@ fn fake_qemu(dir: &Path, console: &str, then: &str) -> PathBuf {
     let script = format!(
         "#!/bin/sh\n\
          [ \"$1\" = --noop ] && exit 0\n\
-         for a in \"$@\"; do case \"$a\" in file,id=serial0,path=*) log=\"${{a#file,id=serial0,path=}}\";; esac; done\n\
+         for a in \"$@\"; do case \"$a\" in file,id=serial0,path=*) log=\"${{a#file,id=serial0,path=}}\"; log=\"${{log%,append=on}}\";; esac; done\n\
          printf '%b' '{console}' >> \"$log\"\n\
          {then}\n"
     );

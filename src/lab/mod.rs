@@ -15,6 +15,7 @@
 
 pub mod accel;
 pub mod artifacts;
+pub mod console_scan;
 pub mod definition;
 pub mod network;
 pub mod pxe_boot;
@@ -215,9 +216,6 @@ pub struct BootOptions {
     /// private network namespace, [`network`]), where the lab host
     /// ([`network::HOST`]) serves NTP. Off by default.
     pub lab_net: bool,
-    /// A NIC on a lab network set up by the caller (`lab up`: one network
-    /// for every node), instead of one of its own.
-    pub shared_tap: Option<network::TapNic>,
     /// With `lab_net`: the node's address there (from its machine
     /// config), where `api_port` forwards to.
     pub lab_address: Option<std::net::Ipv4Addr>,
@@ -245,7 +243,7 @@ pub const CONFIG_URL_FILE: &str = "config.toml";
 /// loopback server (the PXE bundle's server, on a folder of its own in
 /// `work`); returns the server, kept alive while the VM runs, and the
 /// `nodeimg.config` word.
-fn serve_config_url(
+pub(crate) fn serve_config_url(
     served: &ConfigUrlServe,
     work: &Path,
 ) -> Result<(crate::pxe_server::Server, String), LabError> {
@@ -351,7 +349,6 @@ impl Default for BootOptions {
             forwards: Vec::new(),
             wait_shutdown: None,
             lab_net: false,
-            shared_tap: None,
             lab_address: None,
             lab_forwards: Vec::new(),
             rtc_base: None,
@@ -436,7 +433,7 @@ pub fn lab_cmdline(image_cmdline: &str, extra: &[String]) -> Result<String, LabE
     Ok(line)
 }
 
-fn create_state_disk(path: &Path, size: u64) -> Result<(), LabError> {
+pub(crate) fn create_state_disk(path: &Path, size: u64) -> Result<(), LabError> {
     let io = |source| LabError::Io {
         path: path.to_path_buf(),
         source,
@@ -572,10 +569,7 @@ pub fn boot_direct(
             forwards: opts.forwards.clone(),
             ..UserNic::lab()
         }),
-        tap: opts
-            .shared_tap
-            .clone()
-            .or_else(|| lab_net.as_ref().and_then(|n| n.nic(0))),
+        tap: lab_net.as_ref().and_then(|n| n.nic(0)),
         rtc_base: opts.rtc_base.clone(),
     };
     tracing::info!(accel = accel.as_str(), boot_path, work = %work.display(), "booting");

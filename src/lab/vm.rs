@@ -194,8 +194,11 @@ impl VmConfig {
             }
         }
         push("-chardev".into());
+        // append: the lab truncates the log itself before QEMU starts, and
+        // lines added to it while QEMU writes (a planted console line) are
+        // not overwritten at QEMU's own offset
         push(format!(
-            "file,id=serial0,path={}",
+            "file,id=serial0,path={},append=on",
             self.serial_log.display()
         ));
         push("-serial".into());
@@ -478,6 +481,16 @@ impl Vm {
             std::thread::sleep(POLL);
         }
         false
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// QEMU's exit status if it has exited (reaped), without waiting.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Kills QEMU (if still running) and reaps it.

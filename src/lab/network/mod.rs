@@ -124,6 +124,16 @@ pub struct Forward {
     pub address: Ipv4Addr,
 }
 
+/// A loopback forward to any TCP port of a node: `127.0.0.1:port` here
+/// (0: a free port the kernel picks) to `address:guest_port` on the lab
+/// network (the node API's 50000, etcd's 2379).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortForward {
+    pub port: u16,
+    pub address: Ipv4Addr,
+    pub guest_port: u16,
+}
+
 /// The running lab network. Dropping it stops its servers; the namespace
 /// (bridge, taps) ends when QEMU, which holds it too, has exited.
 pub struct LabNetwork {
@@ -136,12 +146,27 @@ pub struct LabNetwork {
     pub ntp_answered: Arc<AtomicU64>,
     /// Milliseconds the namespace, bridge, taps and servers took to set up.
     pub setup_ms: u64,
+    /// The forwards as bound (a port asked as 0 is the one picked).
+    pub forwards: Vec<PortForward>,
 }
 
 impl LabNetwork {
     /// Sets up the namespace, the bridge with [`HOST`], `nodes` taps on it,
     /// the NTP server and `forwards`.
     pub fn up(nodes: usize, forwards: &[Forward]) -> Result<LabNetwork, LabNetError> {
+        let forwards: Vec<PortForward> = forwards
+            .iter()
+            .map(|f| PortForward {
+                port: f.port,
+                address: f.address,
+                guest_port: contract::api::PORT,
+            })
+            .collect();
+        LabNetwork::up_ports(nodes, &forwards)
+    }
+
+    /// [`LabNetwork::up`] with forwards to any node port.
+    pub fn up_ports(nodes: usize, forwards: &[PortForward]) -> Result<LabNetwork, LabNetError> {
         let t = Instant::now();
         // bound on this (host-namespace) thread first: a port already taken
         // fails before anything else is made
@@ -149,11 +174,12 @@ impl LabNetwork {
         for f in forwards {
             let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, f.port));
             let l = TcpListener::bind(addr).map_err(|source| LabNetError::Bind {
-                what: "the node API forward",
+                what: "a node forward",
                 addr,
                 source,
             })?;
-            listeners.push((l, *f));
+            let port = l.local_addr().map(|a| a.port()).unwrap_or(f.port);
+            listeners.push((l, PortForward { port, ..*f }));
         }
         let netns = Netns::create().map_err(LabNetError::Netns)?;
         netns
@@ -177,6 +203,7 @@ impl LabNetwork {
             open: proxy::Open::default(),
             ntp_answered: server.answered.clone(),
             setup_ms: 0,
+            forwards: listeners.iter().map(|(_, f)| *f).collect(),
         };
         let s = stop.clone();
         let ntp = std::thread::Builder::new()
@@ -185,7 +212,7 @@ impl LabNetwork {
             .map_err(|e| LabNetError::Netns(NetnsError::Thread(e)))?;
         net.threads.push(ntp);
         for (listener, f) in listeners {
-            let target = SocketAddr::V4(SocketAddrV4::new(f.address, contract::api::PORT));
+            let target = SocketAddr::V4(SocketAddrV4::new(f.address, f.guest_port));
             let (s, open) = (stop.clone(), net.open.clone());
             let h = net
                 .netns
@@ -196,7 +223,7 @@ impl LabNetwork {
                     tracing::warn!(error = %e, "lab proxy: could not enter the lab network");
                 }
             }));
-            tracing::info!(port = f.port, node = %f.address, "node API forward on 127.0.0.1");
+            tracing::info!(port = f.port, node = %f.address, guest_port = f.guest_port, "node forward on 127.0.0.1");
         }
         net.setup_ms = t.elapsed().as_millis() as u64;
         tracing::info!(
