@@ -156,14 +156,7 @@ impl LabDef {
     pub fn from_toml(text: &str, file: &str) -> Result<LabDef, ConfigError> {
         let def: LabDef = parse_versioned(text, file, LAB_SCHEMA)?;
         let problems = def.problems();
-        if problems.is_empty() {
-            Ok(def)
-        } else {
-            Err(ConfigError::Invalid {
-                file: file.to_string(),
-                problems,
-            })
-        }
+        contract::config::checked(def, problems, file)
     }
 
     /// Every check serde cannot express, one [`Problem`] per key.

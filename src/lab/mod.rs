@@ -477,6 +477,26 @@ pub(crate) fn work_dir(
     }
 }
 
+/// A raw virtio disk the guest sees with `serial`.
+pub(crate) fn raw_disk(path: &Path, read_only: bool, serial: &str) -> Disk {
+    Disk {
+        path: path.to_path_buf(),
+        format: "raw",
+        read_only,
+        serial: serial.to_string(),
+    }
+}
+
+/// A direct boot's three disks, in the order the lab's command line names
+/// them (`/dev/vda` root, `vdb` verity, `vdc` state).
+pub(crate) fn node_disks(rootfs: &Path, verity: &Path, state: &Path) -> Vec<Disk> {
+    vec![
+        raw_disk(rootfs, true, "nodeimg-root"),
+        raw_disk(verity, true, "nodeimg-verity"),
+        raw_disk(state, false, "nodeimg-state"),
+    ]
+}
+
 /// Verifies DIR's artifacts, boots them, waits for the report, powers the
 /// VM off and returns the report.
 pub fn boot_direct(
@@ -532,21 +552,11 @@ pub fn boot_direct(
         None => None,
     };
     let accel = accel::resolve(opts.accel, &opts.qemu, &artifacts.kernel);
-    let disk = |path: &Path, read_only, serial: &str| Disk {
-        path: path.to_path_buf(),
-        format: "raw",
-        read_only,
-        serial: serial.to_string(),
-    };
-    let mut disks = vec![
-        disk(&artifacts.rootfs, true, "nodeimg-root"),
-        disk(&artifacts.verity, true, "nodeimg-verity"),
-        disk(&state, false, "nodeimg-state"),
-    ];
+    let mut disks = node_disks(&artifacts.rootfs, &artifacts.verity, &state);
     if let Some(config) = &opts.config_drive {
         let drive = work.join("config-drive.img");
         write_config_drive(config, &drive)?;
-        disks.push(disk(&drive, true, "nodeimg-config"));
+        disks.push(raw_disk(&drive, true, "nodeimg-config"));
     }
     let config = VmConfig {
         qemu: opts.qemu.clone(),

@@ -81,14 +81,7 @@ impl ClusterConfig {
     pub fn from_toml(text: &str, file: &str) -> Result<ClusterConfig, ConfigError> {
         let c: ClusterConfig = parse_versioned(text, file, CLUSTER_SCHEMA)?;
         let problems = c.problems();
-        if problems.is_empty() {
-            Ok(c)
-        } else {
-            Err(ConfigError::Invalid {
-                file: file.to_string(),
-                problems,
-            })
-        }
+        super::checked(c, problems, file)
     }
 
     /// Every check serde cannot express, one [`Problem`] per key.

@@ -336,14 +336,7 @@ impl MachineConfig {
     pub fn from_toml(text: &str, file: &str) -> Result<MachineConfig, ConfigError> {
         let c = MachineConfig::parse(text, file)?;
         let problems = c.problems();
-        if problems.is_empty() {
-            Ok(c)
-        } else {
-            Err(ConfigError::Invalid {
-                file: file.to_string(),
-                problems,
-            })
-        }
+        checked(c, problems, file)
     }
 
     /// Parses without the checks beyond serde (schema included).
@@ -403,6 +396,19 @@ pub fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, PemError> {
 /// newer document is refused for its schema, not for the keys this build
 /// does not know; then the whole, every error placed by line, column and
 /// key. Only serde's checks: callers run their own.
+/// `value` when `problems` is empty, else one error naming `file` and
+/// every problem: how each of our TOML documents ends its checks.
+pub fn checked<T>(value: T, problems: Vec<Problem>, file: &str) -> Result<T, ConfigError> {
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            file: file.to_string(),
+            problems,
+        })
+    }
+}
+
 pub fn parse_versioned<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &str,

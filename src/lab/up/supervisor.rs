@@ -26,7 +26,7 @@ use super::{
 use crate::lab::console_scan::scan_line;
 use crate::lab::definition::{ConfigDelivery, NodePlan};
 use crate::lab::network::{LabNetwork, PortForward, TapNic};
-use crate::lab::vm::{qmp_command, Disk, UserNic, Vm, VmBoot, VmConfig};
+use crate::lab::vm::{qmp_command, UserNic, Vm, VmBoot, VmConfig};
 use crate::lab::{accel, LabReport, REPORT_MARKER};
 
 /// How often the watcher reads the consoles.
@@ -394,17 +394,7 @@ impl Lab {
         crate::lab::create_state_disk(&state, n.plan.state_size).map_err(|e| e.to_string())?;
         let config = config_path(&self.run_dir, &n.plan.name);
         let image = &self.images[n.image];
-        let disk = |path: &Path, read_only, serial: &str| Disk {
-            path: path.to_path_buf(),
-            format: "raw",
-            read_only,
-            serial: serial.to_string(),
-        };
-        let mut disks = vec![
-            disk(&image.rootfs, true, "nodeimg-root"),
-            disk(&image.verity, true, "nodeimg-verity"),
-            disk(&state, false, "nodeimg-state"),
-        ];
+        let mut disks = crate::lab::node_disks(&image.rootfs, &image.verity, &state);
         let mut fw_cfg = Vec::new();
         let mut extra = Vec::new();
         let mut nic = None;
@@ -414,7 +404,7 @@ impl Lab {
             ConfigDelivery::ConfigDrive => {
                 let drive = dir.join("config-drive.img");
                 crate::lab::write_config_drive(&config, &drive).map_err(|e| e.to_string())?;
-                disks.push(disk(&drive, true, "nodeimg-config"));
+                disks.push(crate::lab::raw_disk(&drive, true, "nodeimg-config"));
             }
             ConfigDelivery::Url => {
                 let served = crate::lab::ConfigUrlServe {
