@@ -206,6 +206,7 @@ fn variants() -> Vec<Cmdline> {
         failure: FailurePolicy::default(),
         test_kill: None,
         config_url: None,
+        test_cert_lifetime: None,
     };
     let mut out = vec![base.clone()];
     let devices = [
@@ -402,7 +403,7 @@ fn every_key_is_printed_by_the_full_form() {
                                           // have: absent unless set
     for key in KEYS
         .iter()
-        .filter(|k| !["test_kill", "config"].contains(*k))
+        .filter(|k| !["test_kill", "config", "test_cert_lifetime"].contains(*k))
     {
         assert!(line.contains(&format!("nodeimg.{key}=")), "{key}: {line}");
     }
