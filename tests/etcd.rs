@@ -17,6 +17,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -177,25 +178,37 @@ impl Node {
     }
 }
 
-#[test]
-fn one_control_plane_bootstraps_etcd_once_renews_its_certificates_and_keeps_its_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let built = dir.path().join("control-plane");
-    support::build_image_with("control-plane", &built, &["--format", "none"]);
-    let cdir = dir.path().join("cluster");
-    ok(&[
+/// The control-plane image, built once for this file's tests.
+fn built() -> &'static Path {
+    static BUILT: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &BUILT
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("control-plane");
+            support::build_image_with("control-plane", &out, &["--format", "none"]);
+            (dir, out)
+        })
+        .1
+}
+
+/// `cluster init` of `lab` with `members`, and cp-1's control-plane config.
+fn cluster(dir: &Path, members: &[&str]) -> (PathBuf, PathBuf) {
+    let cdir = dir.join("cluster");
+    let mut args = vec![
         "cluster",
         "init",
         "--name",
         "lab",
         "--control-plane-endpoint",
         "10.0.2.15:6443",
-        "--member",
-        "cp-1=10.0.2.15",
         "--out",
         s(&cdir),
-    ]);
-    let cfg = dir.path().join("cp-1.toml");
+    ];
+    for m in members {
+        args.extend(["--member", m]);
+    }
+    ok(&args);
+    let cfg = dir.join("cp-1.toml");
     ok(&[
         "cluster",
         "config",
@@ -209,27 +222,23 @@ fn one_control_plane_bootstraps_etcd_once_renews_its_certificates_and_keeps_its_
         "--out",
         s(&cfg),
     ]);
-    let tls = dir.path().join("etcdctl");
-    std::fs::create_dir(&tls).unwrap();
-    client_cert(&cdir, &tls);
-    let etcdctl = etcdctl_bin();
+    (cdir, cfg)
+}
 
+/// Boots cp-1 with `cfg`; the lab runs on a thread until the guest is off.
+fn boot(cdir: &Path, cfg: &Path, tls: PathBuf, extra: &[String]) -> Node {
     let (api_port, etcd_port) = (free_port(), free_port());
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "--net",
         "user",
         "--config",
-        s(&cfg),
+        s(cfg),
         "--api-port",
         &api_port.to_string(),
         "--forward-node",
         &format!("2379:{etcd_port}"),
-        "--append",
-        "nodeimg.test_cert_lifetime=60",
         "--memory",
         "1536",
-        "--reboots",
-        "1",
         "--wait-shutdown",
         "900",
         "--timeout",
@@ -238,19 +247,200 @@ fn one_control_plane_bootstraps_etcd_once_renews_its_certificates_and_keeps_its_
     .iter()
     .map(ToString::to_string)
     .collect();
-    let out = built.clone();
+    args.extend(extra.iter().cloned());
+    let out = built().to_path_buf();
     let lab = std::thread::spawn(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         support::lab_boot_serial(&out, &args)
     });
-    let n = Node {
+    Node {
         api: format!("127.0.0.1:{api_port}"),
         etcd: format!("127.0.0.1:{etcd_port}"),
         admin: cdir.join("admin.nodeconfig"),
         tls,
-        etcdctl,
+        etcdctl: etcdctl_bin(),
         lab,
+    }
+}
+
+/// A real etcd 3.5 (trixie's etcd-server) on loopback, as a configured
+/// member that already serves: its certificate is the etcd CA's, for
+/// 10.0.2.100 (where the guest reaches it through the lab's guestfwd).
+struct HostEtcd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HostEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn host_etcd(cdir: &Path, dir: &Path) -> HostEtcd {
+    let ca_cert = std::fs::read_to_string(cdir.join("etcd-ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(cdir.join("etcd-ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p =
+        rcgen::CertificateParams::new(vec!["10.0.2.100".into(), "127.0.0.1".into()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "cp-0");
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let pki = dir.join("cp-0-pki");
+    std::fs::create_dir(&pki).unwrap();
+    std::fs::write(pki.join("ca.crt"), &ca_cert).unwrap();
+    std::fs::write(pki.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(pki.join("server.key"), key.serialize_pem()).unwrap();
+    let bin = support::judge_package("etcd-server").join("usr/bin/etcd");
+    let (port, peer) = (free_port(), free_port());
+    let client_url = format!("https://127.0.0.1:{port}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(bin)
+        .arg("--name=cp-0")
+        .arg(format!("--data-dir={}", dir.join("cp-0-data").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=cp-0={peer_url}"))
+        .arg(format!("--cert-file={}", pki.join("server.crt").display()))
+        .arg(format!("--key-file={}", pki.join("server.key").display()))
+        .arg(format!(
+            "--trusted-ca-file={}",
+            pki.join("ca.crt").display()
+        ))
+        .arg("--client-cert-auth")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("cp-0.log")).unwrap())
+        .spawn()
+        .expect("run etcd");
+    HostEtcd { child, port }
+}
+
+/// QEMU's guestfwd connects to its server once, when QEMU starts, and
+/// carries the guest's connection over that one stream: this relay takes
+/// it, and dials etcd only when the guest sends its first bytes (so no
+/// idle-connection timeout of etcd's matters).
+fn relay_to(port: u16) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((qemu, _)) = listener.accept() else {
+            return;
+        };
+        let mut first = [0u8; 1];
+        if qemu.peek(&mut first).is_err() {
+            return;
+        }
+        let Ok(etcd) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return;
+        };
+        let (mut a, mut b) = (qemu.try_clone().unwrap(), etcd.try_clone().unwrap());
+        std::thread::spawn(move || std::io::copy(&mut a, &mut b).ok());
+        let (mut c, mut d) = (etcd, qemu);
+        std::io::copy(&mut c, &mut d).ok();
+    });
+    relay
+}
+
+#[test]
+fn a_bootstrap_is_refused_while_a_configured_member_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    // cp-0 is the member already serving (on this machine's loopback,
+    // reached by the guest at 10.0.2.100); cp-1 is the node booted
+    let (cdir, cfg) = cluster(dir.path(), &["cp-0=10.0.2.100", "cp-1=10.0.2.15"]);
+    let tls = dir.path().join("etcdctl");
+    std::fs::create_dir(&tls).unwrap();
+    client_cert(&cdir, &tls);
+    let cp0 = host_etcd(&cdir, dir.path());
+    let judge_tls = tls.clone();
+    let judge = |args: &[&str]| {
+        let tls = &judge_tls;
+        Command::new(etcdctl_bin())
+            .arg(format!("--endpoints=https://127.0.0.1:{}", cp0.port))
+            .arg(format!("--cacert={}", tls.join("ca.crt").display()))
+            .arg(format!("--cert={}", tls.join("client.crt").display()))
+            .arg(format!("--key={}", tls.join("client.key").display()))
+            .args(args)
+            .output()
+            .unwrap()
     };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !judge(&["endpoint", "health"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the host's etcd never became healthy"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(judge(&["put", "/nodeimg/cluster", "lab"]).status.success());
+    let relay = relay_to(cp0.port);
+    let n = boot(
+        &cdir,
+        &cfg,
+        tls,
+        &["--forward".into(), format!("2379:{relay}")],
+    );
+
+    let r = n.wait_status("first report", |r| r["etcd"]["state"].is_string());
+    assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{r:#}");
+    let out = n.node(&["cluster", "bootstrap"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused") && err.contains("cp-0 (10.0.2.100) already answers"),
+        "{err}"
+    );
+    // nothing started: etcd still waits, the node is still ready
+    let r = n.wait_status("after the refusal", |_| true);
+    assert_eq!(r["ready"], true, "{r:#}");
+    assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{r:#}");
+    let etcd_svc = r["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "etcd")
+        .cloned()
+        .unwrap();
+    assert_eq!(etcd_svc["state"], "waiting", "{r:#}");
+    // the host's member is untouched: still one member
+    let list = judge(&["member", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&list.stdout).lines().count(),
+        1,
+        "{list:?}"
+    );
+
+    let out = n.node(&["node", "shutdown"]);
+    assert!(out.status.success(), "{out:?}");
+    let (code, report, _) = n.lab.join().unwrap();
+    assert_eq!(code, 0, "{report:#}");
+}
+
+#[test]
+fn one_control_plane_bootstraps_etcd_once_renews_its_certificates_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cdir, cfg) = cluster(dir.path(), &["cp-1=10.0.2.15"]);
+    let tls = dir.path().join("etcdctl");
+    std::fs::create_dir(&tls).unwrap();
+    client_cert(&cdir, &tls);
+    let extra: Vec<String> = [
+        "--append",
+        "nodeimg.test_cert_lifetime=60",
+        "--reboots",
+        "1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let n = boot(&cdir, &cfg, tls, &extra);
 
     // Before the bootstrap: the node is ready, etcd waits and is not running.
     let r = n.wait_status("first report", |r| r["etcd"]["state"].is_string());

@@ -371,15 +371,12 @@ impl Etcd {
         let probe = self.client(PROBE_TIMEOUT)?;
         for (name, addr) in &self.peers {
             let host = addr.to_string();
+            // one call only: any answer through the gateway, with a
+            // certificate of this cluster's etcd CA, is a serving member
             if let Ok(members) = probe.members(&host) {
-                let serves = probe
-                    .get(&host, spec::CLUSTER_KEY)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| "?".into());
                 return Err(format!(
-                    "refused: member {name} ({addr}) already serves etcd cluster {serves:?} \
-                     with {} member(s); a second bootstrap would split it",
+                    "refused: member {name} ({addr}) already answers as an etcd member \
+                     ({} member(s)); a second bootstrap would split the cluster",
                     members.len()
                 ));
             }
