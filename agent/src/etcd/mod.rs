@@ -146,9 +146,9 @@ impl Etcd {
             .map(|m| m.address);
         let mut all = addresses.to_vec();
         all.extend(address);
+        // etcd's user owns its keys; without it etcd could not read them
         let owner =
-            crate::services::users::resolve(std::path::Path::new("/etc"), Some(SERVICE), None)
-                .unwrap_or((0, 0));
+            crate::services::users::resolve(std::path::Path::new("/etc"), Some(SERVICE), None);
         let etcd = Arc::new(Etcd {
             mailbox,
             inner: Mutex::new(Inner {
@@ -181,9 +181,11 @@ impl Etcd {
             lifetime,
             data_dir: spec::DATA_DIR.into(),
             pki_dir: spec::PKI_DIR.into(),
-            owner,
+            owner: owner.clone().unwrap_or((0, 0)),
         });
-        if let Err(why) = etcd.renew() {
+        if let Err(why) = owner {
+            etcd.fail(format!("etcd's user: {why}"));
+        } else if let Err(why) = etcd.renew() {
             etcd.fail(why);
         } else if address.is_none() {
             etcd.fail(format!(
@@ -276,11 +278,8 @@ impl Etcd {
     /// Asks the supervision loop to start etcd with this node's flags.
     fn release(&self, state: ClusterState) {
         let Some(addr) = self.address else { return };
-        let initial = match state {
-            ClusterState::New => vec![(self.hostname.clone(), addr)],
-            // ignored with data present; kept well-formed
-            ClusterState::Existing => vec![(self.hostname.clone(), addr)],
-        };
+        // the bootstrap's one member; with data present etcd ignores it
+        let initial = [(self.hostname.clone(), addr)];
         let args = member_args(&self.hostname, addr, &self.cluster, state, &initial);
         self.mailbox.release(SERVICE, args);
         self.lock().released_at = Some(crate::sys::uptime_ms() / 1000);
@@ -397,9 +396,14 @@ impl Etcd {
             }
             std::thread::sleep(Duration::from_millis(500));
         };
-        client
-            .put("127.0.0.1", spec::CLUSTER_KEY, &self.cluster)
-            .map_err(|e| format!("writing {}: {}", spec::CLUSTER_KEY, crate::error::chain(&e)))?;
+        let key = spec::CLUSTER_KEY;
+        let written = client
+            .put("127.0.0.1", key, &self.cluster)
+            .and_then(|()| client.get("127.0.0.1", key))
+            .map_err(|e| format!("writing {key}: {}", crate::error::chain(&e)))?;
+        if written.as_deref() != Some(self.cluster.as_str()) {
+            return Err(format!("{key} reads back as {written:?} after the write"));
+        }
         self.update(|r| {
             r.state = EtcdState::Voter;
             r.error = None;
