@@ -29,6 +29,8 @@ pub const SERVICE: &str = "etcd";
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 /// How long a started member may take to answer before it counts as failed.
 const START_DEADLINE_SECS: u64 = 180;
+/// Failed status polls in a row before a running member counts as failed.
+const MISSES_TO_FAIL: u32 = 3;
 /// How long a configured peer gets to answer the bootstrap's probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -88,6 +90,8 @@ struct Inner {
     certs: Option<pki::NodeCerts>,
     /// uptime (s) when etcd was released; `None` before.
     released_at: Option<u64>,
+    /// Status polls that failed in a row (a loaded host misses one).
+    misses: u32,
 }
 
 /// The node's etcd, shared by the watcher thread, the node API and the
@@ -155,6 +159,7 @@ impl Etcd {
                 report: EtcdReport::default(),
                 certs: None,
                 released_at: None,
+                misses: 0,
             }),
             bootstrapping: Mutex::new(()),
             cluster: config.cluster.name.clone(),
@@ -317,6 +322,11 @@ impl Etcd {
             .client(Duration::from_secs(3))
             .and_then(|c| c.status("127.0.0.1").map_err(|e| crate::error::chain(&e)));
         let now = crate::sys::uptime_ms() / 1000;
+        let misses = {
+            let mut inner = self.lock();
+            inner.misses = if status.is_ok() { 0 } else { inner.misses + 1 };
+            inner.misses
+        };
         self.update(|r| match status {
             Ok(s) => {
                 r.state = if s.learner {
@@ -332,7 +342,7 @@ impl Etcd {
             Err(why) => {
                 let starting = r.state == EtcdState::Starting
                     && now.saturating_sub(released_at) < START_DEADLINE_SECS;
-                if !starting {
+                if !starting && misses >= MISSES_TO_FAIL {
                     r.state = EtcdState::Failed;
                     r.error = Some(why);
                     r.leader = None;
