@@ -334,6 +334,18 @@ mod tests {
     }
 
     #[test]
+    fn a_node_without_etcd_refuses_the_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let (answer, signal) = answer(&Request::Bootstrap, &s);
+        assert_eq!(signal, None);
+        let Response::Error(e) = answer else {
+            panic!("refused: {answer:?}");
+        };
+        assert!(e.contains("runs no etcd"), "{e}");
+    }
+
+    #[test]
     fn power_requests_only_ask_pid1() {
         let dir = tempfile::tempdir().unwrap();
         let s = state(dir.path());
