@@ -27,6 +27,7 @@ mod console;
 mod devices;
 mod dm;
 mod error;
+mod etcd;
 mod events;
 #[cfg(test)]
 mod fake;
@@ -274,6 +275,15 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         }
         report.stage_ms.insert("runtime".into(), sys::uptime_ms());
     }
+    // etcd on a control-plane node: certificates now, etcd itself once
+    // bootstrapped (or at once with its data); reported apart from `ready`
+    let mailbox = Arc::new(services::mailbox::Mailbox::default());
+    sv.mailbox = Some(mailbox.clone());
+    let etcd = config.as_ref().and_then(|cfg| {
+        let lifetime = c.test_cert_lifetime.unwrap_or(etcd::pki::LIFETIME_SECS);
+        etcd::Etcd::start(cfg, &node_addresses(&report), lifetime, mailbox)
+    });
+    report.etcd = etcd.as_ref().map(|e| e.report());
     if !sv.sup.is_empty() {
         services_into(&mut report, &sv.sup);
         report.stage_ms.insert("report".into(), sys::uptime_ms());
@@ -282,12 +292,13 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     // The latest report, for the node API's `status`: replaced each time
     // one is printed.
     let latest = Arc::new(Mutex::new(report.clone()));
-    start_api(config.as_ref(), &latest, con);
+    start_api(config.as_ref(), &latest, etcd.clone(), con);
     con.say(&format!(
         "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
         ev.button_count()
     ));
     let request = sv.watch(&mut ev, con, |sup, con| {
+        report.etcd = etcd.as_ref().map(|e| e.report());
         services_into(&mut report, sup);
         con.line(&report.line());
         publish(&latest, &report);
@@ -299,7 +310,12 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
 /// The node API (`api/`), when the node has a machine config (its `[api]`
 /// is the trust). Never fails the boot: a node without its API still
 /// runs its workloads, and says so.
-fn start_api(config: Option<&MachineConfig>, latest: &Arc<Mutex<Report>>, con: &mut Console) {
+fn start_api(
+    config: Option<&MachineConfig>,
+    latest: &Arc<Mutex<Report>>,
+    etcd: Option<Arc<etcd::Etcd>>,
+    con: &mut Console,
+) {
     let Some(config) = config else {
         con.say("node API: off (no machine config, so no [api] trust)");
         return;
@@ -314,7 +330,7 @@ fn start_api(config: Option<&MachineConfig>, latest: &Arc<Mutex<Report>>, con: &
             _ => c.sha256.clone(),
         }
     });
-    match api::start(config, replaces, latest.clone()) {
+    match api::start(config, replaces, latest.clone(), etcd) {
         Ok(()) => con.say(&format!(
             "node API: listening on TCP port {} (TLS 1.3, client certificates of api.client_ca)",
             contract::api::PORT
@@ -472,6 +488,18 @@ fn network_with(
     }
     report.stage_ms.insert("network".into(), sys::uptime_ms());
     report.network = Some(net);
+}
+
+/// The node's interface addresses (without prefix lengths), for the
+/// names of the certificates it issues.
+fn node_addresses(report: &Report) -> Vec<std::net::IpAddr> {
+    report
+        .network
+        .iter()
+        .flat_map(|n| &n.interfaces)
+        .flat_map(|i| &i.addresses)
+        .filter_map(|a| a.address.split('/').next()?.parse().ok())
+        .collect()
 }
 
 /// The services' states into the report; `ready` covers them and the

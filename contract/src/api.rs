@@ -69,6 +69,9 @@ pub enum Request {
     /// Pull an image into containerd's Kubernetes namespace through the
     /// node's registry settings (mirrors and logins of `[containerd]`).
     Pull { image: String },
+    /// Start a new etcd cluster on this control-plane node, once: refused
+    /// when its etcd holds data or a configured member already serves.
+    Bootstrap,
 }
 
 /// What the node answers: exactly one of these keys.
@@ -162,6 +165,7 @@ impl Request {
             Request::Shutdown => "shutdown",
             Request::ApplyConfig { .. } => "apply-config",
             Request::Pull { .. } => "pull",
+            Request::Bootstrap => "bootstrap",
         }
     }
 
@@ -235,6 +239,7 @@ mod tests {
             Request::Config,
             Request::Reboot,
             Request::Shutdown,
+            Request::Bootstrap,
             Request::Logs {
                 service: "kubelet".into(),
                 tail: None,

@@ -172,6 +172,10 @@ pub struct Cmdline {
     /// `nodeimg.config=URL#sha256=HEX`: where the machine config is
     /// fetched when no fw_cfg entry or config drive holds one.
     pub config_url: Option<ConfigUrl>,
+    /// `nodeimg.test_cert_lifetime=SECONDS`: a testing switch that gives
+    /// the certificates the agent issues (etcd's) this short a lifetime,
+    /// so tests see them renewed.
+    pub test_cert_lifetime: Option<u64>,
 }
 
 /// See [`Cmdline::test_kill`].
@@ -263,6 +267,8 @@ pub struct Args {
     pub test_kill: Option<TestKill>,
     /// `nodeimg.config`.
     pub config_url: Option<ConfigUrl>,
+    /// `nodeimg.test_cert_lifetime`, seconds.
+    pub test_cert_lifetime: Option<u64>,
 }
 
 /// Known keys, without the `nodeimg.` prefix, in print order.
@@ -281,6 +287,7 @@ pub const KEYS: &[&str] = &[
     "health",
     "test_kill",
     "config",
+    "test_cert_lifetime",
 ];
 
 /// Every key starts with this.
@@ -513,6 +520,13 @@ impl Args {
                 let u = ConfigUrl::parse(v).map_err(|why| bad(key, v, why))?;
                 once(&mut self.config_url, key, u)
             }
+            "test_cert_lifetime" => {
+                let secs = parse_u64(key, v)?;
+                if !(30..=365 * 86_400).contains(&secs) {
+                    return Err(bad(key, v, "30 seconds to a year"));
+                }
+                once(&mut self.test_cert_lifetime, key, secs)
+            }
             _ => Err(CmdlineError::UnknownKey {
                 key: format!("{PREFIX}{key}"),
             }),
@@ -541,7 +555,12 @@ impl Args {
         take(&mut self.failure_delay, more.failure_delay, "failure_delay")?;
         take(&mut self.health, more.health, "health")?;
         take(&mut self.test_kill, more.test_kill, "test_kill")?;
-        take(&mut self.config_url, more.config_url, "config")
+        take(&mut self.config_url, more.config_url, "config")?;
+        take(
+            &mut self.test_cert_lifetime,
+            more.test_cert_lifetime,
+            "test_cert_lifetime",
+        )
     }
 
     /// The keys that are set, as `nodeimg.<key>=<value>` words, in [`KEYS`] order.
@@ -597,6 +616,9 @@ impl Args {
         if let Some(u) = &self.config_url {
             w.push(("config", u.to_string()));
         }
+        if let Some(n) = self.test_cert_lifetime {
+            w.push(("test_cert_lifetime", n.to_string()));
+        }
         w.into_iter()
             .map(|(k, v)| quote(&format!("{PREFIX}{k}={v}")))
             .collect()
@@ -631,6 +653,7 @@ impl Args {
             failure,
             test_kill: self.test_kill.clone(),
             config_url: self.config_url.clone(),
+            test_cert_lifetime: self.test_cert_lifetime,
         })
     }
 }
@@ -674,6 +697,7 @@ impl From<&Cmdline> for Args {
             }),
             test_kill: c.test_kill.clone(),
             config_url: c.config_url.clone(),
+            test_cert_lifetime: c.test_cert_lifetime,
         }
     }
 }

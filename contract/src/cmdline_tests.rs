@@ -206,6 +206,7 @@ fn variants() -> Vec<Cmdline> {
         failure: FailurePolicy::default(),
         test_kill: None,
         config_url: None,
+        test_cert_lifetime: None,
     };
     let mut out = vec![base.clone()];
     let devices = [
@@ -323,6 +324,24 @@ fn test_kill_values_are_checked() {
 }
 
 #[test]
+fn test_cert_lifetime_is_a_bounded_number_of_seconds() {
+    let line = |v: &str| {
+        format!("nodeimg.roothash={HASH} nodeimg.data_blocks=1 nodeimg.hash_start=1 nodeimg.root=/dev/vda nodeimg.hash=/dev/vdb nodeimg.test_cert_lifetime={v}")
+    };
+    let c = Cmdline::parse(&line("60")).unwrap();
+    assert_eq!(c.test_cert_lifetime, Some(60));
+    assert!(
+        c.to_string().contains("nodeimg.test_cert_lifetime=60"),
+        "{c}"
+    );
+    assert_eq!(Cmdline::parse(&c.to_string()).unwrap(), c);
+    for bad in ["", "29", "x", "31536001"] {
+        let e = Cmdline::parse(&line(bad)).unwrap_err();
+        assert!(e.to_string().contains("test_cert_lifetime"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn every_variant_round_trips_through_the_printer() {
     for c in variants() {
         let line = c.to_string();
@@ -402,7 +421,7 @@ fn every_key_is_printed_by_the_full_form() {
                                           // have: absent unless set
     for key in KEYS
         .iter()
-        .filter(|k| !["test_kill", "config"].contains(*k))
+        .filter(|k| !["test_kill", "config", "test_cert_lifetime"].contains(*k))
     {
         assert!(line.contains(&format!("nodeimg.{key}=")), "{key}: {line}");
     }

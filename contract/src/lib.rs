@@ -33,6 +33,7 @@ pub mod api;
 pub mod cmdline;
 pub mod config;
 pub mod config_url;
+pub mod etcd;
 pub mod gpt;
 pub mod images;
 pub mod ntp;

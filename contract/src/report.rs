@@ -157,6 +157,9 @@ pub struct Report {
     /// nodeagent's resident memory (KiB) when the report was made.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_rss_kib: Option<u64>,
+    /// A control-plane node's etcd member, apart from `ready`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<crate::etcd::EtcdReport>,
 }
 
 /// How an address was obtained.

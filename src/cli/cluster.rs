@@ -27,6 +27,8 @@ enum ClusterCommand {
     Config(ConfigArgs),
     /// Read and check every file of a cluster directory.
     Check(CheckArgs),
+    /// Start the cluster's etcd on one control-plane node, once (node API).
+    Bootstrap(super::bootstrap::BootstrapArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +131,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("checking the cluster in {}", a.dir.display()))?;
             println!("ok");
         }
+        ClusterCommand::Bootstrap(a) => return super::bootstrap::run(a),
     }
     Ok(0)
 }

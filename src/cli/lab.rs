@@ -165,6 +165,11 @@ pub struct BootArgs {
     /// network stays `restrict=on`). Repeatable.
     #[arg(long, value_name = "GUESTPORT:HOSTPORT", value_parser = parse_forward)]
     pub forward: Vec<(u16, std::net::SocketAddrV4)>,
+    /// With `--net user`: this machine's 127.0.0.1:HOSTPORT reaches the
+    /// node's TCP GUESTPORT (QEMU's hostfwd, bound on loopback only),
+    /// e.g. etcd's 2379. Repeatable.
+    #[arg(long, value_name = "GUESTPORT:HOSTPORT", value_parser = parse_node_forward)]
+    pub forward_node: Vec<(u16, u16)>,
     /// The guest's hardware clock at power-on, e.g. 2001-01-01T00:00:00
     /// (QEMU `-rtc base=`): a node that starts on a wrong clock, to test
     /// its time sync.
@@ -278,6 +283,7 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         user_net: args.net == NetArg::User || args.config_url.is_some(),
         api_port: args.api_port,
         forwards: args.forward.clone(),
+        node_forwards: args.forward_node.clone(),
         wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
         lab_net: args.net == NetArg::Lab,
         lab_address: args.address,
@@ -296,6 +302,9 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
     }
     if args.address.is_some() && args.net != NetArg::Lab {
         anyhow::bail!("--address works only with --net lab");
+    }
+    if !args.forward_node.is_empty() && !opts.user_net {
+        anyhow::bail!("--forward-node needs --net user (it is a hostfwd of QEMU's user network)");
     }
     if !args.forward.is_empty() && !opts.user_net {
         anyhow::bail!("--forward needs --net user (it is a guestfwd of QEMU's user network)");
@@ -527,6 +536,12 @@ fn print_summary(report: &Report, boot_ms: Option<u64>, accel: &str, boot_path: 
             ms as f64 / 1000.0
         );
     }
+}
+
+/// `GUESTPORT:HOSTPORT` of `--forward-node`.
+fn parse_node_forward(s: &str) -> Result<(u16, u16), String> {
+    let (guest, host) = parse_forward(s)?;
+    Ok((guest, host.port()))
 }
 
 /// `GUESTPORT:HOSTPORT`: the host side is always loopback.

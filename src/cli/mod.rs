@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each a clap struct and a
 //! `run()` that calls library code. Data goes to stdout, logs to stderr.
 
+pub mod bootstrap;
 pub mod build;
 pub mod cluster;
 pub mod config;

@@ -172,6 +172,19 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
             for s in &r.services {
                 println!("service  {} {}", s.name, serde_json::to_string(&s.state)?);
             }
+            if let Some(e) = &r.etcd {
+                let why = e
+                    .error
+                    .as_deref()
+                    .map_or(String::new(), |w| format!(": {w}"));
+                println!(
+                    "etcd     {}{why} (member {}, leader {}, cluster {})",
+                    e.state.as_str(),
+                    e.member_id.as_deref().unwrap_or("-"),
+                    e.leader.as_deref().unwrap_or("-"),
+                    e.cluster_id.as_deref().unwrap_or("-")
+                );
+            }
         }
         Response::Text(t) | Response::Config(t) => print!("{t}"),
         Response::Accepted(what) => println!("{what} accepted"),

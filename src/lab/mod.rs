@@ -207,6 +207,9 @@ pub struct BootOptions {
     /// With `user_net`: the guest's `10.0.2.100:PORT` reaches this
     /// loopback server (QEMU's `guestfwd`; nothing else is reachable).
     pub forwards: Vec<(u16, std::net::SocketAddrV4)>,
+    /// With `user_net`: `(GUESTPORT, HOSTPORT)`, this machine's
+    /// `127.0.0.1:HOSTPORT` to the guest's TCP GUESTPORT.
+    pub node_forwards: Vec<(u16, u16)>,
     /// After the report, do not press the power button at once: wait this
     /// long for the guest to power off by itself (an API `shutdown`), and
     /// press it only then. The VM keeps running meanwhile, so the API can
@@ -347,6 +350,7 @@ impl Default for BootOptions {
             user_net: false,
             api_port: None,
             forwards: Vec::new(),
+            node_forwards: Vec::new(),
             wait_shutdown: None,
             lab_net: false,
             lab_address: None,
@@ -577,6 +581,7 @@ pub fn boot_direct(
             api_port: opts.api_port,
             guestfwd: config_server.as_ref().map(|s| s.addr()),
             forwards: opts.forwards.clone(),
+            node_forwards: opts.node_forwards.clone(),
             ..UserNic::lab()
         }),
         tap: lab_net.as_ref().and_then(|n| n.nic(0)),

@@ -107,6 +107,10 @@ pub struct UserNic {
     /// More `guestfwd`s: the guest's `10.0.2.100:PORT` to a loopback server
     /// (a registry a test runs, say).
     pub forwards: Vec<(u16, std::net::SocketAddrV4)>,
+    /// `(GUESTPORT, HOSTPORT)`: this machine's `127.0.0.1:HOSTPORT`
+    /// reaches the guest's TCP GUESTPORT (`hostfwd`, loopback only), as
+    /// `api_port` does for the node API (etcd's 2379, say).
+    pub node_forwards: Vec<(u16, u16)>,
 }
 
 impl UserNic {
@@ -119,6 +123,7 @@ impl UserNic {
             api_port: None,
             guestfwd: None,
             forwards: Vec::new(),
+            node_forwards: Vec::new(),
         }
     }
 
@@ -136,6 +141,9 @@ impl UserNic {
                 ",guestfwd=tcp:{}:80-tcp:{server}",
                 HTTP_GUEST_ADDR
             ));
+        }
+        for (guest, host) in &self.node_forwards {
+            s.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
         for (port, server) in &self.forwards {
             s.push_str(&format!(
@@ -651,6 +659,16 @@ mod tests {
         assert_eq!(
             nic.netdev(),
             "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:40200"
+        );
+        let nic = UserNic {
+            api_port: Some(40123),
+            node_forwards: vec![(2379, 40124)],
+            ..UserNic::lab()
+        };
+        assert_eq!(
+            nic.netdev(),
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:40123-:50000,\
+             hostfwd=tcp:127.0.0.1:40124-:2379"
         );
     }
 

@@ -76,6 +76,8 @@ pub struct State {
     /// Where containerd's registry files go (`registries::CERTS_D`), or
     /// `None` on an image without containerd.
     pub certs_d: Option<std::path::PathBuf>,
+    /// A control-plane node's etcd (`bootstrap`); `None` elsewhere.
+    pub etcd: Option<Arc<crate::etcd::Etcd>>,
 }
 
 /// The config this boot started with, and the node's current one (the
@@ -90,6 +92,7 @@ pub fn start(
     config: &MachineConfig,
     replaces: Option<String>,
     report: Arc<Mutex<Report>>,
+    etcd: Option<Arc<crate::etcd::Etcd>>,
 ) -> Result<(), ApiError> {
     let tls = tls::server_config(&config.api)?;
     // rendered once here so a config that cannot be shown fails the start
@@ -113,6 +116,7 @@ pub fn start(
             .parent()
             .is_some_and(std::path::Path::is_dir)
             .then(|| certs_d.to_path_buf()),
+        etcd,
     });
     // `[::]` takes IPv4 too (v4-mapped) unless bindv6only is set; fall
     // back to IPv4 alone on a kernel without IPv6.

@@ -75,6 +75,18 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             };
             (answer, None)
         }
+        Request::Bootstrap => {
+            let answer = match &state.etcd {
+                None => Response::Error(
+                    "refused: this node runs no etcd (not a control-plane node)".into(),
+                ),
+                Some(etcd) => match etcd.bootstrap() {
+                    Ok(text) => Response::Text(text),
+                    Err(e) => Response::Error(e),
+                },
+            };
+            (answer, None)
+        }
         // SIGUSR1 and SIGTERM are what events.rs reads as reboot and
         // power-off: the main loop then stops the services and decides.
         Request::Reboot => (Response::Accepted("reboot".into()), Some(Signal::USR1)),
@@ -269,6 +281,7 @@ mod tests {
             facts: contract::config::ImageFacts::from_packages("test", ["containerd"]),
             log_dir: dir.to_path_buf(),
             certs_d: Some(dir.join("certs.d")),
+            etcd: None,
         }
     }
 
@@ -417,6 +430,18 @@ mod tests {
         })
         .unwrap();
         assert_eq!(none, [Response::Error("no log for service kubelet".into())]);
+    }
+
+    #[test]
+    fn a_node_without_etcd_refuses_the_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let (answer, signal) = answer(&Request::Bootstrap, &s);
+        assert_eq!(signal, None);
+        let Response::Error(e) = answer else {
+            panic!("refused: {answer:?}");
+        };
+        assert!(e.contains("runs no etcd"), "{e}");
     }
 
     #[test]

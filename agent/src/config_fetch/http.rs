@@ -50,7 +50,8 @@ pub struct Response {
     pub status: u16,
     /// `Location`, for redirects.
     pub location: Option<String>,
-    /// The body of a 200; other statuses' bodies are dropped.
+    /// The body (another status's only up to 64 KiB, empty when it was
+    /// cut short).
     pub body: Vec<u8>,
 }
 
@@ -118,20 +119,41 @@ impl<T: Read + Write> Stream for T {}
 
 /// Sends one GET and reads the answer.
 pub fn get(t: &Target, limits: &Limits) -> Result<Response, HttpError> {
+    request(t, limits, None)
+}
+
+/// Sends one POST of a JSON body (etcd's v3 gateway) and reads the answer.
+pub fn post_json(t: &Target, limits: &Limits, body: &[u8]) -> Result<Response, HttpError> {
+    request(t, limits, Some(body))
+}
+
+fn request(t: &Target, limits: &Limits, body: Option<&[u8]>) -> Result<Response, HttpError> {
     let deadline = Instant::now() + limits.total;
     let tcp = connect(t.host, t.port, limits)?;
     let mut stream: Box<dyn Stream> = match &t.tls {
         None => Box::new(tcp),
         Some(config) => Box::new(handshake(config.clone(), t.host, tcp)?),
     };
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nodeagent/{}\r\nAccept: */*\r\n\r\n",
+    let (method, extra) = match body {
+        None => ("GET", String::new()),
+        Some(b) => (
+            "POST",
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            ),
+        ),
+    };
+    let mut request = format!(
+        "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nodeagent/{}\r\nAccept: */*\r\n{extra}\r\n",
         t.path,
         t.authority,
         env!("CARGO_PKG_VERSION")
-    );
+    )
+    .into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request)
         .and_then(|()| stream.flush())
         .map_err(|e| io_error("sending the request", e))?;
     let mut r = Reader {
@@ -160,7 +182,7 @@ pub fn get(t: &Target, limits: &Limits) -> Result<Response, HttpError> {
     Ok(Response {
         status: head.status,
         location: head.location,
-        body: if head.status == 200 { body } else { Vec::new() },
+        body,
     })
 }
 

@@ -10,6 +10,7 @@
 pub mod caps;
 pub mod launch;
 pub mod logfile;
+pub mod mailbox;
 pub mod run;
 pub mod supervisor;
 pub mod users;

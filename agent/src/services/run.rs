@@ -22,6 +22,8 @@ pub struct Supervision {
     /// SIGKILL that service once it is ready, once or every time, so tests
     /// see a restart and a crash loop of the real daemon.
     pub test_kill: Option<TestKill>,
+    /// Releases and report changes other threads ask for.
+    pub mailbox: Option<std::sync::Arc<super::mailbox::Mailbox>>,
 }
 
 /// See [`Supervision::test_kill`].
@@ -42,6 +44,7 @@ impl Supervision {
             sup,
             launcher,
             test_kill: None,
+            mailbox: None,
         }
     }
 
@@ -53,6 +56,15 @@ impl Supervision {
                 say(con, &c);
                 changed = true;
             }
+        }
+        if let Some(m) = &self.mailbox {
+            for (name, args) in m.take_releases() {
+                if self.sup.release(&name, &args) {
+                    con.say(&format!("service {name} released: {}", args.join(" ")));
+                    changed = true;
+                }
+            }
+            changed |= m.take_changed();
         }
         for c in self.sup.tick(now, &mut self.launcher) {
             say(con, &c);

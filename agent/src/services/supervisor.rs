@@ -130,6 +130,23 @@ impl Supervisor {
         })
     }
 
+    /// Lets a `start = "cluster"` service start, with `extra_args` after
+    /// its own (what only the node knows: its name, its addresses, a new
+    /// or an existing cluster). `false` when no such service waits.
+    pub fn release(&mut self, name: &str, extra_args: &[String]) -> bool {
+        let waiting = self.services.iter_mut().find(|s| {
+            s.spec.name == name && s.spec.start == StartWhen::Cluster && s.state == State::Waiting
+        });
+        match waiting {
+            Some(s) => {
+                s.spec.args.extend(extra_args.iter().cloned());
+                s.state = State::Pending;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn is_ready(&self, name: &str) -> bool {
         self.services
             .iter()
@@ -279,8 +296,12 @@ impl Supervisor {
                 let why = s.error.clone().unwrap_or_default();
                 return Err(format!("service {}: {why}", s.spec.name));
             }
+            // a cluster's service has its own report (etcd's); starting
+            // it does not make the node unready
+            let cluster = s.spec.start == StartWhen::Cluster;
             match s.state {
                 State::Ready | State::Waiting => {}
+                State::Pending | State::Starting | State::Backoff if cluster => {}
                 other => {
                     let why = s.error.clone().unwrap_or_else(|| format!("{other:?}"));
                     return Err(format!("service {}: {why}", s.spec.name));

@@ -160,6 +160,47 @@ fn services_of_other_roles_and_cluster_services_do_not_start() {
 }
 
 #[test]
+fn a_released_cluster_service_starts_with_its_extra_args_and_keeps_the_node_healthy() {
+    let mut etcd = svc("etcd", &[]);
+    etcd.start = StartWhen::Cluster;
+    etcd.args = vec!["--data-dir=/var/lib/etcd".into()];
+    let mut sup = Supervisor::new(vec![etcd, svc("containerd", &[])], Some("cp"), true).unwrap();
+    let mut l = Fake::default();
+    l.ready.insert("containerd".into());
+    sup.tick(0, &mut l);
+    sup.tick(10, &mut l);
+    assert_eq!(l.started, ["containerd"]);
+    assert!(sup.settled());
+    assert_eq!(sup.healthy(), Ok(()));
+    // only a waiting cluster service is released, and only once
+    assert!(!sup.release("containerd", &[]));
+    assert!(!sup.release("kubelet", &[]));
+    let extra = vec!["--name=cp-1".to_string()];
+    assert!(sup.release("etcd", &extra));
+    assert!(!sup.release("etcd", &extra));
+    sup.tick(20, &mut l);
+    assert_eq!(l.started, ["containerd", "etcd"]);
+    let etcd = |sup: &Supervisor| sup.report().into_iter().find(|r| r.name == "etcd").unwrap();
+    assert_eq!(etcd(&sup).state, State::Starting);
+    assert_eq!(sup.healthy(), Ok(()), "starting etcd leaves the node ready");
+    let args = &sup
+        .services
+        .iter()
+        .find(|s| s.spec.name == "etcd")
+        .unwrap()
+        .spec
+        .args;
+    assert_eq!(args, &["--data-dir=/var/lib/etcd", "--name=cp-1"]);
+    // a crash loop still shows
+    for t in 0..5 {
+        let pid = sup.pid_of("etcd").unwrap();
+        sup.exited(pid, Exit::Code(1), 100 + t * 20_000);
+        sup.tick(100 + t * 20_000 + 19_000, &mut l);
+    }
+    assert!(sup.healthy().is_err());
+}
+
+#[test]
 fn a_service_that_cannot_start_fails_with_the_reason() {
     let mut sup = Supervisor::new(vec![svc("ghost", &[])], None, false).unwrap();
     let mut l = Fake::default();

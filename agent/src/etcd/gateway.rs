@@ -1,0 +1,202 @@
+//! etcd's v3 JSON gateway over mTLS, through the agent's own HTTP/1.1
+//! client (`config_fetch::http`) and rustls: a POST of a JSON body per
+//! call, one connection each. A client library (etcd-client) would bring
+//! tokio, tonic and protoc into PID 1 for the four calls used here.
+//! 64-bit IDs come back as decimal strings; keys and values are base64.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+
+use crate::config_fetch::http::{self, Limits, Target};
+
+use super::pki::NodeCerts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("TLS client setup: {0}")]
+    Setup(String),
+    #[error("{what} at {host}")]
+    Http {
+        what: String,
+        host: String,
+        #[source]
+        source: Box<http::HttpError>,
+    },
+    #[error("{what} at {host}: HTTP {status}: {message}")]
+    Status {
+        what: String,
+        host: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{what} at {host}: the answer is not JSON")]
+    Json { what: String, host: String },
+}
+
+/// A client identity and the CA the member's certificate must chain to.
+pub struct Client {
+    tls: Arc<rustls::ClientConfig>,
+    pub timeout: Duration,
+}
+
+impl Client {
+    /// TLS 1.3 (what etcd is set to), the node's client certificate.
+    pub fn new(certs: &NodeCerts, timeout: Duration) -> Result<Client, GatewayError> {
+        let bad = |e: &dyn std::fmt::Display| GatewayError::Setup(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(certs.ca.as_bytes()) {
+            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(certs.client.cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(certs.client.key.as_bytes())
+            .map_err(|_| GatewayError::Setup("the client key is not PEM".into()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| bad(&e))?;
+        Ok(Client {
+            tls: Arc::new(tls),
+            timeout,
+        })
+    }
+
+    /// POSTs `body` to `https://HOST:2379PATH` and returns the JSON answer.
+    pub fn call(&self, host: &str, path: &str, body: &Value) -> Result<Value, GatewayError> {
+        let authority = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(_)) => format!("[{host}]:{}", contract::etcd::CLIENT_PORT),
+            _ => format!("{host}:{}", contract::etcd::CLIENT_PORT),
+        };
+        let target = Target {
+            tls: Some(self.tls.clone()),
+            host,
+            port: contract::etcd::CLIENT_PORT,
+            authority: &authority,
+            path,
+        };
+        let limits = Limits {
+            connect: self.timeout,
+            io: self.timeout,
+            total: self.timeout * 2,
+            max_body: 1 << 20,
+        };
+        let what = path.to_string();
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let r = http::post_json(&target, &limits, &bytes).map_err(|source| GatewayError::Http {
+            what: what.clone(),
+            host: host.to_string(),
+            source: Box::new(source),
+        })?;
+        let value: Option<Value> = serde_json::from_slice(&r.body).ok();
+        if r.status != 200 {
+            let message = value
+                .as_ref()
+                .and_then(|v| v.get("message").or_else(|| v.get("error")))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            return Err(GatewayError::Status {
+                what,
+                host: host.to_string(),
+                status: r.status,
+                message,
+            });
+        }
+        value.ok_or(GatewayError::Json {
+            what,
+            host: host.to_string(),
+        })
+    }
+
+    /// `/v3/maintenance/status` of the member at `host`.
+    pub fn status(&self, host: &str) -> Result<Status, GatewayError> {
+        let v = self.call(host, "/v3/maintenance/status", &json!({}))?;
+        let header = v.get("header");
+        Ok(Status {
+            member_id: header.and_then(|h| id(h.get("member_id"))),
+            cluster_id: header.and_then(|h| id(h.get("cluster_id"))),
+            leader: id(v.get("leader")).filter(|l| *l != 0),
+            learner: v.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// The member list as `host` sees it: (name, id, learner).
+    pub fn members(&self, host: &str) -> Result<Vec<(String, u64, bool)>, GatewayError> {
+        let v = self.call(host, "/v3/cluster/member/list", &json!({}))?;
+        let list = v.get("members").and_then(Value::as_array);
+        Ok(list
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    id(m.get("ID")).unwrap_or(0),
+                    m.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+                )
+            })
+            .collect())
+    }
+
+    pub fn put(&self, host: &str, key: &str, value: &str) -> Result<(), GatewayError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = json!({"key": b64.encode(key), "value": b64.encode(value)});
+        self.call(host, "/v3/kv/put", &body).map(|_| ())
+    }
+
+    /// The value of `key`, `None` when it is not set.
+    pub fn get(&self, host: &str, key: &str) -> Result<Option<String>, GatewayError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let v = self.call(host, "/v3/kv/range", &json!({"key": b64.encode(key)}))?;
+        Ok(v.get("kvs")
+            .and_then(Value::as_array)
+            .and_then(|kvs| kvs.first())
+            .and_then(|kv| kv.get("value"))
+            .and_then(Value::as_str)
+            .and_then(|s| b64.decode(s).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+/// What `/v3/maintenance/status` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub member_id: Option<u64>,
+    pub cluster_id: Option<u64>,
+    pub leader: Option<u64>,
+    pub learner: bool,
+}
+
+/// A gateway ID: a decimal string (or a number, from other encoders).
+fn id(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_read_from_decimal_strings() {
+        let v = json!({"a": "10276657743932975437", "b": 5, "c": "x"});
+        assert_eq!(id(v.get("a")), Some(10_276_657_743_932_975_437));
+        assert_eq!(id(v.get("b")), Some(5));
+        assert_eq!(id(v.get("c")), None);
+        assert_eq!(id(v.get("d")), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! etcd on a control-plane node: the agent issues the member's
+//! certificates from the etcd CA (and renews them at two thirds of their
+//! lifetime), keeps etcd (a `start = "cluster"` service) from starting
+//! until the cluster is bootstrapped or its data is already here, runs the
+//! one-time `bootstrap`, and watches the member through etcd's JSON
+//! gateway for the report (state, member ID, leader, cluster ID).
+//!
+//! It takes the machine config, the node's addresses and the supervisor's
+//! [`Mailbox`]; it never starts or stops a process itself: it asks the
+//! supervision loop to release the service with this node's arguments.
+//! Joining an existing cluster (learner, promote) is not here yet.
+
+pub mod gateway;
+pub mod pki;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use contract::config::MachineConfig;
+use contract::etcd::{self as spec, CertsReport, EtcdReport, EtcdState};
+
+use crate::services::mailbox::Mailbox;
+
+/// The supervised service's name (layers/etcd/layer.toml).
+pub const SERVICE: &str = "etcd";
+/// How often the watcher looks at the member and the certificates.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How long a started member may take to answer before it counts as failed.
+const START_DEADLINE_SECS: u64 = 180;
+/// Failed status polls in a row before a running member counts as failed.
+const MISSES_TO_FAIL: u32 = 3;
+/// How long a configured peer gets to answer the bootstrap's probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A new cluster (the bootstrap) or one this member is already in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// `https://ADDR:PORT`, IPv6 in brackets.
+fn url(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("https://{a}:{port}"),
+        IpAddr::V6(a) => format!("https://[{a}]:{port}"),
+    }
+}
+
+/// The flags only this node knows, after the layer's fixed ones: its
+/// name, where it listens and what it advertises, and the initial
+/// cluster. (With data in `--data-dir` etcd ignores the initial-cluster
+/// flags and rejoins its own cluster.)
+pub fn member_args(
+    name: &str,
+    addr: IpAddr,
+    cluster: &str,
+    state: ClusterState,
+    initial: &[(String, IpAddr)],
+) -> Vec<String> {
+    let client = url(addr, spec::CLIENT_PORT);
+    let peer = url(addr, spec::PEER_PORT);
+    let loopback = url(IpAddr::from([127, 0, 0, 1]), spec::CLIENT_PORT);
+    let initial: Vec<String> = initial
+        .iter()
+        .map(|(n, a)| format!("{n}={}", url(*a, spec::PEER_PORT)))
+        .collect();
+    vec![
+        format!("--name={name}"),
+        format!("--listen-client-urls={loopback},{client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster={}", initial.join(",")),
+        format!(
+            "--initial-cluster-state={}",
+            match state {
+                ClusterState::New => "new",
+                ClusterState::Existing => "existing",
+            }
+        ),
+        format!("--initial-cluster-token={cluster}"),
+    ]
+}
+
+struct Inner {
+    report: EtcdReport,
+    certs: Option<pki::NodeCerts>,
+    /// uptime (s) when etcd was released; `None` before.
+    released_at: Option<u64>,
+    /// Status polls that failed in a row (a loaded host misses one).
+    misses: u32,
+}
+
+/// The node's etcd, shared by the watcher thread, the node API and the
+/// main loop (which copies [`Etcd::report`] into the boot report).
+pub struct Etcd {
+    mailbox: Arc<Mailbox>,
+    inner: Mutex<Inner>,
+    /// One bootstrap at a time.
+    bootstrapping: Mutex<()>,
+    cluster: String,
+    hostname: String,
+    /// This node's address among the configured members.
+    address: Option<IpAddr>,
+    /// The other configured control-plane members.
+    peers: Vec<(String, IpAddr)>,
+    ca: Option<(String, String)>,
+    names: pki::Names,
+    lifetime: u64,
+    data_dir: PathBuf,
+    pki_dir: PathBuf,
+    owner: (u32, u32),
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(id: Option<u64>) -> Option<String> {
+    id.map(|i| format!("{i:x}"))
+}
+
+impl Etcd {
+    /// etcd for a control-plane node (`None` on any other): issues the
+    /// certificates, releases etcd at once when its data is here (a
+    /// reboot), and starts the watcher thread.
+    pub fn start(
+        config: &MachineConfig,
+        addresses: &[IpAddr],
+        lifetime: u64,
+        mailbox: Arc<Mailbox>,
+    ) -> Option<Arc<Etcd>> {
+        if config.role.as_str() != "control-plane" {
+            return None;
+        }
+        let members = config
+            .cluster
+            .control_plane
+            .as_ref()
+            .map(|c| c.members.clone())
+            .unwrap_or_default();
+        let address = members
+            .iter()
+            .find(|m| m.hostname == config.hostname)
+            .map(|m| m.address);
+        let mut all = addresses.to_vec();
+        all.extend(address);
+        // etcd's user owns its keys; without it etcd could not read them
+        let owner =
+            crate::services::users::resolve(std::path::Path::new("/etc"), Some(SERVICE), None);
+        let etcd = Arc::new(Etcd {
+            mailbox,
+            inner: Mutex::new(Inner {
+                report: EtcdReport::default(),
+                certs: None,
+                released_at: None,
+                misses: 0,
+            }),
+            bootstrapping: Mutex::new(()),
+            cluster: config.cluster.name.clone(),
+            hostname: config.hostname.clone(),
+            address,
+            peers: members
+                .iter()
+                .filter(|m| m.hostname != config.hostname)
+                .map(|m| (m.hostname.clone(), m.address))
+                .collect(),
+            ca: config.cluster.etcd_ca.as_ref().map(|ca| {
+                (
+                    ca.certificate.clone(),
+                    ca.key
+                        .as_ref()
+                        .map(|k| k.expose().to_string())
+                        .unwrap_or_default(),
+                )
+            }),
+            names: pki::Names {
+                hostname: config.hostname.clone(),
+                addresses: all,
+            },
+            lifetime,
+            data_dir: spec::DATA_DIR.into(),
+            pki_dir: spec::PKI_DIR.into(),
+            owner: owner.clone().unwrap_or((0, 0)),
+        });
+        if let Err(why) = owner {
+            etcd.fail(format!("etcd's user: {why}"));
+        } else if let Err(why) = etcd.renew() {
+            etcd.fail(why);
+        } else if address.is_none() {
+            etcd.fail(format!(
+                "{} is not among [[cluster.control_plane.members]]: no address for etcd",
+                config.hostname
+            ));
+        } else if etcd.has_data() {
+            // a member's data: etcd rejoins its own cluster
+            etcd.release(ClusterState::Existing);
+        }
+        let watcher = etcd.clone();
+        let spawned = std::thread::Builder::new()
+            .name("etcd".into())
+            .spawn(move || watcher.watch());
+        if let Err(e) = spawned {
+            etcd.fail(format!("cannot start the etcd watcher thread: {e}"));
+        }
+        Some(etcd)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn report(&self) -> EtcdReport {
+        self.lock().report.clone()
+    }
+
+    /// Changes the report; tells the main loop when it changed.
+    fn update(&self, f: impl FnOnce(&mut EtcdReport)) {
+        let mut inner = self.lock();
+        let before = inner.report.clone();
+        f(&mut inner.report);
+        if inner.report != before {
+            self.mailbox.changed();
+        }
+    }
+
+    fn fail(&self, why: String) {
+        self.update(|r| {
+            r.state = EtcdState::Failed;
+            r.error = Some(why);
+        });
+    }
+
+    fn has_data(&self) -> bool {
+        self.data_dir.join("member").is_dir()
+    }
+
+    /// Issues (or re-issues) the certificates and writes them.
+    fn renew(&self) -> Result<(), String> {
+        let Some((cert, key)) = &self.ca else {
+            return Err("the config has no [cluster.etcd_ca]".into());
+        };
+        if key.is_empty() {
+            return Err(pki::PkiError::NoCaKey.to_string());
+        }
+        let certs = pki::issue(cert, key, &self.names, unix_now(), self.lifetime)
+            .map_err(|e| crate::error::chain(&e))?;
+        pki::write(&self.pki_dir, &certs, self.owner.0, self.owner.1)
+            .map_err(|e| crate::error::chain(&e))?;
+        let mut inner = self.lock();
+        let renewals = inner
+            .report
+            .certificates
+            .as_ref()
+            .map_or(0, |c| c.renewals + 1);
+        inner.report.certificates = Some(CertsReport {
+            issued: certs.issued,
+            expires: certs.expires,
+            renewals,
+        });
+        inner.certs = Some(certs);
+        drop(inner);
+        self.mailbox.changed();
+        Ok(())
+    }
+
+    fn client(&self, timeout: Duration) -> Result<gateway::Client, String> {
+        let certs = self
+            .lock()
+            .certs
+            .clone()
+            .ok_or("no etcd certificates were issued")?;
+        gateway::Client::new(&certs, timeout).map_err(|e| e.to_string())
+    }
+
+    /// Asks the supervision loop to start etcd with this node's flags.
+    fn release(&self, state: ClusterState) {
+        let Some(addr) = self.address else { return };
+        // the bootstrap's one member; with data present etcd ignores it
+        let initial = [(self.hostname.clone(), addr)];
+        let args = member_args(&self.hostname, addr, &self.cluster, state, &initial);
+        self.mailbox.release(SERVICE, args);
+        self.lock().released_at = Some(crate::sys::uptime_ms() / 1000);
+        self.update(|r| {
+            r.state = EtcdState::Starting;
+            r.error = None;
+        });
+    }
+
+    /// The watcher: renews certificates when due, and follows the member.
+    fn watch(&self) {
+        loop {
+            std::thread::sleep(WATCH_EVERY);
+            let due = self
+                .lock()
+                .certs
+                .as_ref()
+                .is_some_and(|c| spec::renewal_due(c.issued, c.expires, unix_now()));
+            if due {
+                if let Err(why) = self.renew() {
+                    crate::console::Console::open()
+                        .say(&format!("etcd: renewing the certificates: {why}"));
+                }
+            }
+            let Some(since) = self.lock().released_at else {
+                continue;
+            };
+            self.observe(since);
+        }
+    }
+
+    /// One look at the local member's status.
+    fn observe(&self, released_at: u64) {
+        let status = self
+            .client(Duration::from_secs(3))
+            .and_then(|c| c.status("127.0.0.1").map_err(|e| crate::error::chain(&e)));
+        let now = crate::sys::uptime_ms() / 1000;
+        let misses = {
+            let mut inner = self.lock();
+            inner.misses = if status.is_ok() { 0 } else { inner.misses + 1 };
+            inner.misses
+        };
+        self.update(|r| match status {
+            Ok(s) => {
+                r.state = if s.learner {
+                    EtcdState::Learner
+                } else {
+                    EtcdState::Voter
+                };
+                r.error = None;
+                r.member_id = hex(s.member_id);
+                r.cluster_id = hex(s.cluster_id);
+                r.leader = hex(s.leader);
+            }
+            Err(why) => {
+                let starting = r.state == EtcdState::Starting
+                    && now.saturating_sub(released_at) < START_DEADLINE_SECS;
+                if !starting && misses >= MISSES_TO_FAIL {
+                    r.state = EtcdState::Failed;
+                    r.error = Some(why);
+                    r.leader = None;
+                }
+            }
+        });
+    }
+
+    /// `bootstrap`: a new cluster with this node as its one member, once.
+    /// Refused when this node's etcd has data or runs, or when a
+    /// configured peer already answers as an etcd member (a second
+    /// bootstrap would split the cluster). Returns what was done.
+    pub fn bootstrap(&self) -> Result<String, String> {
+        let _one = self
+            .bootstrapping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.has_data() {
+            return Err(format!(
+                "refused: this node's etcd already has data ({}/member): its cluster exists",
+                self.data_dir.display()
+            ));
+        }
+        let state = self.report().state;
+        if self.lock().released_at.is_some() {
+            return Err(format!(
+                "refused: etcd already runs on this node ({})",
+                state.as_str()
+            ));
+        }
+        if state == EtcdState::Failed {
+            let why = self.report().error.unwrap_or_default();
+            return Err(format!("refused: etcd cannot run on this node: {why}"));
+        }
+        let probe = self.client(PROBE_TIMEOUT)?;
+        for (name, addr) in &self.peers {
+            let host = addr.to_string();
+            // one call only: any answer through the gateway, with a
+            // certificate of this cluster's etcd CA, is a serving member
+            if let Ok(members) = probe.members(&host) {
+                return Err(format!(
+                    "refused: member {name} ({addr}) already answers as an etcd member \
+                     ({} member(s)); a second bootstrap would split the cluster",
+                    members.len()
+                ));
+            }
+        }
+        self.release(ClusterState::New);
+        let client = self.client(Duration::from_secs(5))?;
+        let t0 = crate::sys::uptime_ms() / 1000;
+        let status = loop {
+            let last = match client.status("127.0.0.1") {
+                Ok(s) if s.leader.is_some() => break s,
+                Ok(_) => "no leader yet".to_string(),
+                Err(e) => crate::error::chain(&e),
+            };
+            if (crate::sys::uptime_ms() / 1000).saturating_sub(t0) > START_DEADLINE_SECS {
+                return Err(format!(
+                    "etcd did not become healthy within {START_DEADLINE_SECS} s: {last}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let key = spec::CLUSTER_KEY;
+        let written = client
+            .put("127.0.0.1", key, &self.cluster)
+            .and_then(|()| client.get("127.0.0.1", key))
+            .map_err(|e| format!("writing {key}: {}", crate::error::chain(&e)))?;
+        if written.as_deref() != Some(self.cluster.as_str()) {
+            return Err(format!("{key} reads back as {written:?} after the write"));
+        }
+        self.update(|r| {
+            r.state = EtcdState::Voter;
+            r.error = None;
+            r.member_id = hex(status.member_id);
+            r.cluster_id = hex(status.cluster_id);
+            r.leader = hex(status.leader);
+        });
+        Ok(format!(
+            "etcd cluster {} bootstrapped on {}: member {}, cluster ID {}\n",
+            self.cluster,
+            self.hostname,
+            hex(status.member_id).unwrap_or_default(),
+            hex(status.cluster_id).unwrap_or_default()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_flags_name_the_node_its_urls_and_the_initial_cluster() {
+        let a: IpAddr = "10.0.2.15".parse().unwrap();
+        let args = member_args("cp-1", a, "lab", ClusterState::New, &[("cp-1".into(), a)]);
+        assert_eq!(
+            args,
+            [
+                "--name=cp-1",
+                "--listen-client-urls=https://127.0.0.1:2379,https://10.0.2.15:2379",
+                "--advertise-client-urls=https://10.0.2.15:2379",
+                "--listen-peer-urls=https://10.0.2.15:2380",
+                "--initial-advertise-peer-urls=https://10.0.2.15:2380",
+                "--initial-cluster=cp-1=https://10.0.2.15:2380",
+                "--initial-cluster-state=new",
+                "--initial-cluster-token=lab",
+            ]
+        );
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        let args = member_args("cp-2", v6, "lab", ClusterState::Existing, &[]);
+        assert!(args.contains(&"--listen-peer-urls=https://[fd00::1]:2380".to_string()));
+        assert!(args.contains(&"--initial-cluster-state=existing".to_string()));
+    }
+}

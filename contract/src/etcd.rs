@@ -1,0 +1,124 @@
+//! etcd on a control-plane node, as the builder, the agent and `nodeimg`
+//! agree on it: where the agent keeps the certificates it issues, the key
+//! the bootstrap writes, and the state the boot report carries (apart from
+//! the node's own readiness: a node runs its services before any cluster
+//! exists).
+
+use serde::{Deserialize, Serialize};
+
+/// etcd's client port (the v3 JSON gateway is served on it too).
+pub const CLIENT_PORT: u16 = 2379;
+/// etcd's peer port.
+pub const PEER_PORT: u16 = 2380;
+/// The data directory (`--data-dir`); `member/` inside it means the node
+/// holds a member's data.
+pub const DATA_DIR: &str = "/var/lib/etcd";
+/// Where the agent writes the certificates it issues from the etcd CA
+/// (`ca.crt`, `server.{crt,key}`, `peer.{crt,key}`, `client.{crt,key}`).
+pub const PKI_DIR: &str = "/var/lib/nodeimg/pki/etcd";
+/// The key the bootstrap writes, holding the cluster's name: a node never
+/// joins an etcd cluster that names another cluster.
+pub const CLUSTER_KEY: &str = "/nodeimg/cluster";
+
+/// Where this node's etcd member stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EtcdState {
+    /// No data and no bootstrap yet: etcd is not started.
+    #[default]
+    WaitingForBootstrap,
+    /// Started; not answering as a member yet.
+    Starting,
+    /// A member that does not vote yet.
+    Learner,
+    /// A voting member.
+    Voter,
+    /// Cannot run or stopped answering (`error` says why).
+    Failed,
+}
+
+impl EtcdState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EtcdState::WaitingForBootstrap => "waiting-for-bootstrap",
+            EtcdState::Starting => "starting",
+            EtcdState::Learner => "learner",
+            EtcdState::Voter => "voter",
+            EtcdState::Failed => "failed",
+        }
+    }
+}
+
+/// The report's `etcd` section (control-plane nodes only). IDs are hex,
+/// as `etcdctl` prints them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EtcdReport {
+    pub state: EtcdState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_id: Option<String>,
+    /// The leader this member sees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// The certificates the agent issued from the etcd CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<CertsReport>,
+}
+
+/// The issued certificates' validity (seconds since the epoch) and how
+/// often they were renewed this boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CertsReport {
+    pub issued: u64,
+    pub expires: u64,
+    pub renewals: u32,
+}
+
+/// `true` once two thirds of a certificate's lifetime (from its issue to
+/// `expires`) have passed: the agent renews it then, so a certificate in
+/// use never runs out while the agent lives.
+pub fn renewal_due(issued: u64, expires: u64, now: u64) -> bool {
+    let life = u128::from(expires.saturating_sub(issued));
+    let age = u128::from(now.saturating_sub(issued));
+    age * 3 >= life * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_due_at_two_thirds_of_the_lifetime() {
+        // a 90 s certificate issued at t=1000 is renewed from t=1060 on
+        assert!(!renewal_due(1000, 1090, 1000));
+        assert!(!renewal_due(1000, 1090, 1059));
+        assert!(renewal_due(1000, 1090, 1060));
+        assert!(renewal_due(1000, 1090, 2000));
+        // a year's certificate: not before day 243
+        let year = 365 * 86_400;
+        assert!(!renewal_due(0, year, 243 * 86_400 - 1));
+        assert!(renewal_due(0, year, 244 * 86_400));
+        // an expired or empty one is due at once
+        assert!(renewal_due(1000, 1000, 1000));
+        assert!(renewal_due(1000, 900, 1000));
+    }
+
+    #[test]
+    fn states_serialise_as_the_report_names_them() {
+        for s in [
+            EtcdState::WaitingForBootstrap,
+            EtcdState::Starting,
+            EtcdState::Learner,
+            EtcdState::Voter,
+            EtcdState::Failed,
+        ] {
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+        }
+    }
+}

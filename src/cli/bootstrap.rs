@@ -1,0 +1,53 @@
+//! `nodeimg cluster bootstrap --node ADDR:PORT --nodeconfig FILE`: the one
+//! call that starts a new etcd cluster on one control-plane node (the node
+//! API's `bootstrap`). The node refuses it when its etcd already holds data
+//! or a configured member already serves a cluster. What the node did goes
+//! to stdout; a refusal exits 1.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use contract::api::{Request, Response};
+use nodeimg::cluster::AdminConfig;
+use nodeimg::node::{self, Trust};
+
+#[derive(Debug, clap::Args)]
+pub struct BootstrapArgs {
+    /// The control-plane node's API, HOST:PORT (port 50000 on the node).
+    #[arg(long, env = "NODEIMG_NODE")]
+    node: String,
+    /// The admin identity `nodeimg cluster init` wrote (admin.nodeconfig).
+    #[arg(long, env = "NODEIMG_NODECONFIG")]
+    nodeconfig: PathBuf,
+    /// The name the node's certificate must carry (default: the host of --node).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Seconds to wait for the answer: the node answers once etcd is
+    /// healthy and holds the cluster's name (up to three minutes under TCG).
+    #[arg(long, default_value_t = 240)]
+    timeout: u64,
+}
+
+pub fn run(a: BootstrapArgs) -> anyhow::Result<i32> {
+    let admin = AdminConfig::read(&a.nodeconfig)?;
+    let answer = node::request(
+        &a.node,
+        a.server_name.as_deref(),
+        &Trust::from(&admin),
+        &Request::Bootstrap,
+        Duration::from_secs(a.timeout),
+    )
+    .with_context(|| format!("bootstrap on {}", a.node))?;
+    match answer {
+        Response::Text(t) => {
+            print!("{t}");
+            Ok(0)
+        }
+        Response::Error(e) => {
+            eprintln!("error: the node answered: {e}");
+            Ok(1)
+        }
+        other => anyhow::bail!("unexpected answer to bootstrap: {other:?}"),
+    }
+}
