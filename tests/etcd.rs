@@ -15,6 +15,8 @@
 
 mod support;
 
+use support::{free_port, nodeimg, ok, s};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -25,36 +27,6 @@ use serde_json::Value;
 /// The node's address on QEMU's user network (its DHCP lease), and its
 /// etcd member address in the cluster config.
 const NODE_IP: &str = "10.0.2.15";
-
-fn nodeimg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nodeimg"))
-        .args(args)
-        .output()
-        .expect("run nodeimg")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = nodeimg(args);
-    assert!(
-        out.status.success(),
-        "nodeimg {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// etcdctl from the locked trixie package (never the host's 3.4).
 fn etcdctl_bin() -> PathBuf {
