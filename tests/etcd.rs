@@ -28,41 +28,13 @@ use serde_json::Value;
 /// etcd member address in the cluster config.
 const NODE_IP: &str = "10.0.2.15";
 
-/// etcdctl from the locked trixie package (never the host's 3.4).
-fn etcdctl_bin() -> PathBuf {
-    let p = support::judge_package("etcd-client").join("usr/bin/etcdctl");
-    assert!(
-        p.is_file(),
-        "the etcd-client package has no usr/bin/etcdctl"
-    );
-    p
-}
-
-/// A client certificate of the cluster's etcd CA, as an operator would
-/// make one (rcgen here; etcd checks it, not our agent).
-fn client_cert(cdir: &Path, out: &Path) {
-    let ca_cert = std::fs::read_to_string(cdir.join("etcd-ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(cdir.join("etcd-ca.key")).unwrap())
-            .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "test-etcdctl");
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(out.join("ca.crt"), ca_cert).unwrap();
-    std::fs::write(out.join("client.crt"), cert.pem()).unwrap();
-    std::fs::write(out.join("client.key"), key.serialize_pem()).unwrap();
-}
+use support::etcd::{client_cert, etcdctl_bin};
 
 struct Node {
     api: String,
     etcd: String,
     admin: PathBuf,
     tls: PathBuf,
-    etcdctl: PathBuf,
     lab: std::thread::JoinHandle<(i32, Value, PathBuf)>,
 }
 
@@ -83,17 +55,7 @@ impl Node {
     }
 
     fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new(&self.etcdctl)
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=https://{}", self.etcd))
-            .arg(format!("--cacert={}", self.tls.join("ca.crt").display()))
-            .arg(format!("--cert={}", self.tls.join("client.crt").display()))
-            .arg(format!("--key={}", self.tls.join("client.key").display()))
-            .arg("--dial-timeout=10s")
-            .arg("--command-timeout=20s")
-            .args(args)
-            .output()
-            .expect("run etcdctl")
+        support::etcd::etcdctl(&self.tls, &self.etcd, 20, args)
     }
 
     fn etcdctl_ok(&self, args: &[&str]) -> String {
@@ -230,7 +192,6 @@ fn boot(cdir: &Path, cfg: &Path, tls: PathBuf, extra: &[String]) -> Node {
         etcd: format!("127.0.0.1:{etcd_port}"),
         admin: cdir.join("admin.nodeconfig"),
         tls,
-        etcdctl: etcdctl_bin(),
         lab,
     }
 }
@@ -296,37 +257,12 @@ fn host_etcd(cdir: &Path, dir: &Path) -> HostEtcd {
     HostEtcd { child, port }
 }
 
-/// QEMU's guestfwd connects to its server once, when QEMU starts, and
-/// carries the guest's connection over that one stream: this relay takes
-/// it, and dials etcd only when the guest sends its first bytes (so no
-/// idle-connection timeout of etcd's matters).
-fn relay_to(port: u16) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let relay = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let Ok((qemu, _)) = listener.accept() else {
-            return;
-        };
-        let mut first = [0u8; 1];
-        if qemu.peek(&mut first).is_err() {
-            return;
-        }
-        let Ok(etcd) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return;
-        };
-        let (mut a, mut b) = (qemu.try_clone().unwrap(), etcd.try_clone().unwrap());
-        std::thread::spawn(move || std::io::copy(&mut a, &mut b).ok());
-        let (mut c, mut d) = (etcd, qemu);
-        std::io::copy(&mut c, &mut d).ok();
-    });
-    relay
-}
-
 #[test]
-fn a_bootstrap_is_refused_while_a_configured_member_serves() {
+fn a_node_configured_for_another_cluster_neither_joins_nor_bootstraps() {
     let dir = tempfile::tempdir().unwrap();
-    // cp-0 is the member already serving (on this machine's loopback,
-    // reached by the guest at 10.0.2.100); cp-1 is the node booted
+    // cp-0 is a member already serving (on this machine's loopback,
+    // reached by the guest at 10.0.2.100, a relay per connection) whose
+    // cluster is named `other`; cp-1 is the node booted, configured for `lab`
     let (cdir, cfg) = cluster(dir.path(), &["cp-0=10.0.2.100", "cp-1=10.0.2.15"]);
     let tls = dir.path().join("etcdctl");
     std::fs::create_dir(&tls).unwrap();
@@ -352,28 +288,35 @@ fn a_bootstrap_is_refused_while_a_configured_member_serves() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(judge(&["put", "/nodeimg/cluster", "lab"]).status.success());
-    let relay = relay_to(cp0.port);
+    assert!(judge(&["put", "/nodeimg/cluster", "other"])
+        .status
+        .success());
     let n = boot(
         &cdir,
         &cfg,
         tls,
-        &["--forward".into(), format!("2379:{relay}")],
+        &["--forward".into(), format!("2379:{}", cp0.port)],
     );
 
-    let r = n.wait_status("first report", |r| r["etcd"]["state"].is_string());
-    assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{r:#}");
+    // the join finds cp-0, reads its cluster's name and says why it stops
+    let r = n.wait_status("the join's refusal", |r| r["etcd"]["state"] == "failed");
+    let why = r["etcd"]["error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("cp-0 (10.0.2.100) serves etcd cluster \"other\", not \"lab\""),
+        "{r:#}"
+    );
+    assert_eq!(r["ready"], true, "{r:#}");
     let out = n.node(&["cluster", "bootstrap"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refused") && err.contains("cp-0 (10.0.2.100) already answers"),
+        err.contains("refused") && err.contains("serves etcd cluster \"other\""),
         "{err}"
     );
     // nothing started: etcd still waits, the node is still ready
     let r = n.wait_status("after the refusal", |_| true);
     assert_eq!(r["ready"], true, "{r:#}");
-    assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{r:#}");
+    assert_eq!(r["etcd"]["state"], "failed", "{r:#}");
     let etcd_svc = r["services"]
         .as_array()
         .unwrap()
@@ -382,7 +325,7 @@ fn a_bootstrap_is_refused_while_a_configured_member_serves() {
         .cloned()
         .unwrap();
     assert_eq!(etcd_svc["state"], "waiting", "{r:#}");
-    // the host's member is untouched: still one member
+    // the host's member is untouched: still one member, no learner added
     let list = judge(&["member", "list"]);
     assert_eq!(
         String::from_utf8_lossy(&list.stdout).lines().count(),

@@ -27,6 +27,10 @@ pub enum EtcdState {
     /// No data and no bootstrap yet: etcd is not started.
     #[default]
     WaitingForBootstrap,
+    /// Looking for a voting member among the configured control-plane
+    /// peers, removing this node's previous life, adding itself as a
+    /// learner (`detail` says what it waits for).
+    Joining,
     /// Started; not answering as a member yet.
     Starting,
     /// A member that does not vote yet.
@@ -41,6 +45,7 @@ impl EtcdState {
     pub fn as_str(self) -> &'static str {
         match self {
             EtcdState::WaitingForBootstrap => "waiting-for-bootstrap",
+            EtcdState::Joining => "joining",
             EtcdState::Starting => "starting",
             EtcdState::Learner => "learner",
             EtcdState::Voter => "voter",
@@ -57,6 +62,10 @@ pub struct EtcdReport {
     pub state: EtcdState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a joining member or a learner waits for (another learner to
+    /// be promoted, its log to catch up), or what refused the join.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub member_id: Option<String>,
     /// The leader this member sees.
@@ -112,6 +121,7 @@ mod tests {
     fn states_serialise_as_the_report_names_them() {
         for s in [
             EtcdState::WaitingForBootstrap,
+            EtcdState::Joining,
             EtcdState::Starting,
             EtcdState::Learner,
             EtcdState::Voter,

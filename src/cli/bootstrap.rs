@@ -31,23 +31,37 @@ pub struct BootstrapArgs {
 
 pub fn run(a: BootstrapArgs) -> anyhow::Result<i32> {
     let admin = AdminConfig::read(&a.nodeconfig)?;
-    let answer = node::request(
-        &a.node,
-        a.server_name.as_deref(),
-        &Trust::from(&admin),
-        &Request::Bootstrap,
-        Duration::from_secs(a.timeout),
-    )
-    .with_context(|| format!("bootstrap on {}", a.node))?;
-    match answer {
-        Response::Text(t) => {
+    match call(&a.node, a.server_name.as_deref(), &admin, a.timeout)? {
+        Ok(t) => {
             print!("{t}");
             Ok(0)
         }
-        Response::Error(e) => {
+        Err(e) => {
             eprintln!("error: the node answered: {e}");
             Ok(1)
         }
+    }
+}
+
+/// The bootstrap request: `Ok(what the node did)`, or `Err(its refusal)`;
+/// the outer error is a failed call.
+pub fn call(
+    node: &str,
+    server_name: Option<&str>,
+    admin: &AdminConfig,
+    timeout: u64,
+) -> anyhow::Result<Result<String, String>> {
+    let answer = node::request(
+        node,
+        server_name,
+        &Trust::from(admin),
+        &Request::Bootstrap,
+        Duration::from_secs(timeout),
+    )
+    .with_context(|| format!("bootstrap on {node}"))?;
+    match answer {
+        Response::Text(t) => Ok(Ok(t)),
+        Response::Error(e) => Ok(Err(e)),
         other => anyhow::bail!("unexpected answer to bootstrap: {other:?}"),
     }
 }

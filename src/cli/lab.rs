@@ -37,6 +37,10 @@ pub enum LabCommand {
     /// The lab supervisor `lab up` starts (not for direct use).
     #[command(hide = true)]
     Serve(super::lab_up::ServeArgs),
+    /// Carries one guest connection to a loopback server (QEMU runs it
+    /// for each connection to a guestfwd; not for direct use).
+    #[command(hide = true)]
+    Relay { server: std::net::SocketAddrV4 },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -161,8 +165,9 @@ pub struct BootArgs {
     #[arg(long, value_name = "PORT")]
     pub api_port: Option<u16>,
     /// With `--net user`: the guest reaches the server on this machine's
-    /// 127.0.0.1:HOSTPORT at 10.0.2.100:GUESTPORT (QEMU's guestfwd; the
-    /// network stays `restrict=on`). Repeatable.
+    /// 127.0.0.1:HOSTPORT at 10.0.2.100:GUESTPORT (QEMU's guestfwd, a
+    /// `nodeimg lab relay` per connection; the network stays
+    /// `restrict=on`). Repeatable.
     #[arg(long, value_name = "GUESTPORT:HOSTPORT", value_parser = parse_forward)]
     pub forward: Vec<(u16, std::net::SocketAddrV4)>,
     /// With `--net user`: this machine's 127.0.0.1:HOSTPORT reaches the
@@ -249,6 +254,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
         LabCommand::Start(a) => super::lab_up::start(a),
         LabCommand::Down(a) => super::lab_up::down(a),
         LabCommand::Serve(a) => super::lab_up::serve(a),
+        LabCommand::Relay { server } => {
+            lab::relay::relay(server)?;
+            Ok(0)
+        }
     }
 }
 

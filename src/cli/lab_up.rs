@@ -37,6 +37,11 @@ pub struct UpArgs {
     /// Seconds to wait for every node's boot report.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Leave the etcd bootstrap to the user (`nodeimg cluster bootstrap`);
+    /// by default `up` makes that one call on the first control-plane
+    /// node once every node reported ready.
+    #[arg(long)]
+    pub no_bootstrap: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -195,7 +200,40 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
         std::thread::sleep(POLL);
     };
     print_status(&status, args.json)?;
-    Ok(verdict(&status, status.nodes.iter().collect()))
+    let code = verdict(&status, status.nodes.iter().collect());
+    if code != 0 || args.no_bootstrap {
+        return Ok(code);
+    }
+    bootstrap(&status, &args.cluster)
+}
+
+/// The one bootstrap call, on the lab's first control-plane node (as
+/// `talosctl cluster create` makes it); the others join by themselves.
+fn bootstrap(status: &LabStatus, cluster: &Path) -> anyhow::Result<i32> {
+    let Some(first) = status
+        .nodes
+        .iter()
+        .find(|n| n.role == contract::config::Role::ControlPlane)
+    else {
+        return Ok(0);
+    };
+    let admin = nodeimg::cluster::AdminConfig::read(&cluster.join("admin.nodeconfig"))?;
+    let api = format!("127.0.0.1:{}", first.api_port);
+    let address = first.address.to_string();
+    eprintln!("lab: bootstrapping etcd on {} ({address})", first.name);
+    match super::bootstrap::call(&api, Some(&address), &admin, 300)? {
+        Ok(said) => {
+            eprint!("{said}");
+            Ok(0)
+        }
+        Err(refusal) => {
+            eprintln!(
+                "error: {} refused the bootstrap: {refusal}\n(`--no-bootstrap` leaves it to you)",
+                first.name
+            );
+            Ok(1)
+        }
+    }
 }
 
 /// A node `up` stops waiting for: it reported, or could not start, or
@@ -442,8 +480,28 @@ fn print_node(n: &NodeStatus) {
         ),
         None => ("no report", "-".into(), "-".into(), String::new()),
     };
+    let etcd = n
+        .report
+        .as_ref()
+        .and_then(|r| r.report.etcd.as_ref())
+        .map(|e| {
+            format!(
+                "  etcd {}{}{}",
+                e.state.as_str(),
+                e.leader
+                    .as_deref()
+                    .map(|l| format!(" leader {l}"))
+                    .unwrap_or_default(),
+                e.error
+                    .as_deref()
+                    .or(e.detail.as_deref())
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "{:<12} {:<13} {:<11} {:<8} {:<10} {} {} {}  api 127.0.0.1:{} etcd 127.0.0.1:{}  serial {}{}",
+        "{:<12} {:<13} {:<11} {:<8} {:<10} {} {} {}{etcd}  api 127.0.0.1:{} etcd 127.0.0.1:{}  serial {}{}",
         n.name,
         n.role.as_str(),
         n.address,

@@ -19,6 +19,7 @@ pub mod console_scan;
 pub mod definition;
 pub mod network;
 pub mod pxe_boot;
+pub mod relay;
 pub mod secure_boot;
 pub mod uefi;
 pub mod up;

@@ -138,8 +138,8 @@ impl UserNic {
         }
         if let Some(server) = self.guestfwd {
             s.push_str(&format!(
-                ",guestfwd=tcp:{}:80-tcp:{server}",
-                HTTP_GUEST_ADDR
+                ",guestfwd=tcp:{HTTP_GUEST_ADDR}:80-{}",
+                to(server)
             ));
         }
         for (guest, host) in &self.node_forwards {
@@ -147,11 +147,20 @@ impl UserNic {
         }
         for (port, server) in &self.forwards {
             s.push_str(&format!(
-                ",guestfwd=tcp:{}:{port}-tcp:{server}",
-                HTTP_GUEST_ADDR
+                ",guestfwd=tcp:{HTTP_GUEST_ADDR}:{port}-{}",
+                to(std::net::SocketAddr::V4(*server))
             ));
         }
         s
+    }
+}
+
+/// A guestfwd's target: a relay process per guest connection (see
+/// [`super::relay`]) for an IPv4 server; QEMU's own one-shot `tcp:` else.
+fn to(server: std::net::SocketAddr) -> String {
+    match server {
+        std::net::SocketAddr::V4(v4) => super::relay::guestfwd_command(v4),
+        std::net::SocketAddr::V6(_) => format!("tcp:{server}"),
     }
 }
 
@@ -656,10 +665,13 @@ mod tests {
             guestfwd: Some("127.0.0.1:40200".parse().unwrap()),
             ..UserNic::lab()
         };
-        assert_eq!(
-            nic.netdev(),
-            "user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:40200"
+        // a relay per guest connection, this executable's `lab relay`
+        let netdev = nic.netdev();
+        assert!(
+            netdev.starts_with("user,id=net0,restrict=on,guestfwd=tcp:10.0.2.100:80-cmd:/"),
+            "{netdev}"
         );
+        assert!(netdev.ends_with(" lab relay 127.0.0.1:40200"), "{netdev}");
         let nic = UserNic {
             api_port: Some(40123),
             node_forwards: vec![(2379, 40124)],

@@ -1,7 +1,7 @@
 //! etcd's v3 JSON gateway over mTLS, through the agent's own HTTP/1.1
 //! client (`config_fetch::http`) and rustls: a POST of a JSON body per
 //! call, one connection each. A client library (etcd-client) would bring
-//! tokio, tonic and protoc into PID 1 for the four calls used here.
+//! tokio, tonic and protoc into PID 1 for the few calls used here.
 //! 64-bit IDs come back as decimal strings; keys and values are base64.
 
 use std::sync::Arc;
@@ -129,24 +129,43 @@ impl Client {
         })
     }
 
-    /// The member list as `host` sees it: (name, id, learner).
-    pub fn members(&self, host: &str) -> Result<Vec<(String, u64, bool)>, GatewayError> {
+    /// The member list as `host` sees it.
+    pub fn members(&self, host: &str) -> Result<Vec<Member>, GatewayError> {
         let v = self.call(host, "/v3/cluster/member/list", &json!({}))?;
-        let list = v.get("members").and_then(Value::as_array);
-        Ok(list
-            .into_iter()
-            .flatten()
-            .map(|m| {
-                (
-                    m.get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    id(m.get("ID")).unwrap_or(0),
-                    m.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
-                )
-            })
-            .collect())
+        Ok(member_list(&v))
+    }
+
+    /// Adds a member with `peer_url` through `host`; returns its ID and
+    /// the member list after the add (the new one has no name yet).
+    pub fn member_add(
+        &self,
+        host: &str,
+        peer_url: &str,
+        learner: bool,
+    ) -> Result<(u64, Vec<Member>), GatewayError> {
+        let body = json!({"peerURLs": [peer_url], "isLearner": learner});
+        let v = self.call(host, "/v3/cluster/member/add", &body)?;
+        let added = v.get("member").and_then(|m| id(m.get("ID")));
+        let Some(added) = added else {
+            return Err(GatewayError::Json {
+                what: "/v3/cluster/member/add (no member ID)".into(),
+                host: host.to_string(),
+            });
+        };
+        Ok((added, member_list(&v)))
+    }
+
+    pub fn member_remove(&self, host: &str, member: u64) -> Result<(), GatewayError> {
+        let body = json!({"ID": member.to_string()});
+        self.call(host, "/v3/cluster/member/remove", &body)
+            .map(|_| ())
+    }
+
+    /// Makes learner `member` a voter; etcd refuses until it is in sync.
+    pub fn member_promote(&self, host: &str, member: u64) -> Result<(), GatewayError> {
+        let body = json!({"ID": member.to_string()});
+        self.call(host, "/v3/cluster/member/promote", &body)
+            .map(|_| ())
     }
 
     pub fn put(&self, host: &str, key: &str, value: &str) -> Result<(), GatewayError> {
@@ -167,6 +186,40 @@ impl Client {
             .and_then(|s| b64.decode(s).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
+}
+
+/// One member as the cluster API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    /// Empty for a member added but never started.
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub learner: bool,
+}
+
+fn member_list(v: &Value) -> Vec<Member> {
+    let list = v.get("members").and_then(Value::as_array);
+    list.into_iter()
+        .flatten()
+        .map(|m| Member {
+            id: id(m.get("ID")).unwrap_or(0),
+            name: m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            peer_urls: m
+                .get("peerURLs")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            learner: m.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+        })
+        .collect()
 }
 
 /// What `/v3/maintenance/status` says.
@@ -198,5 +251,33 @@ mod tests {
         assert_eq!(id(v.get("b")), Some(5));
         assert_eq!(id(v.get("c")), None);
         assert_eq!(id(v.get("d")), None);
+    }
+
+    #[test]
+    fn member_lists_keep_names_urls_and_learners() {
+        // as etcd 3.5's gateway answers a member add: the new member has
+        // no name, and `isLearner` is left out when false
+        let v = json!({"members": [
+            {"ID": "1", "name": "cp-1", "peerURLs": ["https://10.77.0.11:2380"]},
+            {"ID": "2", "peerURLs": ["https://10.77.0.12:2380"], "isLearner": true}
+        ]});
+        assert_eq!(
+            member_list(&v),
+            [
+                Member {
+                    id: 1,
+                    name: "cp-1".into(),
+                    peer_urls: vec!["https://10.77.0.11:2380".into()],
+                    learner: false
+                },
+                Member {
+                    id: 2,
+                    name: String::new(),
+                    peer_urls: vec!["https://10.77.0.12:2380".into()],
+                    learner: true
+                }
+            ]
+        );
+        assert!(member_list(&json!({})).is_empty());
     }
 }

@@ -2,15 +2,17 @@
 //! certificates from the etcd CA (and renews them at two thirds of their
 //! lifetime), keeps etcd (a `start = "cluster"` service) from starting
 //! until the cluster is bootstrapped or its data is already here, runs the
-//! one-time `bootstrap`, and watches the member through etcd's JSON
-//! gateway for the report (state, member ID, leader, cluster ID).
+//! one-time `bootstrap`, joins a running cluster by itself when its data
+//! is gone or was never here ([`join`]: learner first, promoted once in
+//! sync), and watches the member through etcd's JSON gateway for the
+//! report (state, member ID, leader, cluster ID).
 //!
 //! It takes the machine config, the node's addresses and the supervisor's
 //! [`Mailbox`]; it never starts or stops a process itself: it asks the
 //! supervision loop to release the service with this node's arguments.
-//! Joining an existing cluster (learner, promote) is not here yet.
 
 pub mod gateway;
+pub mod join;
 pub mod pki;
 
 use std::net::IpAddr;
@@ -33,6 +35,8 @@ const START_DEADLINE_SECS: u64 = 180;
 const MISSES_TO_FAIL: u32 = 3;
 /// How long a configured peer gets to answer the bootstrap's probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Seconds between join attempts of a member without data.
+const JOIN_EVERY_SECS: u64 = 5;
 
 /// A new cluster (the bootstrap) or one this member is already in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,22 +55,19 @@ fn url(addr: IpAddr, port: u16) -> String {
 
 /// The flags only this node knows, after the layer's fixed ones: its
 /// name, where it listens and what it advertises, and the initial
-/// cluster. (With data in `--data-dir` etcd ignores the initial-cluster
-/// flags and rejoins its own cluster.)
+/// cluster as (name, peer URL). (With data in `--data-dir` etcd ignores
+/// the initial-cluster flags and rejoins its own cluster.)
 pub fn member_args(
     name: &str,
     addr: IpAddr,
     cluster: &str,
     state: ClusterState,
-    initial: &[(String, IpAddr)],
+    initial: &[(String, String)],
 ) -> Vec<String> {
     let client = url(addr, spec::CLIENT_PORT);
     let peer = url(addr, spec::PEER_PORT);
     let loopback = url(IpAddr::from([127, 0, 0, 1]), spec::CLIENT_PORT);
-    let initial: Vec<String> = initial
-        .iter()
-        .map(|(n, a)| format!("{n}={}", url(*a, spec::PEER_PORT)))
-        .collect();
+    let initial: Vec<String> = initial.iter().map(|(n, u)| format!("{n}={u}")).collect();
     vec![
         format!("--name={name}"),
         format!("--listen-client-urls={loopback},{client}"),
@@ -92,6 +93,8 @@ struct Inner {
     released_at: Option<u64>,
     /// Status polls that failed in a row (a loaded host misses one).
     misses: u32,
+    /// uptime (s) of the last join attempt.
+    joined_at: Option<u64>,
 }
 
 /// The node's etcd, shared by the watcher thread, the node API and the
@@ -105,8 +108,8 @@ pub struct Etcd {
     hostname: String,
     /// This node's address among the configured members.
     address: Option<IpAddr>,
-    /// The other configured control-plane members.
-    peers: Vec<(String, IpAddr)>,
+    /// The other configured control-plane members: (name, address).
+    peers: Vec<(String, String)>,
     ca: Option<(String, String)>,
     names: pki::Names,
     lifetime: u64,
@@ -160,6 +163,7 @@ impl Etcd {
                 certs: None,
                 released_at: None,
                 misses: 0,
+                joined_at: None,
             }),
             bootstrapping: Mutex::new(()),
             cluster: config.cluster.name.clone(),
@@ -168,7 +172,7 @@ impl Etcd {
             peers: members
                 .iter()
                 .filter(|m| m.hostname != config.hostname)
-                .map(|m| (m.hostname.clone(), m.address))
+                .map(|m| (m.hostname.clone(), m.address.to_string()))
                 .collect(),
             ca: config.cluster.etcd_ca.as_ref().map(|ca| {
                 (
@@ -199,7 +203,7 @@ impl Etcd {
             ));
         } else if etcd.has_data() {
             // a member's data: etcd rejoins its own cluster
-            etcd.release(ClusterState::Existing);
+            etcd.release(ClusterState::Existing, Vec::new());
         }
         let watcher = etcd.clone();
         let spawned = std::thread::Builder::new()
@@ -280,11 +284,21 @@ impl Etcd {
         gateway::Client::new(&certs, timeout).map_err(|e| e.to_string())
     }
 
-    /// Asks the supervision loop to start etcd with this node's flags.
-    fn release(&self, state: ClusterState) {
-        let Some(addr) = self.address else { return };
-        // the bootstrap's one member; with data present etcd ignores it
-        let initial = [(self.hostname.clone(), addr)];
+    /// This node's peer URL, `None` when it is not a configured member.
+    fn peer_url(&self) -> Option<String> {
+        self.address.map(|a| url(a, spec::PEER_PORT))
+    }
+
+    /// Asks the supervision loop to start etcd with this node's flags;
+    /// `initial` empty means this node alone (the bootstrap, or a member
+    /// with data, where etcd ignores it).
+    fn release(&self, state: ClusterState, mut initial: Vec<(String, String)>) {
+        let (Some(addr), Some(peer)) = (self.address, self.peer_url()) else {
+            return;
+        };
+        if initial.is_empty() {
+            initial.push((self.hostname.clone(), peer));
+        }
         let args = member_args(&self.hostname, addr, &self.cluster, state, &initial);
         self.mailbox.release(SERVICE, args);
         self.lock().released_at = Some(crate::sys::uptime_ms() / 1000);
@@ -310,9 +324,90 @@ impl Etcd {
                 }
             }
             let Some(since) = self.lock().released_at else {
+                self.maybe_join();
                 continue;
             };
             self.observe(since);
+        }
+    }
+
+    /// A join attempt when one is due: no data, not started, not
+    /// bootstrapping, a configured member.
+    fn maybe_join(&self) {
+        let now = crate::sys::uptime_ms() / 1000;
+        {
+            let mut inner = self.lock();
+            let due = inner
+                .joined_at
+                .is_none_or(|t| now.saturating_sub(t) >= JOIN_EVERY_SECS);
+            if !due || inner.certs.is_none() || self.address.is_none() {
+                return;
+            }
+            inner.joined_at = Some(now);
+        }
+        // the bootstrap holds this while it decides and starts etcd
+        let Ok(_one) = self.bootstrapping.try_lock() else {
+            return;
+        };
+        if self.has_data() || self.lock().released_at.is_some() {
+            return;
+        }
+        let (Some(peer_url), Ok(client)) = (self.peer_url(), self.client(PROBE_TIMEOUT)) else {
+            return;
+        };
+        let joiner = join::Joiner {
+            cluster: &self.cluster,
+            hostname: &self.hostname,
+            peer_url: &peer_url,
+            peers: &self.peers,
+        };
+        match joiner.attempt(&client) {
+            join::Outcome::NoCluster(answers) => self.update(|r| {
+                if r.state == EtcdState::Joining {
+                    r.state = EtcdState::WaitingForBootstrap;
+                }
+                r.detail = (!answers.is_empty())
+                    .then(|| format!("no configured member serves etcd yet: {answers}"));
+            }),
+            join::Outcome::Wait(why) => self.update(|r| {
+                r.state = EtcdState::Joining;
+                r.error = None;
+                r.detail = Some(why);
+            }),
+            join::Outcome::Refused(why) => self.update(|r| {
+                r.state = EtcdState::Failed;
+                r.error = Some(why);
+                r.detail = None;
+            }),
+            join::Outcome::Added { id, initial, via } => {
+                crate::console::Console::open().say(&format!(
+                    "etcd: {} added as learner {id:x} through {via}",
+                    self.hostname
+                ));
+                self.release(ClusterState::Existing, initial);
+                self.update(|r| {
+                    r.member_id = hex(Some(id));
+                    r.detail = Some(format!("added as a learner through {via}"));
+                });
+            }
+        }
+    }
+
+    /// A learner asks a voter to promote it; etcd says no until it is in
+    /// sync with the leader, so this runs on every look until it is done.
+    fn promote(&self, id: u64) {
+        let Ok(client) = self.client(PROBE_TIMEOUT) else {
+            return;
+        };
+        match join::promote(&client, &self.peers, id) {
+            Ok(via) => {
+                crate::console::Console::open().say(&format!(
+                    "etcd: {} promoted to voter through {via}",
+                    self.hostname
+                ));
+                self.update(|r| r.detail = None);
+            }
+            Err(why) => self.update(|r| r.detail = Some(format!("waiting for promotion: {why}"))),
         }
     }
 
@@ -327,6 +422,11 @@ impl Etcd {
             inner.misses = if status.is_ok() { 0 } else { inner.misses + 1 };
             inner.misses
         };
+        let learner = status
+            .as_ref()
+            .ok()
+            .filter(|s| s.learner)
+            .and_then(|s| s.member_id);
         self.update(|r| match status {
             Ok(s) => {
                 r.state = if s.learner {
@@ -334,6 +434,10 @@ impl Etcd {
                 } else {
                     EtcdState::Voter
                 };
+                if !s.learner {
+                    // a voter waits for nothing
+                    r.detail = None;
+                }
                 r.error = None;
                 r.member_id = hex(s.member_id);
                 r.cluster_id = hex(s.cluster_id);
@@ -349,6 +453,9 @@ impl Etcd {
                 }
             }
         });
+        if let Some(id) = learner {
+            self.promote(id);
+        }
     }
 
     /// `bootstrap`: a new cluster with this node as its one member, once.
@@ -390,7 +497,7 @@ impl Etcd {
                 ));
             }
         }
-        self.release(ClusterState::New);
+        self.release(ClusterState::New, Vec::new());
         let client = self.client(Duration::from_secs(5))?;
         let t0 = crate::sys::uptime_ms() / 1000;
         let status = loop {
@@ -438,7 +545,8 @@ mod tests {
     #[test]
     fn member_flags_name_the_node_its_urls_and_the_initial_cluster() {
         let a: IpAddr = "10.0.2.15".parse().unwrap();
-        let args = member_args("cp-1", a, "lab", ClusterState::New, &[("cp-1".into(), a)]);
+        let initial = [("cp-1".to_string(), url(a, spec::PEER_PORT))];
+        let args = member_args("cp-1", a, "lab", ClusterState::New, &initial);
         assert_eq!(
             args,
             [

@@ -1,0 +1,449 @@
+//! The HA control plane in QEMU: `nodeimg lab up qemu/ha.toml` boots
+//! three control-plane nodes and a worker on the lab's private network and
+//! makes the one bootstrap call; the other two join by themselves (learner,
+//! then voter). Judged by trixie's `etcdctl` over mTLS through the lab's
+//! loopback forwards, never by our own client:
+//!
+//! - three voters, no learner, one leader; the worker is no member; a key
+//!   written through one member reads back through the others;
+//! - the leader killed: a new leader, writes resume, every acknowledged
+//!   write is there once the old leader is back;
+//! - a member replaced by a blank machine (same name and address): its
+//!   stale member is removed by the newcomer, which joins as a learner and
+//!   is promoted; three voters, every earlier key present;
+//! - two of three killed: writes fail cleanly; both back: every key;
+//! - a second bootstrap, on any member, is refused.
+//!
+//! One lab bring-up for all of it: each boot costs tens of seconds under TCG.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{nodeimg, ok, s};
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CPS: [(&str, &str); 3] = [
+    ("cp-1", "10.77.0.11"),
+    ("cp-2", "10.77.0.12"),
+    ("cp-3", "10.77.0.13"),
+];
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Takes the lab down however the test ends, so no VM outlives it.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = nodeimg(&["lab", "down", "--run-dir", s(&self.0)]);
+    }
+}
+
+struct Lab {
+    run: PathBuf,
+    tls: PathBuf,
+    admin: PathBuf,
+    /// Each node's loopback forward to its etcd client port.
+    etcd: Vec<(String, u16)>,
+    api: Vec<(String, u16)>,
+}
+
+impl Lab {
+    fn status(&self) -> Value {
+        json(&ok(&["lab", "status", "--run-dir", s(&self.run), "--json"]))
+    }
+
+    fn port(&self, name: &str) -> u16 {
+        self.etcd.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn ctl(&self, names: &[&str], timeout_s: u32, args: &[&str]) -> Output {
+        let endpoints: Vec<String> = names
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", self.port(n)))
+            .collect();
+        support::etcd::etcdctl(&self.tls, &endpoints.join(","), timeout_s, args)
+    }
+
+    fn ctl_ok(&self, names: &[&str], args: &[&str]) -> String {
+        let out = self.ctl(names, 20, args);
+        assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The value of `key` read (linearizably) through `name`.
+    fn get(&self, name: &str, key: &str) -> String {
+        self.ctl_ok(&[name], &["get", key, "--print-value-only"])
+            .trim()
+            .to_string()
+    }
+
+    /// `member list` through `name`: (name, id, learner).
+    fn members(&self, name: &str) -> Option<Vec<(String, u64, bool)>> {
+        let out = self.ctl(&[name], 10, &["member", "list", "-w", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v = json(&String::from_utf8_lossy(&out.stdout));
+        Some(
+            v["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    (
+                        m["name"].as_str().unwrap_or("").to_string(),
+                        m["ID"].as_u64().unwrap_or(0),
+                        m["isLearner"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// `endpoint status` of `name`'s member: (member id, leader id).
+    fn endpoint(&self, name: &str) -> Option<(u64, u64)> {
+        let out = self.ctl(&[name], 10, &["endpoint", "status", "-w", "json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let v = json(&String::from_utf8_lossy(&out.stdout));
+        let st = &v[0]["Status"];
+        Some((st["header"]["member_id"].as_u64()?, st["leader"].as_u64()?))
+    }
+
+    /// Waits until the members named in `voters` are the cluster's
+    /// voters, with no learner and none else, as `through` sees it.
+    fn wait_voters(&self, what: &str, through: &str, voters: &[&str]) -> Vec<(String, u64, bool)> {
+        let deadline = Instant::now() + Duration::from_secs(420);
+        let mut last = None;
+        loop {
+            if let Some(m) = self.members(through) {
+                let mut names: Vec<&str> = m.iter().map(|(n, _, _)| n.as_str()).collect();
+                names.sort_unstable();
+                if names == voters && m.iter().all(|(_, _, l)| !l) {
+                    return m;
+                }
+                last = Some(m);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: members never became {voters:?}: {last:?}\n{:#}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+
+    /// The name of the leader, once the members in `names` agree on one.
+    fn leader(&self, names: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let seen: Vec<Option<(u64, u64)>> = names.iter().map(|n| self.endpoint(n)).collect();
+            if let Some(Some((_, leader))) = seen.first() {
+                if seen.iter().all(|s| s.is_some_and(|(_, l)| l == *leader)) {
+                    let at = names
+                        .iter()
+                        .zip(&seen)
+                        .find(|(_, s)| s.is_some_and(|(id, _)| id == *leader));
+                    if let Some((name, _)) = at {
+                        return name.to_string();
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no one leader among {names:?}: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    fn kill(&self, name: &str) {
+        ok(&["lab", "kill", name, "--run-dir", s(&self.run)]);
+    }
+
+    fn start(&self, name: &str, blank: bool) {
+        let mut args = vec!["lab", "start", name, "--run-dir", s(&self.run)];
+        if blank {
+            args.push("--blank-disk");
+        }
+        let out = nodeimg(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "lab start {name}: {}",
+            text(&out)
+        );
+    }
+
+    /// A node's etcd state in its report, through the node API.
+    fn etcd_report(&self, name: &str) -> Value {
+        let port = self.api.iter().find(|(n, _)| n == name).unwrap().1;
+        let address = CPS
+            .iter()
+            .chain(&[("worker-1", "10.77.0.21")])
+            .find(|(n, _)| *n == name)
+            .unwrap()
+            .1;
+        let out = nodeimg(&[
+            "node",
+            "--node",
+            &format!("127.0.0.1:{port}"),
+            "--nodeconfig",
+            s(&self.admin),
+            "--server-name",
+            address,
+            "status",
+            "--json",
+            "--timeout",
+            "20",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        json(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// Writes `ha/N` through whichever of `names` takes it, for `for_s`
+/// seconds; returns the acknowledged keys and the longest gap between two
+/// acknowledged writes (ms).
+fn write_through(lab: &Lab, names: &[&str], from: usize, for_s: u64) -> (Vec<String>, u128) {
+    let end = Instant::now() + Duration::from_secs(for_s);
+    let (mut acked, mut last, mut gap) = (Vec::new(), Instant::now(), 0u128);
+    let mut i = from;
+    while Instant::now() < end {
+        let key = format!("ha/{i:05}");
+        let out = lab.ctl(names, 3, &["put", &key, &format!("v{i}")]);
+        if out.status.success() {
+            gap = gap.max(last.elapsed().as_millis());
+            last = Instant::now();
+            acked.push(key);
+        }
+        i += 1;
+    }
+    (acked, gap)
+}
+
+/// What [`write_through`] wrote to `key`.
+fn value_of(key: &str) -> String {
+    format!(
+        "v{}",
+        key.trim_start_matches("ha/").parse::<usize>().unwrap()
+    )
+}
+
+#[test]
+fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("control-plane");
+    support::build_image_with("control-plane", &image, &["--format", "none"]);
+    let cluster = dir.path().join("cluster");
+    let mut init = vec![
+        "cluster",
+        "init",
+        "--name",
+        "ha",
+        "--control-plane-endpoint",
+        "10.77.0.11:6443",
+        "--out",
+        s(&cluster),
+    ];
+    let members: Vec<String> = CPS.iter().map(|(n, a)| format!("{n}={a}")).collect();
+    for m in &members {
+        init.extend(["--member", m.as_str()]);
+    }
+    ok(&init);
+    // the committed lab; the worker boots the control-plane image too (its
+    // role comes from its config), which saves a second build here
+    let committed = std::fs::read_to_string(support::repo().join("qemu/ha.toml")).unwrap();
+    let lab_file = dir.path().join("ha.toml");
+    let image_path = format!("image = {:?}", s(&image));
+    std::fs::write(
+        &lab_file,
+        committed
+            .replace("image = \"out/control-plane\"", &image_path)
+            .replace("image = \"out/worker\"", &image_path),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let _down = Down(run.clone());
+
+    // Up: every node reports; `lab up` makes the one bootstrap call.
+    let t = Instant::now();
+    let out = nodeimg(&[
+        "lab",
+        "up",
+        s(&lab_file),
+        "--cluster",
+        s(&cluster),
+        "--run-dir",
+        s(&run),
+        "--json",
+        "--timeout",
+        "600",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bootstrapped on cp-1"),
+        "{}",
+        text(&out)
+    );
+    let up = json(&String::from_utf8_lossy(&out.stdout));
+    let port = |n: &Value, k: &str| n[k].as_u64().unwrap() as u16;
+    let nodes = up["nodes"].as_array().unwrap();
+    let tls = dir.path().join("etcdctl");
+    support::etcd::client_cert(&cluster, &tls);
+    let lab = Lab {
+        run: run.clone(),
+        tls,
+        admin: cluster.join("admin.nodeconfig"),
+        etcd: nodes
+            .iter()
+            .map(|n| {
+                (
+                    n["name"].as_str().unwrap().to_string(),
+                    port(n, "etcd_port"),
+                )
+            })
+            .collect(),
+        api: nodes
+            .iter()
+            .map(|n| (n["name"].as_str().unwrap().to_string(), port(n, "api_port")))
+            .collect(),
+    };
+    let all = ["cp-1", "cp-2", "cp-3"];
+
+    // Formed: three voters, one leader, the worker no member.
+    let formed = lab.wait_voters("self-join", "cp-1", &all);
+    eprintln!(
+        "ha: lab up to three voters in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let leader = lab.leader(&all);
+    for name in all {
+        let r = lab.etcd_report(name);
+        assert_eq!(r["ready"], true, "{r:#}");
+        let e = &r["etcd"];
+        assert_eq!(e["state"], "voter", "{name}: {r:#}");
+        let id = formed.iter().find(|(n, _, _)| n == name).unwrap().1;
+        assert_eq!(e["member_id"], format!("{id:x}"), "{name}: {r:#}");
+    }
+    let w = lab.etcd_report("worker-1");
+    assert_eq!(w["ready"], true, "{w:#}");
+    assert!(w.get("etcd").is_none_or(Value::is_null), "{w:#}");
+    lab.ctl_ok(&["cp-1"], &["put", "ha/first", "through cp-1"]);
+    for name in ["cp-2", "cp-3"] {
+        assert_eq!(lab.get(name, "ha/first"), "through cp-1");
+    }
+    assert_eq!(lab.get("cp-2", "/nodeimg/cluster"), "ha");
+
+    // The leader killed: a new leader; no acknowledged write is lost.
+    let survivors: Vec<&str> = all.iter().copied().filter(|n| *n != leader).collect();
+    lab.kill(&leader);
+    let (acked, outage_ms) = write_through(&lab, &survivors, 0, 40);
+    assert!(
+        !acked.is_empty(),
+        "no write went through after the leader died"
+    );
+    let new_leader = lab.leader(&survivors);
+    assert_ne!(new_leader, leader);
+    eprintln!(
+        "ha: leader {leader} killed: {new_leader} leads; longest write gap {outage_ms} ms, {} writes acknowledged",
+        acked.len()
+    );
+    lab.start(&leader, false);
+    lab.wait_voters("the old leader back", &leader, &all);
+    for key in &acked {
+        assert_eq!(
+            lab.get(&leader, key),
+            value_of(key),
+            "{key} through {leader}"
+        );
+    }
+
+    // A blank machine replaces cp-2: the stale member goes, the new one
+    // joins as learner and is promoted, with every key.
+    let old_id = lab
+        .members("cp-1")
+        .unwrap()
+        .iter()
+        .find(|m| m.0 == "cp-2")
+        .unwrap()
+        .1;
+    lab.kill("cp-2");
+    let t = Instant::now();
+    lab.start("cp-2", true);
+    let healed = lab.wait_voters("blank cp-2", "cp-1", &all);
+    let new_id = healed.iter().find(|m| m.0 == "cp-2").unwrap().1;
+    assert_ne!(new_id, old_id, "cp-2 kept its old member: {healed:?}");
+    eprintln!(
+        "ha: blank cp-2 a voter {:.1} s after its start",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(lab.get("cp-2", "ha/first"), "through cp-1");
+    for key in &acked {
+        assert_eq!(lab.get("cp-2", key), value_of(key), "{key} through cp-2");
+    }
+    let serial = std::fs::read_to_string(run.join("nodes/cp-2/serial.log")).unwrap();
+    assert!(
+        serial.contains("removed this node's previous member"),
+        "{serial}"
+    );
+
+    // Two of three down: writes fail cleanly; both back: every key.
+    lab.kill("cp-2");
+    lab.kill("cp-3");
+    let out = lab.ctl(&["cp-1"], 5, &["put", "ha/no-quorum", "x"]);
+    assert!(
+        !out.status.success(),
+        "a write without quorum: {}",
+        text(&out)
+    );
+    lab.start("cp-2", false);
+    lab.start("cp-3", false);
+    lab.wait_voters("quorum back", "cp-3", &all);
+    lab.ctl_ok(&["cp-3"], &["put", "ha/after", "quorum back"]);
+    for name in all {
+        assert_eq!(lab.get(name, "ha/first"), "through cp-1");
+        assert_eq!(lab.get(name, "ha/after"), "quorum back");
+    }
+
+    // A second bootstrap, on any member, is refused.
+    for (name, address) in CPS {
+        let api = lab.api.iter().find(|(n, _)| n == name).unwrap().1;
+        let out = nodeimg(&[
+            "cluster",
+            "bootstrap",
+            "--node",
+            &format!("127.0.0.1:{api}"),
+            "--nodeconfig",
+            s(&lab.admin),
+            "--server-name",
+            address,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(text(&out).contains("refused"), "{name}: {}", text(&out));
+    }
+    assert_eq!(lab.members("cp-1").unwrap().len(), 3);
+
+    // Down: no console showed a broken kernel or agent.
+    let out = nodeimg(&["lab", "down", "--run-dir", s(&run)]);
+    assert_eq!(out.status.code(), Some(0), "lab down: {}", text(&out));
+}
