@@ -5,14 +5,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// etcdctl from the locked trixie package.
+/// etcdctl from the locked trixie package (fetched once per test binary).
 pub fn etcdctl_bin() -> PathBuf {
-    let p = super::judge_package("etcd-client").join("usr/bin/etcdctl");
-    assert!(
-        p.is_file(),
-        "the etcd-client package has no usr/bin/etcdctl"
-    );
-    p
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let p = super::judge_package("etcd-client").join("usr/bin/etcdctl");
+        assert!(
+            p.is_file(),
+            "the etcd-client package has no usr/bin/etcdctl"
+        );
+        p
+    })
+    .clone()
 }
 
 /// A client certificate of cluster directory `cdir`'s etcd CA, as an
