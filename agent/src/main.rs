@@ -20,6 +20,7 @@
 
 mod api;
 mod bless;
+mod child;
 mod config_apply;
 mod config_fetch;
 mod config_source;

@@ -7,9 +7,8 @@
 //! node whose runtime does not confine is not ready. It talks to containerd
 //! with Debian's own `ctr` client from the image.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use contract::images::{PreloadedImage, IMAGES_DIR, IMAGES_FILE};
 use contract::report::{Confinement, ImageReport, RuntimeReport};
@@ -84,82 +83,10 @@ pub fn imported_digest(out: &str, name: &str) -> Option<String> {
 
 /// Runs `ctr` with a deadline; returns its stdout, or why not.
 fn ctr(args: &[&str]) -> Result<String, String> {
-    let mut child = Command::new(CTR)
-        .args(["--address", SOCKET, "--namespace", NAMESPACE])
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{CTR}: {e}"))?;
-    // Read both pipes while ctr runs: a pull prints progress all along,
-    // and a full pipe would stop it until the timeout.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    // Off the main thread PID 1's reaper may take ctr first (ECHILD
-    // here): it leaves the exit for us (events::claim).
-    let pid = i32::try_from(child.id()).unwrap_or(0);
-    crate::events::claim(pid);
-    let start = Instant::now();
-    let status = loop {
-        let ended = match child.try_wait() {
-            Ok(Some(s)) => Some(s.success()),
-            Ok(None) => None,
-            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-                crate::events::claimed_exit(pid).map(|x| x == crate::events::Exit::Code(0))
-            }
-            Err(e) => {
-                crate::events::unclaim(pid);
-                return Err(format!("ctr {}: {e}", args.join(" ")));
-            }
-        };
-        match ended {
-            Some(ok) => break Some(ok),
-            None if start.elapsed() > CTR_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    crate::events::unclaim(pid);
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
-    let Some(success) = status else {
-        let last: Vec<&str> = err.lines().rev().take(3).collect();
-        return Err(format!(
-            "ctr {} took over {CTR_TIMEOUT:?}: {}",
-            args.join(" "),
-            last.join(" / ")
-        ));
-    };
-    if success {
-        Ok(out)
-    } else {
-        Err(format!("ctr {} failed: {}", args.join(" "), err.trim()))
-    }
+    let mut cmd = Command::new(CTR);
+    cmd.args(["--address", SOCKET, "--namespace", NAMESPACE])
+        .args(args);
+    crate::child::run(cmd, &format!("ctr {}", args.join(" ")), CTR_TIMEOUT)
 }
 
 /// Imports every image, checks digests, runs the confinement probe with the

@@ -72,6 +72,51 @@ pub enum Request {
     /// Start a new etcd cluster on this control-plane node, once: refused
     /// when its etcd holds data or a configured member already serves.
     Bootstrap,
+    /// [`Request::Bootstrap`] from an etcd snapshot: the line is followed
+    /// by the snapshot's `bytes` raw bytes, which must hash to `sha256`;
+    /// the node restores it (`etcdutl snapshot restore`) as a cluster of
+    /// one, which the other members then join.
+    Restore(Blob),
+    /// A snapshot of this member's etcd, now: answered with
+    /// [`Response::Blob`] and the snapshot's bytes after it.
+    #[serde(rename = "etcd-snapshot")]
+    EtcdSnapshot,
+}
+
+/// Raw bytes that follow a JSON line on the same stream (after its `\n`):
+/// how many, and their sha256 (lower-case hex), checked by the receiver
+/// before it uses any of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blob {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// The largest etcd snapshot carried (etcd's own backend quota tops out
+/// at 8 GiB).
+pub const MAX_SNAPSHOT: u64 = 8 << 30;
+
+impl Blob {
+    /// Refuses a size over [`MAX_SNAPSHOT`] or a hash that is not 64
+    /// lower-case hex digits.
+    pub fn check(&self) -> Result<(), String> {
+        if self.bytes == 0 || self.bytes > MAX_SNAPSHOT {
+            return Err(format!(
+                "a snapshot of {} bytes: it must be 1 to {MAX_SNAPSHOT}",
+                self.bytes
+            ));
+        }
+        let hex = self.sha256.len() == 64
+            && self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(format!("{:?} is not a sha256 in hex", self.sha256));
+        }
+        Ok(())
+    }
 }
 
 /// What the node answers: exactly one of these keys.
@@ -90,6 +135,9 @@ pub enum Response {
     /// `apply-config`: the config is stored; what was applied live and
     /// what waits for a reboot.
     Applied(Applied),
+    /// `etcd-snapshot`: the snapshot's size and hash; its bytes follow
+    /// this answer's line (a `\n` ends it).
+    Blob(Blob),
     /// Anything refused or failed.
     Error(String),
 }
@@ -133,6 +181,7 @@ impl Request {
             Request::Logs { .. } => &["op", "service", "tail", "follow"],
             Request::ApplyConfig { .. } => &["op", "config"],
             Request::Pull { .. } => &["op", "image"],
+            Request::Restore(_) => &["op", "bytes", "sha256"],
             _ => &["op"],
         };
         let extra = value
@@ -151,6 +200,9 @@ impl Request {
                 return Err(RequestError::ImageReference(image.clone()));
             }
         }
+        if let Request::Restore(blob) = &r {
+            blob.check().map_err(RequestError::Json)?;
+        }
         Ok(r)
     }
 
@@ -166,6 +218,8 @@ impl Request {
             Request::ApplyConfig { .. } => "apply-config",
             Request::Pull { .. } => "pull",
             Request::Bootstrap => "bootstrap",
+            Request::Restore(_) => "restore",
+            Request::EtcdSnapshot => "etcd-snapshot",
         }
     }
 
@@ -256,6 +310,11 @@ mod tests {
             Request::Pull {
                 image: "docker.io/library/pause:3.10@sha256:0123".into(),
             },
+            Request::EtcdSnapshot,
+            Request::Restore(Blob {
+                bytes: 20480,
+                sha256: "ab".repeat(32),
+            }),
         ] {
             assert_eq!(Request::parse(r.line().as_bytes()), Ok(r.clone()));
             assert!(
@@ -344,6 +403,36 @@ mod tests {
         assert_eq!(tail_lines("a\nb\nc\n", 0), "");
         assert_eq!(tail_lines("", 5), "");
         assert_eq!(tail_lines("one", 1), "one");
+    }
+
+    #[test]
+    fn snapshots_announce_a_sane_size_and_a_sha256() {
+        let good = Blob {
+            bytes: 1,
+            sha256: "0f".repeat(32),
+        };
+        assert_eq!(good.check(), Ok(()));
+        for (bytes, sha256) in [
+            (0, "0f".repeat(32)),
+            (MAX_SNAPSHOT + 1, "0f".repeat(32)),
+            (1, "0F".repeat(32)),
+            (1, "0f".repeat(31)),
+        ] {
+            assert!(Blob { bytes, sha256 }.check().is_err());
+        }
+        let line = br#"{"op":"restore","bytes":0,"sha256":"00"}"#;
+        assert!(Request::parse(line).is_err());
+        let line = format!(
+            r#"{{"op":"restore","bytes":5,"sha256":"{}","x":1}}"#,
+            "a".repeat(64)
+        );
+        assert!(Request::parse(line.as_bytes()).is_err());
+        let r: Response = serde_json::from_str(&format!(
+            r#"{{"blob":{{"bytes":5,"sha256":"{}"}}}}"#,
+            "a".repeat(64)
+        ))
+        .unwrap();
+        assert!(matches!(r, Response::Blob(Blob { bytes: 5, .. })));
     }
 
     #[test]

@@ -27,11 +27,20 @@ pub struct BootstrapArgs {
     /// healthy and holds the cluster's name (up to three minutes under TCG).
     #[arg(long, default_value_t = 240)]
     timeout: u64,
+    /// Restore the cluster from this etcd snapshot (`nodeimg node
+    /// etcd-snapshot`) instead of starting it empty: the node checks its
+    /// sha256, restores it as a cluster of one, and the other members join.
+    #[arg(long, value_name = "FILE")]
+    from_snapshot: Option<PathBuf>,
 }
 
 pub fn run(a: BootstrapArgs) -> anyhow::Result<i32> {
     let admin = AdminConfig::read(&a.nodeconfig)?;
-    match call(&a.node, a.server_name.as_deref(), &admin, a.timeout)? {
+    let answer = match &a.from_snapshot {
+        None => call(&a.node, a.server_name.as_deref(), &admin, a.timeout)?,
+        Some(file) => restore(&a, &admin, file)?,
+    };
+    match answer {
         Ok(t) => {
             print!("{t}");
             Ok(0)
@@ -40,6 +49,31 @@ pub fn run(a: BootstrapArgs) -> anyhow::Result<i32> {
             eprintln!("error: the node answered: {e}");
             Ok(1)
         }
+    }
+}
+
+/// The bootstrap from `file`: its hash announced, its bytes sent.
+fn restore(
+    a: &BootstrapArgs,
+    admin: &AdminConfig,
+    file: &std::path::Path,
+) -> anyhow::Result<Result<String, String>> {
+    let blob = node::blob::describe(file)?;
+    blob.check()
+        .map_err(|why| anyhow::anyhow!("{}: {why}", file.display()))?;
+    let answer = node::blob::send(
+        &a.node,
+        a.server_name.as_deref(),
+        &Trust::from(admin),
+        &Request::Restore(blob),
+        file,
+        Duration::from_secs(a.timeout),
+    )
+    .with_context(|| format!("bootstrap from {} on {}", file.display(), a.node))?;
+    match answer {
+        Response::Text(t) => Ok(Ok(t)),
+        Response::Error(e) => Ok(Err(e)),
+        other => anyhow::bail!("unexpected answer to bootstrap: {other:?}"),
     }
 }
 

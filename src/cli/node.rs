@@ -70,6 +70,14 @@ enum NodeCommand {
     /// Pull an image into the node's containerd (namespace k8s.io) through
     /// its registry mirrors and logins; prints the digest.
     Pull { image: String },
+    /// Take a snapshot of this control-plane node's etcd now and write it
+    /// to FILE (its size and sha256 checked against the node's; written
+    /// whole or not at all). `nodeimg cluster bootstrap --from-snapshot`
+    /// restores one.
+    EtcdSnapshot {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
@@ -139,6 +147,31 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
             Request::ApplyConfig { config: text }
         }
         NodeCommand::Pull { image } => Request::Pull { image },
+        NodeCommand::EtcdSnapshot { out } => {
+            let got = node::blob::receive(
+                &addr,
+                args.server_name.as_deref(),
+                &Trust::from(&admin),
+                &Request::EtcdSnapshot,
+                &out,
+                Duration::from_secs(args.timeout),
+            )?;
+            return match got {
+                Ok(blob) => {
+                    println!(
+                        "{}: {} bytes, sha256 {}",
+                        out.display(),
+                        blob.bytes,
+                        blob.sha256
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("error: the node answered: {e}");
+                    Ok(1)
+                }
+            };
+        }
     };
     let answer = node::request(
         &addr,
@@ -176,6 +209,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
                 let why = e
                     .error
                     .as_deref()
+                    .or(e.detail.as_deref())
                     .map_or(String::new(), |w| format!(": {w}"));
                 println!(
                     "etcd     {}{why} (member {}, leader {}, cluster {})",
@@ -207,6 +241,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
             eprintln!("error: the node answered: {e}");
             return Ok(1);
         }
+        Response::Blob(b) => anyhow::bail!("unexpected snapshot answer ({} bytes)", b.bytes),
     }
     Ok(0)
 }

@@ -19,6 +19,8 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::cluster::AdminConfig;
 
+pub mod blob;
+
 /// The longest answer read (logs and dmesg are the big ones).
 const MAX_ANSWER: u64 = 64 << 20;
 
@@ -53,6 +55,14 @@ pub enum NodeError {
     },
     #[error("the node at {addr} sent an answer that is not this protocol's: {why}")]
     Answer { addr: String, why: String },
+    #[error("{path}")]
+    File {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the snapshot from {addr} is not what the node said: {why}; nothing was written")]
+    Blob { addr: String, why: String },
 }
 
 /// Whom to trust and who we are: PEM text from a nodeconfig. Without a
@@ -155,8 +165,18 @@ pub fn request(
     let io = |source: std::io::Error| classify(addr, &host, source);
     tls.write_all(request.line().as_bytes()).map_err(io)?;
     tls.flush().map_err(io)?;
+    read_answer(&mut tls, addr, &host)
+}
+
+/// The one answer of a request: everything until the node closes.
+fn read_answer(
+    tls: &mut StreamOwned<ClientConnection, TcpStream>,
+    addr: &str,
+    host: &str,
+) -> Result<Response, NodeError> {
+    let io = |source: std::io::Error| classify(addr, host, source);
     let mut body = Vec::new();
-    match (&mut tls).take(MAX_ANSWER).read_to_end(&mut body) {
+    match tls.take(MAX_ANSWER).read_to_end(&mut body) {
         Ok(_) => {}
         // Some peers close without close_notify after a whole answer.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !body.is_empty() => {}

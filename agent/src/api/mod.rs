@@ -163,6 +163,41 @@ fn serve(listener: TcpListener, tls: Arc<ServerConfig>, state: Arc<State>) {
     }
 }
 
+type Tls = StreamOwned<ServerConnection, TcpStream>;
+
+/// Writes the one answer line and ends the stream.
+fn send(stream: &mut Tls, response: &Response) -> Result<(), String> {
+    let body = serde_json::to_vec(response).unwrap_or_else(|e| {
+        format!("{{\"error\":\"cannot encode the answer: {e}\"}}").into_bytes()
+    });
+    stream
+        .write_all(&body)
+        .and_then(|()| stream.write_all(b"\n"))
+        .map_err(|e| format!("answering: {e}"))?;
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+    Ok(())
+}
+
+/// The `blob` answer line, then `file`'s bytes (as many as it announces).
+fn send_blob(
+    stream: &mut Tls,
+    file: &std::path::Path,
+    blob: contract::api::Blob,
+) -> Result<(), String> {
+    let bytes = blob.bytes;
+    let mut body = serde_json::to_vec(&Response::Blob(blob)).map_err(|e| e.to_string())?;
+    body.push(b'\n');
+    let mut f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    stream
+        .write_all(&body)
+        .and_then(|()| std::io::copy(&mut (&mut f).take(bytes), stream))
+        .map_err(|e| format!("sending the snapshot: {e}"))?;
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+    Ok(())
+}
+
 /// One connection: handshake (the client's certificate is checked here),
 /// one request line, one answer. After the answer to `reboot` or
 /// `shutdown` is sent, the signal goes to PID 1.
@@ -176,11 +211,32 @@ fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), S
     let conn = ServerConnection::new(tls).map_err(|e| e.to_string())?;
     let mut stream = StreamOwned::new(conn, tcp);
     let mut line = Vec::new();
+    let mut reader = BufReader::new(&mut stream);
     // Reading drives the handshake: a refused certificate ends here.
-    BufReader::new(&mut stream)
+    (&mut reader)
         .take(MAX_REQUEST as u64 + 1)
         .read_until(b'\n', &mut line)
         .map_err(|e| format!("handshake or request: {e}"))?;
+    // a restore's snapshot follows its line on the stream: read it with
+    // what the line's reader already buffered
+    let restored = match Request::parse(&line) {
+        Ok(Request::Restore(blob)) => Some(ops::restore(state, &mut reader, &blob)),
+        _ => None,
+    };
+    drop(reader);
+    if let Some(answer) = restored {
+        return send(&mut stream, &answer);
+    }
+    if let Ok(Request::EtcdSnapshot) = Request::parse(&line) {
+        return match ops::snapshot(state) {
+            Err(refused) => send(&mut stream, &refused),
+            Ok((file, blob)) => {
+                let sent = send_blob(&mut stream, &file, blob);
+                let _ = std::fs::remove_file(&file);
+                sent
+            }
+        };
+    }
     if let Ok(Request::Logs {
         service,
         tail,
@@ -205,15 +261,7 @@ fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), S
         }
         Err(e) => (Response::Error(e.to_string()), None, "?"),
     };
-    let body = serde_json::to_vec(&response).unwrap_or_else(|e| {
-        format!("{{\"error\":\"cannot encode the answer: {e}\"}}").into_bytes()
-    });
-    stream
-        .write_all(&body)
-        .and_then(|()| stream.write_all(b"\n"))
-        .map_err(|e| format!("answering: {e}"))?;
-    stream.conn.send_close_notify();
-    let _ = stream.flush();
+    send(&mut stream, &response)?;
     if let Some(signal) = then {
         // on the console: who turned the node off, as for the button
         Console::open().say(&format!("api: client {peer} asked for {request_name}"));

@@ -76,22 +76,61 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             (answer, None)
         }
         Request::Bootstrap => {
-            let answer = match &state.etcd {
-                None => Response::Error(
-                    "refused: this node runs no etcd (not a control-plane node)".into(),
-                ),
-                Some(etcd) => match etcd.bootstrap() {
+            let answer = match etcd(state) {
+                Err(no) => no,
+                Ok(etcd) => match etcd.bootstrap() {
                     Ok(text) => Response::Text(text),
                     Err(e) => Response::Error(e),
                 },
             };
             (answer, None)
         }
+        // both carry bytes beside the line: api/mod.rs hands them to
+        // `restore` and `snapshot`
+        Request::Restore(_) | Request::EtcdSnapshot => (
+            Response::Error("this request carries a snapshot; it has no plain answer".into()),
+            None,
+        ),
         // SIGUSR1 and SIGTERM are what events.rs reads as reboot and
         // power-off: the main loop then stops the services and decides.
         Request::Reboot => (Response::Accepted("reboot".into()), Some(Signal::USR1)),
         Request::Shutdown => (Response::Accepted("shutdown".into()), Some(Signal::TERM)),
     }
+}
+
+/// The node's etcd, or the refusal of a node without one.
+fn etcd(state: &State) -> Result<&crate::etcd::Etcd, Response> {
+    state.etcd.as_deref().ok_or_else(|| {
+        Response::Error("refused: this node runs no etcd (not a control-plane node)".into())
+    })
+}
+
+/// `restore`: the snapshot's bytes come next on the stream; received and
+/// checked into the backup directory, restored, then removed.
+pub fn restore(state: &State, from: &mut impl Read, blob: &contract::api::Blob) -> Response {
+    let etcd = match etcd(state) {
+        Ok(e) => e,
+        Err(no) => return no,
+    };
+    let dir = std::path::Path::new(crate::etcd::snapshot::DIR);
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Response::Error(format!("{}: {e}", dir.display()));
+    }
+    let file = dir.join(".restore.db");
+    if let Err(e) = crate::etcd::snapshot::receive(from, blob, &file) {
+        return Response::Error(e);
+    }
+    let done = etcd.restore(&file);
+    let _ = std::fs::remove_file(&file);
+    match done {
+        Ok(text) => Response::Text(text),
+        Err(e) => Response::Error(e),
+    }
+}
+
+/// `etcd-snapshot`: a fresh snapshot's file and announcement, or why not.
+pub fn snapshot(state: &State) -> Result<(std::path::PathBuf, contract::api::Blob), Response> {
+    etcd(state)?.snapshot().map_err(Response::Error)
 }
 
 /// `apply-config`: checked whole first (nothing changes when it is

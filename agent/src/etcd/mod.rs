@@ -14,9 +14,10 @@
 pub mod gateway;
 pub mod join;
 pub mod pki;
+pub mod snapshot;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -458,15 +459,11 @@ impl Etcd {
         }
     }
 
-    /// `bootstrap`: a new cluster with this node as its one member, once.
-    /// Refused when this node's etcd has data or runs, or when a
-    /// configured peer already answers as an etcd member (a second
-    /// bootstrap would split the cluster). Returns what was done.
-    pub fn bootstrap(&self) -> Result<String, String> {
-        let _one = self
-            .bootstrapping
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// Why a bootstrap (empty or from a snapshot) must not happen here:
+    /// this node's etcd has data or runs, cannot run, or a configured
+    /// peer already answers as an etcd member (a second bootstrap would
+    /// split the cluster).
+    fn refusal(&self) -> Result<(), String> {
         if self.has_data() {
             return Err(format!(
                 "refused: this node's etcd already has data ({}/member): its cluster exists",
@@ -485,24 +482,26 @@ impl Etcd {
             return Err(format!("refused: etcd cannot run on this node: {why}"));
         }
         let probe = self.client(PROBE_TIMEOUT)?;
-        for (name, addr) in &self.peers {
-            let host = addr.to_string();
+        for (name, host) in &self.peers {
             // one call only: any answer through the gateway, with a
             // certificate of this cluster's etcd CA, is a serving member
-            if let Ok(members) = probe.members(&host) {
+            if let Ok(members) = probe.members(host) {
                 return Err(format!(
-                    "refused: member {name} ({addr}) already answers as an etcd member \
+                    "refused: member {name} ({host}) already answers as an etcd member \
                      ({} member(s)); a second bootstrap would split the cluster",
                     members.len()
                 ));
             }
         }
-        self.release(ClusterState::New, Vec::new());
-        let client = self.client(Duration::from_secs(5))?;
+        Ok(())
+    }
+
+    /// Waits for the just-released member to see a leader.
+    fn await_leader(&self, client: &gateway::Client) -> Result<gateway::Status, String> {
         let t0 = crate::sys::uptime_ms() / 1000;
-        let status = loop {
+        loop {
             let last = match client.status("127.0.0.1") {
-                Ok(s) if s.leader.is_some() => break s,
+                Ok(s) if s.leader.is_some() => return Ok(s),
                 Ok(_) => "no leader yet".to_string(),
                 Err(e) => crate::error::chain(&e),
             };
@@ -512,7 +511,40 @@ impl Etcd {
                 ));
             }
             std::thread::sleep(Duration::from_millis(500));
-        };
+        }
+    }
+
+    /// The member is a voter with a leader: into the report, and the
+    /// bootstrap's answer.
+    fn serving(&self, status: &gateway::Status, how: &str) -> String {
+        self.update(|r| {
+            r.state = EtcdState::Voter;
+            r.error = None;
+            r.detail = None;
+            r.member_id = hex(status.member_id);
+            r.cluster_id = hex(status.cluster_id);
+            r.leader = hex(status.leader);
+        });
+        format!(
+            "etcd cluster {} {how} on {}: member {}, cluster ID {}\n",
+            self.cluster,
+            self.hostname,
+            hex(status.member_id).unwrap_or_default(),
+            hex(status.cluster_id).unwrap_or_default()
+        )
+    }
+
+    /// `bootstrap`: a new cluster with this node as its one member, once
+    /// (see [`Etcd::refusal`]). Returns what was done.
+    pub fn bootstrap(&self) -> Result<String, String> {
+        let _one = self
+            .bootstrapping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.refusal()?;
+        self.release(ClusterState::New, Vec::new());
+        let client = self.client(Duration::from_secs(5))?;
+        let status = self.await_leader(&client)?;
         let key = spec::CLUSTER_KEY;
         let written = client
             .put("127.0.0.1", key, &self.cluster)
@@ -521,20 +553,59 @@ impl Etcd {
         if written.as_deref() != Some(self.cluster.as_str()) {
             return Err(format!("{key} reads back as {written:?} after the write"));
         }
-        self.update(|r| {
-            r.state = EtcdState::Voter;
-            r.error = None;
-            r.member_id = hex(status.member_id);
-            r.cluster_id = hex(status.cluster_id);
-            r.leader = hex(status.leader);
-        });
-        Ok(format!(
-            "etcd cluster {} bootstrapped on {}: member {}, cluster ID {}\n",
-            self.cluster,
-            self.hostname,
-            hex(status.member_id).unwrap_or_default(),
-            hex(status.cluster_id).unwrap_or_default()
-        ))
+        Ok(self.serving(&status, "bootstrapped"))
+    }
+
+    /// `restore`: the bootstrap from a snapshot (received and checked at
+    /// `snapshot`), refused as a bootstrap is. The restored cluster must
+    /// name this one in `/nodeimg/cluster`.
+    pub fn restore(&self, snapshot: &Path) -> Result<String, String> {
+        let _one = self
+            .bootstrapping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.refusal()?;
+        let peer_url = self
+            .peer_url()
+            .ok_or("this node is not among the configured members")?;
+        snapshot::Restore {
+            name: &self.hostname,
+            peer_url: &peer_url,
+            token: &self.cluster,
+            data_dir: &self.data_dir,
+            owner: self.owner,
+        }
+        .run(snapshot)?;
+        self.release(ClusterState::Existing, Vec::new());
+        let client = self.client(Duration::from_secs(5))?;
+        let status = self.await_leader(&client)?;
+        let key = spec::CLUSTER_KEY;
+        let named = client
+            .get("127.0.0.1", key)
+            .map_err(|e| format!("reading {key}: {}", crate::error::chain(&e)))?;
+        if named.as_deref() != Some(self.cluster.as_str()) {
+            let why = format!(
+                "the restored snapshot names cluster {named:?}, not {:?}",
+                self.cluster
+            );
+            self.fail(why.clone());
+            return Err(why);
+        }
+        Ok(self.serving(&status, "restored from a snapshot"))
+    }
+
+    /// `etcd-snapshot`: a snapshot of this running member, written under
+    /// [`snapshot::DIR`]; the caller sends it and removes it.
+    pub fn snapshot(&self) -> Result<(PathBuf, contract::api::Blob), String> {
+        if self.lock().released_at.is_none() {
+            return Err(format!(
+                "etcd does not run on this node ({})",
+                self.report().state.as_str()
+            ));
+        }
+        let out = Path::new(snapshot::DIR).join(format!(".api-{}.db", unix_now()));
+        let blob = snapshot::save(&self.pki_dir, &out)?;
+        Ok((out, blob))
     }
 }
 
