@@ -227,6 +227,33 @@ impl Lab {
         nodeimg(&all)
     }
 
+    /// The one member holding the backup lease once it has taken a
+    /// snapshot (among `names`), and its report's `etcd.backups`.
+    fn backup_holder(&self, names: &[&str]) -> (String, Value) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let seen: Vec<(String, Value)> = names
+                .iter()
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        self.etcd_report(n)["etcd"]["backups"].clone(),
+                    )
+                })
+                .collect();
+            let elected: Vec<&(String, Value)> =
+                seen.iter().filter(|(_, b)| b["elected"] == true).collect();
+            assert!(elected.len() <= 1, "two backup holders: {seen:?}");
+            if let Some((name, b)) = elected.first() {
+                if b["taken"].as_u64().unwrap_or(0) >= 1 {
+                    return (name.clone(), b.clone());
+                }
+            }
+            assert!(Instant::now() < deadline, "no backup holder: {seen:?}");
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+
     /// A node's etcd state in its report, through the node API.
     fn etcd_report(&self, name: &str) -> Value {
         let port = self.api.iter().find(|(n, _)| n == name).unwrap().1;
@@ -303,6 +330,21 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         init.extend(["--member", m.as_str()]);
     }
     ok(&init);
+    // backups every 20 s, two kept: the test sees the schedule, the
+    // election and the pruning within its run
+    let toml = cluster.join("cluster.toml");
+    let defaults = std::fs::read_to_string(&toml).unwrap();
+    assert!(
+        defaults.contains("interval = \"1h\"") && defaults.contains("retain = 24"),
+        "{defaults}"
+    );
+    std::fs::write(
+        &toml,
+        defaults
+            .replace("interval = \"1h\"", "interval = \"20s\"")
+            .replace("retain = 24", "retain = 2"),
+    )
+    .unwrap();
     // the committed lab; the worker boots the control-plane image too (its
     // role comes from its config), which saves a second build here
     let committed = std::fs::read_to_string(support::repo().join("qemu/ha.toml")).unwrap();
@@ -386,6 +428,11 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         assert_eq!(lab.get(name, "ha/first"), "through cp-1");
     }
     assert_eq!(lab.get("cp-2", "/nodeimg/cluster"), "ha");
+    // exactly one member takes the scheduled backups
+    let (holder, b) = lab.backup_holder(&all);
+    let sha = b["last_sha256"].as_str().unwrap();
+    assert!(sha.len() == 64 && b["error"].is_null(), "{holder}: {b:#}");
+    eprintln!("ha: {holder} holds the backup lease: {b}");
 
     // The leader killed: a new leader; no acknowledged write is lost.
     let survivors: Vec<&str> = all.iter().copied().filter(|n| *n != leader).collect();
@@ -549,6 +596,20 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
             "{key} after the restore"
         );
     }
+    // the restored lease of the old holder runs out; a member takes over
+    let (holder, b) = lab.backup_holder(&all);
+    eprintln!("ha: after the restore {holder} holds the backup lease: {b}");
+    // and the schedule prunes to `retain`: wait for a third snapshot
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let b = loop {
+        let b = lab.etcd_report(&holder)["etcd"]["backups"].clone();
+        if b["taken"].as_u64().unwrap_or(0) >= 3 || Instant::now() > deadline {
+            break b;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    assert!(b["taken"].as_u64().unwrap() >= 3, "{holder}: {b:#}");
+    assert_eq!(b["kept"], 2, "{holder}: {b:#}");
 
     // Down: no console showed a broken kernel or agent.
     let out = nodeimg(&["lab", "down", "--run-dir", s(&run)]);

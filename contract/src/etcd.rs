@@ -76,7 +76,39 @@ pub struct EtcdReport {
     /// The certificates the agent issued from the etcd CA.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates: Option<CertsReport>,
+    /// The scheduled backups, on a voting member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsReport>,
 }
+
+/// Whether this member holds the backup lease and what it wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackupsReport {
+    /// This member holds the lease on [`BACKUP_LEADER_KEY`].
+    pub elected: bool,
+    /// Snapshots taken this boot.
+    pub taken: u32,
+    /// Snapshots kept in [`BACKUP_DIR`] after the last pruning.
+    pub kept: u32,
+    /// The newest: its file name, when it was taken (seconds since the
+    /// epoch), and its sha256.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    pub last_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sha256: Option<String>,
+    /// Why the last attempt (election or snapshot) failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The key the backup election creates under a lease: one holder at a
+/// time, another once the holder's lease runs out.
+pub const BACKUP_LEADER_KEY: &str = "/nodeimg/backup-leader";
+/// Where scheduled snapshots are kept (`etcd-UNIXTIME.db` and a
+/// `etcd-UNIXTIME.db.sha256` beside each).
+pub const BACKUP_DIR: &str = "/var/lib/nodeimg/etcd-backups";
 
 /// The issued certificates' validity (seconds since the epoch) and how
 /// often they were renewed this boot.

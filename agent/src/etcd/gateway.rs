@@ -168,6 +168,54 @@ impl Client {
             .map(|_| ())
     }
 
+    /// A lease of `ttl` seconds; its ID.
+    pub fn lease_grant(&self, host: &str, ttl: u64) -> Result<u64, GatewayError> {
+        let v = self.call(host, "/v3/lease/grant", &json!({"TTL": ttl.to_string()}))?;
+        id(v.get("ID")).ok_or_else(|| GatewayError::Json {
+            what: "/v3/lease/grant (no ID)".into(),
+            host: host.to_string(),
+        })
+    }
+
+    /// One keep-alive of `lease`: the TTL it was renewed to, 0 when it is
+    /// gone. (The gateway carries the stream as one request and one
+    /// answer when the body holds one message.)
+    pub fn lease_keepalive(&self, host: &str, lease: u64) -> Result<u64, GatewayError> {
+        let v = self.call(
+            host,
+            "/v3/lease/keepalive",
+            &json!({"ID": lease.to_string()}),
+        )?;
+        if v.get("error").is_some() {
+            return Ok(0);
+        }
+        Ok(v.get("result").and_then(|r| id(r.get("TTL"))).unwrap_or(0))
+    }
+
+    pub fn lease_revoke(&self, host: &str, lease: u64) -> Result<(), GatewayError> {
+        self.call(host, "/v3/lease/revoke", &json!({"ID": lease.to_string()}))
+            .map(|_| ())
+    }
+
+    /// Puts `key` = `value` under `lease` only if `key` does not exist (a
+    /// transaction on its create revision); `true` when it was put.
+    pub fn create_with_lease(
+        &self,
+        host: &str,
+        key: &str,
+        value: &str,
+        lease: u64,
+    ) -> Result<bool, GatewayError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let k = b64.encode(key);
+        let body = json!({
+            "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "createRevision": "0"}],
+            "success": [{"requestPut": {"key": k, "value": b64.encode(value), "lease": lease.to_string()}}],
+        });
+        let v = self.call(host, "/v3/kv/txn", &body)?;
+        Ok(v.get("succeeded").and_then(Value::as_bool).unwrap_or(false))
+    }
+
     pub fn put(&self, host: &str, key: &str, value: &str) -> Result<(), GatewayError> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let body = json!({"key": b64.encode(key), "value": b64.encode(value)});

@@ -11,6 +11,7 @@
 //! [`Mailbox`]; it never starts or stops a process itself: it asks the
 //! supervision loop to release the service with this node's arguments.
 
+pub mod backup;
 pub mod gateway;
 pub mod join;
 pub mod pki;
@@ -96,6 +97,8 @@ struct Inner {
     misses: u32,
     /// uptime (s) of the last join attempt.
     joined_at: Option<u64>,
+    /// The backup lease, if this member holds it.
+    holder: backup::Holder,
 }
 
 /// The node's etcd, shared by the watcher thread, the node API and the
@@ -114,6 +117,8 @@ pub struct Etcd {
     ca: Option<(String, String)>,
     names: pki::Names,
     lifetime: u64,
+    /// How often the elected member snapshots etcd, and how many it keeps.
+    backups: contract::config::EtcdBackup,
     data_dir: PathBuf,
     pki_dir: PathBuf,
     owner: (u32, u32),
@@ -165,6 +170,7 @@ impl Etcd {
                 released_at: None,
                 misses: 0,
                 joined_at: None,
+                holder: backup::Holder::default(),
             }),
             bootstrapping: Mutex::new(()),
             cluster: config.cluster.name.clone(),
@@ -189,6 +195,12 @@ impl Etcd {
                 addresses: all,
             },
             lifetime,
+            backups: config
+                .cluster
+                .control_plane
+                .as_ref()
+                .and_then(|c| c.etcd_backup)
+                .unwrap_or_default(),
             data_dir: spec::DATA_DIR.into(),
             pki_dir: spec::PKI_DIR.into(),
             owner: owner.clone().unwrap_or((0, 0)),
@@ -329,7 +341,47 @@ impl Etcd {
                 continue;
             };
             self.observe(since);
+            if self.report().state == EtcdState::Voter {
+                self.backup();
+            }
         }
+    }
+
+    /// A look at the backup lease every few seconds; a snapshot when this
+    /// member holds it and the newest is `interval` old.
+    fn backup(&self) {
+        let now_up = crate::sys::uptime_ms() / 1000;
+        let mut holder = {
+            let mut inner = self.lock();
+            let due = inner
+                .holder
+                .looked_at
+                .is_none_or(|t| now_up.saturating_sub(t) >= backup::LOOK_EVERY);
+            if !due {
+                return;
+            }
+            inner.holder.looked_at = Some(now_up);
+            std::mem::take(&mut inner.holder)
+        };
+        let mut report = self.report().backups.unwrap_or_default();
+        let result = self.client(PROBE_TIMEOUT).and_then(|client| {
+            let elected = backup::elect(&client, &mut holder, &self.hostname)?;
+            report.elected = elected;
+            let dir = Path::new(spec::BACKUP_DIR);
+            let newest = holder.last_at.or_else(|| backup::kept(dir).last().copied());
+            let now = unix_now();
+            let interval = self.backups.interval.seconds();
+            if elected && newest.is_none_or(|t| now.saturating_sub(t) >= interval) {
+                backup::take(&self.pki_dir, now, self.backups.retain, &mut report)?;
+                holder.last_at = Some(now);
+            }
+            Ok(())
+        });
+        if let Err(why) = result {
+            report.error = Some(why);
+        }
+        self.lock().holder = holder;
+        self.update(|r| r.backups = Some(report));
     }
 
     /// A join attempt when one is due: no data, not started, not

@@ -14,7 +14,7 @@ use contract::api::Blob;
 use sha2::{Digest, Sha256};
 
 /// Where snapshots are written (and backups kept).
-pub const DIR: &str = "/var/lib/nodeimg/etcd-backups";
+pub const DIR: &str = contract::etcd::BACKUP_DIR;
 const ETCDCTL: &str = "/usr/bin/etcdctl";
 const ETCDUTL: &str = "/usr/bin/etcdutl";
 /// A snapshot of a large member under TCG takes a while.

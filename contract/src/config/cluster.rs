@@ -63,6 +63,28 @@ pub struct EtcdBackup {
 }
 
 impl EtcdBackup {
+    /// The shortest interval taken: a snapshot costs the member I/O and
+    /// the holder's lease is looked at every few seconds.
+    pub const MIN_INTERVAL: u64 = 10;
+
+    /// What is wrong with these settings, keys under `at`.
+    pub fn problems(&self, at: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.retain == 0 {
+            out.push(Problem::new(
+                format!("{at}.retain"),
+                "must keep at least 1 snapshot",
+            ));
+        }
+        if self.interval.seconds() < Self::MIN_INTERVAL {
+            out.push(Problem::new(
+                format!("{at}.interval"),
+                format!("must be at least {}s", Self::MIN_INTERVAL),
+            ));
+        }
+        out
+    }
+
     fn default_interval() -> Interval {
         Interval(3600)
     }
@@ -439,11 +461,6 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
         }
     }
     if let Some(b) = &cp.etcd_backup {
-        if b.retain == 0 {
-            out.push(Problem::new(
-                "cluster.control_plane.etcd_backup.retain",
-                "must keep at least 1 snapshot",
-            ));
-        }
+        out.extend(b.problems("cluster.control_plane.etcd_backup"));
     }
 }

@@ -106,12 +106,7 @@ impl ClusterConfig {
             "control_plane.members",
             &self.control_plane.members,
         ));
-        if self.etcd.backup.retain == 0 {
-            out.push(Problem::new(
-                "etcd.backup.retain",
-                "must keep at least 1 snapshot",
-            ));
-        }
+        out.extend(self.etcd.backup.problems("etcd.backup"));
         out
     }
 

@@ -410,6 +410,11 @@ fn cluster_toml_errors_name_file_and_key() {
         ),
         ("retain = 48", "retain = 0", "etcd.backup.retain"),
         (
+            "interval = \"30m\"",
+            "interval = \"9s\"",
+            "etcd.backup.interval",
+        ),
+        (
             "\"10.0.0.12\"",
             "\"10.0.0.11\"",
             "control_plane.members[1].address",
