@@ -15,7 +15,9 @@
 //! - a second bootstrap, on any member, is refused;
 //! - a snapshot taken through the node API (judged by `etcdutl`), every
 //!   control plane wiped, a damaged snapshot refused, the good one
-//!   restored by one call on one node: the others join, every key is back.
+//!   restored by one call on one node: the others join, every key is back;
+//! - `node reset`: refused without a quorum; otherwise the member leaves,
+//!   reboots wiped and joins again as a new member.
 //!
 //! One lab bring-up for all of it: each boot costs tens of seconds under TCG.
 
@@ -501,6 +503,10 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         "a write without quorum: {}",
         text(&out)
     );
+    // nor may the last member standing leave
+    let out = lab.node("cp-1", &["node", "reset"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("not a quorum"), "{}", text(&out));
     lab.start("cp-2", false);
     lab.start("cp-3", false);
     lab.wait_voters("quorum back", "cp-3", &all);
@@ -610,6 +616,23 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     };
     assert!(b["taken"].as_u64().unwrap() >= 3, "{holder}: {b:#}");
     assert_eq!(b["kept"], 2, "{holder}: {b:#}");
+
+    // A reset: cp-3 leaves, reboots with its etcd data wiped, and joins
+    // again as a new member.
+    let before = lab.members("cp-1").unwrap();
+    let old_id = before.iter().find(|m| m.0 == "cp-3").unwrap().1;
+    let out = lab.node("cp-3", &["node", "reset"]);
+    assert!(out.status.success(), "reset: {}", text(&out));
+    let t = Instant::now();
+    let after = lab.wait_voters_and("cp-3 after its reset", "cp-1", &all, |m| {
+        m.iter().any(|(n, id, _)| n == "cp-3" && *id != old_id)
+    });
+    assert!(after.iter().all(|(_, id, _)| *id != old_id), "{after:?}");
+    eprintln!(
+        "ha: cp-3 reset and a voter again as a new member in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(lab.get("cp-3", "ha/after"), "quorum back");
 
     // Down: no console showed a broken kernel or agent.
     let out = nodeimg(&["lab", "down", "--run-dir", s(&run)]);

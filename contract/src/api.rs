@@ -81,6 +81,10 @@ pub enum Request {
     /// [`Response::Blob`] and the snapshot's bytes after it.
     #[serde(rename = "etcd-snapshot")]
     EtcdSnapshot,
+    /// A control-plane node leaves etcd (refused when the others could not
+    /// keep a quorum without it), then reboots; its etcd data is wiped at
+    /// the start of that boot and it joins again as a new member.
+    Reset,
 }
 
 /// Raw bytes that follow a JSON line on the same stream (after its `\n`):
@@ -220,6 +224,7 @@ impl Request {
             Request::Bootstrap => "bootstrap",
             Request::Restore(_) => "restore",
             Request::EtcdSnapshot => "etcd-snapshot",
+            Request::Reset => "reset",
         }
     }
 
@@ -311,6 +316,7 @@ mod tests {
                 image: "docker.io/library/pause:3.10@sha256:0123".into(),
             },
             Request::EtcdSnapshot,
+            Request::Reset,
             Request::Restore(Blob {
                 bytes: 20480,
                 sha256: "ab".repeat(32),

@@ -106,6 +106,9 @@ pub struct BackupsReport {
 /// The key the backup election creates under a lease: one holder at a
 /// time, another once the holder's lease runs out.
 pub const BACKUP_LEADER_KEY: &str = "/nodeimg/backup-leader";
+/// Left by `reset` before the reboot: the next boot wipes the member's
+/// data before etcd could start, and the node joins as a new member.
+pub const RESET_MARK: &str = "/var/lib/nodeimg/etcd-reset";
 /// Where scheduled snapshots are kept (`etcd-UNIXTIME.db` and a
 /// `etcd-UNIXTIME.db.sha256` beside each).
 pub const BACKUP_DIR: &str = "/var/lib/nodeimg/etcd-backups";

@@ -58,6 +58,10 @@ enum NodeCommand {
     Config,
     /// Stop the services and reboot the node.
     Reboot,
+    /// Make a control-plane node leave etcd (refused when the rest of the
+    /// cluster could not keep a quorum without it), wipe its etcd data and
+    /// reboot; it then joins again as a new member.
+    Reset,
     /// Stop the services and power the node off.
     Shutdown,
     /// Send a new machine config: checked whole by the node (refused whole
@@ -132,6 +136,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
         NodeCommand::Dmesg => Request::Dmesg,
         NodeCommand::Config => Request::Config,
         NodeCommand::Reboot => Request::Reboot,
+        NodeCommand::Reset => Request::Reset,
         NodeCommand::Shutdown => Request::Shutdown,
         NodeCommand::ApplyConfig { file } => {
             let text = std::fs::read_to_string(&file)

@@ -94,6 +94,10 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
         // SIGUSR1 and SIGTERM are what events.rs reads as reboot and
         // power-off: the main loop then stops the services and decides.
         Request::Reboot => (Response::Accepted("reboot".into()), Some(Signal::USR1)),
+        Request::Reset => match etcd(state).map(|e| e.leave().map_err(Response::Error)) {
+            Ok(Ok(())) => (Response::Accepted("reset".into()), Some(Signal::USR1)),
+            Ok(Err(refused)) | Err(refused) => (refused, None),
+        },
         Request::Shutdown => (Response::Accepted("shutdown".into()), Some(Signal::TERM)),
     }
 }

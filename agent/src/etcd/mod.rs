@@ -205,6 +205,7 @@ impl Etcd {
             pki_dir: spec::PKI_DIR.into(),
             owner: owner.clone().unwrap_or((0, 0)),
         });
+        etcd.wipe_after_reset();
         if let Err(why) = owner {
             etcd.fail(format!("etcd's user: {why}"));
         } else if let Err(why) = etcd.renew() {
@@ -253,6 +254,84 @@ impl Etcd {
             r.state = EtcdState::Failed;
             r.error = Some(why);
         });
+    }
+
+    /// A `reset` before this boot: the member's data goes before etcd
+    /// could start with it.
+    fn wipe_after_reset(&self) {
+        let mark = Path::new(spec::RESET_MARK);
+        if !mark.exists() {
+            return;
+        }
+        let member = self.data_dir.join("member");
+        let wiped = match std::fs::remove_dir_all(&member) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => std::fs::remove_file(mark),
+        };
+        crate::console::Console::open().say(&match wiped {
+            Ok(()) => format!("etcd: reset: {} wiped", member.display()),
+            Err(e) => format!("etcd: reset: wiping {}: {e}", member.display()),
+        });
+    }
+
+    /// `reset`: this member leaves the cluster, through a healthy voter,
+    /// when the voters left could still make a quorum; the mark makes the
+    /// next boot wipe its data. The caller reboots.
+    pub fn leave(&self) -> Result<(), String> {
+        let _one = self
+            .bootstrapping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let report = self.report();
+        let me = report
+            .member_id
+            .as_deref()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .filter(|_| report.state == EtcdState::Voter || report.state == EtcdState::Learner)
+            .ok_or_else(|| {
+                format!(
+                    "refused: this node is no etcd member ({})",
+                    report.state.as_str()
+                )
+            })?;
+        let client = self.client(PROBE_TIMEOUT)?;
+        let members = client
+            .members("127.0.0.1")
+            .map_err(|e| format!("listing the members: {}", crate::error::chain(&e)))?;
+        let voters_left = members.iter().filter(|m| !m.learner && m.id != me).count();
+        let mut healthy = Vec::new();
+        for (name, host) in &self.peers {
+            if client
+                .status(host)
+                .is_ok_and(|s| !s.learner && s.leader.is_some())
+            {
+                healthy.push((name, host));
+            }
+        }
+        if voters_left == 0 || healthy.len() < voters_left / 2 + 1 {
+            return Err(format!(
+                "refused: without {} the cluster keeps {voters_left} voter(s), of which {} answer \
+                 with a leader: not a quorum",
+                self.hostname,
+                healthy.len()
+            ));
+        }
+        std::fs::write(spec::RESET_MARK, b"reset\n")
+            .map_err(|e| format!("{}: {e}", spec::RESET_MARK))?;
+        let mut why = Vec::new();
+        for (name, host) in healthy {
+            match client.member_remove(host, me) {
+                Ok(()) => {
+                    crate::console::Console::open().say(&format!(
+                        "etcd: reset: member {me:x} removed through {name}; rebooting"
+                    ));
+                    return Ok(());
+                }
+                Err(e) => why.push(format!("{name}: {}", crate::error::chain(&e))),
+            }
+        }
+        let _ = std::fs::remove_file(spec::RESET_MARK);
+        Err(format!("removing member {me:x}: {}", why.join("; ")))
     }
 
     fn has_data(&self) -> bool {
