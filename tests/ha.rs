@@ -415,11 +415,20 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     );
     let leader = lab.leader(&all);
     for name in all {
-        let r = lab.etcd_report(name);
+        // a node's report follows its member within a look or two (2 s
+        // each): etcd may list a voter its agent still reports a learner
+        let id = formed.iter().find(|(n, _, _)| n == name).unwrap().1;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let r = loop {
+            let r = lab.etcd_report(name);
+            if r["etcd"]["state"] == "voter" || Instant::now() > deadline {
+                break r;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
         assert_eq!(r["ready"], true, "{r:#}");
         let e = &r["etcd"];
         assert_eq!(e["state"], "voter", "{name}: {r:#}");
-        let id = formed.iter().find(|(n, _, _)| n == name).unwrap().1;
         assert_eq!(e["member_id"], format!("{id:x}"), "{name}: {r:#}");
     }
     let w = lab.etcd_report("worker-1");
