@@ -26,7 +26,7 @@
 
 mod support;
 
-use support::{nodeimg, ok, s};
+use support::{json, nodeimg, ok, s, text, LabDown};
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -39,28 +39,6 @@ const CPS: [(&str, &str); 3] = [
     ("cp-2", "10.77.0.12"),
     ("cp-3", "10.77.0.13"),
 ];
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-/// Takes the lab down however the test ends, so no VM outlives it.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = nodeimg(&["lab", "down", "--run-dir", s(&self.0)]);
-    }
-}
 
 struct Lab {
     run: PathBuf,
@@ -360,7 +338,7 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     )
     .unwrap();
     let run = dir.path().join("run");
-    let _down = Down(run.clone());
+    let _down = LabDown(run.clone());
 
     // Up: every node reports; `lab up` makes the one bootstrap call.
     let t = Instant::now();

@@ -14,11 +14,10 @@
 
 mod support;
 
-use support::{nodeimg, ok, s};
+use support::{json, nodeimg, ok, s, text, LabDown};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -28,28 +27,6 @@ use serde_json::Value;
 fn built() -> &'static support::Built {
     static BUILT: OnceLock<support::Built> = OnceLock::new();
     support::built_once(&BUILT, &["--format", "none"])
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
-/// Takes the lab down however the test ends, so no VM outlives it.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = nodeimg(&["lab", "down", "--run-dir", s(&self.0)]);
-    }
 }
 
 fn node<'a>(status: &'a Value, name: &str) -> &'a Value {
@@ -146,7 +123,7 @@ fn a_pair_comes_up_survives_kill_and_start_and_goes_down_clean() {
     )
     .unwrap();
     let run = dir.path().join("run");
-    let _down = Down(run.clone());
+    let _down = LabDown(run.clone());
 
     let t = Instant::now();
     let out = nodeimg(&[

@@ -262,3 +262,27 @@ pub fn free_port() -> u16 {
         .expect("its address")
         .port()
 }
+
+/// A command's exit code and both outputs, for assertion messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `out` parsed as JSON, or a panic showing it.
+pub fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// Takes a lab (`lab up`) down however the test ends, so no VM outlives it.
+pub struct LabDown(pub PathBuf);
+
+impl Drop for LabDown {
+    fn drop(&mut self) {
+        let _ = nodeimg(&["lab", "down", "--run-dir", s(&self.0)]);
+    }
+}
