@@ -443,6 +443,8 @@ impl Etcd {
             std::mem::take(&mut inner.holder)
         };
         let mut report = self.report().backups.unwrap_or_default();
+        // a look that fails claims nothing
+        report.elected = false;
         let result = self.client(PROBE_TIMEOUT).and_then(|client| {
             let elected = backup::elect(&client, &mut holder, &self.hostname)?;
             report.elected = elected;
