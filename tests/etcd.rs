@@ -28,7 +28,7 @@ use serde_json::Value;
 /// etcd member address in the cluster config.
 const NODE_IP: &str = "10.0.2.15";
 
-use support::etcd::{client_cert, etcdctl_bin};
+use support::etcd::client_cert;
 
 struct Node {
     api: String,
@@ -211,12 +211,19 @@ impl Drop for HostEtcd {
     }
 }
 
+/// The etcd service in a report.
+fn etcd_service(r: &Value) -> Value {
+    r["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "etcd")
+        .cloned()
+        .unwrap_or_else(|| panic!("no etcd service: {r:#}"))
+}
+
 fn host_etcd(cdir: &Path, dir: &Path) -> HostEtcd {
-    let ca_cert = std::fs::read_to_string(cdir.join("etcd-ca.crt")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(cdir.join("etcd-ca.key")).unwrap())
-            .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let (ca_cert, issuer) = support::etcd::ca(cdir);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p =
         rcgen::CertificateParams::new(vec!["10.0.2.100".into(), "127.0.0.1".into()]).unwrap();
@@ -269,17 +276,8 @@ fn a_node_configured_for_another_cluster_neither_joins_nor_bootstraps() {
     client_cert(&cdir, &tls);
     let cp0 = host_etcd(&cdir, dir.path());
     let judge_tls = tls.clone();
-    let judge = |args: &[&str]| {
-        let tls = &judge_tls;
-        Command::new(etcdctl_bin())
-            .arg(format!("--endpoints=https://127.0.0.1:{}", cp0.port))
-            .arg(format!("--cacert={}", tls.join("ca.crt").display()))
-            .arg(format!("--cert={}", tls.join("client.crt").display()))
-            .arg(format!("--key={}", tls.join("client.key").display()))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let cp0_endpoint = format!("127.0.0.1:{}", cp0.port);
+    let judge = |args: &[&str]| support::etcd::etcdctl(&judge_tls, &cp0_endpoint, 20, args);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !judge(&["endpoint", "health"]).status.success() {
         assert!(
@@ -317,13 +315,7 @@ fn a_node_configured_for_another_cluster_neither_joins_nor_bootstraps() {
     let r = n.wait_status("after the refusal", |_| true);
     assert_eq!(r["ready"], true, "{r:#}");
     assert_eq!(r["etcd"]["state"], "failed", "{r:#}");
-    let etcd_svc = r["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "etcd")
-        .cloned()
-        .unwrap();
+    let etcd_svc = etcd_service(&r);
     assert_eq!(etcd_svc["state"], "waiting", "{r:#}");
     // the host's member is untouched: still one member, no learner added
     let list = judge(&["member", "list"]);
@@ -361,13 +353,7 @@ fn one_control_plane_bootstraps_etcd_once_renews_its_certificates_and_keeps_its_
     let r = n.wait_status("first report", |r| r["etcd"]["state"].is_string());
     assert_eq!(r["ready"], true, "{r:#}");
     assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{r:#}");
-    let etcd_svc = r["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "etcd")
-        .cloned()
-        .unwrap_or_else(|| panic!("no etcd service: {r:#}"));
+    let etcd_svc = etcd_service(&r);
     assert_eq!(etcd_svc["state"], "waiting", "{r:#}");
     assert!(!n.etcdctl(&["endpoint", "health"]).status.success());
 
@@ -442,13 +428,7 @@ fn one_control_plane_bootstraps_etcd_once_renews_its_certificates_and_keeps_its_
     );
     let after = n.served_cert();
     assert_ne!(before, after, "etcd still serves the first certificate");
-    let etcd_svc = r["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "etcd")
-        .cloned()
-        .unwrap();
+    let etcd_svc = etcd_service(&r);
     assert_eq!(etcd_svc["restarts"], 0, "{r:#}");
     n.etcdctl_ok(&["endpoint", "health"]);
 

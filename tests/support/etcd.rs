@@ -19,15 +19,22 @@ pub fn etcdctl_bin() -> PathBuf {
     .clone()
 }
 
-/// A client certificate of cluster directory `cdir`'s etcd CA, as an
-/// operator would make one (rcgen here; etcd checks it, not our agent),
-/// written as `ca.crt`, `client.crt`, `client.key` into `out`.
-pub fn client_cert(cdir: &Path, out: &Path) {
+/// Cluster directory `cdir`'s etcd CA: its certificate (PEM) and an
+/// issuer of certificates under it.
+pub fn ca(cdir: &Path) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
     let ca_cert = std::fs::read_to_string(cdir.join("etcd-ca.crt")).unwrap();
     let ca_key =
         rcgen::KeyPair::from_pem(&std::fs::read_to_string(cdir.join("etcd-ca.key")).unwrap())
             .unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    (ca_cert, issuer)
+}
+
+/// A client certificate of cluster directory `cdir`'s etcd CA, as an
+/// operator would make one (rcgen here; etcd checks it, not our agent),
+/// written as `ca.crt`, `client.crt`, `client.key` into `out`.
+pub fn client_cert(cdir: &Path, out: &Path) {
+    let (ca_cert, issuer) = ca(cdir);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name
