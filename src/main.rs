@@ -29,6 +29,8 @@ enum Command {
     Build(cli::build::BuildArgs),
     /// Resolve images against the signed Debian archive and write nodeimg.lock.
     Lock(cli::lock::LockArgs),
+    /// Build a Go recipe's upstream programs (recipes/NAME), checked against the lock.
+    Recipe(cli::recipe::RecipeArgs),
     /// Boot built images in QEMU and report what the node saw.
     Lab(cli::lab::LabArgs),
     /// Serve a build's PXE bundle over HTTP for iPXE (labs, small sites).
@@ -66,7 +68,8 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Build(a) => cli::build::run(a, cli.quiet),
-        Command::Lock(a) => cli::lock::run(a),
+        Command::Lock(a) => cli::lock::run(a, cli.quiet),
+        Command::Recipe(a) => cli::recipe::run(a, cli.quiet),
         Command::Lab(a) => cli::lab::run(a),
         Command::Pxe(a) => cli::pxe::run(a),
         Command::Keys(a) => cli::keys::run(a),

@@ -7,9 +7,10 @@ use nodeimg::fs::squashfs::SquashfsOptions;
 use nodeimg::pipeline::{build, BuildInputs};
 use nodeimg::progress::Progress;
 use nodeimg::rootfs::assemble::Artifacts;
+use nodeimg::source::gobuild::locked_binaries;
 use nodeimg::source::lock::Lock;
 use nodeimg::source::locking::lock_images;
-use nodeimg::spec::{check_outputs, load_plan, OutputKind};
+use nodeimg::spec::{check_outputs, load_plan, load_recipe, project_dir, OutputKind};
 
 use super::{load_plans, sibling_images, SourceArgs};
 
@@ -73,6 +74,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
         let fetcher = args.source.fetcher()?;
         let tools = nodeimg::spec::load_tools(&nodeimg::spec::project_dir(&args.image))?;
         let mut lock = lock_images(&plans, &tools, &fetcher, &cache, &args.source.keyring)?;
+        super::lock::lock_recipes(&mut lock, &lock_path, &plans, &cache, quiet)?;
         lock.write(&lock_path)
             .with_context(|| format!("writing {}", lock_path.display()))?;
         tracing::info!(lock = %lock_path.display(), "lock updated");
@@ -86,6 +88,20 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
             check_static(&path, &data)?;
             tracing::info!(path = %path.display(), "{name}");
             artifacts.insert(name.into(), data);
+        }
+    }
+    for (name, programs) in plan.recipe_programs() {
+        let recipe = load_recipe(&project_dir(&args.image), &name)?;
+        let wanted: Vec<&str> = programs.iter().map(String::as_str).collect();
+        let binaries = locked_binaries(
+            &recipe,
+            lock.recipes.get(&name),
+            &wanted,
+            &cache,
+            &Progress::detect(quiet),
+        )?;
+        for (program, data) in binaries {
+            artifacts.insert(format!("{name}/{program}"), data);
         }
     }
     let source = args.source.clone();

@@ -11,6 +11,7 @@ pub mod lab_up;
 pub mod lock;
 pub mod node;
 pub mod pxe;
+pub mod recipe;
 pub mod sign;
 pub mod tool;
 pub mod verify;

@@ -79,8 +79,26 @@ pub struct Lock {
     /// Judges for tests (`tools.toml`), each locked alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// Programs built from Go recipes (`recipes/<name>/`), by recipe.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recipes: BTreeMap<String, LockedRecipe>,
     #[serde(default, rename = "package")]
     pub packages: Vec<LockedPackage>,
+}
+
+/// A recipe's build, pinned: what it was built from and each binary's
+/// sha256. A build that compiles the recipe again must produce these bytes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedRecipe {
+    /// sha256 over recipe.toml, go.mod and go.sum.
+    pub inputs: String,
+    /// The Go toolchain the binaries were built with.
+    pub go: String,
+    /// Upstream's version.
+    pub version: String,
+    /// Program -> sha256.
+    pub binaries: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -212,6 +230,7 @@ impl Lock {
             return Err(LockError::Checksum { path: path.into() });
         }
         lock.check_packages(path)?;
+        lock.check_recipes(path)?;
         Ok(lock)
     }
 
@@ -255,6 +274,23 @@ impl Lock {
                 || !p.filename.ends_with(".deb")
             {
                 return Err(bad("filename must be a relative pool path ending in .deb"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_recipes(&self, path: &Path) -> Result<(), LockError> {
+        for (name, r) in &self.recipes {
+            let bad = r
+                .binaries
+                .iter()
+                .find(|(_, sha)| hash::parse_sha256(sha).is_none());
+            if let Some((program, _)) = bad {
+                return Err(LockError::BadPackage {
+                    path: path.into(),
+                    package: format!("recipe {name}: {program}"),
+                    problem: "sha256 is not 64 hex digits".into(),
+                });
             }
         }
         Ok(())

@@ -11,6 +11,7 @@ mod image;
 mod layer;
 mod output_kind;
 mod plan;
+mod recipe;
 mod tools;
 
 pub use error::SpecError;
@@ -20,4 +21,5 @@ pub use output_kind::{Format, OutputKind, UnknownFormat, UnknownOutput};
 pub use plan::{
     check_outputs, load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS,
 };
+pub use recipe::{load_recipe, recipe_artifact, Recipe, RECIPES_DIR, RECIPE_FILE};
 pub use tools::{load_tools, TOOLS_FILE};

@@ -10,6 +10,7 @@ use super::error::SpecError;
 use super::image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
 use super::layer::{GroupSpec, LayerSpec, Setting, UserSpec};
 use super::output_kind::OutputKind;
+use super::recipe::{load_recipe, recipe_artifact};
 use crate::util::path::normalize;
 
 /// Everything a build needs to know, merged from the image and its layers.
@@ -53,6 +54,22 @@ pub struct Plan {
     pub oci_images: BTreeMap<String, super::layer::OciImageSpec>,
     /// Supervised services by name; a later layer may not redeclare one.
     pub services: BTreeMap<String, contract::services::ServiceSpec>,
+}
+
+impl Plan {
+    /// Recipe -> the programs of it that layers place
+    /// (`artifact = "kubernetes/kubelet"`).
+    pub fn recipe_programs(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in self.files.values() {
+            if let FileContent::Artifact(a) = &f.content {
+                if let Some((recipe, program)) = recipe_artifact(a) {
+                    out.entry(recipe.into()).or_default().insert(program.into());
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +243,36 @@ pub fn project_dir(image_path: &Path) -> PathBuf {
     }
 }
 
+/// A build product (`nodeagent`) or a recipe's program
+/// (`kubernetes/kubelet`, from `recipes/kubernetes/`).
+fn check_artifact(image_path: &Path, file: &Path, key: &str, a: &str) -> Result<(), SpecError> {
+    if ARTIFACTS.contains(&a) {
+        return Ok(());
+    }
+    let Some((recipe, program)) = recipe_artifact(a) else {
+        return Err(SpecError::invalid(
+            file,
+            key,
+            format!(
+                "unknown build artifact `{a}` (known: {}, or RECIPE/PROGRAM from recipes/)",
+                ARTIFACTS.join(", ")
+            ),
+        ));
+    };
+    let r = load_recipe(&project_dir(image_path), recipe)?;
+    if !r.programs.contains_key(program) {
+        return Err(SpecError::invalid(
+            file,
+            key,
+            format!(
+                "recipe `{recipe}` has no program `{program}` (it has: {})",
+                r.programs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn merge_layer(
     plan: &mut Plan,
     name: &str,
@@ -274,16 +321,7 @@ fn merge_layer(
         let content = match (&f.content, &f.source, &f.symlink, &f.artifact) {
             (Some(c), None, None, None) => FileContent::Data(c.clone().into_bytes()),
             (None, None, None, Some(a)) => {
-                if !ARTIFACTS.contains(&a.as_str()) {
-                    return Err(SpecError::invalid(
-                        file,
-                        format!("{key}.artifact"),
-                        format!(
-                            "unknown build artifact `{a}` (known: {})",
-                            ARTIFACTS.join(", ")
-                        ),
-                    ));
-                }
+                check_artifact(&plan.image_path, file, &format!("{key}.artifact"), a)?;
                 FileContent::Artifact(a.clone())
             }
             (None, Some(s), None, None) => {
