@@ -7,7 +7,7 @@ IMAGE     ?= worker
 TARGET    := x86_64-unknown-linux-gnu
 NODEIMG   := target/release/nodeimg
 
-.PHONY: setup demo build images agent nodeimg test lint lock bench clean
+.PHONY: setup demo build images agent nodeimg test lint lock bench repro clean
 
 setup:
 	./scripts/setup.sh
@@ -42,6 +42,11 @@ test: setup agent
 
 bench: setup nodeimg agent
 	./scripts/bench.sh
+
+# Two cold builds of recipes/kubernetes from empty caches: byte-identical
+# and equal to the lock (slow; not part of `make test`).
+repro: setup nodeimg
+	./scripts/repro-kubernetes.sh
 
 clean:
 	rm -rf $(OUT)

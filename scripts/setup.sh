@@ -25,6 +25,9 @@ packages=(
   ovmf ipxe-qemu systemd-boot-efi sbsigntool osslsigncode
   python3 python3-venv
 )
+# Go builds the Kubernetes programs (recipes/): Debian's, unless the
+# machine has a go already (its version matters less: see below).
+command -v go >/dev/null || packages+=(golang-go)
 
 # command, then the arguments that make it print something and exit 0
 checks=(
@@ -151,6 +154,15 @@ if ! grep -qx "Version: $NTPLIB_VERSION" <<<"$shown"; then
   echo "setup: installing ntplib $NTPLIB_VERSION into $venv" >&2
   "$venv/bin/python" -m pip install -q "ntplib==$NTPLIB_VERSION"
 fi
+# The recipe's pinned Go toolchain must answer,
+# fetched through the module proxy (GOTOOLCHAIN) when the local go is older.
+recipe_go=$(sed -n 's/^go = "\(go[0-9.]*\)"$/\1/p' "$(dirname "$0")/../recipes/kubernetes/recipe.toml")
+if [ "$(GOTOOLCHAIN="$recipe_go" go env GOVERSION 2>&1)" != "$recipe_go" ]; then
+  echo "setup: FAILED: GOTOOLCHAIN=$recipe_go go env GOVERSION does not say $recipe_go:" >&2
+  GOTOOLCHAIN="$recipe_go" go env GOVERSION >&2 || true
+  exit 1
+fi
+checks+=("go version")
 checks+=("$venv/bin/virt-fw-vars --help" "$venv/bin/pyspdxtools --help" "cargo --version")
 checks+=("$venv/bin/python -m ntplib")
 

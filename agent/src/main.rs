@@ -33,6 +33,7 @@ mod events;
 #[cfg(test)]
 mod fake;
 mod gpt;
+mod issuer;
 mod loopdev;
 mod modules;
 mod net;

@@ -9,53 +9,29 @@
 //! and a rename; keys 0600 owned by etcd's user. etcd reads its files at
 //! each new connection, so a renewal needs no restart.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+pub use crate::issuer::Pair;
+use crate::issuer::{write_file, IssueError, Leaf, Signer};
 
 /// How long an issued certificate is valid, unless the test switch
 /// `nodeimg.test_cert_lifetime` says otherwise.
 pub const LIFETIME_SECS: u64 = 365 * 86_400;
-/// `notBefore` this far back: peers whose clocks lag ours still accept.
-const BACKDATE_SECS: u64 = 3_600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    #[error("cluster.etcd_ca: {what}")]
-    Ca {
-        what: &'static str,
-        #[source]
-        source: rcgen::Error,
-    },
+    #[error(transparent)]
+    Issue(#[from] IssueError),
     #[error("cluster.etcd_ca has no key: this node cannot issue etcd certificates")]
     NoCaKey,
-    #[error("issuing the etcd {which} certificate")]
-    Issue {
-        which: &'static str,
-        #[source]
-        source: rcgen::Error,
-    },
-    #[error("the clock cannot be put in a certificate ({0} s since the epoch)")]
-    Clock(u64),
     #[error("writing {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-}
-
-/// One issued certificate and its key, PEM.
-#[derive(Clone)]
-pub struct Pair {
-    pub cert: String,
-    pub key: String,
 }
 
 /// The node's three certificates and when they were made.
@@ -77,13 +53,6 @@ pub struct Names {
     pub addresses: Vec<IpAddr>,
 }
 
-fn when(secs: u64) -> Result<time::OffsetDateTime, PkiError> {
-    i64::try_from(secs)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .ok_or(PkiError::Clock(secs))
-}
-
 /// Issues all three from the CA (`ca_cert`, `ca_key`: PEM) at `now`.
 pub fn issue(
     ca_cert: &str,
@@ -92,60 +61,28 @@ pub fn issue(
     now: u64,
     lifetime: u64,
 ) -> Result<NodeCerts, PkiError> {
-    let key = KeyPair::from_pem(ca_key).map_err(|source| PkiError::Ca {
-        what: "key is not a PEM private key rcgen can sign with",
-        source,
-    })?;
-    let issuer = Issuer::from_ca_cert_pem(ca_cert, key).map_err(|source| PkiError::Ca {
-        what: "certificate cannot be read",
-        source,
-    })?;
+    let signer = Signer::from_pem("cluster.etcd_ca", ca_cert, ca_key)?;
     let expires = now.saturating_add(lifetime);
-    let (from, until) = (when(now.saturating_sub(BACKDATE_SECS))?, when(expires)?);
-    let mut sans = vec![SanType::DnsName("localhost".try_into().map_err(
-        |source| PkiError::Issue {
-            which: "server",
-            source,
-        },
-    )?)];
-    if let Ok(h) = names.hostname.as_str().try_into() {
-        sans.push(SanType::DnsName(h));
+    let mut ips = names.addresses.clone();
+    ips.push(IpAddr::from([127, 0, 0, 1]));
+    let mut dns = vec!["localhost".to_string()];
+    if !names.hostname.is_empty() {
+        dns.push(names.hostname.clone());
     }
-    let mut addrs = names.addresses.clone();
-    addrs.push(IpAddr::from([127, 0, 0, 1]));
-    addrs.sort();
-    addrs.dedup();
-    sans.extend(addrs.into_iter().map(SanType::IpAddress));
-    use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-    let leaf = |which: &'static str, sans: Vec<SanType>, usages: Vec<ExtendedKeyUsagePurpose>| {
-        let e = |source| PkiError::Issue { which, source };
-        let key = KeyPair::generate().map_err(e)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "nodeimg");
-        dn.push(
-            DnType::CommonName,
-            format!("{} etcd {which}", names.hostname),
-        );
-        params.distinguished_name = dn;
-        params.subject_alt_names = sans;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = usages;
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = from;
-        params.not_after = until;
-        let cert = params.signed_by(&key, &issuer).map_err(e)?;
-        Ok::<Pair, PkiError>(Pair {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        })
+    let leaf = |which: &str, named: bool, server: bool| Leaf {
+        common_name: format!("{} etcd {which}", names.hostname),
+        organizations: vec!["nodeimg".into()],
+        dns: if named { dns.clone() } else { Vec::new() },
+        ips: if named { ips.clone() } else { Vec::new() },
+        server,
+        client: true,
     };
     Ok(NodeCerts {
         ca: ca_cert.to_string(),
-        server: leaf("server", sans.clone(), vec![ServerAuth, ClientAuth])?,
-        peer: leaf("peer", sans, vec![ServerAuth, ClientAuth])?,
-        client: leaf("client", Vec::new(), vec![ClientAuth])?,
+        // serverAuth and clientAuth: etcd's gRPC gateway dials etcd with it
+        server: signer.issue(&leaf("server", true, true), now, expires)?,
+        peer: signer.issue(&leaf("peer", true, true), now, expires)?,
+        client: signer.issue(&leaf("client", false, false), now, expires)?,
         issued: now,
         expires,
     })
@@ -171,20 +108,7 @@ pub fn write(dir: &Path, certs: &NodeCerts, uid: u32, gid: u32) -> Result<(), Pk
         ("client.crt", &certs.client.cert, 0o644),
     ];
     for (name, text, mode) in files {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(err(&tmp))?;
-        f.write_all(text.as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(err(&tmp))?;
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(err(&path))?;
+        write_file(&dir.join(name), text, mode, uid, gid)?;
     }
     Ok(())
 }
@@ -192,6 +116,7 @@ pub fn write(dir: &Path, certs: &NodeCerts, uid: u32, gid: u32) -> Result<(), Pk
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
     fn ca() -> (String, String) {
         let key = KeyPair::generate().unwrap();
