@@ -36,6 +36,7 @@ pub mod config_url;
 pub mod etcd;
 pub mod gpt;
 pub mod images;
+pub mod kube;
 pub mod ntp;
 pub mod paths;
 pub mod report;

@@ -29,6 +29,31 @@ enum ClusterCommand {
     Check(CheckArgs),
     /// Start the cluster's etcd on one control-plane node, once (node API).
     Bootstrap(super::bootstrap::BootstrapArgs),
+    /// Write an admin kubeconfig (a short-lived client certificate from the
+    /// cluster's Kubernetes CA).
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KubeconfigArgs {
+    /// The directory `cluster init` made.
+    dir: PathBuf,
+    /// Where to write it (0600: it holds the key).
+    #[arg(long)]
+    out: PathBuf,
+    /// The API's URL (default: https:// + cluster.toml's control-plane endpoint).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The name to check the API's certificate for, when the URL's host is
+    /// not one it carries (a lab's forwarded port).
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
+    /// How long the certificate is valid, in hours (at most 8760).
+    #[arg(long, default_value_t = 24)]
+    hours: u32,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -132,6 +157,26 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
             println!("ok");
         }
         ClusterCommand::Bootstrap(a) => return super::bootstrap::run(a),
+        ClusterCommand::Kubeconfig(a) => {
+            if a.hours == 0 || a.hours > 8760 {
+                anyhow::bail!("--hours: {} is not 1 to 8760", a.hours);
+            }
+            if let Some(url) = &a.server {
+                if !url.starts_with("https://") {
+                    anyhow::bail!("--server: {url:?} is not an https:// URL");
+                }
+            }
+            let text = cluster::admin_kubeconfig(
+                &a.dir,
+                a.server.as_deref(),
+                a.tls_server_name.as_deref(),
+                now,
+                time::Duration::hours(i64::from(a.hours)),
+            )
+            .with_context(|| format!("making a kubeconfig from {}", a.dir.display()))?;
+            cluster::write_file(&a.out, text.as_bytes(), 0o600, a.force)?;
+            println!("{}", a.out.display());
+        }
     }
     Ok(0)
 }

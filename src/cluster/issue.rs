@@ -40,9 +40,16 @@ fn cert_err(what: &'static str) -> impl Fn(rcgen::Error) -> ClusterError {
     move |source| ClusterError::Certificate { what, source }
 }
 
-fn name(cn: &str) -> DistinguishedName {
+/// `groups` become O= entries (Kubernetes reads them as the user's groups);
+/// without any, O=nodeimg.
+fn name(cn: &str, groups: &[&str]) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "nodeimg");
+    if groups.is_empty() {
+        dn.push(DnType::OrganizationName, "nodeimg");
+    }
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
     dn.push(DnType::CommonName, cn);
     dn
 }
@@ -91,7 +98,7 @@ pub fn new_ca(kind: CaKind, now: OffsetDateTime) -> Result<Ca, ClusterError> {
     let e = cert_err(kind.what);
     let key = KeyPair::generate().map_err(&e)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = name(kind.common_name);
+    params.distinguished_name = name(kind.common_name, &[]);
     // path length 0: each signs leaves (clients, nodes, members), never another CA
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
@@ -169,22 +176,23 @@ pub fn service_account() -> Result<(String, String), ClusterError> {
 fn leaf(
     ca: &Ca,
     what: &'static str,
-    cn: &str,
+    (cn, groups): (&str, &[&str]),
     sans: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
     now: OffsetDateTime,
+    valid: Duration,
 ) -> Result<Issued, ClusterError> {
     let e = cert_err(what);
     let key = KeyPair::generate().map_err(&e)?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = name(cn);
+    params.distinguished_name = name(cn, groups);
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
     params.not_before = now - BACKDATE;
-    params.not_after = now + Duration::days(LEAF_DAYS);
+    params.not_after = now + valid;
     let cert = params.signed_by(&key, &ca.issuer).map_err(&e)?;
     Ok(Issued {
         cert_pem: cert.pem(),
@@ -197,10 +205,30 @@ pub fn client(ca: &Ca, cn: &str, now: OffsetDateTime) -> Result<Issued, ClusterE
     leaf(
         ca,
         "admin client certificate",
-        cn,
+        (cn, &[]),
         Vec::new(),
         ExtendedKeyUsagePurpose::ClientAuth,
         now,
+        Duration::days(LEAF_DAYS),
+    )
+}
+
+/// A Kubernetes client identity: user `cn` in `groups`, valid for `valid`.
+pub fn kube_client(
+    ca: &Ca,
+    cn: &str,
+    groups: &[&str],
+    now: OffsetDateTime,
+    valid: Duration,
+) -> Result<Issued, ClusterError> {
+    leaf(
+        ca,
+        "Kubernetes client certificate",
+        (cn, groups),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+        now,
+        valid,
     )
 }
 
@@ -217,9 +245,10 @@ pub fn server(
     leaf(
         ca,
         "node certificate",
-        hostname,
+        (hostname, &[]),
         sans,
         ExtendedKeyUsagePurpose::ServerAuth,
         now,
+        Duration::days(LEAF_DAYS),
     )
 }

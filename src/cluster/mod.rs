@@ -118,3 +118,39 @@ pub fn machine_config(
 
 #[cfg(test)]
 mod tests;
+
+/// The admin's kubeconfig for the cluster in `dir`: a client certificate
+/// from its Kubernetes CA for user `nodeimg-admin` in group
+/// `system:masters` (Kubernetes' built-in superuser group: this is the
+/// break-glass identity, so it is short-lived: `valid`), dialling `server`
+/// (default: `https://` + the control-plane endpoint).
+pub fn admin_kubeconfig(
+    dir: &Path,
+    server: Option<&str>,
+    tls_server_name: Option<&str>,
+    now: OffsetDateTime,
+    valid: time::Duration,
+) -> Result<String, ClusterError> {
+    let c = ClusterDir::load(dir)?;
+    let issued = issue::kube_client(
+        &c.kubernetes_ca,
+        ADMIN_USER,
+        &["system:masters"],
+        now,
+        valid,
+    )?;
+    let default_server = format!("https://{}", c.config.control_plane_endpoint);
+    Ok(contract::kube::Kubeconfig {
+        cluster: &c.config.name,
+        server: server.unwrap_or(&default_server),
+        ca_pem: &c.kubernetes_ca.cert_pem,
+        user: ADMIN_USER,
+        cert_pem: &issued.cert_pem,
+        key_pem: &issued.key_pem,
+        tls_server_name,
+    }
+    .to_json())
+}
+
+/// The user name of [`admin_kubeconfig`]'s certificate.
+pub const ADMIN_USER: &str = "nodeimg-admin";
