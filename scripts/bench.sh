@@ -124,6 +124,22 @@ rootfs_size=$(stat -c %s "$work/out/rootfs.squashfs")
 verity_size=$(stat -c %s "$work/out/rootfs.verity")
 
 
+echo "bench: Kubernetes programs (recipes/kubernetes) and the images that carry them" >&2
+# warm: the binaries in nodeimg's cache (an index hit, every binary hash-checked)
+recipe_warm_s=$(best_of "$RUNS" "$NODEIMG" recipe build kubernetes --quiet)
+# Go's build cache warm, nodeimg's empty: every program linked again
+recipe_link_s=$(best_of 1 env NODEIMG_CACHE="$work/empty-cache" "$NODEIMG" recipe build kubernetes --quiet)
+k8s_rows=""
+for pair in worker:k8s-worker control-plane:k8s-control-plane; do
+  base=${pair%%:*}; k8s=${pair#*:}
+  "$NODEIMG" build "images/$base.toml" --out "$work/$base" --quiet --format none >/dev/null
+  "$NODEIMG" build "images/$k8s.toml" --out "$work/$k8s" --quiet --format none >/dev/null
+  b=$(stat -c %s "$work/$base/rootfs.squashfs"); k=$(stat -c %s "$work/$k8s/rootfs.squashfs")
+  k8s_rows+="| $k8s root image (vs $base) | $((k / 1048576)) MiB (+$(((k - b) / 1048576)) MiB) |"$'\n'
+done
+k8s_build_s=$(best_of "$RUNS" "$NODEIMG" build images/k8s-control-plane.toml --out "$work/k8s-cp-timed" --quiet --format none)
+repro_rows=$(cat benches/kubernetes-repro.md 2>/dev/null || echo "| cold builds | not measured: run \`make repro\` |")
+
 echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree" >&2
 unsquashfs -q -n -d "$work/tree" "$work/out/rootfs.squashfs" >/dev/null
 fsrow=$(cargo bench --quiet --bench fs_reference -- "$work/tree" 2>/dev/null | tail -1)
@@ -195,6 +211,19 @@ ${services_rows}
 ${node_rows}
 | \`nodeimg node status\` round trip (TLS 1.3 handshake with client certificates, best of 5) | ${status_s} s |
 
+## Kubernetes programs (recipes/kubernetes, v1.34.4, go1.26.8)
+
+Six programs (kube-apiserver, kube-controller-manager, kube-scheduler,
+kube-proxy, kubelet, kubectl). The cold rows come from \`make repro\`
+(two builds from empty caches, byte-identical and equal to the lock).
+
+| what | result |
+| --- | --- |
+${repro_rows}
+| nodeimg's cache warm (index hit, binaries hash-checked) | ${recipe_warm_s} s |
+| Go's build cache warm, nodeimg's empty (link only) | ${recipe_link_s} s |
+| warm build of k8s-control-plane (\`--format none\`) | ${k8s_build_s} s |
+${k8s_rows}
 ## Root image + verity against the reference tools, same tree
 
 nodeimg writes squashfs + dm-verity itself; the reference is
