@@ -154,9 +154,23 @@ if ! grep -qx "Version: $NTPLIB_VERSION" <<<"$shown"; then
   echo "setup: installing ntplib $NTPLIB_VERSION into $venv" >&2
   "$venv/bin/python" -m pip install -q "ntplib==$NTPLIB_VERSION"
 fi
-# The recipe's pinned Go toolchain must answer,
-# fetched through the module proxy (GOTOOLCHAIN) when the local go is older.
+# The recipe's pinned Go toolchain must answer. A go of 1.21 or later
+# fetches it by itself (GOTOOLCHAIN) through the module proxy; an older one
+# (bookworm's 1.19) cannot, but can download it as the module
+# golang.org/toolchain (checked against Go's checksum database), which
+# then serves as the go on PATH.
 recipe_go=$(sed -n 's/^go = "\(go[0-9.]*\)"$/\1/p' "$(dirname "$0")/../recipes/kubernetes/recipe.toml")
+if [ "$(GOTOOLCHAIN="$recipe_go" go env GOVERSION 2>/dev/null)" != "$recipe_go" ]; then
+  tc="${XDG_CACHE_HOME:-$HOME/.cache}/nodeimg/go-toolchain"
+  mod="golang.org/toolchain@v0.0.1-$recipe_go.linux-amd64"
+  echo "setup: $(go version) cannot run $recipe_go; fetching it as the module $mod" >&2
+  GOMODCACHE="$tc" GOFLAGS=-modcacherw GOTOOLCHAIN=local go mod download "$mod"
+  dir="$tc/$mod"
+  # module zips keep no modes: the toolchain's programs need theirs back
+  chmod +x "$dir"/bin/* "$dir"/pkg/tool/linux_amd64/*
+  $sudo ln -sfn "$dir/bin/go" /usr/local/bin/go
+  hash -r
+fi
 if [ "$(GOTOOLCHAIN="$recipe_go" go env GOVERSION 2>&1)" != "$recipe_go" ]; then
   echo "setup: FAILED: GOTOOLCHAIN=$recipe_go go env GOVERSION does not say $recipe_go:" >&2
   GOTOOLCHAIN="$recipe_go" go env GOVERSION >&2 || true
