@@ -93,9 +93,19 @@ fn go(recipe: &Recipe, cache: &Cache) -> Command {
         .env("GOOS", "linux")
         .env("GOARCH", "amd64")
         .env("GOWORK", "off")
-        .env("GOFLAGS", "-mod=readonly -modcacherw");
+        .env("GOFLAGS", "-mod=readonly -modcacherw")
+        // Settings that change a binary's bytes are pinned here, so neither
+        // a user's `go env -w` file nor their shell can make the build
+        // differ from the lock.
+        .env("GOENV", "off")
+        .env("GOAMD64", "v1")
+        .env("GOEXPERIMENT", "")
+        .env("GOFIPS140", "off");
     if std::env::var_os("GOMODCACHE").is_none() {
-        cmd.env("GOMODCACHE", cache.root().join("go-mod"));
+        // go runs in the recipe's directory: a relative cache root would
+        // land there.
+        let root = std::path::absolute(cache.root()).unwrap_or_else(|_| cache.root().to_path_buf());
+        cmd.env("GOMODCACHE", root.join("go-mod"));
     }
     cmd
 }
