@@ -34,6 +34,7 @@ mod events;
 mod fake;
 mod gpt;
 mod issuer;
+mod kube;
 mod loopdev;
 mod modules;
 mod net;
@@ -283,9 +284,22 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     sv.mailbox = Some(mailbox.clone());
     let etcd = config.as_ref().and_then(|cfg| {
         let lifetime = c.test_cert_lifetime.unwrap_or(etcd::pki::LIFETIME_SECS);
-        etcd::Etcd::start(cfg, &node_addresses(&report), lifetime, mailbox)
+        etcd::Etcd::start(cfg, &node_addresses(&report), lifetime, mailbox.clone())
     });
     report.etcd = etcd.as_ref().map(|e| e.report());
+    // Kubernetes on an image that carries kubelet: the control plane once
+    // etcd serves, kubelet after it (or at once on a worker)
+    let kube = config.as_ref().and_then(|cfg| {
+        let lifetime = c.test_cert_lifetime.unwrap_or(etcd::pki::LIFETIME_SECS);
+        kube::Kube::start(
+            cfg,
+            &node_addresses(&report),
+            lifetime,
+            mailbox,
+            etcd.clone(),
+        )
+    });
+    report.kubernetes = kube.as_ref().map(|k| k.report());
     if !sv.sup.is_empty() {
         services_into(&mut report, &sv.sup);
         report.stage_ms.insert("report".into(), sys::uptime_ms());
@@ -301,6 +315,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     ));
     let request = sv.watch(&mut ev, con, |sup, con| {
         report.etcd = etcd.as_ref().map(|e| e.report());
+        report.kubernetes = kube.as_ref().map(|k| k.report());
         services_into(&mut report, sup);
         con.line(&report.line());
         publish(&latest, &report);

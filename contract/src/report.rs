@@ -160,6 +160,9 @@ pub struct Report {
     /// A control-plane node's etcd member, apart from `ready`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd: Option<crate::etcd::EtcdReport>,
+    /// The node's Kubernetes (images that carry kubelet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::kube::KubeReport>,
 }
 
 /// How an address was obtained.

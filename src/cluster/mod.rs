@@ -140,13 +140,16 @@ pub fn admin_kubeconfig(
         valid,
     )?;
     let default_server = format!("https://{}", c.config.control_plane_endpoint);
+    use contract::kube::{Credentials, Material};
     Ok(contract::kube::Kubeconfig {
         cluster: &c.config.name,
         server: server.unwrap_or(&default_server),
-        ca_pem: &c.kubernetes_ca.cert_pem,
+        ca: Material::Pem(&c.kubernetes_ca.cert_pem),
         user: ADMIN_USER,
-        cert_pem: &issued.cert_pem,
-        key_pem: &issued.key_pem,
+        credentials: Credentials::Certificate {
+            cert: Material::Pem(&issued.cert_pem),
+            key: Material::Pem(&issued.key_pem),
+        },
         tls_server_name,
     }
     .to_json())

@@ -119,30 +119,31 @@ impl<T: Read + Write> Stream for T {}
 
 /// Sends one GET and reads the answer.
 pub fn get(t: &Target, limits: &Limits) -> Result<Response, HttpError> {
-    request(t, limits, None)
+    send(t, limits, "GET", None)
 }
 
 /// Sends one POST of a JSON body (etcd's v3 gateway) and reads the answer.
 pub fn post_json(t: &Target, limits: &Limits, body: &[u8]) -> Result<Response, HttpError> {
-    request(t, limits, Some(body))
+    send(t, limits, "POST", Some(("application/json", body)))
 }
 
-fn request(t: &Target, limits: &Limits, body: Option<&[u8]>) -> Result<Response, HttpError> {
+/// Sends one request with `method` and an optional (content type, body):
+/// the Kubernetes API's PATCH and PUT.
+pub fn send(
+    t: &Target,
+    limits: &Limits,
+    method: &str,
+    body: Option<(&str, &[u8])>,
+) -> Result<Response, HttpError> {
     let deadline = Instant::now() + limits.total;
     let tcp = connect(t.host, t.port, limits)?;
     let mut stream: Box<dyn Stream> = match &t.tls {
         None => Box::new(tcp),
         Some(config) => Box::new(handshake(config.clone(), t.host, tcp)?),
     };
-    let (method, extra) = match body {
-        None => ("GET", String::new()),
-        Some(b) => (
-            "POST",
-            format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            ),
-        ),
+    let extra = match body {
+        None => String::new(),
+        Some((kind, b)) => format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", b.len()),
     };
     let mut request = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nodeagent/{}\r\nAccept: */*\r\n{extra}\r\n",
@@ -151,7 +152,7 @@ fn request(t: &Target, limits: &Limits, body: Option<&[u8]>) -> Result<Response,
         env!("CARGO_PKG_VERSION")
     )
     .into_bytes();
-    request.extend_from_slice(body.unwrap_or_default());
+    request.extend_from_slice(body.map(|(_, b)| b).unwrap_or_default());
     stream
         .write_all(&request)
         .and_then(|()| stream.flush())

@@ -20,7 +20,7 @@ mod files;
 mod keeper;
 pub mod live;
 mod loopback;
-mod netlink;
+pub mod netlink;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};

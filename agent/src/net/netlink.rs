@@ -247,6 +247,36 @@ impl Netlink {
     }
 }
 
+impl Netlink {
+    /// A route to `dst/prefix` through `gateway` (the link found by the
+    /// kernel), replacing one to the same destination: host-gw routing to
+    /// another node's pods.
+    pub fn replace_route(
+        &mut self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = prefix;
+        msg.header.table = MAIN_TABLE;
+        msg.header.protocol = RouteProtocol::Static;
+        msg.header.scope = RouteScope::Universe;
+        msg.header.kind = RouteType::Unicast;
+        msg.attributes = vec![
+            RouteAttribute::Destination(RouteAddress::Inet(dst)),
+            RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
+        ];
+        self.request(
+            &format!("route to {dst}/{prefix} via {gateway}"),
+            RouteNetlinkMessage::NewRoute(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .map(|_| ())
+    }
+}
+
 fn address_message(index: u32, addr: Ipv4Addr, prefix: u8) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;

@@ -1,0 +1,164 @@
+//! The few Kubernetes API calls the agent makes (read a Node, list Nodes and
+//! CSRs, server-side apply, approve a CSR), over mTLS through the agent's
+//! own HTTP/1.1 client: a client library (kube-rs) would bring tokio and
+//! hyper into PID 1 for a handful of requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::Value;
+
+use crate::config_fetch::http::{self, Limits, Target};
+
+/// The field manager every apply of the agent names.
+pub const FIELD_MANAGER: &str = "nodeimg-agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("TLS client setup: {0}")]
+    Setup(String),
+    #[error("{method} {path}")]
+    Http {
+        method: &'static str,
+        path: String,
+        #[source]
+        source: Box<http::HttpError>,
+    },
+    #[error("{method} {path}: HTTP {status}: {message}")]
+    Status {
+        method: &'static str,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{method} {path}: the answer is not JSON")]
+    Json { method: &'static str, path: String },
+}
+
+impl ClientError {
+    #[allow(dead_code)]
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    tls: Arc<rustls::ClientConfig>,
+    host: String,
+    port: u16,
+    timeout: Duration,
+}
+
+impl Client {
+    /// A client of the API at `host:port` that trusts `ca_pem` and shows
+    /// `cert_pem` (with `key_pem`).
+    pub fn new(
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Client, ClientError> {
+        let bad = |e: &dyn std::fmt::Display| ClientError::Setup(e.to_string());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|_| ClientError::Setup("the client key is not PEM".into()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| bad(&e))?;
+        Ok(Client {
+            tls: Arc::new(tls),
+            host: host.to_string(),
+            port,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<(&str, &Value)>,
+    ) -> Result<Value, ClientError> {
+        let authority = format!("{}:{}", self.host, self.port);
+        let target = Target {
+            tls: Some(self.tls.clone()),
+            host: &self.host,
+            port: self.port,
+            authority: &authority,
+            path,
+        };
+        let limits = Limits {
+            connect: self.timeout,
+            io: self.timeout,
+            total: self.timeout * 2,
+            max_body: 8 << 20,
+        };
+        let bytes = body.map(|(kind, v)| (kind, serde_json::to_vec(v).unwrap_or_default()));
+        let r = http::send(
+            &target,
+            &limits,
+            method,
+            bytes.as_ref().map(|(k, b)| (*k, b.as_slice())),
+        )
+        .map_err(|source| ClientError::Http {
+            method,
+            path: path.to_string(),
+            source: Box::new(source),
+        })?;
+        let value: Option<Value> = serde_json::from_slice(&r.body).ok();
+        if !(200..300).contains(&r.status) {
+            let message = value
+                .as_ref()
+                .and_then(|v| v.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            return Err(ClientError::Status {
+                method,
+                path: path.to_string(),
+                status: r.status,
+                message,
+            });
+        }
+        value.ok_or(ClientError::Json {
+            method,
+            path: path.to_string(),
+        })
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call("GET", path, None)
+    }
+
+    /// Server-side apply of `object` at `path` (its own URL), taking over
+    /// fields another manager set.
+    pub fn apply(&self, path: &str, object: &Value) -> Result<Value, ClientError> {
+        let url = format!("{path}?fieldManager={FIELD_MANAGER}&force=true");
+        // JSON is YAML: the apply patch type takes it as it is
+        self.call(
+            "PATCH",
+            &url,
+            Some(("application/apply-patch+yaml", object)),
+        )
+    }
+
+    pub fn put(&self, path: &str, object: &Value) -> Result<Value, ClientError> {
+        self.call("PUT", path, Some(("application/json", object)))
+    }
+}

@@ -1,0 +1,478 @@
+//! Kubernetes on a node: no static pods and no image pulls for the control
+//! plane. The agent renders every certificate, kubeconfig and config file
+//! from the machine config ([`render`], [`pki`]) and asks the supervision
+//! loop to release the layers' `start = "cluster"` services: on a
+//! control-plane node, once its etcd member is a voter, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kube-proxy, then kubelet once
+//! the cluster's first objects are applied ([`objects`]); on a worker,
+//! kubelet at once (it joins through TLS bootstrap with the cluster's
+//! token). Then, every few seconds: the node's pod network once it has a
+//! pod CIDR ([`podnet`]), routes to the other nodes' pods, and on a
+//! control-plane node the role label and the approval of kubelet serving
+//! certificates ([`approver`]).
+
+pub mod approver;
+pub mod client;
+pub mod objects;
+pub mod pki;
+pub mod podnet;
+pub mod render;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use contract::config::MachineConfig;
+use contract::etcd::EtcdState;
+use contract::kube::{self as spec, KubePhase, KubeReport};
+
+use crate::etcd::Etcd;
+use crate::services::mailbox::Mailbox;
+use client::Client;
+use render::{NodeFacts, Owner};
+use serde_json::Value;
+
+/// How often the agent looks at its node.
+const LOOK_EVERY: Duration = Duration::from_secs(3);
+/// kubelet on the root: the image carries Kubernetes.
+const KUBELET_BIN: &str = "/usr/bin/kubelet";
+/// kubelet's client certificate and key once TLS bootstrap is done.
+const KUBELET_CLIENT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
+
+/// What the thread needs from the machine config.
+struct Setup {
+    facts: NodeFacts,
+    ca_cert: String,
+    ca_key: Option<String>,
+    etcd_ca: Option<(String, String)>,
+    front_proxy_ca: Option<(String, String)>,
+    service_account: Option<(String, String)>,
+    encryption_key: Option<String>,
+    token: String,
+    endpoint_host: String,
+    addresses: Vec<IpAddr>,
+    members: Vec<(String, IpAddr)>,
+    lifetime: u64,
+}
+
+pub struct Kube {
+    mailbox: Arc<Mailbox>,
+    report: Mutex<KubeReport>,
+}
+
+/// The value at JSON pointer `p`, null when absent (API objects are read
+/// field by field; a missing one is as good as null).
+pub(crate) fn at<'a>(v: &'a Value, p: &str) -> &'a Value {
+    v.pointer(p).unwrap_or(&Value::Null)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn pair(ca: Option<&contract::config::CaPair>) -> Option<(String, String)> {
+    let ca = ca?;
+    Some((
+        ca.certificate.clone(),
+        ca.key.as_ref()?.expose().to_string(),
+    ))
+}
+
+impl Kube {
+    /// Kubernetes for a node whose image carries kubelet and whose config
+    /// names the cluster's Kubernetes CA and token; `None` otherwise.
+    pub fn start(
+        config: &MachineConfig,
+        addresses: &[IpAddr],
+        lifetime: u64,
+        mailbox: Arc<Mailbox>,
+        etcd: Option<Arc<Etcd>>,
+    ) -> Option<Arc<Kube>> {
+        if !Path::new(KUBELET_BIN).exists() {
+            return None;
+        }
+        let kube = Arc::new(Kube {
+            mailbox,
+            report: Mutex::new(KubeReport::default()),
+        });
+        match setup(config, addresses, lifetime) {
+            Ok(s) => {
+                let runner = kube.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("kube".into())
+                    .spawn(move || runner.run(&s, etcd.as_deref()));
+                if let Err(e) = spawned {
+                    kube.fail(format!("cannot start the kube thread: {e}"));
+                }
+            }
+            Err(why) => kube.fail(why),
+        }
+        Some(kube)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, KubeReport> {
+        self.report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn report(&self) -> KubeReport {
+        self.lock().clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut KubeReport)) {
+        let mut r = self.lock();
+        let before = r.clone();
+        f(&mut r);
+        if *r != before {
+            self.mailbox.changed();
+        }
+    }
+
+    fn fail(&self, why: String) {
+        crate::console::Console::open().say(&format!("kubernetes: {why}"));
+        self.update(|r| {
+            r.phase = KubePhase::Failed;
+            r.error = Some(why);
+        });
+    }
+
+    fn detail(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.update(|r| r.detail = Some(what));
+    }
+
+    fn run(&self, s: &Setup, etcd: Option<&Etcd>) {
+        if s.facts.control_plane {
+            // kube-apiserver needs its local etcd member to serve
+            while etcd.is_none_or(|e| e.report().state != EtcdState::Voter) {
+                std::thread::sleep(LOOK_EVERY);
+            }
+        }
+        if let Err(why) = prepare(s) {
+            return self.fail(why);
+        }
+        let admin = match s.facts.control_plane {
+            true => match self.start_control_plane(s) {
+                Ok(c) => Some(c),
+                Err(why) => return self.fail(why),
+            },
+            false => None,
+        };
+        self.mailbox
+            .release(render::KUBELET, render::kubelet_args(&s.facts));
+        crate::console::Console::open().say("kubernetes: kubelet released");
+        self.update(|r| {
+            r.phase = KubePhase::Running;
+            r.detail = None;
+        });
+        let mut labelled = false;
+        loop {
+            std::thread::sleep(LOOK_EVERY);
+            let own = if admin.is_none() {
+                kubelet_client(s)
+            } else {
+                None
+            };
+            let Some(client) = admin.as_ref().or(own.as_ref()) else {
+                self.detail("waiting for kubelet's TLS bootstrap");
+                continue;
+            };
+            if admin.is_some() && !labelled {
+                labelled = self.label(client, s);
+            }
+            self.look(client, s);
+            if admin.is_some() {
+                self.approve(client, s);
+            }
+        }
+    }
+
+    /// Releases the control plane, waits for the API, applies the first
+    /// objects; returns the agent's admin client of the local API.
+    fn start_control_plane(&self, s: &Setup) -> Result<Client, String> {
+        for (name, args) in render::services(&s.facts) {
+            if name != render::KUBELET {
+                self.mailbox.release(name, args);
+            }
+        }
+        self.update(|r| {
+            r.phase = KubePhase::Starting;
+            r.detail = Some("waiting for kube-apiserver".into());
+        });
+        let key = s.ca_key.as_deref().unwrap_or_default();
+        let me = pki::agent_identity((&s.ca_cert, key), &s.facts.hostname, unix_now(), s.lifetime)
+            .map_err(|e| crate::error::chain(&e))?;
+        let client = Client::new(&s.ca_cert, &me.cert, &me.key, "127.0.0.1", spec::API_PORT)
+            .map_err(|e| e.to_string())?;
+        let mut last = String::new();
+        let objects = objects::bootstrap(&s.token);
+        let mut applied = 0;
+        // the API may take minutes on a loaded host: keep trying; the
+        // report says what is awaited
+        while applied < objects.len() {
+            std::thread::sleep(Duration::from_secs(2));
+            let Some((url, object)) = objects.get(applied) else {
+                break;
+            };
+            match client.apply(url, object) {
+                Ok(_) => applied += 1,
+                Err(e) => {
+                    let why = crate::error::chain(&e);
+                    if why != last {
+                        self.detail(format!("applying {url}: {why}"));
+                        last = why;
+                    }
+                }
+            }
+        }
+        crate::console::Console::open().say(&format!(
+            "kubernetes: API serving; {} bootstrap objects applied",
+            objects.len()
+        ));
+        Ok(client)
+    }
+
+    /// The control-plane role label on this node, once it registered.
+    fn label(&self, client: &Client, s: &Setup) -> bool {
+        let (url, object) = objects::control_plane_label(&s.facts.hostname);
+        client.apply(&url, &object).is_ok()
+    }
+
+    /// The node's own state, its pod network, and routes to the others'.
+    fn look(&self, client: &Client, s: &Setup) {
+        let node = match client.get(&format!("/api/v1/nodes/{}", s.facts.hostname)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.detail(format!("reading the Node: {}", crate::error::chain(&e)));
+                return;
+            }
+        };
+        let ready = at(&node, "/status/conditions")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| at(c, "/type") == "Ready")
+            .map(|c| at(c, "/status") == "True");
+        let cidr = at(&node, "/spec/podCIDR").as_str().map(str::to_string);
+        if let Some(c) = &cidr {
+            if let Err(why) = write_conflist(c) {
+                self.detail(why);
+            }
+        }
+        let mut routes = 0;
+        let mut problem = None;
+        match client.get("/api/v1/nodes") {
+            Ok(list) => {
+                for r in podnet::routes(&list, &s.facts.hostname) {
+                    let done = crate::net::netlink::Netlink::open()
+                        .and_then(|mut nl| nl.replace_route(r.dst, r.prefix, r.via));
+                    match done {
+                        Ok(()) => routes += 1,
+                        Err(e) => {
+                            problem = Some(format!(
+                                "route to {}'s pods: {}",
+                                r.node,
+                                crate::error::chain(&e)
+                            ))
+                        }
+                    }
+                }
+            }
+            Err(e) => problem = Some(format!("listing Nodes: {}", crate::error::chain(&e))),
+        }
+        self.update(|r| {
+            r.node_ready = ready;
+            r.pod_cidr = cidr;
+            r.routes = routes;
+            r.detail = problem;
+        });
+    }
+
+    /// One pass of the serving-certificate approver.
+    fn approve(&self, client: &Client, s: &Setup) {
+        let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+        let Ok(list) = client.get(path) else {
+            return;
+        };
+        for csr in at(&list, "/items").as_array().into_iter().flatten() {
+            let reported = |node: &str| {
+                client
+                    .get(&format!("/api/v1/nodes/{node}"))
+                    .map(|n| approver::node_addresses(&n))
+                    .unwrap_or_default()
+            };
+            let name = at(csr, "/metadata/name").as_str().unwrap_or_default();
+            match approver::judge(csr, reported, &s.members) {
+                approver::Verdict::Ignore => {}
+                approver::Verdict::Refuse(why) => {
+                    self.detail(format!("CSR {name} left pending: {why}"));
+                }
+                approver::Verdict::Approve { node } => {
+                    let body = approver::approved(csr, &node);
+                    match client.put(&format!("{path}/{name}/approval"), &body) {
+                        Ok(_) => {
+                            crate::console::Console::open().say(&format!(
+                                "kubernetes: approved {node}'s serving certificate ({name})"
+                            ));
+                            self.update(|r| r.approved += 1);
+                        }
+                        Err(e) => self
+                            .detail(format!("approving CSR {name}: {}", crate::error::chain(&e))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// kubelet's own client identity (after TLS bootstrap), for a worker's
+/// agent to read its Node with.
+fn kubelet_client(s: &Setup) -> Option<Client> {
+    let pem = std::fs::read_to_string(KUBELET_CLIENT).ok()?;
+    let (host, port) = s
+        .facts
+        .server
+        .trim_start_matches("https://")
+        .rsplit_once(':')?;
+    Client::new(&s.ca_cert, &pem, &pem, host, port.parse().ok()?).ok()
+}
+
+fn write_conflist(cidr: &str) -> Result<(), String> {
+    let dir = Path::new(spec::CNI_CONF_DIR);
+    let path = dir.join(podnet::CONFLIST);
+    let text = podnet::conflist(cidr);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::issuer::write_file(&path, &text, 0o644, 0, 0).map_err(|e| crate::error::chain(&e))
+}
+
+fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<Setup, String> {
+    let c = &config.cluster;
+    let control_plane = config.role.as_str() == "control-plane";
+    let ca = c
+        .kubernetes_ca
+        .as_ref()
+        .ok_or("the config has no [cluster.kubernetes_ca]")?;
+    let token = c
+        .bootstrap_token
+        .as_ref()
+        .ok_or("the config has no cluster.bootstrap_token")?
+        .expose()
+        .to_string();
+    let endpoint = c
+        .control_plane_endpoint
+        .clone()
+        .ok_or("the config has no cluster.control_plane_endpoint")?;
+    let members: Vec<(String, IpAddr)> = c
+        .control_plane
+        .as_ref()
+        .map(|cp| {
+            cp.members
+                .iter()
+                .map(|m| (m.hostname.clone(), m.address))
+                .collect()
+        })
+        .unwrap_or_default();
+    // a member's configured address, else the first the network gave
+    let address = members
+        .iter()
+        .find(|(n, _)| *n == config.hostname)
+        .map(|(_, a)| *a)
+        .or_else(|| addresses.iter().copied().find(|a| a.is_ipv4()))
+        .ok_or("the node has no address to register with")?;
+    let endpoint_host = endpoint
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .unwrap_or_default();
+    let cp = c.control_plane.as_ref();
+    Ok(Setup {
+        facts: NodeFacts {
+            cluster: c.name.clone(),
+            hostname: config.hostname.clone(),
+            address,
+            control_plane,
+            server: format!("https://{endpoint}"),
+            registry: !config.containerd.registry_mirrors.is_empty()
+                || !config.containerd.registry_credentials.is_empty(),
+        },
+        ca_cert: ca.certificate.clone(),
+        ca_key: ca.key.as_ref().map(|k| k.expose().to_string()),
+        etcd_ca: pair(c.etcd_ca.as_ref()),
+        front_proxy_ca: pair(c.front_proxy_ca.as_ref()),
+        service_account: cp
+            .and_then(|cp| cp.service_account.as_ref())
+            .map(|sa| (sa.public_key.clone(), sa.private_key.expose().to_string())),
+        encryption_key: cp
+            .and_then(|cp| cp.encryption_key.as_ref())
+            .map(|k| k.expose().to_string()),
+        token,
+        endpoint_host,
+        addresses: addresses.to_vec(),
+        members,
+        lifetime,
+    })
+}
+
+/// (uid, gid) of a rendered file's owner.
+fn owner_ids(owner: Owner) -> Result<(u32, u32), String> {
+    match owner {
+        Owner::Root => Ok((0, 0)),
+        Owner::Service(user) => {
+            crate::services::users::resolve(Path::new("/etc"), Some(user), None)
+        }
+    }
+}
+
+/// Writes the node's certificates, keys and files.
+fn prepare(s: &Setup) -> Result<(), String> {
+    let chain = |e: pki::PkiError| crate::error::chain(&e);
+    pki::make_dir(Path::new(spec::DIR), 0o755, 0, 0).map_err(chain)?;
+    pki::make_dir(Path::new(spec::PKI_DIR), 0o755, 0, 0).map_err(chain)?;
+    pki::write(&render::ca_cert(), &s.ca_cert, 0o644, (0, 0)).map_err(chain)?;
+    if s.facts.control_plane {
+        let need = |v: &Option<(String, String)>, what: &'static str| {
+            v.clone().ok_or(pki::PkiError::Missing(what)).map_err(chain)
+        };
+        let etcd_ca = need(&s.etcd_ca, "cluster.etcd_ca")?;
+        let front = need(&s.front_proxy_ca, "cluster.front_proxy_ca")?;
+        let sa = need(&s.service_account, "cluster.control_plane.service_account")?;
+        let key = s
+            .ca_key
+            .clone()
+            .ok_or(pki::PkiError::Missing("cluster.kubernetes_ca"))
+            .map_err(chain)?;
+        let material = pki::Material {
+            kubernetes_ca: (&s.ca_cert, &key),
+            etcd_ca: (&etcd_ca.0, &etcd_ca.1),
+            front_proxy_ca: (&front.0, &front.1),
+            service_account: (&sa.0, &sa.1),
+        };
+        let server = pki::apiserver_names(&s.facts.hostname, &s.addresses, &s.endpoint_host);
+        let mut server = server;
+        server.ips.push(s.facts.address);
+        let files = pki::issue(&material, &server, unix_now(), s.lifetime).map_err(chain)?;
+        for component in [
+            render::APISERVER,
+            render::CONTROLLER_MANAGER,
+            render::SCHEDULER,
+            render::PROXY,
+        ] {
+            let ids = owner_ids(render::owner_of(component))?;
+            pki::make_dir(Path::new(&render::dir_of(component)), 0o700, ids.0, ids.1)
+                .map_err(chain)?;
+        }
+        for f in files {
+            pki::write(&f.path, &f.text, f.mode, owner_ids(f.owner)?).map_err(chain)?;
+        }
+    }
+    for f in render::files(&s.facts, s.encryption_key.as_deref(), &s.token) {
+        pki::write(&f.path, &f.text, f.mode, owner_ids(f.owner)?).map_err(chain)?;
+    }
+    Ok(())
+}
