@@ -73,6 +73,12 @@ pub struct KubeReport {
     /// The node's Ready condition as the API has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_ready: Option<bool>,
+    /// kubelet's version as the Node object says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The Node's `node-role.kubernetes.io/*` labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     /// The node's pod network, once kube-controller-manager gave it one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_cidr: Option<String>,

@@ -3,6 +3,10 @@
 //! pod), and exits 0. `pause probe` instead prints what the container runtime
 //! left this process (uid, capabilities, seccomp, no_new_privs) and whether
 //! `/` is writable: nodeagent's proof that containers are confined.
+//! `pause listen PORT` answers every TCP connection with one line, and
+//! `pause connect HOST:PORT` says whether it reached one: the lab's proof
+//! that pods reach each other and Services (no other program is in the
+//! image).
 
 use std::io::Write;
 
@@ -10,6 +14,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("probe") => probe(),
+        Some("listen") => listen(args.get(1).map(String::as_str).unwrap_or("8080")),
+        Some("connect") => {
+            let ok = connect(args.get(1).map(String::as_str).unwrap_or_default());
+            std::process::exit(if ok { 0 } else { 1 });
+        }
         Some("--version") => println!("pause {}", env!("CARGO_PKG_VERSION")),
         _ => pause(),
     }
@@ -65,4 +74,47 @@ fn probe() {
         field("NoNewPrivs:"),
     );
     let _ = std::io::stdout().write_all(line.as_bytes());
+}
+
+fn listen(port: &str) {
+    let listener = match std::net::TcpListener::bind(format!("0.0.0.0:{port}")) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("NODEIMG-LISTEN {port} failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("NODEIMG-LISTEN {port}");
+    for mut conn in listener.incoming().flatten() {
+        let _ = conn.write_all(b"nodeimg pause\n");
+    }
+}
+
+/// Up to 60 tries a second apart (a new pod's network, a Service's rules
+/// may lag its start); prints the outcome.
+fn connect(target: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let timeout = std::time::Duration::from_secs(3);
+    let mut last = String::from("no address");
+    for _ in 0..60 {
+        let addrs: Vec<std::net::SocketAddr> = match target.to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                println!("NODEIMG-CONNECT {target} bad address: {e}");
+                return false;
+            }
+        };
+        for a in &addrs {
+            match std::net::TcpStream::connect_timeout(a, timeout) {
+                Ok(_) => {
+                    println!("NODEIMG-CONNECT {target} ok");
+                    return true;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    println!("NODEIMG-CONNECT {target} failed: {last}");
+    false
 }

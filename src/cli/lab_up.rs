@@ -500,8 +500,38 @@ fn print_node(n: &NodeStatus) {
             )
         })
         .unwrap_or_default();
+    let kube = n
+        .report
+        .as_ref()
+        .and_then(|r| r.report.kubernetes.as_ref())
+        .map(|k| {
+            format!(
+                "  kubernetes {}{}{}{}{}",
+                k.phase.as_str(),
+                match k.node_ready {
+                    Some(true) => " node Ready",
+                    Some(false) => " node NotReady",
+                    None => "",
+                },
+                k.version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default(),
+                if k.roles.is_empty() {
+                    String::new()
+                } else {
+                    format!(" roles {}", k.roles.join(","))
+                },
+                k.error
+                    .as_deref()
+                    .or(k.detail.as_deref())
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "{:<12} {:<13} {:<11} {:<8} {:<10} {} {} {}{etcd}  api 127.0.0.1:{} etcd 127.0.0.1:{}  serial {}{}",
+        "{:<12} {:<13} {:<11} {:<8} {:<10} {} {} {}{etcd}{kube}  api 127.0.0.1:{} etcd 127.0.0.1:{}{}  serial {}{}",
         n.name,
         n.role.as_str(),
         n.address,
@@ -512,6 +542,11 @@ fn print_node(n: &NodeStatus) {
         boot,
         n.api_port,
         n.etcd_port,
+        if n.kube_port == 0 {
+            String::new()
+        } else {
+            format!(" kube 127.0.0.1:{}", n.kube_port)
+        },
         n.serial_log.display(),
         n.error
             .as_deref()

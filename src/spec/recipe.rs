@@ -125,7 +125,8 @@ pub fn load_recipe(project: &Path, name: &str) -> Result<Recipe, SpecError> {
         return Err(SpecError::invalid(&path, "programs", "names no program"));
     }
     for (program, package) in &file.programs {
-        if !name_ok(program) || !token_ok(package) {
+        // a package starting with `-` would reach `go build` as a flag
+        if !name_ok(program) || !token_ok(package) || package.starts_with('-') {
             return Err(SpecError::invalid(
                 &path,
                 format!("programs.{program}"),
@@ -233,6 +234,10 @@ stamps = { "example.org/up/version.v" = "v1.2.3" }
             (GOOD.replace("go1.26.8", "latest"), "go"),
             (GOOD.replace("= \"v1.2.3\" }", "= \"v1 2\" }"), "stamps."),
             (GOOD.replace("hello =", "Hello ="), "programs.Hello"),
+            (
+                GOOD.replace("= \"example.org/up/cmd/hello\"", "= \"-toolexec=x\""),
+                "programs.hello",
+            ),
             (format!("{GOOD}extra = 1\n"), "extra"),
         ] {
             write_recipe(d.path(), &bad, "module x\nrequire example.org/up v1.2.3\n");

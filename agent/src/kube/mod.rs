@@ -160,7 +160,10 @@ impl Kube {
                 Ok(c) => Some(c),
                 Err(why) => return self.fail(why),
             },
-            false => None,
+            false => {
+                self.await_endpoint(s);
+                None
+            }
         };
         self.mailbox
             .release(render::KUBELET, render::kubelet_args(&s.facts));
@@ -191,12 +194,38 @@ impl Kube {
         }
     }
 
+    /// A worker's kubelet would only crash-loop before the control plane
+    /// listens: wait until its endpoint accepts a connection.
+    fn await_endpoint(&self, s: &Setup) {
+        use std::net::ToSocketAddrs;
+        let endpoint = s.facts.server.trim_start_matches("https://");
+        self.update(|r| {
+            r.phase = KubePhase::Starting;
+            r.detail = Some(format!("waiting for the control plane at {endpoint}"));
+        });
+        loop {
+            let up = endpoint.to_socket_addrs().is_ok_and(|mut addrs| {
+                addrs.any(|a| {
+                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok()
+                })
+            });
+            if up {
+                return;
+            }
+            std::thread::sleep(LOOK_EVERY);
+        }
+    }
+
     /// Releases the control plane, waits for the API, applies the first
     /// objects; returns the agent's admin client of the local API.
     fn start_control_plane(&self, s: &Setup) -> Result<Client, String> {
-        for (name, args) in render::services(&s.facts) {
-            if name != render::KUBELET {
-                self.mailbox.release(name, args);
+        // the API server first: the controllers and kube-proxy crash-loop
+        // on a loaded host until its RBAC roles exist, which the first
+        // applied object below proves
+        let services = render::services(&s.facts);
+        for (name, args) in &services {
+            if *name == render::APISERVER {
+                self.mailbox.release(name, args.clone());
             }
         }
         self.update(|r| {
@@ -229,6 +258,11 @@ impl Kube {
                 }
             }
         }
+        for (name, args) in services {
+            if name != render::APISERVER && name != render::KUBELET {
+                self.mailbox.release(name, args);
+            }
+        }
         crate::console::Console::open().say(&format!(
             "kubernetes: API serving; {} bootstrap objects applied",
             objects.len()
@@ -239,7 +273,8 @@ impl Kube {
     /// The control-plane role label on this node, once it registered.
     fn label(&self, client: &Client, s: &Setup) -> bool {
         let (url, object) = objects::control_plane_label(&s.facts.hostname);
-        client.apply(&url, &object).is_ok()
+        // an apply would create the Node: only kubelet registers it
+        client.get(&url).is_ok() && client.apply(&url, &object).is_ok()
     }
 
     /// The node's own state, its pod network, and routes to the others'.
@@ -258,6 +293,16 @@ impl Kube {
             .find(|c| at(c, "/type") == "Ready")
             .map(|c| at(c, "/status") == "True");
         let cidr = at(&node, "/spec/podCIDR").as_str().map(str::to_string);
+        let version = at(&node, "/status/nodeInfo/kubeletVersion")
+            .as_str()
+            .map(str::to_string);
+        let roles: Vec<String> = at(&node, "/metadata/labels")
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+            .map(str::to_string)
+            .collect();
         if let Some(c) = &cidr {
             if let Err(why) = write_conflist(c) {
                 self.detail(why);
@@ -286,6 +331,8 @@ impl Kube {
         }
         self.update(|r| {
             r.node_ready = ready;
+            r.version = version;
+            r.roles = roles;
             r.pod_cidr = cidr;
             r.routes = routes;
             r.detail = problem;

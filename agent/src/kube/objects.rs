@@ -9,6 +9,9 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
+/// The ClusterRole (and its binding) that lets nodes list Nodes.
+pub const POD_ROUTES: &str = "nodeimg:pod-routes";
+
 /// The extra group token holders are in (beside `system:bootstrappers`).
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:nodeimg";
 
@@ -70,6 +73,19 @@ pub fn bootstrap(token: &str) -> Vec<(String, Value)> {
             "Group",
             "system:nodes",
         ),
+        // host-gw routing: each node's agent reads every Node's pod range
+        // and address (kubelet's identity may read only its own Node);
+        // read-only, and NodeRestriction still keeps a node to its own
+        (
+            format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{POD_ROUTES}"),
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": { "name": POD_ROUTES, "labels": { "app.kubernetes.io/managed-by": "nodeimg" } },
+                "rules": [{ "apiGroups": [""], "resources": ["nodes"], "verbs": ["list"] }],
+            }),
+        ),
+        binding(POD_ROUTES, POD_ROUTES, "Group", "system:nodes"),
         binding(
             "nodeimg:node-proxier",
             "system:node-proxier",
@@ -126,10 +142,26 @@ mod tests {
                 "{url}"
             );
         }
-        let roles: Vec<&str> = objects[1..]
+        let bound: Vec<(&str, &str)> = objects
             .iter()
-            .map(|(_, o)| o["roleRef"]["name"].as_str().unwrap())
+            .filter(|(_, o)| o["kind"] == "ClusterRoleBinding")
+            .map(|(_, o)| {
+                (
+                    o["roleRef"]["name"].as_str().unwrap(),
+                    o["subjects"][0]["name"].as_str().unwrap(),
+                )
+            })
             .collect();
-        assert!(roles.contains(&"system:node-bootstrapper"));
+        assert!(bound.contains(&("system:node-bootstrapper", "system:bootstrappers")));
+        assert!(bound.contains(&(POD_ROUTES, "system:nodes")));
+        // nodes may list Nodes, nothing more
+        let role = objects
+            .iter()
+            .find(|(_, o)| o["kind"] == "ClusterRole")
+            .unwrap();
+        assert_eq!(
+            role.1["rules"],
+            json!([{ "apiGroups": [""], "resources": ["nodes"], "verbs": ["list"] }])
+        );
     }
 }

@@ -114,6 +114,9 @@ pub struct NodeStatus {
     pub api_port: u16,
     /// `127.0.0.1:etcd_port` reaches the node's etcd client port (2379).
     pub etcd_port: u16,
+    /// `127.0.0.1:kube_port` reaches the node's kube-apiserver (6443).
+    #[serde(default)]
+    pub kube_port: u16,
     pub serial_log: PathBuf,
     /// How QEMU ended last, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]

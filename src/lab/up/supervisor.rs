@@ -78,6 +78,9 @@ impl Tail {
     }
 }
 
+/// How `lab status` names a console report line it could not read.
+const BAD_REPORT: &str = "a report the contract cannot read";
+
 struct Node {
     plan: NodePlan,
     dir: PathBuf,
@@ -85,6 +88,7 @@ struct Node {
     image: usize,
     api_port: u16,
     etcd_port: u16,
+    kube_port: u16,
     vm: Option<Vm>,
     tail: Tail,
     starts: u32,
@@ -124,7 +128,12 @@ pub fn serve(run_dir: &Path) -> Result<(), UpError> {
         .nodes
         .iter()
         .flat_map(|n| {
-            [contract::api::PORT, ETCD_CLIENT_PORT].map(|guest_port| PortForward {
+            [
+                contract::api::PORT,
+                ETCD_CLIENT_PORT,
+                contract::kube::API_PORT,
+            ]
+            .map(|guest_port| PortForward {
                 port: 0,
                 address: n.address,
                 guest_port,
@@ -179,6 +188,7 @@ pub fn serve(run_dir: &Path) -> Result<(), UpError> {
             image: image_of.get(&n.image).copied().unwrap_or(0),
             api_port: port(contract::api::PORT),
             etcd_port: port(ETCD_CLIENT_PORT),
+            kube_port: port(contract::kube::API_PORT),
             vm: None,
             starts: 0,
             started: Instant::now(),
@@ -505,8 +515,23 @@ impl Lab {
                                     .map(|d| d.as_millis() as i64),
                             });
                             tracing::info!(node = n.plan.name, "boot report");
+                            if n.error
+                                .as_deref()
+                                .is_some_and(|e| e.starts_with(BAD_REPORT))
+                            {
+                                n.error = None;
+                            }
                         }
-                        Err(e) => n.error = Some(format!("a report the contract cannot read: {e}")),
+                        // the kernel's console messages can land inside a
+                        // long report line: a later report replaces it, so
+                        // it is an error only while no report was read
+                        Err(e) if n.report.is_some() => {
+                            tracing::warn!(node = n.plan.name, "{BAD_REPORT}: {e}")
+                        }
+                        Err(e) => {
+                            n.error =
+                                Some(format!("{BAD_REPORT}: {}", crate::util::error::chain(&e)))
+                        }
                     }
                     changed = true;
                 }
@@ -544,6 +569,7 @@ impl Lab {
                     report: n.report.clone(),
                     api_port: n.api_port,
                     etcd_port: n.etcd_port,
+                    kube_port: n.kube_port,
                     serial_log: n.tail.path.clone(),
                     exit: n.exit.clone(),
                     error: n.error.clone(),
