@@ -37,6 +37,8 @@ use serde_json::Value;
 const LOOK_EVERY: Duration = Duration::from_secs(3);
 /// kubelet on the root: the image carries Kubernetes.
 const KUBELET_BIN: &str = "/usr/bin/kubelet";
+/// What kubelet's `resolvConf` names (render.rs).
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// kubelet's client certificate and key once TLS bootstrap is done.
 const KUBELET_CLIENT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 
@@ -482,6 +484,19 @@ fn prepare(s: &Setup) -> Result<(), String> {
     pki::make_dir(Path::new(spec::DIR), 0o755, 0, 0).map_err(chain)?;
     pki::make_dir(Path::new(spec::PKI_DIR), 0o755, 0, 0).map_err(chain)?;
     pki::write(&render::ca_cert(), &s.ca_cert, 0o644, (0, 0)).map_err(chain)?;
+    // kubelet gives pods the host's resolv.conf and cannot make a sandbox
+    // without one; a config without DNS servers leaves none (the network
+    // code writes it once servers are configured)
+    let resolv = Path::new(RESOLV_CONF);
+    if !resolv.exists() {
+        pki::write(
+            RESOLV_CONF,
+            "# no DNS servers in the machine config\n",
+            0o644,
+            (0, 0),
+        )
+        .map_err(chain)?;
+    }
     if s.facts.control_plane {
         let need = |v: &Option<(String, String)>, what: &'static str| {
             v.clone().ok_or(pki::PkiError::Missing(what)).map_err(chain)
