@@ -140,6 +140,10 @@ done
 k8s_build_s=$(best_of "$RUNS" "$NODEIMG" build images/k8s-control-plane.toml --out "$work/k8s-cp-timed" --quiet --format none)
 repro_rows=$(cat benches/kubernetes-repro.md 2>/dev/null || echo "| cold builds | not measured: run \`make repro\` |")
 
+echo "bench: Kubernetes in the lab (tests/k8s.rs: a control-plane node and a worker, TCG)" >&2
+k8s_ready_s=$(cargo test --locked --quiet --test k8s -- --nocapture 2>&1 |
+  sed -n 's/^k8s: lab up to two Ready nodes in \([0-9.]*\) s$/\1/p')
+
 echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree" >&2
 unsquashfs -q -n -d "$work/tree" "$work/out/rootfs.squashfs" >/dev/null
 fsrow=$(cargo bench --quiet --bench fs_reference -- "$work/tree" 2>/dev/null | tail -1)
@@ -223,6 +227,7 @@ ${repro_rows}
 | nodeimg's cache warm (index hit, binaries hash-checked) | ${recipe_warm_s} s |
 | Go's build cache warm, nodeimg's empty (link only) | ${recipe_link_s} s |
 | warm build of k8s-control-plane (\`--format none\`) | ${k8s_build_s} s |
+| qemu/k8s-small.toml: \`lab up\` to two Ready nodes (TCG, 1 + 1) | ${k8s_ready_s:-failed} s |
 ${k8s_rows}
 ## Root image + verity against the reference tools, same tree
 
