@@ -36,8 +36,16 @@ pub fn run(args: LockArgs, quiet: bool) -> anyhow::Result<i32> {
     let fetcher = args.source.fetcher()?;
     let tools = load_tools(&project_dir(first))?;
     let cache = args.source.cache();
+    let previous = Lock::read(&lock_path).ok();
     let mut lock = lock_images(&plans, &tools, &fetcher, &cache, &args.source.keyring)?;
     lock_recipes(&mut lock, &lock_path, &plans, &cache, quiet)?;
+    // images named: the lock's other images stay as they were
+    if let (false, Some(previous)) = (args.images.is_empty(), &previous) {
+        let kept = lock.keep_others(previous, &lock_path)?;
+        if !kept.is_empty() {
+            println!("kept as locked: {}", kept.join(", "));
+        }
+    }
     lock.write(&lock_path)
         .with_context(|| format!("writing {}", lock_path.display()))?;
     for (name, img) in &lock.images {

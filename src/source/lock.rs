@@ -36,6 +36,12 @@ pub enum LockError {
         "{path}: version {found} is not supported (expected {LOCK_VERSION}); run `nodeimg lock`"
     )]
     Version { path: PathBuf, found: u32 },
+    #[error("{path}: the archive moved since it was written (InRelease sha256 {was}, now {now}); lock every image together (`nodeimg lock` without image arguments) so they resolve against one archive state; nothing written")]
+    ArchiveMoved {
+        path: PathBuf,
+        was: String,
+        now: String,
+    },
     #[error("{path}: content checksum mismatch (edited by hand or damaged); run `nodeimg lock` to regenerate it")]
     Checksum { path: PathBuf },
     #[error("{path}: image `{image}` is not locked; run `nodeimg lock {spec}` or build with --update-lock")]
@@ -385,6 +391,47 @@ impl Lock {
     }
 }
 
+impl Lock {
+    /// Keeps what `previous` (the lock at `path`) holds beyond this lock,
+    /// made for some images only: its other images, the packages they
+    /// name, its other recipes. Both must be resolved from the same
+    /// archive state, or the kept images would name packages the archive
+    /// no longer serves. Returns the images kept.
+    pub fn keep_others(&mut self, previous: &Lock, path: &Path) -> Result<Vec<String>, LockError> {
+        if previous.source.inrelease_sha256 != self.source.inrelease_sha256 {
+            return Err(LockError::ArchiveMoved {
+                path: path.to_path_buf(),
+                was: previous.source.inrelease_sha256.clone(),
+                now: self.source.inrelease_sha256.clone(),
+            });
+        }
+        let mut kept = Vec::new();
+        for (name, image) in &previous.images {
+            if !self.images.contains_key(name) {
+                self.images.insert(name.clone(), image.clone());
+                kept.push(name.clone());
+            }
+        }
+        for (name, recipe) in &previous.recipes {
+            self.recipes
+                .entry(name.clone())
+                .or_insert_with(|| recipe.clone());
+        }
+        let have: std::collections::BTreeSet<(String, String)> = self
+            .packages
+            .iter()
+            .map(|p| (p.name.clone(), p.architecture.clone()))
+            .collect();
+        for p in &previous.packages {
+            if !have.contains(&(p.name.clone(), p.architecture.clone())) {
+                self.packages.push(p.clone());
+            }
+        }
+        // `write` sorts them
+        Ok(kept)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +454,33 @@ mod tests {
             }],
             ..Lock::default()
         }
+    }
+
+    #[test]
+    fn locking_some_images_keeps_the_others_from_the_same_archive() {
+        let image = |pkgs: &[&str]| LockedImage {
+            packages: pkgs.iter().map(|p| p.to_string()).collect(),
+            ..LockedImage::default()
+        };
+        let mut previous = sample();
+        previous.images.insert("worker".into(), image(&["libc6"]));
+        previous.images.insert("k8s".into(), image(&["libc6"]));
+        let mut fresh = sample();
+        fresh.packages[0].name = "mount".into();
+        fresh.images.insert("k8s".into(), image(&["mount"]));
+        let path = Path::new("nodeimg.lock");
+        let kept = fresh.keep_others(&previous, path).unwrap();
+        assert_eq!(kept, ["worker"]);
+        // the re-locked image is the new one; the other, and its package, stay
+        assert_eq!(fresh.images["k8s"].packages, ["mount"]);
+        assert_eq!(fresh.images["worker"].packages, ["libc6"]);
+        let names: Vec<&str> = fresh.packages.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["mount", "libc6"]);
+        // another archive state: refused, naming the way out
+        let mut moved = sample();
+        moved.source.inrelease_sha256 = "other".into();
+        let e = moved.keep_others(&previous, path).unwrap_err().to_string();
+        assert!(e.contains("lock every image together"), "{e}");
     }
 
     #[test]
