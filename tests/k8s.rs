@@ -11,8 +11,9 @@
 //!   server reached the worker's kubelet, whose serving certificate the
 //!   agent approved);
 //! - a pod on the control-plane node reaches a pod on the worker (host-gw
-//!   routes), and the API through the `kubernetes` Service (kube-proxy; a
-//!   worker runs none yet, so that pod is on the control-plane node);
+//!   routes), and a pod on the worker reaches the API through the
+//!   `kubernetes` Service (the worker's kube-proxy, whose certificate its
+//!   agent asked the cluster for);
 //! - an anonymous request gets 401, a ServiceAccount without bindings 403,
 //!   and the worker's own kubelet credentials cannot read a Secret no pod
 //!   of it uses (Node authorizer and NodeRestriction).
@@ -299,12 +300,12 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
     k.pod(
         d,
         "to-api",
-        &pause_pod("to-api", "cp-1", &["connect", "10.96.0.1:443"], "Never"),
+        &pause_pod("to-api", "worker-1", &["connect", "10.96.0.1:443"], "Never"),
         "Succeeded",
     );
 
     // Refusals: anonymous 401, an unbound ServiceAccount 403.
-    let anon = Command::new("curl")
+    let anon = Command::new(support::tool("curl"))
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("{server}/api/v1/namespaces"))
         .output()
@@ -314,7 +315,7 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
     let token = k.ok(&["create", "token", "nobody"]);
     // curl, not kubectl with the admin kubeconfig: its client certificate
     // would authenticate first
-    let denied = Command::new("curl")
+    let denied = Command::new(support::tool("curl"))
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
         .arg(format!("Authorization: Bearer {}", token.trim()))
         .arg(format!("{server}/api/v1/namespaces/default/secrets"))

@@ -253,4 +253,34 @@ fn upstream_kubectl_authenticates_to_upstream_kube_apiserver_with_our_kubeconfig
         "{}",
         text(&foreign)
     );
+    // and the server refuses the other cluster's client certificate, shown
+    // with a client that trusts this server
+    use base64::Engine;
+    let okc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&okc).unwrap()).unwrap();
+    for (field, file) in [
+        ("client-certificate-data", "other.crt"),
+        ("client-key-data", "other.key"),
+    ] {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(okc["users"][0]["user"][field].as_str().unwrap())
+            .unwrap();
+        std::fs::write(d.path().join(file), pem).unwrap();
+    }
+    let stranger = Command::new(support::tool("curl"))
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(cdir.join("kubernetes-ca.crt"))
+        .arg("--cert")
+        .arg(d.path().join("other.crt"))
+        .arg("--key")
+        .arg(d.path().join("other.key"))
+        .arg(format!("{server}/version"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&stranger.stdout),
+        "401",
+        "{}",
+        text(&stranger)
+    );
 }

@@ -6,7 +6,8 @@
 //! `system:nodes`, its DNS names are NAME alone, and each IP address is one
 //! the Node object reports; an address of a configured control-plane member
 //! only for that member. Anything else is left pending, with the reason in
-//! the report.
+//! the report. It also approves a worker agent's request for kube-proxy's
+//! client certificate (`proxy_cert.rs`), and nothing else of that signer.
 
 use std::net::IpAddr;
 
@@ -97,7 +98,13 @@ pub fn judge(
     let pending = at(csr, "/status/conditions")
         .as_array()
         .is_none_or(|c| c.is_empty());
-    if at(spec, "/signerName") != SIGNER || !pending {
+    if !pending {
+        return Verdict::Ignore;
+    }
+    if at(spec, "/signerName") == super::proxy_cert::SIGNER {
+        return judge_proxy(spec);
+    }
+    if at(spec, "/signerName") != SIGNER {
         return Verdict::Ignore;
     }
     let Some(node) = at(spec, "/username")
@@ -133,6 +140,42 @@ pub fn judge(
         if !known.contains(ip) {
             return Verdict::Refuse(format!("asks for {ip}, which node {node} does not report"));
         }
+    }
+    Verdict::Approve {
+        node: node.to_string(),
+    }
+}
+
+/// A worker's agent asking, as its node, for kube-proxy's client
+/// certificate: approved when that is all it asks for. Any other CSR to the
+/// API-client signer is not the agent's business (an admin's tool may use it).
+fn judge_proxy(spec: &Value) -> Verdict {
+    use super::proxy_cert::{COMMON_NAME, USAGES};
+    let Some(node) = at(spec, "/username")
+        .as_str()
+        .and_then(|u| u.strip_prefix("system:node:"))
+    else {
+        return Verdict::Ignore;
+    };
+    let Ok(asked) = read_request(at(spec, "/request").as_str().unwrap_or_default()) else {
+        return Verdict::Ignore;
+    };
+    if asked.common_name.as_deref() != Some(COMMON_NAME) {
+        return Verdict::Ignore;
+    }
+    let usages_ok = at(spec, "/usages").as_array().is_some_and(|u| {
+        u.iter()
+            .all(|x| x.as_str().is_some_and(|x| USAGES.contains(&x)))
+    });
+    if !asked.organizations.is_empty()
+        || !asked.dns.is_empty()
+        || !asked.ips.is_empty()
+        || asked.other > 0
+        || !usages_ok
+    {
+        return Verdict::Refuse(format!(
+            "node {node} asks for {COMMON_NAME} with more than its name and client usage"
+        ));
     }
     Verdict::Approve {
         node: node.to_string(),
@@ -253,6 +296,30 @@ mod tests {
         let mut other = ok.clone();
         other["spec"]["signerName"] = json!("kubernetes.io/kube-apiserver-client-kubelet");
         assert_eq!(judge(&other, reported, &members()), Verdict::Ignore);
+        // kube-proxy's certificate, asked for by a node, and nothing more
+        let (mut proxy, _) = super::super::proxy_cert::request("p").unwrap();
+        proxy["spec"]["username"] = json!(n);
+        assert_eq!(
+            judge(&proxy, reported, &members()),
+            Verdict::Approve {
+                node: "worker-1".into()
+            }
+        );
+        let mut groups = csr(
+            super::super::proxy_cert::COMMON_NAME,
+            &["system:masters"],
+            &[],
+            &[],
+            n,
+        );
+        groups["spec"]["signerName"] = json!(super::super::proxy_cert::SIGNER);
+        groups["spec"]["usages"] = json!(["client auth"]);
+        assert!(matches!(
+            judge(&groups, reported, &members()),
+            Verdict::Refuse(_)
+        ));
+        proxy["spec"]["username"] = json!("alice");
+        assert_eq!(judge(&proxy, reported, &members()), Verdict::Ignore);
         let done = approved(&ok, "worker-1");
         assert_eq!(done["status"]["conditions"][0]["type"], "Approved");
         assert_eq!(judge(&done, reported, &members()), Verdict::Ignore);

@@ -158,6 +158,10 @@ impl Client {
         )
     }
 
+    pub fn create(&self, path: &str, object: &Value) -> Result<Value, ClientError> {
+        self.call("POST", path, Some(("application/json", object)))
+    }
+
     pub fn put(&self, path: &str, object: &Value) -> Result<Value, ClientError> {
         self.call("PUT", path, Some(("application/json", object)))
     }

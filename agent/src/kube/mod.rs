@@ -16,6 +16,7 @@ pub mod client;
 pub mod objects;
 pub mod pki;
 pub mod podnet;
+pub mod proxy_cert;
 pub mod render;
 
 use std::net::IpAddr;
@@ -56,6 +57,14 @@ struct Setup {
     addresses: Vec<IpAddr>,
     members: Vec<(String, IpAddr)>,
     lifetime: u64,
+}
+
+/// A worker's kube-proxy certificate: not asked for, asked for (the CSR's
+/// name and the key waiting for its certificate), or in place.
+enum ProxyCert {
+    None,
+    Asked { name: String, key: String },
+    Released,
 }
 
 pub struct Kube {
@@ -175,6 +184,12 @@ impl Kube {
             r.detail = None;
         });
         let mut labelled = false;
+        // a control-plane node issued kube-proxy's certificate itself
+        let mut proxy = if s.facts.control_plane {
+            ProxyCert::Released
+        } else {
+            ProxyCert::None
+        };
         loop {
             std::thread::sleep(LOOK_EVERY);
             let own = if admin.is_none() {
@@ -189,6 +204,7 @@ impl Kube {
             if admin.is_some() && !labelled {
                 labelled = self.label(client, s);
             }
+            proxy = self.proxy_cert(client, s, proxy);
             self.look(client, s);
             if admin.is_some() {
                 self.approve(client, s);
@@ -270,6 +286,60 @@ impl Kube {
             objects.len()
         ));
         Ok(client)
+    }
+
+    /// One step of a worker's request for kube-proxy's certificate; kube-proxy
+    /// is released once it is written.
+    fn proxy_cert(&self, client: &Client, s: &Setup, state: ProxyCert) -> ProxyCert {
+        let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+        match state {
+            ProxyCert::Released => ProxyCert::Released,
+            ProxyCert::None => {
+                let name = format!("kube-proxy-{}-{}", s.facts.hostname, unix_now());
+                let made = proxy_cert::request(&name).and_then(|(csr, key)| {
+                    client
+                        .create(path, &csr)
+                        .map(|_| ProxyCert::Asked { name, key })
+                        .map_err(|e| crate::error::chain(&e))
+                });
+                made.unwrap_or_else(|why| {
+                    self.detail(format!("asking for kube-proxy's certificate: {why}"));
+                    ProxyCert::None
+                })
+            }
+            ProxyCert::Asked { name, key } => {
+                let csr = match client.get(&format!("{path}/{name}")) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.detail(format!("CSR {name}: {}", crate::error::chain(&e)));
+                        return ProxyCert::Asked { name, key };
+                    }
+                };
+                match proxy_cert::outcome(&csr) {
+                    proxy_cert::Outcome::Waiting => ProxyCert::Asked { name, key },
+                    proxy_cert::Outcome::Refused(why) => {
+                        self.detail(format!("CSR {name} for kube-proxy: {why}"));
+                        ProxyCert::None
+                    }
+                    proxy_cert::Outcome::Issued(cert) => {
+                        let dir = render::dir_of(render::PROXY);
+                        let written = pki::write(&format!("{dir}/client.key"), &key, 0o600, (0, 0))
+                            .and_then(|()| {
+                                pki::write(&format!("{dir}/client.crt"), &cert, 0o600, (0, 0))
+                            });
+                        if let Err(e) = written {
+                            self.detail(crate::error::chain(&e));
+                            return ProxyCert::Asked { name, key };
+                        }
+                        self.mailbox.release(render::PROXY, render::proxy_args());
+                        crate::console::Console::open().say(
+                            "kubernetes: kube-proxy's certificate issued; kube-proxy released",
+                        );
+                        ProxyCert::Released
+                    }
+                }
+            }
+        }
     }
 
     /// The control-plane role label on this node, once it registered.
@@ -484,6 +554,7 @@ fn prepare(s: &Setup) -> Result<(), String> {
     pki::make_dir(Path::new(spec::DIR), 0o755, 0, 0).map_err(chain)?;
     pki::make_dir(Path::new(spec::PKI_DIR), 0o755, 0, 0).map_err(chain)?;
     pki::write(&render::ca_cert(), &s.ca_cert, 0o644, (0, 0)).map_err(chain)?;
+    pki::make_dir(Path::new(&render::dir_of(render::PROXY)), 0o700, 0, 0).map_err(chain)?;
     // kubelet gives pods the host's resolv.conf and cannot make a sandbox
     // without one; a config without DNS servers leaves none (the network
     // code writes it once servers are configured)
@@ -523,7 +594,6 @@ fn prepare(s: &Setup) -> Result<(), String> {
             render::APISERVER,
             render::CONTROLLER_MANAGER,
             render::SCHEDULER,
-            render::PROXY,
         ] {
             let ids = owner_ids(render::owner_of(component))?;
             pki::make_dir(Path::new(&render::dir_of(component)), 0o700, ids.0, ids.1)

@@ -420,17 +420,19 @@ pub fn files(facts: &NodeFacts, encryption_key: Option<&str>, bootstrap_token: &
         owner: Owner::Root,
         text: json_text(&kubelet_config()),
     });
+    // kube-proxy on every node; a worker's certificate comes through a
+    // CSR its agent makes (kube/proxy_cert.rs)
+    out.push(component_kubeconfig(facts, PROXY, &kubelet_server));
+    out.push(File {
+        path: format!("{}/kube-proxy.json", spec::DIR),
+        mode: 0o600,
+        owner: Owner::Root,
+        text: json_text(&proxy_config(facts)),
+    });
     if facts.control_plane {
         let local = local_server();
         out.push(component_kubeconfig(facts, CONTROLLER_MANAGER, &local));
         out.push(component_kubeconfig(facts, SCHEDULER, &local));
-        out.push(component_kubeconfig(facts, PROXY, &local));
-        out.push(File {
-            path: format!("{}/kube-proxy.json", spec::DIR),
-            mode: 0o600,
-            owner: Owner::Root,
-            text: json_text(&proxy_config(facts)),
-        });
         let api = Owner::Service(APISERVER);
         for (name, doc) in [
             ("admission.json", admission_config()),
@@ -462,8 +464,8 @@ pub fn services(facts: &NodeFacts) -> Vec<(&'static str, Vec<String>)> {
         out.push((APISERVER, apiserver_args(facts)));
         out.push((CONTROLLER_MANAGER, controller_manager_args()));
         out.push((SCHEDULER, scheduler_args()));
-        out.push((PROXY, proxy_args()));
     }
+    out.push((PROXY, proxy_args()));
     out.push((KUBELET, kubelet_args(facts)));
     out
 }

@@ -238,8 +238,16 @@ fn files_are_private_and_owned_by_who_reads_them() {
         paths(&w),
         [
             "/etc/kubernetes/bootstrap-kubelet.kubeconfig",
-            "/etc/kubernetes/kubelet.json"
+            "/etc/kubernetes/kubelet.json",
+            "/etc/kubernetes/kube-proxy.kubeconfig",
+            "/etc/kubernetes/kube-proxy.json",
         ]
+    );
+    // a worker's kube-proxy dials the control-plane endpoint
+    let proxy = doc(file(&w, "kube-proxy.kubeconfig"));
+    assert_eq!(
+        proxy["clusters"][0]["cluster"]["server"],
+        "https://10.77.0.11:6443"
     );
     let boot = doc(file(&w, "bootstrap-kubelet.kubeconfig"));
     assert_eq!(
@@ -297,6 +305,7 @@ fn control_plane_kubelet_registers_tainted_and_dials_the_local_api() {
     );
     assert_eq!(flag(kubelet, "node-ip"), Some("10.77.0.11"));
     let w = services(&worker());
-    assert_eq!(w.len(), 1);
-    assert_eq!(flag(&w[0].1, "register-with-taints"), None);
+    let names: Vec<&str> = w.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, [PROXY, KUBELET]);
+    assert_eq!(flag(&w[1].1, "register-with-taints"), None);
 }
