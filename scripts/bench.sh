@@ -141,8 +141,9 @@ k8s_build_s=$(best_of "$RUNS" "$NODEIMG" build images/k8s-control-plane.toml --o
 repro_rows=$(cat benches/kubernetes-repro.md 2>/dev/null || echo "| cold builds | not measured: run \`make repro\` |")
 
 echo "bench: Kubernetes in the lab (tests/k8s.rs: a control-plane node and a worker, TCG)" >&2
-k8s_ready_s=$(cargo test --locked --quiet --test k8s -- --nocapture 2>&1 |
-  sed -n 's/^k8s: lab up to two Ready nodes in \([0-9.]*\) s$/\1/p')
+k8s_out=$(cargo test --locked --quiet --test k8s -- --nocapture 2>&1 || true)
+k8s_ready_s=$(sed -n 's/^k8s: lab up to two Ready nodes in \([0-9.]*\) s$/\1/p' <<<"$k8s_out")
+k8s_rss_rows=$(sed -n 's/^k8s: rss \([^ ]*\) \([^ ]*\) \([0-9]*\) MiB$/| RSS on \1: \2 | \3 MiB |/p' <<<"$k8s_out")
 
 echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree" >&2
 unsquashfs -q -n -d "$work/tree" "$work/out/rootfs.squashfs" >/dev/null
@@ -228,6 +229,7 @@ ${repro_rows}
 | Go's build cache warm, nodeimg's empty (link only) | ${recipe_link_s} s |
 | warm build of k8s-control-plane (\`--format none\`) | ${k8s_build_s} s |
 | qemu/k8s-small.toml: \`lab up\` to two Ready nodes (TCG, 1 + 1) | ${k8s_ready_s:-failed} s |
+${k8s_rss_rows}
 ${k8s_rows}
 ## Root image + verity against the reference tools, same tree
 

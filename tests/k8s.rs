@@ -15,8 +15,10 @@
 //!   `kubernetes` Service (the worker's kube-proxy, whose certificate its
 //!   agent asked the cluster for);
 //! - an anonymous request gets 401, a ServiceAccount without bindings 403,
-//!   and the worker's own kubelet credentials cannot read a Secret no pod
-//!   of it uses (Node authorizer and NodeRestriction).
+//!   and the worker's kubelet identity reads a Secret its pod mounts but
+//!   not another, nor may it label itself control plane (Node authorizer
+//!   and NodeRestriction);
+//! - every component is a ready service of the agent (its memory printed).
 //!
 //! One lab bring-up for all of it: each boot costs minutes under TCG.
 
@@ -322,4 +324,101 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&denied.stdout), "403");
+
+    // The worker's kubelet identity (impersonated by the admin: the Node
+    // authorizer and NodeRestriction judge the user and group, not how
+    // they were proven): a Secret a pod on it mounts reads, another does
+    // not, and it may not make itself a control-plane node.
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "mounted",
+        "--from-literal=k=v",
+    ]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "unbound",
+        "--from-literal=k=v",
+    ]);
+    let mut holder = pause_pod("holder", "worker-1", &[], "Always");
+    holder["spec"]["volumes"] =
+        serde_json::json!([{ "name": "s", "secret": { "secretName": "mounted" } }]);
+    holder["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{ "name": "s", "mountPath": "/s", "readOnly": true }]);
+    k.pod(d, "holder", &holder, "Running");
+    let node = ["--as=system:node:worker-1", "--as-group=system:nodes"];
+    let mut args = vec!["get", "secret", "mounted"];
+    args.extend(node);
+    k.ok(&args);
+    let mut args = vec!["get", "secret", "unbound"];
+    args.extend(node);
+    let unbound = k.run(&args);
+    assert!(
+        !unbound.status.success() && text(&unbound).contains("forbidden"),
+        "{}",
+        text(&unbound)
+    );
+    let mut args = vec![
+        "label",
+        "node",
+        "worker-1",
+        "node-role.kubernetes.io/control-plane=",
+    ];
+    args.extend(node);
+    let promoted = k.run(&args);
+    assert!(
+        !promoted.status.success() && text(&promoted).contains("not allowed"),
+        "{}",
+        text(&promoted)
+    );
+
+    // Every component runs under the agent; their memory, from each node's
+    // report through its API.
+    for n in up["nodes"].as_array().unwrap() {
+        let name = n["name"].as_str().unwrap();
+        let report = json(&ok(&[
+            "node",
+            "--node",
+            &format!("127.0.0.1:{}", n["api_port"].as_u64().unwrap()),
+            "--nodeconfig",
+            s(&cluster.join("admin.nodeconfig")),
+            "--server-name",
+            n["address"].as_str().unwrap(),
+            "status",
+            "--json",
+            "--timeout",
+            "20",
+        ]));
+        let want: &[&str] = if name == "cp-1" {
+            &[
+                "containerd",
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kube-proxy",
+                "kubelet",
+            ]
+        } else {
+            &["containerd", "kube-proxy", "kubelet"]
+        };
+        let services = report["services"].as_array().unwrap();
+        for w in want {
+            let svc = services
+                .iter()
+                .find(|v| v["name"] == *w)
+                .unwrap_or_else(|| panic!("{name}: no {w} in {services:?}"));
+            assert_eq!(svc["state"], "ready", "{name}: {svc}");
+            let rss = svc["rss_kib"].as_u64().unwrap_or(0);
+            assert!(rss > 0, "{name}: {svc}");
+            eprintln!("k8s: rss {name} {w} {} MiB", rss / 1024);
+        }
+        eprintln!(
+            "k8s: rss {name} nodeagent {} MiB",
+            report["agent_rss_kib"].as_u64().unwrap_or(0) / 1024
+        );
+    }
 }

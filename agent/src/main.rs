@@ -523,6 +523,9 @@ fn node_addresses(report: &Report) -> Vec<std::net::IpAddr> {
 /// runtime check.
 fn services_into(report: &mut Report, sup: &Supervisor) {
     report.services = sup.report();
+    for s in &mut report.services {
+        s.rss_kib = s.pid.and_then(sys::rss_kib_of);
+    }
     report.agent_rss_kib = sys::rss_kib();
     let runtime = match &report.runtime {
         Some(r) if !r.ok => Err(format!(

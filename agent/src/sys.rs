@@ -312,7 +312,16 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 
 /// This process's resident set (`VmRSS` in `/proc/self/status`), KiB.
 pub fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_kib_at("/proc/self/status")
+}
+
+/// Another process's resident memory (KiB), `None` once it is gone.
+pub fn rss_kib_of(pid: i32) -> Option<u64> {
+    rss_kib_at(&format!("/proc/{pid}/status"))
+}
+
+fn rss_kib_at(path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))

@@ -337,6 +337,9 @@ pub struct ServiceReport {
     pub last_exit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The running process's resident memory (KiB) when the report was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
 }
 
 /// An image containerd imported at boot.

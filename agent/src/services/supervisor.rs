@@ -333,6 +333,7 @@ impl Supervisor {
                 ready_ms: s.ready_ms,
                 last_exit: s.last_exit.clone(),
                 error: s.error.clone(),
+                rss_kib: None,
             })
             .collect()
     }
