@@ -117,6 +117,43 @@ impl HttpError {
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
+/// A TLS client that trusts only `ca_pem` and shows `cert_pem` with
+/// `key_pem` (mutual TLS: etcd's gateway, the Kubernetes API); TLS 1.3
+/// only when `tls13_only`. The error says what could not be read.
+pub fn mtls_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    tls13_only: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| format!("the CA: {e}"))?)
+            .map_err(|e| format!("the CA: {e}"))?;
+    }
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the client certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|_| "the client key is not PEM".to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        rustls::DEFAULT_VERSIONS
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(tls))
+}
+
 /// Sends one GET and reads the answer.
 pub fn get(t: &Target, limits: &Limits) -> Result<Response, HttpError> {
     send(t, limits, "GET", None)

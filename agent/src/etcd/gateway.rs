@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 
 use crate::config_fetch::http::{self, Limits, Target};
@@ -47,27 +45,9 @@ pub struct Client {
 impl Client {
     /// TLS 1.3 (what etcd is set to), the node's client certificate.
     pub fn new(certs: &NodeCerts, timeout: Duration) -> Result<Client, GatewayError> {
-        let bad = |e: &dyn std::fmt::Display| GatewayError::Setup(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(certs.ca.as_bytes()) {
-            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-        }
-        let chain = CertificateDer::pem_slice_iter(certs.client.cert.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(certs.client.key.as_bytes())
-            .map_err(|_| GatewayError::Setup("the client key is not PEM".into()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| bad(&e))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| bad(&e))?;
-        Ok(Client {
-            tls: Arc::new(tls),
-            timeout,
-        })
+        let tls = http::mtls_config(&certs.ca, &certs.client.cert, &certs.client.key, true)
+            .map_err(GatewayError::Setup)?;
+        Ok(Client { tls, timeout })
     }
 
     /// POSTs `body` to `https://HOST:2379PATH` and returns the JSON answer.

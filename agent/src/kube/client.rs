@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
 use crate::config_fetch::http::{self, Limits, Target};
@@ -64,25 +62,10 @@ impl Client {
         host: &str,
         port: u16,
     ) -> Result<Client, ClientError> {
-        let bad = |e: &dyn std::fmt::Display| ClientError::Setup(e.to_string());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots.add(c.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-        }
-        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&e))?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|_| ClientError::Setup("the client key is not PEM".into()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(&e))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| bad(&e))?;
+        let tls =
+            http::mtls_config(ca_pem, cert_pem, key_pem, false).map_err(ClientError::Setup)?;
         Ok(Client {
-            tls: Arc::new(tls),
+            tls,
             host: host.to_string(),
             port,
             timeout: Duration::from_secs(10),

@@ -191,15 +191,9 @@ pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
 
 /// kube-controller-manager's flags.
 pub fn controller_manager_args() -> Vec<String> {
-    let kc = kubeconfig_path(CONTROLLER_MANAGER);
     let p = |f: &str| path(CONTROLLER_MANAGER, f);
-    vec![
-        format!("--kubeconfig={kc}"),
-        format!("--authentication-kubeconfig={kc}"),
-        format!("--authorization-kubeconfig={kc}"),
-        "--bind-address=127.0.0.1".into(),
-        "--profiling=false".into(),
-        "--leader-elect=true".into(),
+    let mut args = controller_args(CONTROLLER_MANAGER);
+    args.extend([
         "--use-service-account-credentials=true".into(),
         format!("--service-account-private-key-file={}", p("sa.key")),
         format!("--root-ca-file={}", ca_cert()),
@@ -213,13 +207,19 @@ pub fn controller_manager_args() -> Vec<String> {
         format!("--service-cluster-ip-range={}", spec::SERVICE_CIDR),
         "--terminated-pod-gc-threshold=10".into(),
         "--feature-gates=RotateKubeletServerCertificate=true".into(),
-        format!("--tls-cipher-suites={CIPHERS}"),
-    ]
+    ]);
+    args
 }
 
 /// kube-scheduler's flags.
 pub fn scheduler_args() -> Vec<String> {
-    let kc = kubeconfig_path(SCHEDULER);
+    controller_args(SCHEDULER)
+}
+
+/// What kube-controller-manager and kube-scheduler share: their
+/// kubeconfig for everything, loopback only, no profiling, leader election.
+fn controller_args(component: &str) -> Vec<String> {
+    let kc = kubeconfig_path(component);
     vec![
         format!("--kubeconfig={kc}"),
         format!("--authentication-kubeconfig={kc}"),

@@ -227,27 +227,9 @@ impl Netlink {
         index: u32,
         gateway: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
-        let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = 0;
-        msg.header.table = MAIN_TABLE;
-        msg.header.protocol = RouteProtocol::Boot;
-        msg.header.scope = RouteScope::Universe;
-        msg.header.kind = RouteType::Unicast;
-        msg.attributes = vec![
-            RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
-            RouteAttribute::Oif(index),
-        ];
-        self.request(
-            &format!("default route via {gateway} on link {index}"),
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-        )
-        .map(|_| ())
+        self.route(None, gateway, Some(index), RouteProtocol::Boot)
     }
-}
 
-impl Netlink {
     /// A route to `dst/prefix` through `gateway` (the link found by the
     /// kernel), replacing one to the same destination: host-gw routing to
     /// another node's pods.
@@ -257,19 +239,44 @@ impl Netlink {
         prefix: u8,
         gateway: Ipv4Addr,
     ) -> Result<(), NetlinkError> {
+        self.route(Some((dst, prefix)), gateway, None, RouteProtocol::Static)
+    }
+
+    /// Adds or replaces the main table's route to `dst` (the default route
+    /// when `None`) through `gateway`, on link `oif` when given.
+    fn route(
+        &mut self,
+        dst: Option<(Ipv4Addr, u8)>,
+        gateway: Ipv4Addr,
+        oif: Option<u32>,
+        protocol: RouteProtocol,
+    ) -> Result<(), NetlinkError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = prefix;
+        msg.header.destination_prefix_length = dst.map_or(0, |(_, p)| p);
         msg.header.table = MAIN_TABLE;
-        msg.header.protocol = RouteProtocol::Static;
+        msg.header.protocol = protocol;
         msg.header.scope = RouteScope::Universe;
         msg.header.kind = RouteType::Unicast;
-        msg.attributes = vec![
-            RouteAttribute::Destination(RouteAddress::Inet(dst)),
-            RouteAttribute::Gateway(RouteAddress::Inet(gateway)),
-        ];
+        if let Some((d, _)) = dst {
+            msg.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(d)));
+        }
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+        if let Some(i) = oif {
+            msg.attributes.push(RouteAttribute::Oif(i));
+        }
+        let what = match dst {
+            None => format!("default route via {gateway}"),
+            Some((d, p)) => format!("route to {d}/{p} via {gateway}"),
+        };
+        let what = match oif {
+            Some(i) => format!("{what} on link {i}"),
+            None => what,
+        };
         self.request(
-            &format!("route to {dst}/{prefix} via {gateway}"),
+            &what,
             RouteNetlinkMessage::NewRoute(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         )
