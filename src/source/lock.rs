@@ -398,6 +398,20 @@ impl Lock {
     /// archive state, or the kept images would name packages the archive
     /// no longer serves. Returns the images kept.
     pub fn keep_others(&mut self, previous: &Lock, path: &Path) -> Result<Vec<String>, LockError> {
+        // recipes do not depend on the archive
+        for (name, recipe) in &previous.recipes {
+            self.recipes
+                .entry(name.clone())
+                .or_insert_with(|| recipe.clone());
+        }
+        let others: Vec<(&String, &LockedImage)> = previous
+            .images
+            .iter()
+            .filter(|(name, _)| !self.images.contains_key(*name))
+            .collect();
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
         if previous.source.inrelease_sha256 != self.source.inrelease_sha256 {
             return Err(LockError::ArchiveMoved {
                 path: path.to_path_buf(),
@@ -406,16 +420,9 @@ impl Lock {
             });
         }
         let mut kept = Vec::new();
-        for (name, image) in &previous.images {
-            if !self.images.contains_key(name) {
-                self.images.insert(name.clone(), image.clone());
-                kept.push(name.clone());
-            }
-        }
-        for (name, recipe) in &previous.recipes {
-            self.recipes
-                .entry(name.clone())
-                .or_insert_with(|| recipe.clone());
+        for (name, image) in others {
+            self.images.insert(name.clone(), image.clone());
+            kept.push(name.clone());
         }
         let have: std::collections::BTreeSet<(String, String)> = self
             .packages
@@ -481,6 +488,9 @@ mod tests {
         moved.source.inrelease_sha256 = "other".into();
         let e = moved.keep_others(&previous, path).unwrap_err().to_string();
         assert!(e.contains("lock every image together"), "{e}");
+        // but with nothing else to keep, the archive may have moved
+        moved.images = previous.images.clone();
+        assert!(moved.keep_others(&previous, path).unwrap().is_empty());
     }
 
     #[test]
