@@ -257,17 +257,6 @@ mod tests {
         (cn, orgs, eku.server_auth, eku.client_auth, dns)
     }
 
-    fn fake() -> render::NodeFacts {
-        render::NodeFacts {
-            cluster: "lab".into(),
-            hostname: "cp-1".into(),
-            address: "10.77.0.11".parse().unwrap(),
-            control_plane: true,
-            server: "https://10.77.0.11:6443".into(),
-            registry: false,
-        }
-    }
-
     /// The identities and usages each component needs, one row each.
     #[test]
     fn every_certificate_has_its_identity_and_usage() {
@@ -349,9 +338,8 @@ mod tests {
             let owner = match component {
                 "kube-proxy" => render::Owner::Root,
                 c => render::Owner::Service(
-                    render::services(&fake())
-                        .iter()
-                        .map(|(n, _)| *n)
+                    [APISERVER, CONTROLLER_MANAGER, SCHEDULER]
+                        .into_iter()
                         .find(|n| *n == c)
                         .unwrap(),
                 ),
