@@ -10,6 +10,11 @@ use serde_json::json;
 
 /// kube-apiserver's secure port.
 pub const API_PORT: u16 = 6443;
+/// Where every node's agent listens on loopback and forwards to the API
+/// servers of all control-plane members (its own first): kubelet and
+/// kube-proxy reach the API through it, so losing any one control-plane
+/// node loses no node's API (Talos' KubePrism uses the same port).
+pub const BALANCER_PORT: u16 = 7445;
 /// kubelet's authenticated port (the API server dials it for logs, exec).
 pub const KUBELET_PORT: u16 = 10250;
 

@@ -80,7 +80,13 @@ pub fn render(
         }),
         etcd_ca: None,
         front_proxy_ca: None,
-        control_plane: None,
+        // every node knows the API servers' addresses: its local balancer
+        // (agent/src/kube/balancer.rs) spreads kubelet and kube-proxy
+        // across them; the keys stay on the control plane
+        control_plane: Some(ClusterControlPlane {
+            members: cfg.control_plane.members.clone(),
+            ..Default::default()
+        }),
     };
     if spec.role == Role::ControlPlane {
         cluster.kubernetes_ca = with_key(&c.kubernetes_ca);

@@ -241,7 +241,13 @@ fn a_worker_config_holds_no_private_key_but_its_own() {
     let k8s = c.cluster.kubernetes_ca.as_ref().unwrap();
     assert_eq!(k8s.certificate, d.kubernetes_ca.cert_pem);
     assert!(k8s.key.is_none());
-    assert!(c.cluster.etcd_ca.is_none() && c.cluster.control_plane.is_none());
+    assert!(c.cluster.etcd_ca.is_none());
+    // of the control plane, a worker knows only where its members are
+    let cp = c.cluster.control_plane.as_ref().unwrap();
+    assert_eq!(cp.members, d.config.control_plane.members);
+    assert!(
+        cp.encryption_key.is_none() && cp.service_account.is_none() && cp.etcd_backup.is_none()
+    );
 
     // the contract refuses the same config with a CA key planted
     let planted = text.replace(

@@ -12,6 +12,7 @@
 //! certificates ([`approver`]).
 
 pub mod approver;
+pub mod balancer;
 pub mod client;
 pub mod objects;
 pub mod pki;
@@ -57,6 +58,7 @@ struct Setup {
     addresses: Vec<IpAddr>,
     members: Vec<(String, IpAddr)>,
     lifetime: u64,
+    balancer: Arc<balancer::Balancer>,
 }
 
 /// A worker's kube-proxy certificate: not asked for, asked for (the CSR's
@@ -157,6 +159,12 @@ impl Kube {
     }
 
     fn run(&self, s: &Setup, etcd: Option<&Etcd>) {
+        if let Err(e) = s.balancer.listen() {
+            return self.fail(format!(
+                "the API balancer cannot listen on 127.0.0.1:{}: {e}",
+                spec::BALANCER_PORT
+            ));
+        }
         if s.facts.control_plane {
             // kube-apiserver needs its local etcd member to serve
             while etcd.is_none_or(|e| e.report().state != EtcdState::Voter) {
@@ -213,23 +221,13 @@ impl Kube {
     }
 
     /// A worker's kubelet would only crash-loop before the control plane
-    /// listens: wait until its endpoint accepts a connection.
+    /// listens: wait until one of its API servers accepts a connection.
     fn await_endpoint(&self, s: &Setup) {
-        use std::net::ToSocketAddrs;
-        let endpoint = s.facts.server.trim_start_matches("https://");
         self.update(|r| {
             r.phase = KubePhase::Starting;
-            r.detail = Some(format!("waiting for the control plane at {endpoint}"));
+            r.detail = Some("waiting for an API server of the control plane".into());
         });
-        loop {
-            let up = endpoint.to_socket_addrs().is_ok_and(|mut addrs| {
-                addrs.any(|a| {
-                    std::net::TcpStream::connect_timeout(&a, Duration::from_secs(3)).is_ok()
-                })
-            });
-            if up {
-                return;
-            }
+        while s.balancer.dial().is_none() {
             std::thread::sleep(LOOK_EVERY);
         }
     }
@@ -452,12 +450,7 @@ impl Kube {
 /// agent to read its Node with.
 fn kubelet_client(s: &Setup) -> Option<Client> {
     let pem = std::fs::read_to_string(KUBELET_CLIENT).ok()?;
-    let (host, port) = s
-        .facts
-        .server
-        .trim_start_matches("https://")
-        .rsplit_once(':')?;
-    Client::new(&s.ca_cert, &pem, &pem, host, port.parse().ok()?).ok()
+    Client::new(&s.ca_cert, &pem, &pem, "127.0.0.1", spec::BALANCER_PORT).ok()
 }
 
 fn write_conflist(cidr: &str) -> Result<(), String> {
@@ -498,6 +491,11 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
                 .collect()
         })
         .unwrap_or_default();
+    if members.is_empty() {
+        return Err(
+            "the config has no [[cluster.control_plane.members]]: no API server to reach".into(),
+        );
+    }
     // a member's configured address, else the first the network gave
     let address = members
         .iter()
@@ -516,7 +514,6 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
             hostname: config.hostname.clone(),
             address,
             control_plane,
-            server: format!("https://{endpoint}"),
             registry: !config.containerd.registry_mirrors.is_empty()
                 || !config.containerd.registry_credentials.is_empty(),
         },
@@ -533,6 +530,11 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
         token,
         endpoint_host,
         addresses: addresses.to_vec(),
+        balancer: balancer::Balancer::new(balancer::order(
+            &members.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+            control_plane.then_some(address),
+            &config.hostname,
+        )),
         members,
         lifetime,
     })

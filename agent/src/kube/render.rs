@@ -36,9 +36,6 @@ pub struct NodeFacts {
     /// The address the node is known by (its InternalIP).
     pub address: IpAddr,
     pub control_plane: bool,
-    /// `https://HOST:PORT` of the control plane as this node's kubelet and
-    /// kube-proxy reach it.
-    pub server: String,
     /// The cluster names a registry: images may be pulled, so
     /// `AlwaysPullImages` can be on (with preloaded images only, it would
     /// stop every pod).
@@ -123,6 +120,11 @@ fn component_kubeconfig(facts: &NodeFacts, component: &'static str, server: &str
 
 fn local_server() -> String {
     format!("https://127.0.0.1:{}", spec::API_PORT)
+}
+
+/// The node's own balancer in front of every API server (kube/balancer.rs).
+pub fn balancer_server() -> String {
+    format!("https://127.0.0.1:{}", spec::BALANCER_PORT)
 }
 
 /// kube-apiserver's flags.
@@ -394,11 +396,9 @@ fn encryption_config(key_b64: &str) -> serde_json::Value {
 /// (base64), `bootstrap_token`: the kubelet's first credential.
 pub fn files(facts: &NodeFacts, encryption_key: Option<&str>, bootstrap_token: &str) -> Vec<File> {
     let mut out = Vec::new();
-    let kubelet_server = if facts.control_plane {
-        local_server()
-    } else {
-        facts.server.clone()
-    };
+    // kubelet and kube-proxy keep their node's API through the loss of
+    // any one control-plane node, the node's own included
+    let kubelet_server = balancer_server();
     let ca = ca_cert();
     let bootstrap = Kubeconfig {
         cluster: &facts.cluster,

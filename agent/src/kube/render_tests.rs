@@ -8,7 +8,6 @@ fn cp() -> NodeFacts {
         hostname: "cp-1".into(),
         address: "10.77.0.11".parse().unwrap(),
         control_plane: true,
-        server: "https://10.77.0.11:6443".into(),
         registry: false,
     }
 }
@@ -243,16 +242,16 @@ fn files_are_private_and_owned_by_who_reads_them() {
             "/etc/kubernetes/kube-proxy.json",
         ]
     );
-    // a worker's kube-proxy dials the control-plane endpoint
+    // a worker's kubelet and kube-proxy dial its local balancer
     let proxy = doc(file(&w, "kube-proxy.kubeconfig"));
     assert_eq!(
         proxy["clusters"][0]["cluster"]["server"],
-        "https://10.77.0.11:6443"
+        "https://127.0.0.1:7445"
     );
     let boot = doc(file(&w, "bootstrap-kubelet.kubeconfig"));
     assert_eq!(
         boot["clusters"][0]["cluster"]["server"],
-        "https://10.77.0.11:6443"
+        "https://127.0.0.1:7445"
     );
     assert_eq!(boot["users"][0]["user"]["token"], "abcdef.0123456789abcdef");
 }
