@@ -97,6 +97,7 @@ pub fn render(
             service_account: Some(c.service_account.clone()),
             etcd_backup: Some(cfg.etcd.backup),
             members: cfg.control_plane.members.clone(),
+            oidc: cfg.oidc.is_set().then(|| cfg.oidc.clone()),
         });
     }
     let config = MachineConfig {

@@ -303,6 +303,36 @@ fn a_control_plane_config_has_what_etcd_needs() {
 }
 
 #[test]
+fn the_oidc_issuer_reaches_control_plane_configs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &request(), false, now()).unwrap();
+    let cp = |d: &std::path::Path, who: &str, role| {
+        let addresses: &[&str] = if role == Role::Worker {
+            &["10.0.0.21"]
+        } else {
+            &[]
+        };
+        let text = machine_config(d, &spec(who, role, addresses), now()).unwrap();
+        MachineConfig::from_toml(&text, "n.toml")
+            .unwrap()
+            .cluster
+            .control_plane
+            .unwrap()
+    };
+    assert_eq!(cp(dir.path(), "cp-1", Role::ControlPlane).oidc, None);
+    let toml = dir.path().join("cluster.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace(
+        "[oidc]\n",
+        "[oidc]\nissuer_url = \"https://login.lab\"\nclient_id = \"kubernetes\"\n",
+    );
+    std::fs::write(&toml, text).unwrap();
+    let oidc = cp(dir.path(), "cp-1", Role::ControlPlane).oidc.unwrap();
+    assert_eq!(oidc.issuer_url.as_deref(), Some("https://login.lab"));
+    assert_eq!(oidc.client_id.as_deref(), Some("kubernetes"));
+    assert_eq!(cp(dir.path(), "worker-1", Role::Worker).oidc, None);
+}
+
+#[test]
 fn roles_must_match_the_member_list() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), &request(), false, now()).unwrap();

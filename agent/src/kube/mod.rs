@@ -514,6 +514,7 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
             hostname: config.hostname.clone(),
             address,
             control_plane,
+            oidc: cp.and_then(|cp| cp.oidc.clone()),
             registry: !config.containerd.registry_mirrors.is_empty()
                 || !config.containerd.registry_credentials.is_empty(),
         },

@@ -40,6 +40,8 @@ pub struct NodeFacts {
     /// `AlwaysPullImages` can be on (with preloaded images only, it would
     /// stop every pod).
     pub registry: bool,
+    /// The cluster's OpenID Connect issuer, on a control-plane node.
+    pub oidc: Option<contract::config::Oidc>,
 }
 
 /// Who owns a rendered file (a user the image's `/etc/passwd` names).
@@ -127,6 +129,9 @@ pub fn balancer_server() -> String {
     format!("https://127.0.0.1:{}", spec::BALANCER_PORT)
 }
 
+/// The OIDC issuer's CA, in kube-apiserver's directory.
+const OIDC_CA: &str = "oidc-ca.crt";
+
 /// kube-apiserver's flags.
 pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
     let p = |f: &str| path(APISERVER, f);
@@ -138,7 +143,7 @@ pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
     if facts.registry {
         admission.push("AlwaysPullImages");
     }
-    vec![
+    let mut args = vec![
         format!("--advertise-address={}", facts.address),
         format!("--secure-port={}", spec::API_PORT),
         "--anonymous-auth=false".into(),
@@ -188,7 +193,26 @@ pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
         "--requestheader-username-headers=X-Remote-User".into(),
         format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
         format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
-    ]
+    ];
+    if let Some(o) = facts.oidc.as_ref().filter(|o| o.is_set()) {
+        let flags = [
+            ("issuer-url", &o.issuer_url),
+            ("client-id", &o.client_id),
+            ("username-claim", &o.username_claim),
+            ("username-prefix", &o.username_prefix),
+            ("groups-claim", &o.groups_claim),
+            ("groups-prefix", &o.groups_prefix),
+        ];
+        for (name, value) in flags {
+            if let Some(v) = value {
+                args.push(format!("--oidc-{name}={v}"));
+            }
+        }
+        if o.ca.is_some() {
+            args.push(format!("--oidc-ca-file={}", p(OIDC_CA)));
+        }
+    }
+    args
 }
 
 /// kube-controller-manager's flags.
@@ -443,6 +467,14 @@ pub fn files(facts: &NodeFacts, encryption_key: Option<&str>, bootstrap_token: &
                 mode: 0o600,
                 owner: api,
                 text: json_text(&doc),
+            });
+        }
+        if let Some(ca) = facts.oidc.as_ref().and_then(|o| o.ca.as_ref()) {
+            out.push(File {
+                path: path(APISERVER, OIDC_CA),
+                mode: 0o600,
+                owner: api,
+                text: ca.clone(),
             });
         }
         if let Some(key) = encryption_key {

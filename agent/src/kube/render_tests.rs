@@ -9,6 +9,7 @@ fn cp() -> NodeFacts {
         address: "10.77.0.11".parse().unwrap(),
         control_plane: true,
         registry: false,
+        oidc: None,
     }
 }
 
@@ -307,4 +308,42 @@ fn control_plane_kubelet_registers_tainted_and_dials_the_local_api() {
     let names: Vec<&str> = w.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, [PROXY, KUBELET]);
     assert_eq!(flag(&w[1].1, "register-with-taints"), None);
+}
+
+#[test]
+fn oidc_flags_only_when_the_cluster_names_an_issuer() {
+    let args = apiserver_args(&cp());
+    assert!(!args.iter().any(|a| a.starts_with("--oidc-")), "{args:?}");
+    let oidc = contract::config::Oidc {
+        issuer_url: Some("https://login.example.test".into()),
+        client_id: Some("kubernetes".into()),
+        username_claim: Some("email".into()),
+        username_prefix: Some("oidc:".into()),
+        groups_claim: Some("groups".into()),
+        groups_prefix: Some("oidc:".into()),
+        ca: Some("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n".into()),
+    };
+    let facts = NodeFacts {
+        oidc: Some(oidc.clone()),
+        ..cp()
+    };
+    let args = apiserver_args(&facts);
+    for (name, want) in [
+        ("oidc-issuer-url", "https://login.example.test"),
+        ("oidc-client-id", "kubernetes"),
+        ("oidc-username-claim", "email"),
+        ("oidc-username-prefix", "oidc:"),
+        ("oidc-groups-claim", "groups"),
+        ("oidc-groups-prefix", "oidc:"),
+        (
+            "oidc-ca-file",
+            "/etc/kubernetes/pki/kube-apiserver/oidc-ca.crt",
+        ),
+    ] {
+        assert_eq!(flag(&args, name), Some(want), "{name}: {args:?}");
+    }
+    let files = files(&facts, None, "abcdef.0123456789abcdef");
+    let ca = file(&files, "oidc-ca.crt");
+    assert_eq!(ca.text, oidc.ca.unwrap());
+    assert_eq!((ca.mode, ca.owner), (0o600, Owner::Service(APISERVER)));
 }

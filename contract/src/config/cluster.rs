@@ -463,4 +463,7 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     if let Some(b) = &cp.etcd_backup {
         out.extend(b.problems("cluster.control_plane.etcd_backup"));
     }
+    if let Some(o) = &cp.oidc {
+        out.extend(o.problems("cluster.control_plane.oidc"));
+    }
 }

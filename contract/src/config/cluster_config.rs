@@ -31,13 +31,14 @@ pub struct ClusterConfig {
     pub control_plane: ControlPlane,
     #[serde(default)]
     pub etcd: Etcd,
-    /// `[oidc]`: later issues define it; typed, so any key in it is refused.
+    /// `[oidc]`: an OpenID Connect issuer whose ID tokens the API servers
+    /// accept; empty, none.
     #[serde(default)]
     pub oidc: Oidc,
-    /// `[addons]`: as `[oidc]`.
+    /// `[addons]`: later issues define it; typed, so any key in it is refused.
     #[serde(default)]
     pub addons: Addons,
-    /// `[backup_targets]`: as `[oidc]`.
+    /// `[backup_targets]`: as `[addons]`.
     #[serde(default)]
     pub backup_targets: BackupTargets,
 }
@@ -61,10 +62,84 @@ pub struct Etcd {
     pub backup: EtcdBackup,
 }
 
-/// `[oidc]`: empty in schema 1.
+/// `[oidc]` (and `[cluster.control_plane.oidc]` of a control-plane node's
+/// config): kube-apiserver's `--oidc-*` flags. Users from the issuer are
+/// authenticated only; what they may do is RBAC's to say.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Oidc {}
+pub struct Oidc {
+    /// `https://…`: the `iss` of the tokens, where discovery is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_url: Option<String>,
+    /// The `aud` the tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The claim that names the user (the API server's default: `sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_claim: Option<String>,
+    /// Put before every user name, so an issuer's users cannot take the
+    /// names of the cluster's own (`oidc:` is a good choice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups_prefix: Option<String>,
+    /// PEM of the CA that signs the issuer's serving certificate, when it
+    /// is not one the image trusts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+impl Oidc {
+    /// An issuer is configured.
+    pub fn is_set(&self) -> bool {
+        *self != Oidc::default()
+    }
+
+    /// Problems under the table `at` (`oidc` or `cluster.control_plane.oidc`).
+    pub fn problems(&self, at: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if !self.is_set() {
+            return out;
+        }
+        match &self.issuer_url {
+            None => out.push(Problem::new(
+                format!("{at}.issuer_url"),
+                "missing: the other oidc keys need the issuer",
+            )),
+            Some(u) => {
+                let host = u.strip_prefix("https://").unwrap_or_default();
+                if host.is_empty() || host.starts_with('/') || u.contains(['?', '#', ' ']) {
+                    out.push(Problem::new(
+                        format!("{at}.issuer_url"),
+                        format!("{u:?} is not an https:// URL without query or fragment (the API server accepts no other)"),
+                    ));
+                }
+            }
+        }
+        if self.client_id.as_deref().is_none_or(str::is_empty) {
+            out.push(Problem::new(
+                format!("{at}.client_id"),
+                "missing: the API server checks each token's audience against it",
+            ));
+        }
+        for (key, v) in [
+            ("username_claim", &self.username_claim),
+            ("groups_claim", &self.groups_claim),
+        ] {
+            if v.as_deref()
+                .is_some_and(|c| c.is_empty() || c.contains([',', '=']))
+            {
+                out.push(Problem::new(format!("{at}.{key}"), "must be a claim name"));
+            }
+        }
+        if let Some(ca) = &self.ca {
+            super::validate::certificates(&format!("{at}.ca"), ca, &mut out);
+        }
+        out
+    }
+}
 
 /// `[addons]`: empty in schema 1.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +182,7 @@ impl ClusterConfig {
             &self.control_plane.members,
         ));
         out.extend(self.etcd.backup.problems("etcd.backup"));
+        out.extend(self.oidc.problems("oidc"));
         out
     }
 

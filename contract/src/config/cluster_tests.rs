@@ -62,6 +62,7 @@ fn control_plane() -> MachineConfig {
                 }),
                 etcd_backup: Some(EtcdBackup::default()),
                 members: members(),
+                oidc: None,
             }),
         },
         network: Network::default(),
@@ -419,6 +420,22 @@ fn cluster_toml_errors_name_file_and_key() {
             "\"10.0.0.11\"",
             "control_plane.members[1].address",
         ),
+        ("[oidc]\n", "[oidc]\nclient_id = \"k\"\n", "oidc.issuer_url"),
+        (
+            "[oidc]\n",
+            "[oidc]\nissuer_url = \"http://login.lab\"\nclient_id = \"k\"\n",
+            "oidc.issuer_url",
+        ),
+        (
+            "[oidc]\n",
+            "[oidc]\nissuer_url = \"https://login.lab\"\n",
+            "oidc.client_id",
+        ),
+        (
+            "[oidc]\n",
+            "[oidc]\nissuer_url = \"https://login.lab\"\nclient_id = \"k\"\nca = \"x\"\n",
+            "oidc.ca",
+        ),
     ] {
         let text = CLUSTER_TOML.replace(from, to);
         let e = ClusterConfig::from_toml(&text, "dir/cluster.toml").unwrap_err();
@@ -441,6 +458,26 @@ fn cluster_toml_errors_name_file_and_key() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn an_oidc_issuer_reads_and_round_trips() {
+    let text = CLUSTER_TOML.replace(
+        "[oidc]\n",
+        "[oidc]\nissuer_url = \"https://login.lab/realms/k\"\nclient_id = \"kubernetes\"\nusername_claim = \"email\"\ngroups_claim = \"groups\"\n",
+    );
+    let c = ClusterConfig::from_toml(&text, "cluster.toml").unwrap();
+    assert!(c.oidc.is_set());
+    assert_eq!(
+        c.oidc.issuer_url.as_deref(),
+        Some("https://login.lab/realms/k")
+    );
+    let back = ClusterConfig::from_toml(&toml::to_string(&c).unwrap(), "again").unwrap();
+    assert_eq!(back, c);
+    assert!(!ClusterConfig::from_toml(CLUSTER_TOML, "c")
+        .unwrap()
+        .oidc
+        .is_set());
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub use cluster::{
     check_bootstrap_token, check_encryption_key, check_endpoint, member_problems, CaPair,
     EtcdBackup, Interval, Member, ServiceAccountKeys, ENCRYPTION_KEY_BYTES,
 };
-pub use cluster_config::{ClusterConfig, CLUSTER_SCHEMA};
+pub use cluster_config::{ClusterConfig, Oidc, CLUSTER_SCHEMA};
 pub use image::{check_against_image, ImageFacts, ETCD_PACKAGE};
 pub use pem::{PemBlock, PemError};
 
@@ -171,6 +171,9 @@ pub struct ClusterControlPlane {
     /// `[[cluster.control_plane.members]]`: every control-plane node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
+    /// `[cluster.control_plane.oidc]`: the cluster's `[oidc]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<cluster_config::Oidc>,
 }
 
 /// `[network]`.
