@@ -134,15 +134,26 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
         ));
     }
     let backup = defaults.etcd.backup;
+    let timing = defaults.etcd.timing;
     t.push_str(&format!(
         "\n[etcd.backup]\n\
          # how often one elected control-plane node snapshots etcd, and how many it keeps\n\
          interval = {}\n\
          retain = {}\n\n\
+         [etcd.timing]\n\
+         # etcd's own defaults; raise both where members are slow to be scheduled\n\
+         # (an emulated lab: 500 and 5000), or elections follow one another\n\
+         heartbeat_interval_ms = {}\n\
+         election_timeout_ms = {}\n\n\
+         # OpenID Connect: issuer_url, client_id, username_claim, username_prefix,\n\
+         # groups_claim, groups_prefix, ca (docs/kubernetes.md). Empty: none.\n\
+         [oidc]\n\n\
          # Defined by later versions; a key in them is refused for now.\n\
-         [oidc]\n\n[addons]\n\n[backup_targets]\n",
+         [addons]\n\n[backup_targets]\n",
         quoted(&backup.interval.to_string()),
-        backup.retain
+        backup.retain,
+        timing.heartbeat_interval_ms,
+        timing.election_timeout_ms,
     ));
     t
 }

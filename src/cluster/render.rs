@@ -96,6 +96,7 @@ pub fn render(
             encryption_key: Some(c.secrets.encryption_key.clone()),
             service_account: Some(c.service_account.clone()),
             etcd_backup: Some(cfg.etcd.backup),
+            etcd_timing: Some(cfg.etcd.timing),
             members: cfg.control_plane.members.clone(),
             oidc: cfg.oidc.is_set().then(|| cfg.oidc.clone()),
         });

@@ -65,6 +65,7 @@ pub fn member_args(
     cluster: &str,
     state: ClusterState,
     initial: &[(String, String)],
+    timing: contract::config::EtcdTiming,
 ) -> Vec<String> {
     let client = url(addr, spec::CLIENT_PORT);
     let peer = url(addr, spec::PEER_PORT);
@@ -85,6 +86,8 @@ pub fn member_args(
             }
         ),
         format!("--initial-cluster-token={cluster}"),
+        format!("--heartbeat-interval={}", timing.heartbeat_interval_ms),
+        format!("--election-timeout={}", timing.election_timeout_ms),
     ]
 }
 
@@ -119,6 +122,7 @@ pub struct Etcd {
     lifetime: u64,
     /// How often the elected member snapshots etcd, and how many it keeps.
     backups: contract::config::EtcdBackup,
+    timing: contract::config::EtcdTiming,
     data_dir: PathBuf,
     pki_dir: PathBuf,
     owner: (u32, u32),
@@ -200,6 +204,12 @@ impl Etcd {
                 .control_plane
                 .as_ref()
                 .and_then(|c| c.etcd_backup)
+                .unwrap_or_default(),
+            timing: config
+                .cluster
+                .control_plane
+                .as_ref()
+                .and_then(|c| c.etcd_timing)
                 .unwrap_or_default(),
             data_dir: spec::DATA_DIR.into(),
             pki_dir: spec::PKI_DIR.into(),
@@ -391,7 +401,14 @@ impl Etcd {
         if initial.is_empty() {
             initial.push((self.hostname.clone(), peer));
         }
-        let args = member_args(&self.hostname, addr, &self.cluster, state, &initial);
+        let args = member_args(
+            &self.hostname,
+            addr,
+            &self.cluster,
+            state,
+            &initial,
+            self.timing,
+        );
         self.mailbox.release(SERVICE, args);
         self.lock().released_at = Some(crate::sys::uptime_ms() / 1000);
         self.update(|r| {
@@ -750,7 +767,11 @@ mod tests {
     fn member_flags_name_the_node_its_urls_and_the_initial_cluster() {
         let a: IpAddr = "10.0.2.15".parse().unwrap();
         let initial = [("cp-1".to_string(), url(a, spec::PEER_PORT))];
-        let args = member_args("cp-1", a, "lab", ClusterState::New, &initial);
+        let timing = contract::config::EtcdTiming {
+            heartbeat_interval_ms: 500,
+            election_timeout_ms: 5000,
+        };
+        let args = member_args("cp-1", a, "lab", ClusterState::New, &initial, timing);
         assert_eq!(
             args,
             [
@@ -762,10 +783,12 @@ mod tests {
                 "--initial-cluster=cp-1=https://10.0.2.15:2380",
                 "--initial-cluster-state=new",
                 "--initial-cluster-token=lab",
+                "--heartbeat-interval=500",
+                "--election-timeout=5000",
             ]
         );
         let v6: IpAddr = "fd00::1".parse().unwrap();
-        let args = member_args("cp-2", v6, "lab", ClusterState::Existing, &[]);
+        let args = member_args("cp-2", v6, "lab", ClusterState::Existing, &[], timing);
         assert!(args.contains(&"--listen-peer-urls=https://[fd00::1]:2380".to_string()));
         assert!(args.contains(&"--initial-cluster-state=existing".to_string()));
     }

@@ -103,6 +103,72 @@ impl Default for EtcdBackup {
     }
 }
 
+/// `[etcd.timing]` (cluster.toml) and `[cluster.control_plane.etcd_timing]`:
+/// etcd's `--heartbeat-interval` and `--election-timeout`, in milliseconds.
+/// etcd's defaults suit machines that answer within milliseconds; where
+/// members are slow to be scheduled (emulated labs, overloaded hosts) a
+/// missed heartbeat starts an election, and elections in a row stall every
+/// write: raise both there (the lab's Kubernetes test takes 500 and 5000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTiming {
+    #[serde(default = "EtcdTiming::default_heartbeat")]
+    pub heartbeat_interval_ms: u32,
+    #[serde(default = "EtcdTiming::default_election")]
+    pub election_timeout_ms: u32,
+}
+
+impl EtcdTiming {
+    /// etcd refuses an election timeout above this.
+    pub const MAX_ELECTION_MS: u32 = 50_000;
+
+    /// What is wrong with these settings, keys under `at`.
+    pub fn problems(&self, at: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.heartbeat_interval_ms == 0 {
+            out.push(Problem::new(
+                format!("{at}.heartbeat_interval_ms"),
+                "must be at least 1",
+            ));
+        }
+        // etcd itself refuses a timeout under five heartbeats; its docs ask
+        // for ten
+        if u64::from(self.election_timeout_ms) < 5 * u64::from(self.heartbeat_interval_ms) {
+            out.push(Problem::new(
+                format!("{at}.election_timeout_ms"),
+                format!(
+                    "must be at least 5 heartbeats ({} ms)",
+                    5 * u64::from(self.heartbeat_interval_ms)
+                ),
+            ));
+        }
+        if self.election_timeout_ms > Self::MAX_ELECTION_MS {
+            out.push(Problem::new(
+                format!("{at}.election_timeout_ms"),
+                format!("must be at most {} (etcd's limit)", Self::MAX_ELECTION_MS),
+            ));
+        }
+        out
+    }
+
+    fn default_heartbeat() -> u32 {
+        100
+    }
+
+    fn default_election() -> u32 {
+        1000
+    }
+}
+
+impl Default for EtcdTiming {
+    fn default() -> EtcdTiming {
+        EtcdTiming {
+            heartbeat_interval_ms: EtcdTiming::default_heartbeat(),
+            election_timeout_ms: EtcdTiming::default_election(),
+        }
+    }
+}
+
 /// A whole number of seconds, written `1h`, `30m`, `1h30m`, `45s`, `1d`.
 /// Parsed when the document is read, so a bad one is a TOML error placed
 /// at its key.
@@ -462,6 +528,9 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     }
     if let Some(b) = &cp.etcd_backup {
         out.extend(b.problems("cluster.control_plane.etcd_backup"));
+    }
+    if let Some(t) = &cp.etcd_timing {
+        out.extend(t.problems("cluster.control_plane.etcd_timing"));
     }
     if let Some(o) = &cp.oidc {
         out.extend(o.problems("cluster.control_plane.oidc"));

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{check_endpoint, member_problems, EtcdBackup, Member};
+use super::cluster::{check_endpoint, member_problems, EtcdBackup, EtcdTiming, Member};
 use super::validate::dns_label;
 use super::{parse_versioned, ConfigError, Problem};
 
@@ -60,6 +60,10 @@ pub struct Etcd {
     /// `[etcd.backup]`: `interval` (default `1h`), `retain` (default 24).
     #[serde(default)]
     pub backup: EtcdBackup,
+    /// `[etcd.timing]`: `heartbeat_interval_ms` (default 100),
+    /// `election_timeout_ms` (default 1000).
+    #[serde(default)]
+    pub timing: EtcdTiming,
 }
 
 /// `[oidc]` (and `[cluster.control_plane.oidc]` of a control-plane node's
@@ -182,6 +186,7 @@ impl ClusterConfig {
             &self.control_plane.members,
         ));
         out.extend(self.etcd.backup.problems("etcd.backup"));
+        out.extend(self.etcd.timing.problems("etcd.timing"));
         out.extend(self.oidc.problems("oidc"));
         out
     }

@@ -61,6 +61,7 @@ fn control_plane() -> MachineConfig {
                     private_key: Secret::new(SA_KEY),
                 }),
                 etcd_backup: Some(EtcdBackup::default()),
+                etcd_timing: None,
                 members: members(),
                 oidc: None,
             }),
@@ -419,6 +420,21 @@ fn cluster_toml_errors_name_file_and_key() {
             "\"10.0.0.12\"",
             "\"10.0.0.11\"",
             "control_plane.members[1].address",
+        ),
+        (
+            "retain = 48",
+            "retain = 48\n\n[etcd.timing]\nelection_timeout_ms = 400",
+            "etcd.timing.election_timeout_ms",
+        ),
+        (
+            "retain = 48",
+            "retain = 48\n\n[etcd.timing]\nheartbeat_interval_ms = 0",
+            "etcd.timing.heartbeat_interval_ms",
+        ),
+        (
+            "retain = 48",
+            "retain = 48\n\n[etcd.timing]\nheartbeat_interval_ms = 5000\nelection_timeout_ms = 60000",
+            "etcd.timing.election_timeout_ms",
         ),
         ("[oidc]\n", "[oidc]\nclient_id = \"k\"\n", "oidc.issuer_url"),
         (
