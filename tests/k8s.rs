@@ -205,11 +205,14 @@ fn three_control_planes_and_a_worker_run_kubernetes_and_survive_a_leader() {
     // heartbeats go missing and its elections follow one another unless
     // they are given time (cluster.toml's advice for such hosts)
     let toml = cluster.join("cluster.toml");
-    let text = std::fs::read_to_string(&toml).unwrap();
-    let relaxed = text
+    let defaults = std::fs::read_to_string(&toml).unwrap();
+    let relaxed = defaults
         .replace("heartbeat_interval_ms = 100", "heartbeat_interval_ms = 500")
         .replace("election_timeout_ms = 1000", "election_timeout_ms = 5000");
-    assert_ne!(relaxed, text, "cluster.toml has no [etcd.timing] to relax");
+    assert_ne!(
+        relaxed, defaults,
+        "cluster.toml has no [etcd.timing] to relax"
+    );
     std::fs::write(&toml, relaxed).unwrap();
     let committed = std::fs::read_to_string(support::repo().join("qemu/k8s.toml")).unwrap();
     let lab_file = d.join("k8s.toml");

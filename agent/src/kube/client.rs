@@ -72,12 +72,13 @@ impl Client {
         })
     }
 
-    fn call(
+    /// The status and body of one request.
+    fn send(
         &self,
         method: &'static str,
         path: &str,
         body: Option<(&str, &Value)>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let authority = format!("{}:{}", self.host, self.port);
         let target = Target {
             tls: Some(self.tls.clone()),
@@ -104,8 +105,18 @@ impl Client {
             path: path.to_string(),
             source: Box::new(source),
         })?;
-        let value: Option<Value> = serde_json::from_slice(&r.body).ok();
-        if !(200..300).contains(&r.status) {
+        Ok((r.status, r.body))
+    }
+
+    fn call(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: Option<(&str, &Value)>,
+    ) -> Result<Value, ClientError> {
+        let (status, body) = self.send(method, path, body)?;
+        let value: Option<Value> = serde_json::from_slice(&body).ok();
+        if !(200..300).contains(&status) {
             let message = value
                 .as_ref()
                 .and_then(|v| v.get("message"))
@@ -115,7 +126,7 @@ impl Client {
             return Err(ClientError::Status {
                 method,
                 path: path.to_string(),
-                status: r.status,
+                status,
                 message,
             });
         }
@@ -127,6 +138,24 @@ impl Client {
 
     pub fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call("GET", path, None)
+    }
+
+    /// The API server's `/readyz`: Ok once every check passes (its RBAC
+    /// roles bootstrapped, etcd answering), else the checks that fail.
+    pub fn ready(&self) -> Result<(), ClientError> {
+        let path = "/readyz?verbose";
+        let (status, body) = self.send("GET", path, None)?;
+        if status == 200 {
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&body);
+        let failing: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("[-]")).collect();
+        Err(ClientError::Status {
+            method: "GET",
+            path: path.to_string(),
+            status,
+            message: failing.join("; "),
+        })
     }
 
     /// Server-side apply of `object` at `path` (its own URL), taking over

@@ -35,6 +35,9 @@ use client::Client;
 use render::{NodeFacts, Owner};
 use serde_json::Value;
 
+/// The longest a control-plane node holds its API server back for
+/// another's to finish starting ([`Kube::await_peer_bootstrap`]).
+const PEER_BOOTSTRAP_WAIT: Duration = Duration::from_secs(600);
 /// How often the agent looks at its node.
 const LOOK_EVERY: Duration = Duration::from_secs(3);
 /// kubelet on the root: the image carries Kubernetes.
@@ -235,6 +238,10 @@ impl Kube {
     /// Releases the control plane, waits for the API, applies the first
     /// objects; returns the agent's admin client of the local API.
     fn start_control_plane(&self, s: &Setup) -> Result<Client, String> {
+        let key = s.ca_key.as_deref().unwrap_or_default();
+        let me = pki::agent_identity((&s.ca_cert, key), &s.facts.hostname, unix_now(), s.lifetime)
+            .map_err(|e| crate::error::chain(&e))?;
+        self.await_peer_bootstrap(s, &me);
         // the API server first: the controllers and kube-proxy crash-loop
         // on a loaded host until its RBAC roles exist, which the first
         // applied object below proves
@@ -248,9 +255,6 @@ impl Kube {
             r.phase = KubePhase::Starting;
             r.detail = Some("waiting for kube-apiserver".into());
         });
-        let key = s.ca_key.as_deref().unwrap_or_default();
-        let me = pki::agent_identity((&s.ca_cert, key), &s.facts.hostname, unix_now(), s.lifetime)
-            .map_err(|e| crate::error::chain(&e))?;
         let client = Client::new(&s.ca_cert, &me.cert, &me.key, "127.0.0.1", spec::API_PORT)
             .map_err(|e| e.to_string())?;
         let mut last = String::new();
@@ -274,6 +278,17 @@ impl Kube {
                 }
             }
         }
+        // the controllers exit when a read RBAC has not granted yet fails,
+        // and each restart costs a loaded host dearly: wait until the API
+        // server says its roles are bootstrapped and etcd answers
+        while let Err(e) = client.ready() {
+            let why = crate::error::chain(&e);
+            if why != last {
+                self.detail(format!("waiting for kube-apiserver to be ready: {why}"));
+                last = why;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
         for (name, args) in services {
             if name != render::APISERVER && name != render::KUBELET {
                 self.mailbox.release(name, args);
@@ -284,6 +299,55 @@ impl Kube {
             objects.len()
         ));
         Ok(client)
+    }
+
+    /// A new API server writes the cluster's default RBAC roles, priority
+    /// classes and flow schemas at its start; three doing it at once over
+    /// one etcd, on slow machines, time each other out for many minutes.
+    /// So while another member's API server listens but is not ready yet,
+    /// this one waits (at most [`PEER_BOOTSTRAP_WAIT`]); when none listens
+    /// (the first, or a whole cluster starting cold) or one is ready, it
+    /// starts at once.
+    fn await_peer_bootstrap(&self, s: &Setup, me: &crate::issuer::Pair) {
+        let deadline = std::time::Instant::now() + PEER_BOOTSTRAP_WAIT;
+        let peers: Vec<IpAddr> = s
+            .members
+            .iter()
+            .filter(|(n, _)| *n != s.facts.hostname)
+            .map(|(_, a)| *a)
+            .collect();
+        while std::time::Instant::now() < deadline {
+            let mut starting = None;
+            for peer in &peers {
+                let addr = std::net::SocketAddr::new(*peer, spec::API_PORT);
+                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).is_err()
+                {
+                    continue;
+                }
+                let ready = Client::new(
+                    &s.ca_cert,
+                    &me.cert,
+                    &me.key,
+                    &peer.to_string(),
+                    spec::API_PORT,
+                )
+                .is_ok_and(|c| c.ready().is_ok());
+                if ready {
+                    return;
+                }
+                starting = Some(*peer);
+            }
+            let Some(peer) = starting else {
+                return;
+            };
+            self.update(|r| {
+                r.phase = KubePhase::Starting;
+                r.detail = Some(format!(
+                    "waiting for the API server at {peer} to finish its start before starting ours"
+                ));
+            });
+            std::thread::sleep(LOOK_EVERY);
+        }
     }
 
     /// One step of a worker's request for kube-proxy's certificate; kube-proxy
