@@ -525,6 +525,7 @@ fn services_into(report: &mut Report, sup: &Supervisor) {
     report.services = sup.report();
     for s in &mut report.services {
         s.rss_kib = s.pid.and_then(sys::rss_kib_of);
+        s.cpu_ms = s.pid.and_then(sys::cpu_ms_of);
     }
     report.agent_rss_kib = sys::rss_kib();
     let runtime = match &report.runtime {

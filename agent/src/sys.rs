@@ -320,6 +320,23 @@ pub fn rss_kib_of(pid: i32) -> Option<u64> {
     rss_kib_at(&format!("/proc/{pid}/status"))
 }
 
+/// CPU time a process has used (user + system), milliseconds; `None`
+/// once it is gone.
+pub fn cpu_ms_of(pid: i32) -> Option<u64> {
+    cpu_ms_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// utime and stime of a `/proc/PID/stat` line, in ms. The fields are
+/// counted after the command name's closing parenthesis (the name may
+/// hold spaces); the unit is USER_HZ, 100 on every Linux this runs on.
+fn cpu_ms_in(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10)
+}
+
 fn rss_kib_at(path: &str) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     status
@@ -332,6 +349,14 @@ fn rss_kib_at(path: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_read_past_a_name_with_spaces() {
+        let stat = "249 (kube apiserver) S 1 249 249 0 -1 4194560 52 0 0 0 1234 566 0 0 20 0 12 0";
+        assert_eq!(cpu_ms_in(stat), Some(18_000));
+        assert_eq!(cpu_ms_in("garbage"), None);
+        assert!(cpu_ms_of(std::process::id() as i32).is_some());
+    }
 
     #[test]
     fn compression_is_by_extension() {

@@ -340,6 +340,9 @@ pub struct ServiceReport {
     /// The running process's resident memory (KiB) when the report was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_kib: Option<u64>,
+    /// CPU time (user + system, ms) the running process has used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
 }
 
 /// An image containerd imported at boot.

@@ -133,6 +133,17 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
             quoted(&m.address.to_string())
         ));
     }
+    let le = defaults.control_plane.leader_election;
+    t.push_str(&format!(
+        "\n[control_plane.leader_election]\n\
+         # kube-controller-manager's and kube-scheduler's leases (seconds), upstream's\n\
+         # defaults; raise all three where the API answers slowly (an emulated lab:\n\
+         # 60, 45, 8), or leaders come and go\n\
+         lease_duration_s = {}\n\
+         renew_deadline_s = {}\n\
+         retry_period_s = {}\n",
+        le.lease_duration_s, le.renew_deadline_s, le.retry_period_s
+    ));
     let backup = defaults.etcd.backup;
     let timing = defaults.etcd.timing;
     t.push_str(&format!(

@@ -97,6 +97,7 @@ pub fn render(
             service_account: Some(c.service_account.clone()),
             etcd_backup: Some(cfg.etcd.backup),
             etcd_timing: Some(cfg.etcd.timing),
+            leader_election: Some(cfg.control_plane.leader_election),
             members: cfg.control_plane.members.clone(),
             oidc: cfg.oidc.is_set().then(|| cfg.oidc.clone()),
         });

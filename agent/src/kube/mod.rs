@@ -38,8 +38,10 @@ use serde_json::Value;
 /// The longest a control-plane node holds its API server back for
 /// another's to finish starting ([`Kube::await_peer_bootstrap`]).
 const PEER_BOOTSTRAP_WAIT: Duration = Duration::from_secs(600);
-/// How often the agent looks at its node.
-const LOOK_EVERY: Duration = Duration::from_secs(3);
+/// How often the agent looks at its node: each look is a few API requests
+/// on fresh TLS connections, which a control-plane node on a slow host
+/// feels; a CSR waits at most this long for its approval.
+const LOOK_EVERY: Duration = Duration::from_secs(10);
 /// kubelet on the root: the image carries Kubernetes.
 const KUBELET_BIN: &str = "/usr/bin/kubelet";
 /// What kubelet's `resolvConf` names (render.rs).
@@ -579,6 +581,7 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
             address,
             control_plane,
             oidc: cp.and_then(|cp| cp.oidc.clone()),
+            leader_election: cp.and_then(|cp| cp.leader_election).unwrap_or_default(),
             registry: !config.containerd.registry_mirrors.is_empty()
                 || !config.containerd.registry_credentials.is_empty(),
         },

@@ -42,6 +42,8 @@ pub struct NodeFacts {
     pub registry: bool,
     /// The cluster's OpenID Connect issuer, on a control-plane node.
     pub oidc: Option<contract::config::Oidc>,
+    /// The controller-manager's and scheduler's leases.
+    pub leader_election: contract::config::LeaderElection,
 }
 
 /// Who owns a rendered file (a user the image's `/etc/passwd` names).
@@ -216,9 +218,9 @@ pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
 }
 
 /// kube-controller-manager's flags.
-pub fn controller_manager_args() -> Vec<String> {
+pub fn controller_manager_args(facts: &NodeFacts) -> Vec<String> {
     let p = |f: &str| path(CONTROLLER_MANAGER, f);
-    let mut args = controller_args(CONTROLLER_MANAGER);
+    let mut args = controller_args(CONTROLLER_MANAGER, facts);
     args.extend([
         "--use-service-account-credentials=true".into(),
         format!("--service-account-private-key-file={}", p("sa.key")),
@@ -238,14 +240,15 @@ pub fn controller_manager_args() -> Vec<String> {
 }
 
 /// kube-scheduler's flags.
-pub fn scheduler_args() -> Vec<String> {
-    controller_args(SCHEDULER)
+pub fn scheduler_args(facts: &NodeFacts) -> Vec<String> {
+    controller_args(SCHEDULER, facts)
 }
 
 /// What kube-controller-manager and kube-scheduler share: their
 /// kubeconfig for everything, loopback only, no profiling, leader election.
-fn controller_args(component: &str) -> Vec<String> {
+fn controller_args(component: &str, facts: &NodeFacts) -> Vec<String> {
     let kc = kubeconfig_path(component);
+    let le = facts.leader_election;
     vec![
         format!("--kubeconfig={kc}"),
         format!("--authentication-kubeconfig={kc}"),
@@ -253,6 +256,9 @@ fn controller_args(component: &str) -> Vec<String> {
         "--bind-address=127.0.0.1".into(),
         "--profiling=false".into(),
         "--leader-elect=true".into(),
+        format!("--leader-elect-lease-duration={}s", le.lease_duration_s),
+        format!("--leader-elect-renew-deadline={}s", le.renew_deadline_s),
+        format!("--leader-elect-retry-period={}s", le.retry_period_s),
         format!("--tls-cipher-suites={CIPHERS}"),
     ]
 }
@@ -494,8 +500,8 @@ pub fn services(facts: &NodeFacts) -> Vec<(&'static str, Vec<String>)> {
     let mut out = Vec::new();
     if facts.control_plane {
         out.push((APISERVER, apiserver_args(facts)));
-        out.push((CONTROLLER_MANAGER, controller_manager_args()));
-        out.push((SCHEDULER, scheduler_args()));
+        out.push((CONTROLLER_MANAGER, controller_manager_args(facts)));
+        out.push((SCHEDULER, scheduler_args(facts)));
     }
     out.push((PROXY, proxy_args()));
     out.push((KUBELET, kubelet_args(facts)));

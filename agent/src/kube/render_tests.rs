@@ -10,6 +10,7 @@ fn cp() -> NodeFacts {
         control_plane: true,
         registry: false,
         oidc: None,
+        leader_election: Default::default(),
     }
 }
 
@@ -47,8 +48,8 @@ fn doc(f: &File) -> serde_json::Value {
 #[test]
 fn control_plane_flags_are_the_benchmarks() {
     let api = apiserver_args(&cp());
-    let cm = controller_manager_args();
-    let sched = scheduler_args();
+    let cm = controller_manager_args(&cp());
+    let sched = scheduler_args(&cp());
     let rows: &[(&str, &[String], &str, &str)] = &[
         ("1.2.1", &api, "anonymous-auth", "false"),
         (
@@ -346,4 +347,26 @@ fn oidc_flags_only_when_the_cluster_names_an_issuer() {
     let ca = file(&files, "oidc-ca.crt");
     assert_eq!(ca.text, oidc.ca.unwrap());
     assert_eq!((ca.mode, ca.owner), (0o600, Owner::Service(APISERVER)));
+}
+
+#[test]
+fn leases_come_from_the_config_for_both_controllers() {
+    let upstream = controller_manager_args(&cp());
+    assert_eq!(flag(&upstream, "leader-elect-lease-duration"), Some("15s"));
+    assert_eq!(flag(&upstream, "leader-elect-renew-deadline"), Some("10s"));
+    assert_eq!(flag(&upstream, "leader-elect-retry-period"), Some("2s"));
+    let slow = NodeFacts {
+        leader_election: contract::config::LeaderElection {
+            lease_duration_s: 60,
+            renew_deadline_s: 45,
+            retry_period_s: 8,
+        },
+        ..cp()
+    };
+    for args in [controller_manager_args(&slow), scheduler_args(&slow)] {
+        assert_eq!(flag(&args, "leader-elect"), Some("true"));
+        assert_eq!(flag(&args, "leader-elect-lease-duration"), Some("60s"));
+        assert_eq!(flag(&args, "leader-elect-renew-deadline"), Some("45s"));
+        assert_eq!(flag(&args, "leader-elect-retry-period"), Some("8s"));
+    }
 }

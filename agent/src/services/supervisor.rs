@@ -334,6 +334,7 @@ impl Supervisor {
                 last_exit: s.last_exit.clone(),
                 error: s.error.clone(),
                 rss_kib: None,
+                cpu_ms: None,
             })
             .collect()
     }

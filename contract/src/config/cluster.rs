@@ -169,6 +169,75 @@ impl Default for EtcdTiming {
     }
 }
 
+/// `[control_plane.leader_election]` (cluster.toml) and
+/// `[cluster.control_plane.leader_election]`: kube-controller-manager's and
+/// kube-scheduler's leases, in seconds (their `--leader-elect-*` flags;
+/// the defaults are upstream's). A leader that cannot renew within the
+/// deadline exits: where the API answers slowly (emulated labs, overloaded
+/// hosts) leaders then come and go; raise all three there (the lab's
+/// Kubernetes test takes 60, 45 and 8). Longer leases move work off a dead
+/// node later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderElection {
+    #[serde(default = "LeaderElection::default_lease")]
+    pub lease_duration_s: u32,
+    #[serde(default = "LeaderElection::default_renew")]
+    pub renew_deadline_s: u32,
+    #[serde(default = "LeaderElection::default_retry")]
+    pub retry_period_s: u32,
+}
+
+impl LeaderElection {
+    /// What is wrong with these settings, keys under `at`.
+    pub fn problems(&self, at: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if self.retry_period_s == 0 {
+            out.push(Problem::new(
+                format!("{at}.retry_period_s"),
+                "must be at least 1",
+            ));
+        }
+        // client-go refuses a renew deadline not above the retry period
+        // and a lease not above the renew deadline
+        if self.renew_deadline_s <= self.retry_period_s {
+            out.push(Problem::new(
+                format!("{at}.renew_deadline_s"),
+                "must be longer than retry_period_s",
+            ));
+        }
+        if self.lease_duration_s <= self.renew_deadline_s {
+            out.push(Problem::new(
+                format!("{at}.lease_duration_s"),
+                "must be longer than renew_deadline_s",
+            ));
+        }
+        out
+    }
+
+    fn default_lease() -> u32 {
+        15
+    }
+
+    fn default_renew() -> u32 {
+        10
+    }
+
+    fn default_retry() -> u32 {
+        2
+    }
+}
+
+impl Default for LeaderElection {
+    fn default() -> LeaderElection {
+        LeaderElection {
+            lease_duration_s: LeaderElection::default_lease(),
+            renew_deadline_s: LeaderElection::default_renew(),
+            retry_period_s: LeaderElection::default_retry(),
+        }
+    }
+}
+
 /// A whole number of seconds, written `1h`, `30m`, `1h30m`, `45s`, `1d`.
 /// Parsed when the document is read, so a bad one is a TOML error placed
 /// at its key.
@@ -531,6 +600,9 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     }
     if let Some(t) = &cp.etcd_timing {
         out.extend(t.problems("cluster.control_plane.etcd_timing"));
+    }
+    if let Some(l) = &cp.leader_election {
+        out.extend(l.problems("cluster.control_plane.leader_election"));
     }
     if let Some(o) = &cp.oidc {
         out.extend(o.problems("cluster.control_plane.oidc"));

@@ -9,7 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cluster::{check_endpoint, member_problems, EtcdBackup, EtcdTiming, Member};
+use super::cluster::{
+    check_endpoint, member_problems, EtcdBackup, EtcdTiming, LeaderElection, Member,
+};
 use super::validate::dns_label;
 use super::{parse_versioned, ConfigError, Problem};
 
@@ -51,6 +53,9 @@ pub struct ControlPlane {
     /// any is rendered (each one's config carries the whole list).
     #[serde(default)]
     pub members: Vec<Member>,
+    /// `[control_plane.leader_election]`: the controllers' leases.
+    #[serde(default)]
+    pub leader_election: LeaderElection,
 }
 
 /// `[etcd]`.
@@ -187,6 +192,11 @@ impl ClusterConfig {
         ));
         out.extend(self.etcd.backup.problems("etcd.backup"));
         out.extend(self.etcd.timing.problems("etcd.timing"));
+        out.extend(
+            self.control_plane
+                .leader_election
+                .problems("control_plane.leader_election"),
+        );
         out.extend(self.oidc.problems("oidc"));
         out
     }

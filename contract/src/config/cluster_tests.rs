@@ -62,6 +62,7 @@ fn control_plane() -> MachineConfig {
                 }),
                 etcd_backup: Some(EtcdBackup::default()),
                 etcd_timing: None,
+                leader_election: None,
                 members: members(),
                 oidc: None,
             }),
@@ -420,6 +421,11 @@ fn cluster_toml_errors_name_file_and_key() {
             "\"10.0.0.12\"",
             "\"10.0.0.11\"",
             "control_plane.members[1].address",
+        ),
+        (
+            "[etcd.backup]",
+            "[control_plane.leader_election]\nrenew_deadline_s = 20\n\n[etcd.backup]",
+            "control_plane.leader_election.lease_duration_s",
         ),
         (
             "retain = 48",

@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 pub use changes::{changes, Changes};
 pub use cluster::{
     check_bootstrap_token, check_encryption_key, check_endpoint, member_problems, CaPair,
-    EtcdBackup, EtcdTiming, Interval, Member, ServiceAccountKeys, ENCRYPTION_KEY_BYTES,
+    EtcdBackup, EtcdTiming, Interval, LeaderElection, Member, ServiceAccountKeys,
+    ENCRYPTION_KEY_BYTES,
 };
 pub use cluster_config::{ClusterConfig, Oidc, CLUSTER_SCHEMA};
 pub use image::{check_against_image, ImageFacts, ETCD_PACKAGE};
@@ -171,6 +172,9 @@ pub struct ClusterControlPlane {
     /// `[cluster.control_plane.etcd_timing]`: heartbeat and election timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_timing: Option<EtcdTiming>,
+    /// `[cluster.control_plane.leader_election]`: the controllers' leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_election: Option<LeaderElection>,
     /// `[[cluster.control_plane.members]]`: every control-plane node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<Member>,
