@@ -194,6 +194,15 @@ impl VmConfig {
         for a in ["-nodefaults", "-nographic", "-monitor", "none"] {
             push(a.to_string());
         }
+        // TCG's default model (qemu64) has no AES-NI, PCLMULQDQ or SSSE3:
+        // every TLS byte of etcd, the API servers and the agent then runs
+        // through Go's generic crypto, and a three-member control plane
+        // spends most of its emulated CPU there. `max` gives the guest
+        // every instruction TCG emulates.
+        if self.accel == Resolved::Tcg {
+            push("-cpu".to_string());
+            push("max".to_string());
+        }
         let reboots = matches!(
             self.boot,
             VmBoot::Uefi { .. } | VmBoot::Kernel { reboot: true, .. }
