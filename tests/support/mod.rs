@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod kube;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
