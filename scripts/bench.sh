@@ -142,7 +142,7 @@ repro_rows=$(cat benches/kubernetes-repro.md 2>/dev/null || echo "| cold builds 
 
 echo "bench: Kubernetes in the lab (tests/k8s.rs: a control-plane node and a worker, TCG)" >&2
 k8s_out=$(cargo test --locked --quiet --test k8s -- --nocapture 2>&1 || true)
-k8s_ready_s=$(sed -n 's/^k8s: lab up to two Ready nodes in \([0-9.]*\) s$/\1/p' <<<"$k8s_out")
+k8s_ready_s=$(sed -n 's/^k8s: lab up to 2 Ready nodes in \([0-9.]*\) s$/\1/p' <<<"$k8s_out")
 k8s_rss_rows=$(sed -n 's/^k8s: rss \([^ ]*\) \([^ ]*\) \([0-9]*\) MiB$/| RSS on \1: \2 | \3 MiB |/p' <<<"$k8s_out")
 k8s_cpu_rows=$(sed -n 's/^k8s: cpu \([^ ]*\) \([^ ]*\) \([0-9]*\) s$/| CPU time on \1 by the end of the test: \2 | \3 s |/p' <<<"$k8s_out")
 
