@@ -342,18 +342,7 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
 
     // Up: every node reports; `lab up` makes the one bootstrap call.
     let t = Instant::now();
-    let out = nodeimg(&[
-        "lab",
-        "up",
-        s(&lab_file),
-        "--cluster",
-        s(&cluster),
-        "--run-dir",
-        s(&run),
-        "--json",
-        "--timeout",
-        "600",
-    ]);
+    let out = support::lab_up(&lab_file, &cluster, &run, 600);
     assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bootstrapped on cp-1"),

@@ -126,18 +126,7 @@ fn a_pair_comes_up_survives_kill_and_start_and_goes_down_clean() {
     let _down = LabDown(run.clone());
 
     let t = Instant::now();
-    let out = nodeimg(&[
-        "lab",
-        "up",
-        s(&lab),
-        "--cluster",
-        s(&cluster),
-        "--run-dir",
-        s(&run),
-        "--json",
-        "--timeout",
-        "400",
-    ]);
+    let out = support::lab_up(&lab, &cluster, &run, 400);
     let up_s = t.elapsed().as_secs_f64();
     assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
     let up = json(&String::from_utf8_lossy(&out.stdout));

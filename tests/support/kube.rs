@@ -429,18 +429,7 @@ impl KubeLab {
         let run = dir.join("run");
         let down = super::LabDown(run.clone());
         let started = Instant::now();
-        let out = super::nodeimg(&[
-            "lab",
-            "up",
-            s(&lab_file),
-            "--cluster",
-            s(&cluster),
-            "--run-dir",
-            s(&run),
-            "--json",
-            "--timeout",
-            "900",
-        ]);
+        let out = super::lab_up(&lab_file, &cluster, &run, 900);
         assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
         KubeLab {
             up: json(&String::from_utf8_lossy(&out.stdout)),

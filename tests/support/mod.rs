@@ -238,6 +238,24 @@ pub fn nodeimg(args: &[&str]) -> std::process::Output {
         .expect("run nodeimg")
 }
 
+/// `nodeimg lab up LAB --cluster CLUSTER --run-dir RUN --json --timeout
+/// SECS`, its output whatever the status.
+pub fn lab_up(lab: &Path, cluster: &Path, run: &Path, timeout_s: u32) -> std::process::Output {
+    let timeout = timeout_s.to_string();
+    nodeimg(&[
+        "lab",
+        "up",
+        s(lab),
+        "--cluster",
+        s(cluster),
+        "--run-dir",
+        s(run),
+        "--json",
+        "--timeout",
+        &timeout,
+    ])
+}
+
 /// `nodeimg ARGS`, which must succeed; its stdout.
 pub fn ok(args: &[&str]) -> String {
     let out = nodeimg(args);
