@@ -13,6 +13,7 @@
 //! - [`services`]: the daemons layers declare and nodeagent supervises;
 //! - [`images`]: the OCI images packed into the root for containerd;
 //! - [`api`]: the node API's wire protocol (requests, answers, checks);
+//! - [`stack`]: the cluster's security stack as Kubernetes objects;
 //! - [`ntp`]: NTP's packet and on-wire arithmetic (the lab's time server
 //!   and the agent's client).
 //!
@@ -41,3 +42,4 @@ pub mod ntp;
 pub mod paths;
 pub mod report;
 pub mod services;
+pub mod stack;

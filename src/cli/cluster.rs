@@ -4,6 +4,7 @@
 //! `nodeimg cluster config DIR --role R --hostname H [--address IP]...
 //! --out FILE [--force]`: one node's machine config, rendered from DIR.
 //! `nodeimg cluster check DIR`: reads every file of DIR as `config` does.
+//! `nodeimg cluster manifests DIR`: DIR/manifests/ from cluster.toml's [stack].
 //! Paths written go to stdout.
 
 use std::net::IpAddr;
@@ -27,6 +28,9 @@ enum ClusterCommand {
     Config(ConfigArgs),
     /// Read and check every file of a cluster directory.
     Check(CheckArgs),
+    /// Render DIR/manifests/ again from cluster.toml's [stack] (after an
+    /// edit): our files replaced or removed, any other file left alone.
+    Manifests(CheckArgs),
     /// Start the cluster's etcd on one control-plane node, once (node API).
     Bootstrap(super::bootstrap::BootstrapArgs),
     /// Write an admin kubeconfig (a short-lived client certificate from the
@@ -155,6 +159,13 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
             ClusterDir::load(&a.dir)
                 .with_context(|| format!("checking the cluster in {}", a.dir.display()))?;
             println!("ok");
+        }
+        ClusterCommand::Manifests(a) => {
+            let files = cluster::manifests::render_dir(&a.dir)
+                .with_context(|| format!("rendering the manifests of {}", a.dir.display()))?;
+            for p in files {
+                println!("{}", p.display());
+            }
         }
         ClusterCommand::Bootstrap(a) => return super::bootstrap::run(a),
         ClusterCommand::Kubeconfig(a) => {

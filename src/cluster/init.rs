@@ -37,7 +37,7 @@ pub fn init(
     let cluster_toml = render_cluster_toml(request);
     // checked before anything is made: a bad name or endpoint is named
     // as the key it becomes in cluster.toml
-    read_cluster_toml_text(&cluster_toml, &dir.join(CLUSTER_TOML))?;
+    let config = read_cluster_toml_text(&cluster_toml, &dir.join(CLUSTER_TOML))?;
 
     let mut files: Vec<NewFile> = Vec::new();
     let mut add = |name: &str, data: String, mode: u32| {
@@ -76,9 +76,11 @@ pub fn init(
     })?;
     add(ADMIN, admin_text, 0o600);
     add(CLUSTER_TOML, cluster_toml, 0o644);
+    files.extend(super::manifests::new_files(dir, &config.stack));
 
-    std::fs::create_dir_all(dir).map_err(|source| ClusterError::Write {
-        path: dir.to_path_buf(),
+    let manifests = dir.join(super::manifests::MANIFESTS);
+    std::fs::create_dir_all(&manifests).map_err(|source| ClusterError::Write {
+        path: manifests,
         source,
     })?;
     write_all(&files, force)?;
@@ -101,6 +103,7 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
         control_plane: Default::default(),
         etcd: Default::default(),
         oidc: Default::default(),
+        stack: Default::default(),
         addons: Default::default(),
         backup_targets: Default::default(),
     };
@@ -159,12 +162,79 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
          # OpenID Connect: issuer_url, client_id, username_claim, username_prefix,\n\
          # groups_claim, groups_prefix, ca (docs/kubernetes.md). Empty: none.\n\
          [oidc]\n\n\
+         {}\
          # Defined by later versions; a key in them is refused for now.\n\
          [addons]\n\n[backup_targets]\n",
         quoted(&backup.interval.to_string()),
         backup.retain,
         timing.heartbeat_interval_ms,
         timing.election_timeout_ms,
+        stack_tables(&defaults),
     ));
     t
+}
+
+/// `[control_plane.api_server]` and `[stack]` with their defaults.
+fn stack_tables(defaults: &ClusterConfig) -> String {
+    let api = defaults.control_plane.api_server;
+    let s = &defaults.stack;
+    let list = |v: &[String]| {
+        let items: Vec<String> = v.iter().map(|n| quoted(n)).collect();
+        format!("[{}]", items.join(", "))
+    };
+    format!(
+        "[control_plane.api_server]\n\
+         # the audit log rotates at this size (MiB) and keeps this many, this long\n\
+         audit_max_size_mb = {}\n\
+         audit_max_backups = {}\n\
+         audit_max_age_days = {}\n\
+         # the longest service-account token the API issues (seconds, at least 3600)\n\
+         service_account_max_token_s = {}\n\n\
+         # The security stack: `nodeimg cluster manifests` renders it into manifests/\n\
+         # and the elected control-plane node applies it (docs/security-stack.md).\n\
+         [stack]\n\
+         apply = {}\n\
+         # workload namespaces, each with Pod Security, default-deny network\n\
+         # policies, default limits and a quota\n\
+         namespaces = {}\n\
+         pod_security = {}\n\
+         network_policies = {}\n\
+         # bound to the read-only auditor role (\"\": none)\n\
+         auditor_group = {}\n\
+         priority_classes = {}\n\n\
+         [stack.limits]\n\
+         enabled = {}\n\
+         default_request_cpu = {}\n\
+         default_request_memory = {}\n\
+         default_cpu = {}\n\
+         default_memory = {}\n\
+         max_cpu = {}\n\
+         max_memory = {}\n\n\
+         [stack.quota]\n\
+         enabled = {}\n\
+         pods = {}\n\
+         cpu = {}\n\
+         memory = {}\n\n",
+        api.audit_max_size_mb,
+        api.audit_max_backups,
+        api.audit_max_age_days,
+        api.service_account_max_token_s,
+        s.apply,
+        list(&s.namespaces),
+        quoted(s.pod_security.as_str()),
+        s.network_policies,
+        quoted(&s.auditor_group),
+        s.priority_classes,
+        s.limits.enabled,
+        quoted(&s.limits.default_request_cpu),
+        quoted(&s.limits.default_request_memory),
+        quoted(&s.limits.default_cpu),
+        quoted(&s.limits.default_memory),
+        quoted(&s.limits.max_cpu),
+        quoted(&s.limits.max_memory),
+        s.quota.enabled,
+        s.quota.pods,
+        quoted(&s.quota.cpu),
+        quoted(&s.quota.memory),
+    )
 }

@@ -6,7 +6,9 @@
 //! bootstrap token), the admin's node-API identity, and `cluster.toml`,
 //! the cluster config a user edits. `nodeimg cluster config` reads the
 //! directory back, every file checked, and renders one node's machine
-//! config for its role.
+//! config for its role. `DIR/manifests/` holds the security stack of
+//! cluster.toml's `[stack]` as YAML (`nodeimg cluster manifests` renders it
+//! again after an edit).
 //!
 //! It takes a directory and what the node is; it produces files, each
 //! written whole (temporary name, rename) with private keys created 0600.
@@ -18,6 +20,7 @@ mod files;
 mod init;
 mod issue;
 mod load;
+pub mod manifests;
 mod nodeconfig;
 mod render;
 mod secrets;

@@ -100,6 +100,8 @@ pub fn render(
             leader_election: Some(cfg.control_plane.leader_election),
             members: cfg.control_plane.members.clone(),
             oidc: cfg.oidc.is_set().then(|| cfg.oidc.clone()),
+            api_server: Some(cfg.control_plane.api_server),
+            stack: Some(cfg.stack.clone()),
         });
     }
     let config = MachineConfig {

@@ -34,18 +34,21 @@ fn request() -> InitRequest {
     }
 }
 
-/// Every file in `dir` and its bytes.
+/// Every file under `dir` (by its path relative to it) and its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            for (sub, bytes) in snapshot(&e.path()) {
+                out.insert(format!("{name}/{sub}"), bytes);
+            }
+        } else {
+            out.insert(name, std::fs::read(e.path()).unwrap());
+        }
+    }
+    out
 }
 
 /// Every file `init` makes, with its mode.
@@ -63,6 +66,11 @@ const FILES: &[(&str, u32)] = &[
     ("secrets.toml", 0o600),
     ("admin.nodeconfig", 0o600),
     ("cluster.toml", 0o644),
+    ("manifests/00-namespaces.yaml", 0o644),
+    ("manifests/01-network-policies.yaml", 0o644),
+    ("manifests/02-rbac.yaml", 0o644),
+    ("manifests/03-priority-classes.yaml", 0o644),
+    ("manifests/04-resource-defaults.yaml", 0o644),
 ];
 
 fn spec(host: &str, role: Role, addresses: &[&str]) -> NodeSpec {
@@ -79,7 +87,12 @@ fn init_makes_every_file_with_its_mode_and_they_read_back() {
     let written = init(dir.path(), &request(), false, now()).unwrap();
     let names: Vec<String> = written
         .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            p.strip_prefix(dir.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let want: Vec<&str> = FILES.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, want);
@@ -153,13 +166,16 @@ fn a_refused_init_writes_nothing_and_force_replaces_everything() {
     );
     assert!(!missing.exists());
 
-    // cluster.toml is the same for the same request: a user's edit shows it replaced
+    // cluster.toml and the manifests are the same for the same request (a
+    // user's edit shows them replaced); the keys are new
     std::fs::write(dir.path().join(CLUSTER_TOML), "edited").unwrap();
     init(dir.path(), &request(), true, now()).unwrap();
     let after = snapshot(dir.path());
     assert_eq!(before[CLUSTER_TOML], after[CLUSTER_TOML]);
     for (name, m) in FILES {
-        if *name != CLUSTER_TOML {
+        if name.starts_with("manifests/") {
+            assert_eq!(before[*name], after[*name], "{name} differs");
+        } else if *name != CLUSTER_TOML {
             assert_ne!(before[*name], after[*name], "{name} not replaced");
         }
         assert_eq!(mode(&dir.path().join(name)), *m, "{name}");

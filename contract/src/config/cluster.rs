@@ -607,4 +607,10 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     if let Some(o) = &cp.oidc {
         out.extend(o.problems("cluster.control_plane.oidc"));
     }
+    if let Some(a) = &cp.api_server {
+        out.extend(a.problems("cluster.control_plane.api_server"));
+    }
+    if let Some(st) = &cp.stack {
+        out.extend(st.problems("cluster.control_plane.stack"));
+    }
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::cluster::{
     check_endpoint, member_problems, EtcdBackup, EtcdTiming, LeaderElection, Member,
 };
+use super::stack::{ApiServer, Stack};
 use super::validate::dns_label;
 use super::{parse_versioned, ConfigError, Problem};
 
@@ -37,6 +38,10 @@ pub struct ClusterConfig {
     /// accept; empty, none.
     #[serde(default)]
     pub oidc: Oidc,
+    /// `[stack]`: the security stack `DIR/manifests/` holds and the
+    /// elected control-plane node applies.
+    #[serde(default)]
+    pub stack: Stack,
     /// `[addons]`: later issues define it; typed, so any key in it is refused.
     #[serde(default)]
     pub addons: Addons,
@@ -56,6 +61,9 @@ pub struct ControlPlane {
     /// `[control_plane.leader_election]`: the controllers' leases.
     #[serde(default)]
     pub leader_election: LeaderElection,
+    /// `[control_plane.api_server]`: audit log rotation, token lifetime.
+    #[serde(default)]
+    pub api_server: ApiServer,
 }
 
 /// `[etcd]`.
@@ -198,6 +206,12 @@ impl ClusterConfig {
                 .problems("control_plane.leader_election"),
         );
         out.extend(self.oidc.problems("oidc"));
+        out.extend(
+            self.control_plane
+                .api_server
+                .problems("control_plane.api_server"),
+        );
+        out.extend(self.stack.problems("stack"));
         out
     }
 

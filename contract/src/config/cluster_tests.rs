@@ -65,6 +65,8 @@ fn control_plane() -> MachineConfig {
                 leader_election: None,
                 members: members(),
                 oidc: None,
+                api_server: None,
+                stack: None,
             }),
         },
         network: Network::default(),

@@ -23,6 +23,7 @@ pub mod cluster_config;
 mod image;
 mod pem;
 pub mod registries;
+mod stack;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ pub use cluster::{
 pub use cluster_config::{ClusterConfig, Oidc, CLUSTER_SCHEMA};
 pub use image::{check_against_image, ImageFacts, ETCD_PACKAGE};
 pub use pem::{PemBlock, PemError};
+pub use stack::{ApiServer, Limits, PodSecurityLevel, Quota, Stack};
 
 /// The schema this build reads and writes.
 pub const SCHEMA: u32 = 1;
@@ -181,6 +183,13 @@ pub struct ClusterControlPlane {
     /// `[cluster.control_plane.oidc]`: the cluster's `[oidc]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oidc: Option<cluster_config::Oidc>,
+    /// `[cluster.control_plane.api_server]`: audit log rotation, token lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_server: Option<ApiServer>,
+    /// `[cluster.control_plane.stack]`: the cluster's `[stack]`, which the
+    /// elected control-plane node applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<Stack>,
 }
 
 /// `[network]`.

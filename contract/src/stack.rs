@@ -1,0 +1,387 @@
+//! The cluster's security stack as Kubernetes objects, from `[stack]`:
+//! one function the builder renders `DIR/manifests/` with and the agent
+//! applies from, so what a user reads is what the cluster runs.
+//!
+//! Every object carries [`MANAGED_BY_LABEL`] = [`MANAGER`]: the agent
+//! prunes by it (what it applied before and renders no more), and nothing
+//! without it is ever touched. Namespaces are never pruned: deleting one
+//! would delete what users put in it.
+//!
+//! Rendering is deterministic: fixed file order, objects in a fixed order
+//! within each, and JSON maps (sorted keys).
+
+use serde_json::{json, Value};
+
+use crate::config::Stack;
+
+/// The label every stack object carries, and its value.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "nodeimg-stack";
+
+/// The read-only auditor ClusterRole (bound to `[stack].auditor_group`).
+pub const AUDITOR_ROLE: &str = "nodeimg:auditor";
+/// PriorityClasses: add-ons above workloads, workloads above best effort.
+pub const PLATFORM_PRIORITY: &str = "nodeimg-platform";
+pub const WORKLOAD_PRIORITY: &str = "nodeimg-workload";
+
+/// One file of `DIR/manifests/`: its name, what it is for (its header),
+/// and its objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub file: &'static str,
+    pub about: &'static str,
+    pub objects: Vec<Value>,
+}
+
+/// A kind the stack renders: where its objects live in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    /// The resource's plural (its URL segment).
+    pub plural: &'static str,
+    pub namespaced: bool,
+    /// Whether the agent deletes one it applied before and renders no more.
+    pub pruned: bool,
+}
+
+/// Every kind [`render`] makes.
+pub const KINDS: [Kind; 7] = [
+    Kind {
+        api_version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        namespaced: false,
+        pruned: false,
+    },
+    Kind {
+        api_version: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        plural: "networkpolicies",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        namespaced: false,
+        pruned: true,
+    },
+    Kind {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        namespaced: false,
+        pruned: true,
+    },
+    Kind {
+        api_version: "scheduling.k8s.io/v1",
+        kind: "PriorityClass",
+        plural: "priorityclasses",
+        namespaced: false,
+        pruned: true,
+    },
+    Kind {
+        api_version: "v1",
+        kind: "LimitRange",
+        plural: "limitranges",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "v1",
+        kind: "ResourceQuota",
+        plural: "resourcequotas",
+        namespaced: true,
+        pruned: true,
+    },
+];
+
+impl Kind {
+    /// The URL prefix of the kind's API group and version.
+    fn group_path(&self) -> String {
+        match self.api_version {
+            "v1" => "/api/v1".into(),
+            v => format!("/apis/{v}"),
+        }
+    }
+
+    /// Where every object of the kind is listed, across namespaces.
+    pub fn list_url(&self) -> String {
+        format!("{}/{}", self.group_path(), self.plural)
+    }
+
+    /// The URL of the object named `name` (in `namespace` when namespaced).
+    pub fn object_url(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace.filter(|_| self.namespaced) {
+            Some(ns) => format!(
+                "{}/namespaces/{ns}/{}/{name}",
+                self.group_path(),
+                self.plural
+            ),
+            None => format!("{}/{}/{name}", self.group_path(), self.plural),
+        }
+    }
+}
+
+/// The kind of `object`, when it is one of [`KINDS`].
+pub fn kind_of(object: &Value) -> Option<&'static Kind> {
+    let api_version = object.get("apiVersion")?.as_str()?;
+    let kind = object.get("kind")?.as_str()?;
+    KINDS
+        .iter()
+        .find(|k| k.api_version == api_version && k.kind == kind)
+}
+
+/// `(kind, namespace, name)`: what identifies an object.
+pub fn identity(object: &Value) -> Option<(&'static str, Option<String>, String)> {
+    let kind = kind_of(object)?;
+    let meta = object.get("metadata")?;
+    let name = meta.get("name")?.as_str()?.to_string();
+    let ns = meta
+        .get("namespace")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Some((kind.kind, ns, name))
+}
+
+/// The URL `object` is applied at.
+pub fn url_of(object: &Value) -> Option<String> {
+    let kind = kind_of(object)?;
+    let (_, ns, name) = identity(object)?;
+    Some(kind.object_url(ns.as_deref(), &name))
+}
+
+fn metadata(name: &str, namespace: Option<&str>) -> Value {
+    let mut m = json!({ "name": name, "labels": { MANAGED_BY_LABEL: MANAGER } });
+    if let (Some(ns), Some(map)) = (namespace, m.as_object_mut()) {
+        map.insert("namespace".into(), json!(ns));
+    }
+    m
+}
+
+/// Every file of the stack, in order; a part turned off leaves its file
+/// out (an empty set would say nothing).
+pub fn render(stack: &Stack) -> Vec<Manifest> {
+    let mut out = vec![Manifest {
+        file: "00-namespaces.yaml",
+        about: "The workload namespaces ([stack].namespaces), each enforcing the Pod \
+                Security Standards level [stack].pod_security and auditing and warning \
+                at restricted. kube-system is exempt (the API server's admission \
+                configuration).",
+        objects: stack
+            .namespaces
+            .iter()
+            .map(|ns| namespace(stack, ns))
+            .collect(),
+    }];
+    if stack.network_policies {
+        out.push(Manifest {
+            file: "01-network-policies.yaml",
+            about: "Default deny: no pod of a workload namespace receives or sends \
+                    anything, but DNS to kube-system; allow what each workload needs \
+                    with policies of its own. Enforced by the cluster's NetworkPolicy \
+                    engine.",
+            objects: stack
+                .namespaces
+                .iter()
+                .flat_map(|ns| [default_deny(ns), allow_dns(ns)])
+                .collect(),
+        });
+    }
+    if !stack.auditor_group.is_empty() {
+        out.push(Manifest {
+            file: "02-rbac.yaml",
+            about: "A read-only auditor role, bound to [stack].auditor_group: it reads \
+                    every object but Secrets and changes nothing. No workload is bound \
+                    to a cluster-wide role; the node bootstrap and certificate \
+                    approval bindings are the agent's, applied when the API first \
+                    answers (docs/security-stack.md).",
+            objects: vec![auditor_role(), auditor_binding(&stack.auditor_group)],
+        });
+    }
+    if stack.priority_classes {
+        out.push(Manifest {
+            file: "03-priority-classes.yaml",
+            about: "Add-ons preempt workloads; workloads name nodeimg-workload to rank \
+                    above pods that name none.",
+            objects: vec![
+                priority_class(PLATFORM_PRIORITY, 1_000_000, "the cluster's add-ons"),
+                priority_class(
+                    WORKLOAD_PRIORITY,
+                    1000,
+                    "workloads that should not be preempted by best-effort pods",
+                ),
+            ],
+        });
+    }
+    let mut resources = Vec::new();
+    for ns in &stack.namespaces {
+        if stack.limits.enabled {
+            resources.push(limit_range(stack, ns));
+        }
+        if stack.quota.enabled {
+            resources.push(resource_quota(stack, ns));
+        }
+    }
+    if !resources.is_empty() {
+        out.push(Manifest {
+            file: "04-resource-defaults.yaml",
+            about: "Per workload namespace: default requests and limits for containers \
+                    that name none, the most one container may ask for \
+                    ([stack.limits]), and what the namespace may hold in all \
+                    ([stack.quota]).",
+            objects: resources,
+        });
+    }
+    out
+}
+
+/// Every object of `manifests`, in order.
+pub fn objects(manifests: &[Manifest]) -> Vec<&Value> {
+    manifests.iter().flat_map(|m| m.objects.iter()).collect()
+}
+
+fn namespace(stack: &Stack, ns: &str) -> Value {
+    let mut meta = metadata(ns, None);
+    if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+        for (mode, level) in [
+            ("enforce", stack.pod_security.as_str()),
+            ("audit", "restricted"),
+            ("warn", "restricted"),
+        ] {
+            labels.insert(format!("pod-security.kubernetes.io/{mode}"), json!(level));
+            labels.insert(
+                format!("pod-security.kubernetes.io/{mode}-version"),
+                json!("latest"),
+            );
+        }
+    }
+    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": meta })
+}
+
+fn default_deny(ns: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata("default-deny", Some(ns)),
+        "spec": { "podSelector": {}, "policyTypes": ["Ingress", "Egress"] },
+    })
+}
+
+fn allow_dns(ns: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata("allow-dns", Some(ns)),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [{
+                    "namespaceSelector": {
+                        "matchLabels": { "kubernetes.io/metadata.name": "kube-system" },
+                    },
+                    "podSelector": { "matchLabels": { "k8s-app": "kube-dns" } },
+                }],
+                "ports": [
+                    { "protocol": "UDP", "port": 53 },
+                    { "protocol": "TCP", "port": 53 },
+                ],
+            }],
+        },
+    })
+}
+
+/// Read-only, and no Secrets: RBAC only grants, so the readable resources
+/// are listed (the built-in `view` role's, plus the cluster-scoped ones an
+/// auditor needs: nodes, RBAC, policies).
+fn auditor_role() -> Value {
+    let read = json!(["get", "list", "watch"]);
+    let rule = |groups: Value, resources: Value| json!({ "apiGroups": groups, "resources": resources, "verbs": read });
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": metadata(AUDITOR_ROLE, None),
+        "rules": [
+            rule(json!([""]), json!([
+                "configmaps", "endpoints", "events", "limitranges", "namespaces",
+                "nodes", "persistentvolumeclaims", "persistentvolumes", "pods",
+                "pods/log", "replicationcontrollers", "resourcequotas",
+                "serviceaccounts", "services",
+            ])),
+            rule(json!(["apps"]), json!(["daemonsets", "deployments", "replicasets", "statefulsets"])),
+            rule(json!(["batch"]), json!(["cronjobs", "jobs"])),
+            rule(json!(["networking.k8s.io"]), json!(["ingresses", "networkpolicies"])),
+            rule(json!(["policy"]), json!(["poddisruptionbudgets"])),
+            rule(json!(["rbac.authorization.k8s.io"]), json!([
+                "clusterrolebindings", "clusterroles", "rolebindings", "roles",
+            ])),
+            rule(json!(["scheduling.k8s.io"]), json!(["priorityclasses"])),
+            rule(json!(["storage.k8s.io"]), json!(["storageclasses"])),
+            rule(json!(["certificates.k8s.io"]), json!(["certificatesigningrequests"])),
+            rule(json!(["admissionregistration.k8s.io"]), json!([
+                "mutatingwebhookconfigurations", "validatingadmissionpolicies",
+                "validatingadmissionpolicybindings", "validatingwebhookconfigurations",
+            ])),
+        ],
+    })
+}
+
+fn auditor_binding(group: &str) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": metadata(AUDITOR_ROLE, None),
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AUDITOR_ROLE },
+        "subjects": [{ "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group }],
+    })
+}
+
+fn priority_class(name: &str, value: u32, for_what: &str) -> Value {
+    json!({
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": metadata(name, None),
+        "value": value,
+        "globalDefault": false,
+        "preemptionPolicy": "PreemptLowerPriority",
+        "description": format!("nodeimg: {for_what}"),
+    })
+}
+
+fn limit_range(stack: &Stack, ns: &str) -> Value {
+    let l = &stack.limits;
+    json!({
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": metadata("container-defaults", Some(ns)),
+        "spec": { "limits": [{
+            "type": "Container",
+            "defaultRequest": { "cpu": l.default_request_cpu, "memory": l.default_request_memory },
+            "default": { "cpu": l.default_cpu, "memory": l.default_memory },
+            "max": { "cpu": l.max_cpu, "memory": l.max_memory },
+        }] },
+    })
+}
+
+fn resource_quota(stack: &Stack, ns: &str) -> Value {
+    let q = &stack.quota;
+    json!({
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": metadata("namespace-quota", Some(ns)),
+        "spec": { "hard": {
+            "pods": q.pods.to_string(),
+            "requests.cpu": q.cpu,
+            "requests.memory": q.memory,
+            "limits.cpu": q.cpu,
+            "limits.memory": q.memory,
+        } },
+    })
+}
+
+#[cfg(test)]
+#[path = "stack_tests.rs"]
+mod tests;

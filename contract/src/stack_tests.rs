@@ -1,0 +1,203 @@
+use super::*;
+use crate::config::{ClusterConfig, Stack};
+
+fn all(stack: &Stack) -> Vec<Value> {
+    objects(&render(stack)).into_iter().cloned().collect()
+}
+
+#[test]
+fn rendering_is_the_same_every_time() {
+    let s = Stack::default();
+    let a = serde_json::to_string(&all(&s)).unwrap();
+    let b = serde_json::to_string(&all(&s.clone())).unwrap();
+    assert_eq!(a, b);
+    let files: Vec<&str> = render(&s).iter().map(|m| m.file).collect();
+    assert_eq!(
+        files,
+        [
+            "00-namespaces.yaml",
+            "01-network-policies.yaml",
+            "02-rbac.yaml",
+            "03-priority-classes.yaml",
+            "04-resource-defaults.yaml"
+        ]
+    );
+}
+
+#[test]
+fn every_object_is_labelled_placed_and_unique() {
+    let s = Stack {
+        namespaces: vec!["apps".into(), "batch".into()],
+        ..Stack::default()
+    };
+    let objects = all(&s);
+    let mut seen = std::collections::BTreeSet::new();
+    for o in &objects {
+        assert_eq!(o["metadata"]["labels"][MANAGED_BY_LABEL], MANAGER, "{o}");
+        let kind = kind_of(o).unwrap_or_else(|| panic!("unknown kind: {o}"));
+        let url = url_of(o).unwrap();
+        assert!(seen.insert(url.clone()), "twice: {url}");
+        assert!(url.ends_with(o["metadata"]["name"].as_str().unwrap()));
+        match o["metadata"]["namespace"].as_str() {
+            Some(ns) => {
+                assert!(kind.namespaced);
+                assert!(s.namespaces.iter().any(|n| n == ns), "{url}");
+                assert!(url.contains(&format!("/namespaces/{ns}/")), "{url}");
+            }
+            None => assert!(!kind.namespaced, "{url}"),
+        }
+    }
+    // both namespaces get their deny, DNS, limits and quota
+    for ns in ["apps", "batch"] {
+        for (plural, name) in [
+            ("networkpolicies", "default-deny"),
+            ("networkpolicies", "allow-dns"),
+            ("limitranges", "container-defaults"),
+            ("resourcequotas", "namespace-quota"),
+        ] {
+            assert!(
+                seen.iter()
+                    .any(|u| u.ends_with(&format!("/namespaces/{ns}/{plural}/{name}"))),
+                "{ns} {plural}/{name}"
+            );
+        }
+    }
+    assert!(seen.contains("/api/v1/namespaces/apps"));
+    assert!(seen.contains("/apis/scheduling.k8s.io/v1/priorityclasses/nodeimg-platform"));
+}
+
+#[test]
+fn namespaces_enforce_the_level_and_audit_restricted() {
+    let s = Stack {
+        pod_security: crate::config::PodSecurityLevel::Baseline,
+        ..Stack::default()
+    };
+    let ns = all(&s)
+        .into_iter()
+        .find(|o| o["kind"] == "Namespace")
+        .unwrap();
+    let labels = &ns["metadata"]["labels"];
+    assert_eq!(labels["pod-security.kubernetes.io/enforce"], "baseline");
+    assert_eq!(labels["pod-security.kubernetes.io/audit"], "restricted");
+    assert_eq!(labels["pod-security.kubernetes.io/warn"], "restricted");
+}
+
+#[test]
+fn the_auditor_reads_no_secrets_and_writes_nothing() {
+    let objects = all(&Stack::default());
+    let role = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == AUDITOR_ROLE)
+        .unwrap();
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(rule["verbs"], json!(["get", "list", "watch"]), "{rule}");
+        for r in rule["resources"].as_array().unwrap() {
+            let r = r.as_str().unwrap();
+            assert!(r != "secrets" && r != "*", "{rule}");
+        }
+        assert!(rule["apiGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g != "*"));
+    }
+    let binding = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterRoleBinding")
+        .unwrap();
+    assert_eq!(binding["subjects"][0]["kind"], "Group");
+    assert_eq!(binding["subjects"][0]["name"], "nodeimg:auditors");
+    assert_eq!(binding["roleRef"]["name"], AUDITOR_ROLE);
+}
+
+#[test]
+fn parts_turned_off_leave_their_files_out() {
+    let mut s = Stack::default();
+    s.network_policies = false;
+    s.auditor_group = String::new();
+    s.priority_classes = false;
+    s.limits.enabled = false;
+    s.quota.enabled = false;
+    let files: Vec<&str> = render(&s).iter().map(|m| m.file).collect();
+    assert_eq!(files, ["00-namespaces.yaml"]);
+    s.quota.enabled = true;
+    let objects = all(&s);
+    assert_eq!(
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ResourceQuota")
+            .count(),
+        1
+    );
+    assert!(objects.iter().all(|o| o["kind"] != "LimitRange"));
+}
+
+#[test]
+fn the_limits_and_quota_carry_the_configured_values() {
+    let mut s = Stack::default();
+    s.limits.max_memory = "1Gi".into();
+    s.quota.pods = 7;
+    let objects = all(&s);
+    let lr = objects.iter().find(|o| o["kind"] == "LimitRange").unwrap();
+    assert_eq!(lr["spec"]["limits"][0]["max"]["memory"], "1Gi");
+    assert_eq!(lr["spec"]["limits"][0]["default"]["cpu"], "500m");
+    let q = objects
+        .iter()
+        .find(|o| o["kind"] == "ResourceQuota")
+        .unwrap();
+    assert_eq!(q["spec"]["hard"]["pods"], "7");
+}
+
+fn cluster_toml(extra: &str) -> String {
+    format!("schema = 1\nname = \"lab\"\ncontrol_plane_endpoint = \"10.0.0.1:6443\"\n{extra}")
+}
+
+#[test]
+fn cluster_toml_takes_the_stack_with_defaults_and_names_bad_keys() {
+    let c = ClusterConfig::from_toml(&cluster_toml(""), "cluster.toml").unwrap();
+    assert_eq!(c.stack, Stack::default());
+    let c = ClusterConfig::from_toml(
+        &cluster_toml("[stack]\nnamespaces = [\"web\"]\npod_security = \"baseline\"\n[stack.quota]\npods = 9\n"),
+        "cluster.toml",
+    )
+    .unwrap();
+    assert_eq!(c.stack.namespaces, ["web"]);
+    assert_eq!(c.stack.quota.pods, 9);
+    assert_eq!(c.stack.quota.cpu, "8");
+    for (extra, key) in [
+        ("[stack]\nnamespace = [\"web\"]\n", "namespace"),
+        (
+            "[stack]\nnamespaces = [\"kube-web\"]\n",
+            "stack.namespaces[0]",
+        ),
+        (
+            "[stack]\nnamespaces = [\"a\", \"a\"]\n",
+            "stack.namespaces[1]",
+        ),
+        ("[stack]\nnamespaces = [\"Web\"]\n", "stack.namespaces[0]"),
+        ("[stack]\npod_security = \"strict\"\n", "pod_security"),
+        (
+            "[stack.limits]\nmax_cpu = \"two\"\n",
+            "stack.limits.max_cpu",
+        ),
+        ("[stack.quota]\nmemory = \"16GB\"\n", "stack.quota.memory"),
+        (
+            "[control_plane.api_server]\naudit_max_size_mb = 0\n",
+            "control_plane.api_server.audit_max_size_mb",
+        ),
+        (
+            "[control_plane.api_server]\nservice_account_max_token_s = 600\n",
+            "control_plane.api_server.service_account_max_token_s",
+        ),
+    ] {
+        let e = ClusterConfig::from_toml(&cluster_toml(extra), "cluster.toml")
+            .expect_err(extra)
+            .to_string();
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+    // quantities the API takes pass
+    for q in ["100m", "0.5", "2", "64Mi", "1.5Gi", "2G", "500k"] {
+        let text = cluster_toml(&format!("[stack.limits]\nmax_cpu = \"{q}\"\n"));
+        ClusterConfig::from_toml(&text, "cluster.toml").unwrap();
+    }
+}
