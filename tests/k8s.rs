@@ -20,7 +20,15 @@
 //!   not another, nor may it label itself control plane (Node authorizer
 //!   and NodeRestriction);
 //! - every component is a ready service of the agent (its memory and CPU
-//!   time printed).
+//!   time printed);
+//! - the security stack (tests/support/stack.rs): applied by the node
+//!   holding its Lease and equal to `DIR/manifests/` (`kubectl diff`);
+//!   Pod Security refuses a privileged pod and runs a restricted one with
+//!   the LimitRange's defaults; the auditor group reads but neither writes
+//!   nor reads Secrets, and no ServiceAccount outside kube-system holds a
+//!   cluster-wide writing role; a Secret is sealed in etcd (`etcdctl`);
+//!   the audit log records its creation by the admin and rotates at the
+//!   lab's 1 MiB; a 48 h token lives 1 h; an event burst is throttled.
 //!
 //! One lab bring-up for all of it: each boot costs minutes under TCG.
 //! Three control planes and a leader kill are tests/k8s_ha.rs.
@@ -30,15 +38,20 @@
 mod support;
 
 use support::kube::{check_services, check_workloads, KubeLab};
+use support::stack::check_stack;
 
 #[test]
 fn a_control_plane_and_a_worker_run_kubernetes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let lab = KubeLab::up(d, "k8s-small", &["cp-1=10.77.0.11"], |t| t);
+    // the audit log rotates at 1 MiB, so the test reaches a rotation
+    let lab = KubeLab::up(d, "k8s-small", &["cp-1=10.77.0.11"], |t| {
+        t.replace("audit_max_size_mb = 100", "audit_max_size_mb = 1")
+    });
     let admins = lab.admins(d);
     let k = &admins[0].1;
     lab.ready(k, 2, 1200, "worker-1");
     check_workloads(k, d, "cp-1", "worker-1");
     check_services(&lab.up, &lab.cluster);
+    check_stack(&lab, k, d);
 }

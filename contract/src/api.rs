@@ -56,6 +56,14 @@ pub enum Request {
     Dmesg,
     /// The running machine config, secrets redacted.
     Config,
+    /// A control-plane node's Kubernetes audit log: one `# NAME BYTES`
+    /// line per file of its directory (the current log and its rotated
+    /// ones, by name), then the last `tail` lines (default
+    /// [`DEFAULT_TAIL`]) of the current log, one JSON event each.
+    Audit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<usize>,
+    },
     /// Stop the services and reboot.
     Reboot,
     /// Stop the services and power off.
@@ -183,6 +191,7 @@ impl Request {
         // (`{"op":"status","x":1}`), even with deny_unknown_fields
         let allowed: &[&str] = match r {
             Request::Logs { .. } => &["op", "service", "tail", "follow"],
+            Request::Audit { .. } => &["op", "tail"],
             Request::ApplyConfig { .. } => &["op", "config"],
             Request::Pull { .. } => &["op", "image"],
             Request::Restore(_) => &["op", "bytes", "sha256"],
@@ -216,6 +225,7 @@ impl Request {
             Request::Status => "status",
             Request::Logs { .. } => "logs",
             Request::Dmesg => "dmesg",
+            Request::Audit { .. } => "audit",
             Request::Config => "config",
             Request::Reboot => "reboot",
             Request::Shutdown => "shutdown",
@@ -317,6 +327,8 @@ mod tests {
             },
             Request::EtcdSnapshot,
             Request::Reset,
+            Request::Audit { tail: None },
+            Request::Audit { tail: Some(3) },
             Request::Restore(Blob {
                 bytes: 20480,
                 sha256: "ab".repeat(32),

@@ -93,6 +93,35 @@ pub struct KubeReport {
     /// Kubelet serving certificates this agent approved.
     #[serde(default)]
     pub approved: u32,
+    /// The security stack, on a control-plane node whose config carries
+    /// one to apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack: Option<StackReport>,
+}
+
+/// What a control-plane node did with the cluster's security stack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StackReport {
+    /// This node holds the stack's Lease (kube-system/nodeimg-stack): it
+    /// is the one that applies.
+    pub leader: bool,
+    /// sha256 (hex) of the rendered objects this node applied last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Objects applied in the last complete pass.
+    #[serde(default)]
+    pub objects: u32,
+    /// Objects it applied before, no longer rendered, and deleted.
+    #[serde(default)]
+    pub pruned: u32,
+    /// When the last complete pass ended (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<u64>,
+    /// Why the last pass failed; it is tried again after `retry_in_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_s: Option<u64>,
 }
 
 /// A certificate, key or CA in a kubeconfig: inline or a file the client

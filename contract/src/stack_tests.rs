@@ -112,10 +112,12 @@ fn the_auditor_reads_no_secrets_and_writes_nothing() {
 
 #[test]
 fn parts_turned_off_leave_their_files_out() {
-    let mut s = Stack::default();
-    s.network_policies = false;
-    s.auditor_group = String::new();
-    s.priority_classes = false;
+    let mut s = Stack {
+        network_policies: false,
+        auditor_group: String::new(),
+        priority_classes: false,
+        ..Stack::default()
+    };
     s.limits.enabled = false;
     s.quota.enabled = false;
     let files: Vec<&str> = render(&s).iter().map(|m| m.file).collect();

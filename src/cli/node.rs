@@ -54,6 +54,14 @@ enum NodeCommand {
     },
     /// The kernel log.
     Dmesg,
+    /// A control-plane node's Kubernetes audit log: its files with their
+    /// sizes (`# NAME BYTES` lines), then the current log's last lines
+    /// (one JSON event each).
+    Audit {
+        /// Lines from the end (default 200).
+        #[arg(long)]
+        tail: Option<usize>,
+    },
     /// The running machine config, secrets redacted.
     Config,
     /// Stop the services and reboot the node.
@@ -134,6 +142,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
             follow: false,
         },
         NodeCommand::Dmesg => Request::Dmesg,
+        NodeCommand::Audit { tail } => Request::Audit { tail },
         NodeCommand::Config => Request::Config,
         NodeCommand::Reboot => Request::Reboot,
         NodeCommand::Reset => Request::Reset,

@@ -202,9 +202,11 @@ mod tests {
 
     #[test]
     fn the_yaml_reads_back_as_the_objects() {
-        let mut stack = Stack::default();
         // names YAML 1.1 would take for a boolean or a number
-        stack.namespaces = vec!["on".into(), "y".into(), "0755".into()];
+        let stack = Stack {
+            namespaces: vec!["on".into(), "y".into(), "0755".into()],
+            ..Stack::default()
+        };
         for (m, (name, text)) in render(&stack).iter().zip(texts(&stack)) {
             assert_eq!(m.file, name);
             assert!(text.starts_with(MARKER));

@@ -6,6 +6,7 @@
 pub mod etcd;
 pub mod kube;
 pub mod registry;
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,6 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use contract::api::{tail_lines, Applied, Request, Response, DEFAULT_TAIL, MAX_TAIL};
 use contract::config::changes;
+use contract::kube::AUDIT_LOG;
 use rustix::process::{Pid, Signal};
 
 use super::State;
@@ -49,6 +50,7 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
         }
         // `follow` streams: api/mod.rs hands such a request to `follow`
         Request::Logs { service, tail, .. } => (logs(state, service, *tail), None),
+        Request::Audit { tail } => (audit(std::path::Path::new(AUDIT_LOG), *tail), None),
         Request::Dmesg => (
             match dmesg() {
                 Ok(text) => Response::Text(text),
@@ -215,6 +217,56 @@ fn logs(state: &State, service: &str, tail: Option<usize>) -> Response {
             Response::Error(format!("no log for service {service}"))
         }
         Err(e) => Response::Error(format!("reading {}: {e}", path.display())),
+    }
+}
+
+/// The most of the audit log read for a tail: its events are a few KiB
+/// at most, and the log may be many MiB.
+const AUDIT_READ: u64 = 4 << 20;
+
+/// `audit`: the audit log directory's files with their sizes, then the
+/// current log's tail.
+fn audit(log: &std::path::Path, tail: Option<usize>) -> Response {
+    use std::io::{Seek, SeekFrom};
+    let Some(dir) = log.parent() else {
+        return Response::Error(format!("{} has no directory", log.display()));
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Response::Error(
+                "no audit log here: this node runs no kube-apiserver (yet)".into(),
+            )
+        }
+        Err(e) => return Response::Error(format!("reading {}: {e}", dir.display())),
+    };
+    let mut files: Vec<(String, u64)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let len = e.metadata().ok().filter(|m| m.is_file())?.len();
+            Some((e.file_name().to_string_lossy().into_owned(), len))
+        })
+        .collect();
+    files.sort();
+    let mut text: String = files
+        .iter()
+        .map(|(name, len)| format!("# {name} {len}\n"))
+        .collect();
+    let mut data = Vec::new();
+    let read = std::fs::File::open(log).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(len.saturating_sub(AUDIT_READ)))?;
+        f.take(AUDIT_READ).read_to_end(&mut data)
+    });
+    match read {
+        Ok(_) => {
+            let current = String::from_utf8_lossy(&data);
+            let n = tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL);
+            text.push_str(tail_lines(&current, n));
+            Response::Text(text)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Response::Text(text),
+        Err(e) => Response::Error(format!("reading {}: {e}", log.display())),
     }
 }
 
@@ -499,5 +551,31 @@ mod tests {
         };
         assert!(text.contains("hostname = \"worker-1\""), "{text}");
         assert!(!text.contains("PRIVATE KEY"), "redacted: {text}");
+    }
+
+    #[test]
+    fn audit_lists_the_files_then_tails_the_current_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit").join("audit.log");
+        match audit(&log, None) {
+            Response::Error(e) => assert!(e.contains("no kube-apiserver"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::create_dir(dir.path().join("audit")).unwrap();
+        std::fs::write(&log, "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap();
+        std::fs::write(
+            dir.path()
+                .join("audit")
+                .join("audit-2026-12-07T03-00-00.000.log"),
+            "x".repeat(10),
+        )
+        .unwrap();
+        assert_eq!(
+            audit(&log, Some(2)),
+            Response::Text(
+                "# audit-2026-12-07T03-00-00.000.log 10\n# audit.log 24\n{\"a\":2}\n{\"a\":3}\n"
+                    .into()
+            )
+        );
     }
 }

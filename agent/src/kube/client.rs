@@ -36,7 +36,6 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    #[allow(dead_code)]
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Status { status, .. } => Some(*status),
@@ -172,6 +171,14 @@ impl Client {
 
     pub fn create(&self, path: &str, object: &Value) -> Result<Value, ClientError> {
         self.call("POST", path, Some(("application/json", object)))
+    }
+
+    /// Deletes the object at `path`; one already gone is no error.
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        match self.call("DELETE", path, None) {
+            Err(e) if e.status() == Some(404) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     pub fn put(&self, path: &str, object: &Value) -> Result<Value, ClientError> {

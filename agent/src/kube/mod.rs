@@ -9,7 +9,8 @@
 //! token). Then, every few seconds: the node's pod network once it has a
 //! pod CIDR ([`podnet`]), routes to the other nodes' pods, and on a
 //! control-plane node the role label and the approval of kubelet serving
-//! certificates ([`approver`]).
+//! certificates ([`approver`]), and on the one holding its Lease the
+//! cluster's security stack ([`stack`]).
 
 pub mod approver;
 pub mod balancer;
@@ -19,6 +20,7 @@ pub mod pki;
 pub mod podnet;
 pub mod proxy_cert;
 pub mod render;
+pub mod stack;
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -64,6 +66,9 @@ struct Setup {
     members: Vec<(String, IpAddr)>,
     lifetime: u64,
     balancer: Arc<balancer::Balancer>,
+    /// The security stack to apply (a control-plane node whose config
+    /// says to).
+    stack: Option<contract::config::Stack>,
 }
 
 /// A worker's kube-proxy certificate: not asked for, asked for (the CSR's
@@ -197,6 +202,10 @@ impl Kube {
             r.detail = None;
         });
         let mut labelled = false;
+        let mut stack = admin
+            .as_ref()
+            .and(s.stack.clone())
+            .map(|st| stack::Applier::new(st, &s.facts.hostname));
         // a control-plane node issued kube-proxy's certificate itself
         let mut proxy = if s.facts.control_plane {
             ProxyCert::Released
@@ -221,6 +230,13 @@ impl Kube {
             self.look(client, s);
             if admin.is_some() {
                 self.approve(client, s);
+            }
+            if let Some(applier) = stack.as_mut() {
+                if let Some(line) = applier.look(client, unix_now()) {
+                    crate::console::Console::open().say(&line);
+                }
+                let report = applier.report.clone();
+                self.update(|r| r.stack = Some(report));
             }
         }
     }
@@ -582,6 +598,7 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
             control_plane,
             oidc: cp.and_then(|cp| cp.oidc.clone()),
             leader_election: cp.and_then(|cp| cp.leader_election).unwrap_or_default(),
+            api_server: cp.and_then(|cp| cp.api_server).unwrap_or_default(),
             registry: !config.containerd.registry_mirrors.is_empty()
                 || !config.containerd.registry_credentials.is_empty(),
         },
@@ -605,6 +622,9 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
         )),
         members,
         lifetime,
+        stack: cp
+            .and_then(|cp| cp.stack.clone())
+            .filter(|st| control_plane && st.apply),
     })
 }
 

@@ -44,6 +44,8 @@ pub struct NodeFacts {
     pub oidc: Option<contract::config::Oidc>,
     /// The controller-manager's and scheduler's leases.
     pub leader_election: contract::config::LeaderElection,
+    /// Audit log rotation and the longest service-account token.
+    pub api_server: contract::config::ApiServer,
 }
 
 /// Who owns a rendered file (a user the image's `/etc/passwd` names).
@@ -180,9 +182,16 @@ pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
         format!("--service-cluster-ip-range={}", spec::SERVICE_CIDR),
         "--profiling=false".into(),
         format!("--audit-log-path={}", spec::AUDIT_LOG),
-        "--audit-log-maxage=30".into(),
-        "--audit-log-maxbackup=10".into(),
-        "--audit-log-maxsize=100".into(),
+        format!("--audit-log-maxage={}", facts.api_server.audit_max_age_days),
+        format!(
+            "--audit-log-maxbackup={}",
+            facts.api_server.audit_max_backups
+        ),
+        format!("--audit-log-maxsize={}", facts.api_server.audit_max_size_mb),
+        format!(
+            "--service-account-max-token-expiration={}s",
+            facts.api_server.service_account_max_token_s
+        ),
         format!("--audit-policy-file={}/audit-policy.json", spec::DIR),
         format!("--encryption-provider-config={}/encryption.json", spec::DIR),
         format!(

@@ -11,6 +11,7 @@ fn cp() -> NodeFacts {
         registry: false,
         oidc: None,
         leader_election: Default::default(),
+        api_server: Default::default(),
     }
 }
 
@@ -369,4 +370,31 @@ fn leases_come_from_the_config_for_both_controllers() {
         assert_eq!(flag(&args, "leader-elect-renew-deadline"), Some("45s"));
         assert_eq!(flag(&args, "leader-elect-retry-period"), Some("8s"));
     }
+}
+
+#[test]
+fn audit_rotation_and_token_lifetime_come_from_the_config() {
+    let args = apiserver_args(&cp());
+    assert_eq!(flag(&args, "audit-log-maxsize"), Some("100"));
+    assert_eq!(
+        flag(&args, "service-account-max-token-expiration"),
+        Some("3600s")
+    );
+    let lab = NodeFacts {
+        api_server: contract::config::ApiServer {
+            audit_max_size_mb: 1,
+            audit_max_backups: 3,
+            audit_max_age_days: 2,
+            service_account_max_token_s: 7200,
+        },
+        ..cp()
+    };
+    let args = apiserver_args(&lab);
+    assert_eq!(flag(&args, "audit-log-maxsize"), Some("1"));
+    assert_eq!(flag(&args, "audit-log-maxbackup"), Some("3"));
+    assert_eq!(flag(&args, "audit-log-maxage"), Some("2"));
+    assert_eq!(
+        flag(&args, "service-account-max-token-expiration"),
+        Some("7200s")
+    );
 }

@@ -1,0 +1,415 @@
+//! The security stack on a running lab, judged by upstream's kubectl, the
+//! locked etcdctl and the node API: applied by the elected control-plane
+//! node and equal to `DIR/manifests/`, and each control enforced, not only
+//! present (issue 14).
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use super::kube::{pause_pod, Kube, KubeLab};
+use super::{json, ok, s, text};
+
+/// The workload namespace the lab's stack guards (cluster.toml's default).
+const NS: &str = "apps";
+
+/// `nodeimg node … ARGS` against the lab node `n` (from `lab up`'s JSON).
+fn node(cluster: &Path, n: &Value, args: &[&str]) -> String {
+    let port = format!("127.0.0.1:{}", n["api_port"].as_u64().unwrap());
+    let admin = cluster.join("admin.nodeconfig");
+    let mut all = vec![
+        "node",
+        "--node",
+        &port,
+        "--nodeconfig",
+        s(&admin),
+        "--server-name",
+        n["address"].as_str().unwrap(),
+    ];
+    all.extend(args);
+    ok(&all)
+}
+
+fn control_plane(lab: &KubeLab) -> Value {
+    lab.up["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["role"] == "control-plane")
+        .unwrap()
+        .clone()
+}
+
+/// Every check, on one lab.
+pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
+    let cp = control_plane(lab);
+    applied_as_rendered(lab, k, &cp);
+    pod_security(k, dir, cp["name"].as_str().unwrap());
+    rbac(k);
+    let secret = encryption_at_rest(lab, k, &cp);
+    audit(lab, k, dir, &cp, &secret);
+    token_lifetime(k);
+    event_rate_limit(k, dir);
+}
+
+/// The node holding the stack's Lease reports a complete pass, and the
+/// cluster holds exactly what `DIR/manifests/` says: a server-side dry run
+/// of the files as the agent's field manager changes nothing.
+fn applied_as_rendered(lab: &KubeLab, k: &Kube, cp: &Value) {
+    let name = cp["name"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let stack = loop {
+        let report = json(&node(
+            &lab.cluster,
+            cp,
+            &["status", "--json", "--timeout", "20"],
+        ));
+        let stack = report["kubernetes"]["stack"].clone();
+        if stack["applied_at"].is_u64() {
+            break stack;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: the stack was not applied within 300 s: {stack}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    };
+    eprintln!("k8s: stack on {name}: {stack}");
+    assert_eq!(stack["leader"], true, "{stack}");
+    assert!(stack["error"].is_null(), "{stack}");
+    let holder = k.ok(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "nodeimg-stack",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(holder, name, "the stack's Lease");
+    let manifests = lab.cluster.join("manifests");
+    let mut objects = 0;
+    for entry in std::fs::read_dir(&manifests).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        objects += text.matches("\n---\n").count();
+    }
+    assert_eq!(
+        stack["objects"].as_u64().unwrap(),
+        objects as u64,
+        "{stack}"
+    );
+    // exit 0: no difference between the files and the cluster
+    k.ok(&[
+        "diff",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=nodeimg-agent",
+        "-f",
+        s(&manifests),
+    ]);
+    let ns = json(&k.ok(&["get", "namespace", NS, "-o", "json"]));
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    for (kind, name) in [
+        ("networkpolicy", "default-deny"),
+        ("networkpolicy", "allow-dns"),
+        ("limitrange", "container-defaults"),
+        ("resourcequota", "namespace-quota"),
+    ] {
+        k.ok(&["get", "-n", NS, kind, name]);
+    }
+}
+
+/// A privileged pod is refused at admission with Pod Security's reason;
+/// a restricted one runs (its requests and limits from the LimitRange).
+fn pod_security(k: &Kube, dir: &Path, cp: &str) {
+    let mut bad = pause_pod("privileged", cp, &[], "Never");
+    bad["metadata"]["namespace"] = json!(NS);
+    bad["spec"]["containers"][0]["securityContext"] = json!({ "privileged": true });
+    let file = dir.join("privileged.json");
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let out = k.run(&["apply", "-f", s(&file)]);
+    let said = text(&out);
+    assert!(
+        !out.status.success(),
+        "a privileged pod was admitted: {said}"
+    );
+    assert!(
+        said.contains("violates PodSecurity \"restricted:latest\"") && said.contains("privileged"),
+        "{said}"
+    );
+    eprintln!("k8s: privileged pod refused: {}", said.trim());
+
+    let mut good = pause_pod("restricted", cp, &[], "Always");
+    good["metadata"]["namespace"] = json!(NS);
+    let file = dir.join("restricted.json");
+    std::fs::write(&file, good.to_string()).unwrap();
+    k.ok(&["apply", "-f", s(&file)]);
+    k.wait("pod apps/restricted Running", 600, |k| {
+        let out = k.run(&["get", "pod", "-n", NS, "restricted", "-o", "json"]);
+        let pod: Value = serde_json::from_slice(&out.stdout).map_err(|_| text(&out))?;
+        match pod["status"]["phase"].as_str() {
+            Some("Running") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let pod = json(&k.ok(&["get", "pod", "-n", NS, "restricted", "-o", "json"]));
+    let resources = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(resources["limits"]["memory"], "256Mi", "{resources}");
+    assert_eq!(resources["requests"]["cpu"], "100m", "{resources}");
+}
+
+/// The auditor group reads but neither changes anything nor reads
+/// Secrets; no ServiceAccount outside kube-system holds a cluster-wide
+/// role that writes.
+fn rbac(k: &Kube) {
+    let auditor = ["--as=audit-test", "--as-group=nodeimg:auditors"];
+    let can = |verb: &str, what: &str| {
+        let mut args = vec!["auth", "can-i", verb, what, "-n", NS];
+        args.extend(auditor);
+        let out = k.run(&args);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (verb, what, want) in [
+        ("list", "pods", "yes"),
+        ("get", "networkpolicies", "yes"),
+        ("list", "nodes", "yes"),
+        ("get", "secrets", "no"),
+        ("list", "secrets", "no"),
+        ("delete", "pods", "no"),
+        ("create", "deployments", "no"),
+        ("patch", "namespaces", "no"),
+    ] {
+        assert_eq!(can(verb, what), want, "auditor may {verb} {what}");
+    }
+    // and the API agrees when the auditor asks
+    let mut args = vec!["get", "pods", "-A"];
+    args.extend(auditor);
+    k.ok(&args);
+    let mut args = vec!["get", "secrets", "-n", NS];
+    args.extend(auditor);
+    let out = k.run(&args);
+    assert!(
+        !out.status.success() && text(&out).contains("Forbidden"),
+        "{}",
+        text(&out)
+    );
+
+    let roles = json(&k.ok(&["get", "clusterroles", "-o", "json"]));
+    let writes = |role: &str| {
+        roles["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["metadata"]["name"] == role)
+            .map(|r| {
+                r["rules"].as_array().into_iter().flatten().any(|rule| {
+                    rule["verbs"].as_array().into_iter().flatten().any(|v| {
+                        matches!(
+                            v.as_str(),
+                            Some(
+                                "*" | "create" | "update" | "patch" | "delete" | "deletecollection"
+                            )
+                        )
+                    })
+                })
+            })
+            // a binding to a role that does not exist grants nothing
+            .unwrap_or(false)
+    };
+    let bindings = json(&k.ok(&["get", "clusterrolebindings", "-o", "json"]));
+    for b in bindings["items"].as_array().unwrap() {
+        for subject in b["subjects"].as_array().into_iter().flatten() {
+            let outside =
+                subject["kind"] == "ServiceAccount" && subject["namespace"] != "kube-system";
+            let role = b["roleRef"]["name"].as_str().unwrap();
+            assert!(
+                !(outside && writes(role)),
+                "ServiceAccount {}/{} holds cluster-wide {role} through {}",
+                subject["namespace"],
+                subject["name"],
+                b["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// A Secret made through the API is stored sealed: read raw from etcd, it
+/// carries the secretbox provider's prefix and not its value.
+fn encryption_at_rest(lab: &KubeLab, k: &Kube, cp: &Value) -> String {
+    let name = "sealed";
+    let canary = "canary-plain-text-4f1d";
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        name,
+        "-n",
+        NS,
+        &format!("--from-literal=password={canary}"),
+    ]);
+    let tls = lab.run.join("etcdctl-tls");
+    super::etcd::client_cert(&lab.cluster, &tls);
+    let endpoint = format!("127.0.0.1:{}", cp["etcd_port"].as_u64().unwrap());
+    let out = super::etcd::etcdctl(
+        &tls,
+        &endpoint,
+        30,
+        &[
+            "get",
+            &format!("/registry/secrets/{NS}/{name}"),
+            "--print-value-only",
+        ],
+    );
+    assert!(out.status.success(), "etcdctl get: {}", text(&out));
+    let raw = &out.stdout;
+    let prefix = b"k8s:enc:secretbox:v1:key1:";
+    assert!(
+        raw.starts_with(prefix),
+        "stored as {:?}",
+        String::from_utf8_lossy(raw.get(..60).unwrap_or(raw))
+    );
+    assert!(
+        !raw.windows(canary.len()).any(|w| w == canary.as_bytes()),
+        "the Secret's value is in etcd in plain text"
+    );
+    eprintln!(
+        "k8s: Secret {NS}/{name} in etcd: {} bytes, sealed",
+        raw.len()
+    );
+    name.to_string()
+}
+
+/// The control-plane node's audit log records the Secret's creation by
+/// the admin, and rotates at the lab's 1 MiB.
+fn audit(lab: &KubeLab, k: &Kube, dir: &Path, cp: &Value, secret: &str) {
+    let me = json(&k.ok(&["auth", "whoami", "-o", "json"]));
+    let user = me["status"]["userInfo"]["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = node(&lab.cluster, cp, &["audit", "--tail", "5000"]);
+    let created = log
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| {
+            e["verb"] == "create"
+                && e["objectRef"]["resource"] == "secrets"
+                && e["objectRef"]["namespace"] == NS
+                && e["stage"] == "ResponseComplete"
+                && (e["objectRef"]["name"] == secret || e["responseStatus"]["code"] == 201)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no audit event of the Secret's creation in:\n{}",
+                tail(&log)
+            )
+        });
+    assert_eq!(created["user"]["username"], user.as_str(), "{created}");
+    // Secrets are logged at Metadata level: no body in the log
+    assert!(created["requestObject"].is_null(), "{created}");
+    assert!(
+        !log.contains("canary-plain-text"),
+        "a Secret's value is in the audit log"
+    );
+
+    // over 1 MiB of Request-level events: ServiceAccounts with a large annotation
+    let big = "x".repeat(200_000);
+    for i in 0..7 {
+        let sa = json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": { "name": format!("audit-fill-{i}"), "namespace": NS,
+                          "annotations": { "fill": big } },
+        });
+        let file = dir.join(format!("audit-fill-{i}.json"));
+        std::fs::write(&file, sa.to_string()).unwrap();
+        k.ok(&["create", "-f", s(&file)]);
+    }
+    let listing = node(&lab.cluster, cp, &["audit", "--tail", "0"]);
+    let files: Vec<(String, u64)> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(n, b)| (n.to_string(), b.parse().unwrap()))
+        .collect();
+    eprintln!("k8s: audit files: {files:?}");
+    assert!(files.len() >= 2, "the audit log did not rotate: {files:?}");
+    for (name, bytes) in &files {
+        assert!(
+            *bytes <= 1 << 20,
+            "{name} is {bytes} bytes, over the 1 MiB set"
+        );
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A token asked for two days lives the configured hour at most, and is
+/// bound (audience, expiry, the ServiceAccount's UID).
+fn token_lifetime(k: &Kube) {
+    let token = k.ok(&["create", "token", "default", "-n", NS, "--duration=48h"]);
+    let payload = token.trim().split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let life = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+    eprintln!("k8s: a token asked for 48 h lives {life} s");
+    assert!(life <= 3600, "{claims}");
+    assert!(
+        claims["kubernetes.io"]["serviceaccount"]["uid"].is_string(),
+        "{claims}"
+    );
+}
+
+/// Events in one namespace faster than EventRateLimit's burst: some are
+/// refused with 429.
+fn event_rate_limit(k: &Kube, dir: &Path) {
+    let events: Vec<Value> = (0..150)
+        .map(|i| {
+            json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": { "name": format!("burst-{i}"), "namespace": NS },
+                "involvedObject": { "kind": "Namespace", "name": NS },
+                "reason": "Burst", "message": "rate limit check", "type": "Normal",
+            })
+        })
+        .collect();
+    // four clients at once: the namespace's bucket (burst 50, 20/s) empties
+    // however slowly one emulated API server answers
+    let children: Vec<_> = events
+        .chunks(38)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let file = dir.join(format!("burst-{i}.json"));
+            let list = json!({ "apiVersion": "v1", "kind": "List", "items": chunk });
+            std::fs::write(&file, list.to_string()).unwrap();
+            Command::new(k.bin.join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&k.config)
+                .args(["create", "-f", s(&file)])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let said: String = children
+        .into_iter()
+        .map(|c| text(&c.wait_with_output().unwrap()))
+        .collect();
+    // apimachinery's NewTooManyRequestsError, as kubectl prints it
+    let refused = said.matches("(TooManyRequests)").count();
+    eprintln!("k8s: {refused} of 150 events refused by EventRateLimit");
+    assert!(refused > 0, "no event was throttled: {}", tail(&said));
+}
