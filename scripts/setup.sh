@@ -140,20 +140,22 @@ fi
 # validates our SPDX SBOMs. pip uses the machine's configured index.
 "$(dirname "$0")/../firmware/setup-venv.sh"
 venv="${NODEIMG_VENV:-$HOME/.cache/nodeimg/venv}"
-SPDX_TOOLS_VERSION=0.8.5
-shown=$("$venv/bin/python" -m pip show spdx-tools 2>/dev/null || true)
-if ! grep -qx "Version: $SPDX_TOOLS_VERSION" <<<"$shown"; then
-  echo "setup: installing spdx-tools $SPDX_TOOLS_VERSION into $venv" >&2
-  "$venv/bin/python" -m pip install -q "spdx-tools==$SPDX_TOOLS_VERSION"
-fi
+# pip_pin NAME VERSION: NAME at exactly VERSION in the venv
+pip_pin() {
+  local shown
+  shown=$("$venv/bin/python" -m pip show "$1" 2>/dev/null || true)
+  if ! grep -qx "Version: $2" <<<"$shown"; then
+    echo "setup: installing $1 $2 into $venv" >&2
+    "$venv/bin/python" -m pip install -q "$1==$2"
+  fi
+}
+pip_pin spdx-tools 0.8.5
 # ntplib: an NTP client of its own (not our packet code) that judges the
 # lab's time server (tests/lab_network.rs)
-NTPLIB_VERSION=0.4.0
-shown=$("$venv/bin/python" -m pip show ntplib 2>/dev/null || true)
-if ! grep -qx "Version: $NTPLIB_VERSION" <<<"$shown"; then
-  echo "setup: installing ntplib $NTPLIB_VERSION into $venv" >&2
-  "$venv/bin/python" -m pip install -q "ntplib==$NTPLIB_VERSION"
-fi
+pip_pin ntplib 0.4.0
+# kubernetes-validate: the OpenAPI schemas of the pinned Kubernetes minor,
+# strict, judge DIR/manifests (tests/cluster_init.rs)
+pip_pin kubernetes-validate 1.34.1
 # The recipe's pinned Go toolchain must answer. A go of 1.21 or later
 # fetches it by itself (GOTOOLCHAIN) through the module proxy; an older one
 # (bookworm's 1.19) cannot, but can download it as the module
@@ -178,7 +180,7 @@ if [ "$(GOTOOLCHAIN="$recipe_go" go env GOVERSION 2>&1)" != "$recipe_go" ]; then
 fi
 checks+=("go version")
 checks+=("$venv/bin/virt-fw-vars --help" "$venv/bin/pyspdxtools --help" "cargo --version")
-checks+=("$venv/bin/python -m ntplib")
+checks+=("$venv/bin/python -m ntplib" "$venv/bin/kubernetes-validate --version")
 
 # Prove what was promised: every command runs, every file is there. A
 # package that apt says is installed but whose command is gone (removed as

@@ -290,3 +290,115 @@ fn a_bad_cluster_file_is_named() {
     let err = fails(&["cluster", "check", s(&dir)]);
     assert!(err.contains(s(&key)) && err.contains("etcd CA"), "{err}");
 }
+
+/// The pinned Kubernetes minor (`1.34.0` for `v1.34.4`), from the recipe.
+fn kubernetes_minor() -> String {
+    let recipe =
+        std::fs::read_to_string(support::repo().join("recipes/kubernetes/recipe.toml")).unwrap();
+    let version = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"v"))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("recipes/kubernetes/recipe.toml names a version");
+    let mut parts = version.split('.');
+    format!("{}.{}.0", parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// `DIR/manifests/` passes upstream's OpenAPI schemas of the pinned minor,
+/// strictly (no unknown field), judged by kubernetes-validate; a change of
+/// `[stack]` shows after `nodeimg cluster manifests`, and a part turned off
+/// takes its file away.
+#[test]
+fn the_manifests_pass_kubernetes_validate_and_follow_cluster_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c");
+    ok(&[
+        "cluster",
+        "init",
+        "--name",
+        "lab",
+        "--control-plane-endpoint",
+        "10.0.0.10:6443",
+        "--member",
+        "cp-1=10.0.0.11",
+        "--out",
+        s(&c),
+    ]);
+    let validate = |files: &[std::path::PathBuf]| {
+        let out = Command::new(support::venv_tool("kubernetes-validate"))
+            .args(["--strict", "-k", &kubernetes_minor()])
+            .args(files)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let files = |c: &Path| {
+        let mut v: Vec<_> = std::fs::read_dir(c.join("manifests"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let said = validate(&files(&c));
+    // every object was judged: one "passed" line each
+    let objects: usize = files(&c)
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .matches("\n---\n")
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        said.matches(" passed for resource ").count(),
+        objects,
+        "{said}"
+    );
+    assert!(objects >= 9, "{said}");
+
+    let toml = c.join("cluster.toml");
+    let edited = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace(
+            "namespaces = [\"apps\"]",
+            "namespaces = [\"web\", \"batch\"]",
+        )
+        .replace("network_policies = true", "network_policies = false");
+    std::fs::write(&toml, edited).unwrap();
+    ok(&["cluster", "manifests", s(&c)]);
+    let after = files(&c);
+    let names: Vec<String> = after
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.contains(&"01-network-policies.yaml".to_string()),
+        "{names:?}"
+    );
+    let namespaces = std::fs::read_to_string(c.join("manifests/00-namespaces.yaml")).unwrap();
+    assert!(namespaces.contains("name: \"web\"") && namespaces.contains("name: \"batch\""));
+    validate(&after);
+
+    // a bad [stack] is named, and the files stay as they were
+    std::fs::write(
+        &toml,
+        std::fs::read_to_string(&toml)
+            .unwrap()
+            .replace("pods = 50", "pods = -1"),
+    )
+    .unwrap();
+    let e = fails(&["cluster", "manifests", s(&c)]);
+    assert!(e.contains("stack.quota.pods") || e.contains("pods"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(c.join("manifests/00-namespaces.yaml")).unwrap(),
+        namespaces
+    );
+}
