@@ -278,8 +278,9 @@ fn place_oci_images(
             })?;
         let built = crate::oci::build_image(&crate::oci::ImageSpec {
             name: img.name.clone(),
+            // a recipe's program (`coredns/coredns`) by its own name
             files: vec![crate::oci::ImageFile {
-                path: img.binary.clone(),
+                path: img.binary.rsplit('/').next().unwrap_or_default().into(),
                 mode: 0o755,
                 data: data.clone(),
             }],

@@ -58,15 +58,17 @@ pub struct Plan {
 
 impl Plan {
     /// Recipe -> the programs of it that layers place
-    /// (`artifact = "kubernetes/kubelet"`).
+    /// (`artifact = "kubernetes/kubelet"`) or pack into an image
+    /// (`[[oci_images]] binary = "coredns/coredns"`).
     pub fn recipe_programs(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let files = self.files.values().filter_map(|f| match &f.content {
+            FileContent::Artifact(a) => Some(a.as_str()),
+            _ => None,
+        });
+        let images = self.oci_images.values().map(|i| i.binary.as_str());
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for f in self.files.values() {
-            if let FileContent::Artifact(a) = &f.content {
-                if let Some((recipe, program)) = recipe_artifact(a) {
-                    out.entry(recipe.into()).or_default().insert(program.into());
-                }
-            }
+        for (recipe, program) in files.chain(images).filter_map(recipe_artifact) {
+            out.entry(recipe.into()).or_default().insert(program.into());
         }
         out
     }
@@ -398,17 +400,12 @@ fn merge_layer(
                 "must be an image reference with a tag, e.g. nodeimg.local/pause:0.1.0",
             ));
         }
-        if !ARTIFACTS.contains(&img.binary.as_str()) {
-            return Err(SpecError::invalid(
-                file,
-                format!("{field}.binary"),
-                format!(
-                    "unknown build artifact `{}` (known: {})",
-                    img.binary,
-                    ARTIFACTS.join(", ")
-                ),
-            ));
-        }
+        check_artifact(
+            &plan.image_path,
+            file,
+            &format!("{field}.binary"),
+            &img.binary,
+        )?;
         if plan.oci_images.contains_key(&img.name) {
             return Err(SpecError::invalid(
                 file,

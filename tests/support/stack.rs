@@ -124,25 +124,36 @@ fn applied_as_rendered(lab: &KubeLab, k: &Kube, cp: &Value) {
     }
 }
 
-/// A privileged pod is refused at admission with Pod Security's reason;
-/// a restricted one runs (its requests and limits from the LimitRange).
+/// A privileged pod is not admitted (the API server allows no privileged
+/// container at all); one in the host's namespaces is refused by Pod
+/// Security with its reason; a restricted one runs (its requests and
+/// limits from the LimitRange).
 fn pod_security(k: &Kube, dir: &Path, cp: &str) {
-    let mut bad = pause_pod("privileged", cp, &[], "Never");
-    bad["metadata"]["namespace"] = json!(NS);
-    bad["spec"]["containers"][0]["securityContext"] = json!({ "privileged": true });
-    let file = dir.join("privileged.json");
-    std::fs::write(&file, bad.to_string()).unwrap();
-    let out = k.run(&["apply", "-f", s(&file)]);
-    let said = text(&out);
+    let refused = |name: &str, pod: &Value| {
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, pod.to_string()).unwrap();
+        let out = k.run(&["apply", "-f", s(&file)]);
+        let said = text(&out);
+        assert!(!out.status.success(), "pod {name} was admitted: {said}");
+        eprintln!("k8s: pod {name} refused: {}", said.trim());
+        said
+    };
+    let mut privileged = pause_pod("privileged", cp, &[], "Never");
+    privileged["metadata"]["namespace"] = json!(NS);
+    privileged["spec"]["containers"][0]["securityContext"] = json!({ "privileged": true });
+    let said = refused("privileged", &privileged);
+    assert!(said.contains("privileged"), "{said}");
+
+    let mut host = pause_pod("host-namespaces", cp, &[], "Never");
+    host["metadata"]["namespace"] = json!(NS);
+    host["spec"]["hostNetwork"] = json!(true);
+    host["spec"]["hostPID"] = json!(true);
+    let said = refused("host-namespaces", &host);
     assert!(
-        !out.status.success(),
-        "a privileged pod was admitted: {said}"
-    );
-    assert!(
-        said.contains("violates PodSecurity \"restricted:latest\"") && said.contains("privileged"),
+        said.contains("violates PodSecurity \"restricted:latest\"")
+            && said.contains("host namespaces"),
         "{said}"
     );
-    eprintln!("k8s: privileged pod refused: {}", said.trim());
 
     let mut good = pause_pod("restricted", cp, &[], "Always");
     good["metadata"]["namespace"] = json!(NS);

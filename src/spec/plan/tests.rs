@@ -144,3 +144,48 @@ fn bad_values_are_named() {
     )
     .contains("twice"));
 }
+
+#[test]
+fn oci_images_pack_build_products_and_recipe_programs() {
+    let f = Fixture::new();
+    let recipe = f.dir.path().join("recipes/dns");
+    fs::create_dir_all(&recipe).unwrap();
+    fs::write(
+        recipe.join("recipe.toml"),
+        "schema = 1\ngo = \"go1.26.8\"\nmodule = \"example.com/dns\"\nversion = \"v1.0.0\"\n\
+         [programs]\ndns = \"example.com/dns\"\n",
+    )
+    .unwrap();
+    fs::write(
+        recipe.join("go.mod"),
+        "module x\n\nrequire example.com/dns v1.0.0\n",
+    )
+    .unwrap();
+    fs::write(recipe.join("go.sum"), "").unwrap();
+    let image = |binary: &str| {
+        format!(
+            "schema = 1\n[[oci_images]]\nname = \"nodeimg.local/{}:1\"\nbinary = \"{binary}\"\n\
+             entrypoint = [\"/x\"]\nuser = \"65532:65532\"\n",
+            binary.replace('/', "-")
+        )
+    };
+    f.layer("b", &image("pause"));
+    f.layer("a", &image("dns/dns"));
+    let plan = load_plan(&f.image(IMAGE)).unwrap();
+    assert_eq!(plan.oci_images.len(), 2);
+    let programs = plan.recipe_programs();
+    assert_eq!(programs.len(), 1);
+    assert!(programs["dns"].contains("dns"));
+    f.layer("a", &image("dns/nope"));
+    let e = err(&f, IMAGE);
+    assert!(
+        e.contains("oci_images[0].binary") && e.contains("no program `nope`"),
+        "{e}"
+    );
+    f.layer("a", &image("nothing"));
+    let e = err(&f, IMAGE);
+    assert!(
+        e.contains("oci_images[0].binary") && e.contains("unknown build artifact"),
+        "{e}"
+    );
+}
