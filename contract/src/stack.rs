@@ -24,6 +24,12 @@ pub const AUDITOR_ROLE: &str = "nodeimg:auditor";
 pub const PLATFORM_PRIORITY: &str = "nodeimg-platform";
 pub const WORKLOAD_PRIORITY: &str = "nodeimg-workload";
 
+/// The NetworkPolicy engine's image, preloaded by the kubernetes-node
+/// layer (recipes/kube-network-policies); its DaemonSet names it.
+pub const NETWORK_POLICY_IMAGE: &str = "nodeimg.local/kube-network-policies:v0.8.0";
+/// The engine's objects' name (ServiceAccount, ClusterRole, DaemonSet).
+pub const NETWORK_POLICY_ENGINE: &str = "kube-network-policies";
+
 /// One file of `DIR/manifests/`: its name, what it is for (its header),
 /// and its objects.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +52,7 @@ pub struct Kind {
 }
 
 /// Every kind [`render`] makes.
-pub const KINDS: [Kind; 7] = [
+pub const KINDS: [Kind; 9] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -58,6 +64,20 @@ pub const KINDS: [Kind; 7] = [
         api_version: "networking.k8s.io/v1",
         kind: "NetworkPolicy",
         plural: "networkpolicies",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "apps/v1",
+        kind: "DaemonSet",
+        plural: "daemonsets",
         namespaced: true,
         pruned: true,
     },
@@ -177,17 +197,22 @@ pub fn render(stack: &Stack) -> Vec<Manifest> {
             .collect(),
     }];
     if stack.network_policies {
-        out.push(Manifest {
-            file: "01-network-policies.yaml",
-            about: "Default deny: no pod of a workload namespace receives or sends \
-                    anything, but DNS to kube-system; allow what each workload needs \
-                    with policies of its own. Enforced by the cluster's NetworkPolicy \
-                    engine.",
-            objects: stack
+        let mut objects = network_policy_engine();
+        objects.extend(
+            stack
                 .namespaces
                 .iter()
-                .flat_map(|ns| [default_deny(ns), allow_dns(ns)])
-                .collect(),
+                .flat_map(|ns| [default_deny(ns), allow_dns(ns)]),
+        );
+        out.push(Manifest {
+            file: "01-network-policies.yaml",
+            about: "The NetworkPolicy engine, kube-network-policies (Kubernetes SIG \
+                    Network's, built from its module and preloaded on every node), as \
+                    a DaemonSet on the host network with CAP_NET_ADMIN only; then \
+                    default deny: no pod of a workload namespace receives or sends \
+                    anything, but DNS to kube-system; allow what each workload needs \
+                    with policies of its own.",
+            objects,
         });
     }
     if !stack.auditor_group.is_empty() {
@@ -259,6 +284,82 @@ fn namespace(stack: &Stack, ns: &str) -> Value {
         }
     }
     json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": meta })
+}
+
+/// kube-network-policies as upstream deploys it (its install.yaml), less
+/// what it does not need here: no privileged container (the API server
+/// admits none), CAP_NET_ADMIN alone; no NRI socket or netns mounts
+/// (containerd 1.7 runs no NRI; the engine then works from the API alone).
+fn network_policy_engine() -> Vec<Value> {
+    let name = NETWORK_POLICY_ENGINE;
+    let labels = json!({ "app.kubernetes.io/name": name });
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(name, Some("kube-system")),
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": metadata(&format!("nodeimg:{name}"), None),
+            "rules": [
+                { "apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"] },
+                { "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"] },
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": metadata(&format!("nodeimg:{name}"), None),
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("nodeimg:{name}") },
+            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": "kube-system" }],
+        }),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": metadata(name, Some("kube-system")),
+            "spec": {
+                "selector": { "matchLabels": labels },
+                "template": {
+                    "metadata": { "labels": labels },
+                    "spec": {
+                        "hostNetwork": true,
+                        "serviceAccountName": name,
+                        "priorityClassName": "system-node-critical",
+                        // every node, the control plane's too
+                        "tolerations": [{ "operator": "Exists" }],
+                        "containers": [{
+                            "name": name,
+                            "image": NETWORK_POLICY_IMAGE,
+                            // preloaded, its digest checked at import
+                            "imagePullPolicy": "Never",
+                            "args": [
+                                "--hostname-override=$(MY_NODE_NAME)",
+                                "--nfqueue-id=98",
+                                "--metrics-bind-address=127.0.0.1:9080",
+                                "--v=2",
+                            ],
+                            "env": [{
+                                "name": "MY_NODE_NAME",
+                                "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
+                            }],
+                            "securityContext": {
+                                "runAsUser": 0,
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "capabilities": { "drop": ["ALL"], "add": ["NET_ADMIN"] },
+                            },
+                            "resources": {
+                                "requests": { "cpu": "50m", "memory": "50Mi" },
+                                "limits": { "memory": "300Mi" },
+                            },
+                        }],
+                    },
+                },
+            },
+        }),
+    ]
 }
 
 fn default_deny(ns: &str) -> Value {

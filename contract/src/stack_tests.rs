@@ -41,7 +41,11 @@ fn every_object_is_labelled_placed_and_unique() {
         match o["metadata"]["namespace"].as_str() {
             Some(ns) => {
                 assert!(kind.namespaced);
-                assert!(s.namespaces.iter().any(|n| n == ns), "{url}");
+                // the NetworkPolicy engine lives in kube-system
+                assert!(
+                    s.namespaces.iter().any(|n| n == ns) || ns == "kube-system",
+                    "{url}"
+                );
                 assert!(url.contains(&format!("/namespaces/{ns}/")), "{url}");
             }
             None => assert!(!kind.namespaced, "{url}"),
@@ -103,7 +107,7 @@ fn the_auditor_reads_no_secrets_and_writes_nothing() {
     }
     let binding = objects
         .iter()
-        .find(|o| o["kind"] == "ClusterRoleBinding")
+        .find(|o| o["kind"] == "ClusterRoleBinding" && o["metadata"]["name"] == AUDITOR_ROLE)
         .unwrap();
     assert_eq!(binding["subjects"][0]["kind"], "Group");
     assert_eq!(binding["subjects"][0]["name"], "nodeimg:auditors");
@@ -202,4 +206,40 @@ fn cluster_toml_takes_the_stack_with_defaults_and_names_bad_keys() {
         let text = cluster_toml(&format!("[stack.limits]\nmax_cpu = \"{q}\"\n"));
         ClusterConfig::from_toml(&text, "cluster.toml").unwrap();
     }
+}
+
+#[test]
+fn the_network_policy_engine_runs_on_every_node_with_net_admin_only() {
+    let objects = all(&Stack::default());
+    let ds = objects.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["tolerations"], json!([{ "operator": "Exists" }]));
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], NETWORK_POLICY_IMAGE);
+    assert_eq!(c["imagePullPolicy"], "Never");
+    assert!(c["securityContext"]["privileged"].is_null());
+    assert_eq!(
+        c["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN"])
+    );
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    // its ServiceAccount and read-only role come before it
+    let pos = |kind: &str| objects.iter().position(|o| o["kind"] == kind).unwrap();
+    assert!(pos("ServiceAccount") < pos("DaemonSet"));
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["metadata"]["name"] == "nodeimg:kube-network-policies" && o["kind"] == "ClusterRole"
+        })
+        .unwrap();
+    for rule in role["rules"].as_array().unwrap() {
+        assert_eq!(rule["verbs"], json!(["list", "watch"]));
+    }
+    // network_policies = false takes the engine away too
+    let off = Stack {
+        network_policies: false,
+        ..Stack::default()
+    };
+    assert!(all(&off).iter().all(|o| o["kind"] != "DaemonSet"));
 }

@@ -4,9 +4,10 @@
 //! left this process (uid, capabilities, seccomp, no_new_privs) and whether
 //! `/` is writable: nodeagent's proof that containers are confined.
 //! `pause listen PORT` answers every TCP connection with one line, and
-//! `pause connect HOST:PORT` says whether it reached one: the lab's proof
-//! that pods reach each other and Services (no other program is in the
-//! image).
+//! `pause connect HOST:PORT [TRIES]` says whether it reached one within
+//! TRIES tries (default 60, one every 4 s at most): the lab's proof that
+//! pods reach each other and Services, and that NetworkPolicies stop them
+//! (no other program is in the image).
 
 use std::io::Write;
 
@@ -16,7 +17,8 @@ fn main() {
         Some("probe") => probe(),
         Some("listen") => listen(args.get(1).map(String::as_str).unwrap_or("8080")),
         Some("connect") => {
-            let ok = connect(args.get(1).map(String::as_str).unwrap_or_default());
+            let tries = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(60);
+            let ok = connect(args.get(1).map(String::as_str).unwrap_or_default(), tries);
             std::process::exit(if ok { 0 } else { 1 });
         }
         Some("--version") => println!("pause {}", env!("CARGO_PKG_VERSION")),
@@ -92,11 +94,11 @@ fn listen(port: &str) {
 
 /// Up to 60 tries a second apart (a new pod's network, a Service's rules
 /// may lag its start); prints the outcome.
-fn connect(target: &str) -> bool {
+fn connect(target: &str, tries: u32) -> bool {
     use std::net::ToSocketAddrs;
     let timeout = std::time::Duration::from_secs(3);
     let mut last = String::from("no address");
-    for _ in 0..60 {
+    for _ in 0..tries {
         let addrs: Vec<std::net::SocketAddr> = match target.to_socket_addrs() {
             Ok(a) => a.collect(),
             Err(e) => {

@@ -189,3 +189,22 @@ fn oci_images_pack_build_products_and_recipe_programs() {
         "{e}"
     );
 }
+
+/// Both Kubernetes images preload the images the security stack's
+/// objects name (contract::stack), from a recipe the repo holds.
+#[test]
+fn the_kubernetes_images_preload_what_the_stack_runs() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for image in ["k8s-control-plane", "k8s-worker"] {
+        let plan = load_plan(&repo.join(format!("images/{image}.toml"))).unwrap();
+        let img = plan
+            .oci_images
+            .get(contract::stack::NETWORK_POLICY_IMAGE)
+            .unwrap_or_else(|| panic!("{image} does not preload the NetworkPolicy engine"));
+        assert!(plan.recipe_programs().contains_key("kube-network-policies"));
+        assert!(img.binary.starts_with("kube-network-policies/"));
+        for m in ["nft_queue", "nfnetlink_queue"] {
+            assert!(plan.deferred_modules.contains(m), "{image}: {m}");
+        }
+    }
+}
