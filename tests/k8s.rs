@@ -28,7 +28,10 @@
 //!   nor reads Secrets, and no ServiceAccount outside kube-system holds a
 //!   cluster-wide writing role; a Secret is sealed in etcd (`etcdctl`);
 //!   the audit log records its creation by the admin and rotates at the
-//!   lab's 1 MiB; a 48 h token lives 1 h; an event burst is throttled.
+//!   lab's 1 MiB; a 48 h token lives 1 h; an event burst is throttled;
+//!   the NetworkPolicy engine stops what default deny denies and passes
+//!   what allow policies name; CoreDNS answers pods in a default-deny
+//!   namespace (allow-dns) and in `default`.
 //!
 //! One lab bring-up for all of it: each boot costs minutes under TCG.
 //! Three control planes and a leader kill are tests/k8s_ha.rs.
@@ -44,9 +47,13 @@ use support::stack::check_stack;
 fn a_control_plane_and_a_worker_run_kubernetes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // the audit log rotates at 1 MiB, so the test reaches a rotation
+    // the audit log rotates at 1 MiB, so the test reaches a rotation; the
+    // lab's nodes have no name servers (CoreDNS would refuse to forward to
+    // none) and one CoreDNS spares the emulated CPUs
     let lab = KubeLab::up(d, "k8s-small", &["cp-1=10.77.0.11"], |t| {
         t.replace("audit_max_size_mb = 100", "audit_max_size_mb = 1")
+            .replace("forward = [\"/etc/resolv.conf\"]", "forward = []")
+            .replace("replicas = 2", "replicas = 1")
     });
     let admins = lab.admins(d);
     let k = &admins[0].1;

@@ -90,7 +90,7 @@ fn ctr(args: &[&str]) -> Result<String, String> {
 }
 
 /// Imports every image, checks digests, runs the confinement probe with the
-/// first image (the sandbox image carries the probe). `None` when the image
+/// sandbox image (it carries the probe). `None` when the image
 /// packs no OCI images.
 pub fn preload_and_check() -> Option<RuntimeReport> {
     let list: Vec<PreloadedImage> = match std::fs::read(IMAGES_FILE) {
@@ -144,8 +144,14 @@ fn run(list: &[PreloadedImage], report: &mut RuntimeReport) -> Result<(), String
             ));
         }
     }
-    let Some(sandbox) = list.first() else {
-        return Ok(());
+    let Some(sandbox) = list
+        .iter()
+        .find(|i| i.name == contract::images::SANDBOX_IMAGE)
+    else {
+        return Err(format!(
+            "no sandbox image {} among the preloaded images: no probe to run",
+            contract::images::SANDBOX_IMAGE
+        ));
     };
     let id = format!("nodeimg-probe-{}", crate::sys::uptime_ms());
     let mut args: Vec<&str> = vec![

@@ -9,6 +9,10 @@ pub const IMAGES_FILE: &str = "/usr/lib/nodeimg/images.json";
 /// Where the archives live on the verified root.
 pub const IMAGES_DIR: &str = "/usr/lib/nodeimg/images";
 
+/// The sandbox ("pause") image: containerd's `sandbox_image`, and the
+/// one that carries the runtime's confinement probe (`/pause probe`).
+pub const SANDBOX_IMAGE: &str = "nodeimg.local/pause:0.1.0";
+
 /// One preloaded image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

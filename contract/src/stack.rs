@@ -27,6 +27,9 @@ pub const WORKLOAD_PRIORITY: &str = "nodeimg-workload";
 /// The NetworkPolicy engine's image, preloaded by the kubernetes-node
 /// layer (recipes/kube-network-policies); its DaemonSet names it.
 pub const NETWORK_POLICY_IMAGE: &str = "nodeimg.local/kube-network-policies:v0.8.0";
+/// CoreDNS's image, preloaded by the kubernetes-node layer (recipes/coredns).
+pub const DNS_IMAGE: &str = "nodeimg.local/coredns:v1.15.0";
+
 /// The engine's objects' name (ServiceAccount, ClusterRole, DaemonSet).
 pub const NETWORK_POLICY_ENGINE: &str = "kube-network-policies";
 
@@ -52,7 +55,7 @@ pub struct Kind {
 }
 
 /// Every kind [`render`] makes.
-pub const KINDS: [Kind; 9] = [
+pub const KINDS: [Kind; 12] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -71,6 +74,27 @@ pub const KINDS: [Kind; 9] = [
         api_version: "v1",
         kind: "ServiceAccount",
         plural: "serviceaccounts",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "v1",
+        kind: "Service",
+        plural: "services",
+        namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "apps/v1",
+        kind: "Deployment",
+        plural: "deployments",
         namespaced: true,
         pruned: true,
     },
@@ -260,6 +284,17 @@ pub fn render(stack: &Stack) -> Vec<Manifest> {
             objects: resources,
         });
     }
+    if stack.dns.enabled {
+        out.push(Manifest {
+            file: "05-dns.yaml",
+            about: "The cluster's DNS: CoreDNS (built from its module and preloaded on \
+                    every node) serving cluster.local at the kube-dns Service address \
+                    kubelet gives pods, forwarding other names as [stack.dns].forward \
+                    says. Non-root, no capabilities: the pod lets unprivileged \
+                    processes bind port 53 instead.",
+            objects: dns(stack),
+        });
+    }
     out
 }
 
@@ -357,6 +392,155 @@ fn network_policy_engine() -> Vec<Value> {
                         }],
                     },
                 },
+            },
+        }),
+    ]
+}
+
+/// The Corefile: upstream's (kubeadm's) for cluster DNS, with forwarding
+/// only where there is somewhere to forward to.
+fn corefile(stack: &Stack) -> String {
+    let domain = crate::kube::CLUSTER_DOMAIN;
+    let mut f = format!(
+        ".:53 {{\n    errors\n    health {{\n        lameduck 5s\n    }}\n    ready\n    \
+         kubernetes {domain} in-addr.arpa ip6.arpa {{\n        pods insecure\n        \
+         fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }}\n    prometheus :9153\n"
+    );
+    if !stack.dns.forward.is_empty() {
+        f.push_str(&format!(
+            "    forward . {} {{\n        max_concurrent 1000\n    }}\n    loop\n",
+            stack.dns.forward.join(" ")
+        ));
+    }
+    f.push_str("    cache 30\n    reload\n    loadbalance\n}\n");
+    f
+}
+
+/// CoreDNS as upstream deploys it (its deployment's coredns.yaml.sed),
+/// named as kubeadm names it (`coredns`, Service `kube-dns`), less the
+/// capability: upstream's binary carries cap_net_bind_service as a file
+/// capability, ours none, so the pod sets ip_unprivileged_port_start
+/// (a safe sysctl) to 53 instead and drops every capability.
+fn dns(stack: &Stack) -> Vec<Value> {
+    let name = "coredns";
+    let labels = json!({ "k8s-app": "kube-dns" });
+    let mut service_meta = metadata("kube-dns", Some("kube-system"));
+    if let Some(l) = service_meta
+        .get_mut("labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.insert("k8s-app".into(), json!("kube-dns"));
+    }
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(name, Some("kube-system")),
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": metadata("nodeimg:coredns", None),
+            "rules": [
+                { "apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"] },
+                { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] },
+            ],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": metadata("nodeimg:coredns", None),
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodeimg:coredns" },
+            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": "kube-system" }],
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(name, Some("kube-system")),
+            "data": { "Corefile": corefile(stack) },
+        }),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(name, Some("kube-system")),
+            "spec": {
+                "replicas": stack.dns.replicas,
+                "selector": { "matchLabels": labels },
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 1 } },
+                "template": {
+                    "metadata": { "labels": labels },
+                    "spec": {
+                        "serviceAccountName": name,
+                        "priorityClassName": "system-cluster-critical",
+                        // the node's own servers, not itself
+                        "dnsPolicy": "Default",
+                        "tolerations": [
+                            { "key": "CriticalAddonsOnly", "operator": "Exists" },
+                            { "key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule" },
+                        ],
+                        "affinity": { "podAntiAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [{
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "labelSelector": { "matchLabels": labels },
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }] } },
+                        "securityContext": {
+                            "runAsNonRoot": true,
+                            "runAsUser": 65532,
+                            "runAsGroup": 65532,
+                            "seccompProfile": { "type": "RuntimeDefault" },
+                            "sysctls": [{ "name": "net.ipv4.ip_unprivileged_port_start", "value": "53" }],
+                        },
+                        "containers": [{
+                            "name": name,
+                            "image": DNS_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "args": ["-conf", "/etc/coredns/Corefile"],
+                            "ports": [
+                                { "name": "dns", "containerPort": 53, "protocol": "UDP" },
+                                { "name": "dns-tcp", "containerPort": 53, "protocol": "TCP" },
+                                { "name": "metrics", "containerPort": 9153, "protocol": "TCP" },
+                            ],
+                            "volumeMounts": [{ "name": "config", "mountPath": "/etc/coredns", "readOnly": true }],
+                            "livenessProbe": {
+                                "httpGet": { "path": "/health", "port": 8080, "scheme": "HTTP" },
+                                "initialDelaySeconds": 60, "timeoutSeconds": 5,
+                                "successThreshold": 1, "failureThreshold": 5,
+                            },
+                            "readinessProbe": {
+                                "httpGet": { "path": "/ready", "port": 8181, "scheme": "HTTP" },
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": false,
+                                "readOnlyRootFilesystem": true,
+                                "capabilities": { "drop": ["ALL"] },
+                            },
+                            "resources": {
+                                "requests": { "cpu": "100m", "memory": "70Mi" },
+                                "limits": { "memory": "170Mi" },
+                            },
+                        }],
+                        "volumes": [{
+                            "name": "config",
+                            "configMap": { "name": name, "items": [{ "key": "Corefile", "path": "Corefile" }] },
+                        }],
+                    },
+                },
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": service_meta,
+            "spec": {
+                "selector": labels,
+                "clusterIP": crate::kube::DNS_SERVICE_IP,
+                "ports": [
+                    { "name": "dns", "port": 53, "protocol": "UDP" },
+                    { "name": "dns-tcp", "port": 53, "protocol": "TCP" },
+                    { "name": "metrics", "port": 9153, "protocol": "TCP" },
+                ],
             },
         }),
     ]

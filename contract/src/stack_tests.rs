@@ -19,7 +19,8 @@ fn rendering_is_the_same_every_time() {
             "01-network-policies.yaml",
             "02-rbac.yaml",
             "03-priority-classes.yaml",
-            "04-resource-defaults.yaml"
+            "04-resource-defaults.yaml",
+            "05-dns.yaml"
         ]
     );
 }
@@ -124,6 +125,7 @@ fn parts_turned_off_leave_their_files_out() {
     };
     s.limits.enabled = false;
     s.quota.enabled = false;
+    s.dns.enabled = false;
     let files: Vec<&str> = render(&s).iter().map(|m| m.file).collect();
     assert_eq!(files, ["00-namespaces.yaml"]);
     s.quota.enabled = true;
@@ -242,4 +244,62 @@ fn the_network_policy_engine_runs_on_every_node_with_net_admin_only() {
         ..Stack::default()
     };
     assert!(all(&off).iter().all(|o| o["kind"] != "DaemonSet"));
+}
+
+#[test]
+fn dns_serves_the_cluster_at_kubelets_address_and_forwards_as_told() {
+    let objects = all(&Stack::default());
+    let svc = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert_eq!(svc["metadata"]["name"], "kube-dns");
+    assert_eq!(svc["spec"]["clusterIP"], crate::kube::DNS_SERVICE_IP);
+    let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let corefile = cm["data"]["Corefile"].as_str().unwrap();
+    assert!(
+        corefile.contains("kubernetes cluster.local in-addr.arpa ip6.arpa {"),
+        "{corefile}"
+    );
+    assert!(
+        corefile.contains("forward . /etc/resolv.conf {"),
+        "{corefile}"
+    );
+    let d = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["image"], DNS_IMAGE);
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert!(pod["containers"][0]["securityContext"]["capabilities"]["add"].is_null());
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    // the allow-dns policy selects these pods
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"]["k8s-app"],
+        "kube-dns"
+    );
+
+    let mut lab = Stack::default();
+    lab.dns.forward = Vec::new();
+    lab.dns.replicas = 1;
+    let objects = all(&lab);
+    let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let corefile = cm["data"]["Corefile"].as_str().unwrap();
+    assert!(
+        !corefile.contains("forward") && !corefile.contains("loop"),
+        "{corefile}"
+    );
+    for (extra, key) in [
+        ("[stack.dns]\nreplicas = 0\n", "stack.dns.replicas"),
+        (
+            "[stack.dns]\nforward = [\"dns.example\"]\n",
+            "stack.dns.forward[0]",
+        ),
+    ] {
+        let e = ClusterConfig::from_toml(&cluster_toml(extra), "cluster.toml")
+            .expect_err(extra)
+            .to_string();
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+    let ok = cluster_toml("[stack.dns]\nforward = [\"10.0.0.2\", \"10.0.0.3:5353\"]\n");
+    ClusterConfig::from_toml(&ok, "cluster.toml").unwrap();
 }

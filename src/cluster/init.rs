@@ -214,7 +214,13 @@ fn stack_tables(defaults: &ClusterConfig) -> String {
          enabled = {}\n\
          pods = {}\n\
          cpu = {}\n\
-         memory = {}\n\n",
+         memory = {}\n\n\
+         [stack.dns]\n\
+         enabled = {}\n\
+         replicas = {}\n\
+         # where other names go: /etc/resolv.conf (the node's servers) or IP[:PORT]s;\n\
+         # [] on nodes without name servers (cluster names only)\n\
+         forward = {}\n\n",
         api.audit_max_size_mb,
         api.audit_max_backups,
         api.audit_max_age_days,
@@ -236,5 +242,8 @@ fn stack_tables(defaults: &ClusterConfig) -> String {
         s.quota.pods,
         quoted(&s.quota.cpu),
         quoted(&s.quota.memory),
+        s.dns.enabled,
+        s.dns.replicas,
+        list(&s.dns.forward),
     )
 }

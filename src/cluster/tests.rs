@@ -71,6 +71,7 @@ const FILES: &[(&str, u32)] = &[
     ("manifests/02-rbac.yaml", 0o644),
     ("manifests/03-priority-classes.yaml", 0o644),
     ("manifests/04-resource-defaults.yaml", 0o644),
+    ("manifests/05-dns.yaml", 0o644),
 ];
 
 fn spec(host: &str, role: Role, addresses: &[&str]) -> NodeSpec {

@@ -410,6 +410,8 @@ impl KubeLab {
         let toml = cluster.join("cluster.toml");
         let defaults = std::fs::read_to_string(&toml).unwrap();
         std::fs::write(&toml, tune(defaults)).unwrap();
+        // the manifests follow the tuned cluster.toml, as a user's would
+        ok(&["cluster", "manifests", s(&cluster)]);
         let committed =
             std::fs::read_to_string(super::repo().join(format!("qemu/{lab}.toml"))).unwrap();
         let lab_file = dir.join(format!("{lab}.toml"));

@@ -169,6 +169,7 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
         "Failed",
     );
     eprintln!("k8s: default deny stops ingress from another namespace and its own, and egress out");
+    dns(k, dir, cp_name, worker_name);
 
     let policy = |name: &str, spec: Value| {
         let p = json!({
@@ -223,6 +224,39 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
     other["metadata"]["labels"] = json!({ "app": "np-out-allowed" });
     run_pod(k, dir, NS, other, "Failed");
     eprintln!("k8s: allow policies open exactly what they name");
+}
+
+/// CoreDNS answers the cluster's names: to a pod in a default-deny
+/// namespace (through `allow-dns`) and to one in `default`.
+fn dns(k: &Kube, dir: &Path, cp: &str, worker: &str) {
+    k.wait("CoreDNS available", 600, |k| {
+        let d = json(&k.ok(&[
+            "get",
+            "deployment",
+            "-n",
+            "kube-system",
+            "coredns",
+            "-o",
+            "json",
+        ]));
+        let (want, ready) = (&d["spec"]["replicas"], &d["status"]["readyReplicas"]);
+        if ready == want {
+            Ok(())
+        } else {
+            Err(format!("{ready} of {want} ready"))
+        }
+    });
+    let name = "kubernetes.default.svc.cluster.local";
+    for (ns, node) in [(NS, worker), ("default", cp)] {
+        let pod = pause_pod("dns", node, &["resolve", name, "60"], "Never");
+        run_pod(k, dir, ns, pod, "Succeeded");
+        let log = k.ok(&["logs", "-n", ns, "dns"]);
+        assert!(
+            log.contains(&format!("NODEIMG-RESOLVE {name} 10.96.0.1")),
+            "{log}"
+        );
+    }
+    eprintln!("k8s: CoreDNS answers {name} in {NS} (default deny, allow-dns) and default");
 }
 
 /// The node holding the stack's Lease reports a complete pass, and the

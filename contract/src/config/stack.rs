@@ -65,6 +65,9 @@ pub struct Stack {
     /// `[stack.quota]`: each workload namespace's ResourceQuota.
     #[serde(default)]
     pub quota: Quota,
+    /// `[stack.dns]`: the cluster's DNS (CoreDNS).
+    #[serde(default)]
+    pub dns: Dns,
 }
 
 fn yes() -> bool {
@@ -105,6 +108,7 @@ impl Stack {
         }
         self.limits.problems(&format!("{at}.limits"), &mut out);
         self.quota.problems(&format!("{at}.quota"), &mut out);
+        self.dns.problems(&format!("{at}.dns"), &mut out);
         out
     }
 }
@@ -120,6 +124,64 @@ impl Default for Stack {
             priority_classes: true,
             limits: Limits::default(),
             quota: Quota::default(),
+            dns: Dns::default(),
+        }
+    }
+}
+
+/// `[stack.dns]`: CoreDNS, serving `cluster.local` at the Service address
+/// kubelet gives pods (10.96.0.10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// CoreDNS pods (spread over nodes where they fit).
+    #[serde(default = "Dns::default_replicas")]
+    pub replicas: u32,
+    /// Where names outside the cluster go: `/etc/resolv.conf` (the node's
+    /// servers) or addresses (`IP` or `IP:PORT`). Empty: the cluster's
+    /// own names only (a node without name servers: CoreDNS refuses to
+    /// start when a resolv.conf it forwards to names none).
+    #[serde(default = "Dns::default_forward")]
+    pub forward: Vec<String>,
+}
+
+impl Dns {
+    fn default_replicas() -> u32 {
+        2
+    }
+    fn default_forward() -> Vec<String> {
+        vec!["/etc/resolv.conf".into()]
+    }
+
+    fn problems(&self, at: &str, out: &mut Vec<Problem>) {
+        if self.replicas == 0 {
+            out.push(Problem::new(
+                format!("{at}.replicas"),
+                "must be at least 1 (turn DNS off with enabled = false)",
+            ));
+        }
+        for (i, f) in self.forward.iter().enumerate() {
+            let ok = f == "/etc/resolv.conf"
+                || f.parse::<std::net::IpAddr>().is_ok()
+                || f.parse::<std::net::SocketAddr>().is_ok();
+            if !ok {
+                out.push(Problem::new(
+                    format!("{at}.forward[{i}]"),
+                    format!("{f:?} is neither /etc/resolv.conf nor an IP or IP:PORT"),
+                ));
+            }
+        }
+    }
+}
+
+impl Default for Dns {
+    fn default() -> Dns {
+        Dns {
+            enabled: true,
+            replicas: Dns::default_replicas(),
+            forward: Dns::default_forward(),
         }
     }
 }

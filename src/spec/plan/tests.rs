@@ -202,9 +202,30 @@ fn the_kubernetes_images_preload_what_the_stack_runs() {
             .get(contract::stack::NETWORK_POLICY_IMAGE)
             .unwrap_or_else(|| panic!("{image} does not preload the NetworkPolicy engine"));
         assert!(plan.recipe_programs().contains_key("kube-network-policies"));
+        assert!(
+            plan.oci_images.contains_key(contract::stack::DNS_IMAGE),
+            "{image}"
+        );
+        assert!(plan.recipe_programs().contains_key("coredns"));
         assert!(img.binary.starts_with("kube-network-policies/"));
         for m in ["nft_queue", "nfnetlink_queue"] {
             assert!(plan.deferred_modules.contains(m), "{image}: {m}");
         }
     }
+}
+
+/// containerd's `sandbox_image`, the image the containerd layer packs and
+/// the one nodeagent runs its confinement probe with are one name.
+#[test]
+fn the_sandbox_image_is_one_name_everywhere() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = fs::read_to_string(repo.join("layers/containerd/config.toml")).unwrap();
+    let want = format!("sandbox_image = \"{}\"", contract::images::SANDBOX_IMAGE);
+    assert!(
+        config.contains(&want),
+        "layers/containerd/config.toml: no {want}"
+    );
+    let plan = load_plan(&repo.join("images/worker.toml")).unwrap();
+    let img = &plan.oci_images[contract::images::SANDBOX_IMAGE];
+    assert_eq!(img.binary, "pause");
 }
