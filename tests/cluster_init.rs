@@ -312,18 +312,12 @@ fn kubernetes_minor() -> String {
 fn the_manifests_pass_kubernetes_validate_and_follow_cluster_toml() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("c");
-    ok(&[
-        "cluster",
-        "init",
-        "--name",
-        "lab",
-        "--control-plane-endpoint",
-        "10.0.0.10:6443",
-        "--member",
-        "cp-1=10.0.0.11",
-        "--out",
-        s(&c),
-    ]);
+    let made = init(&c, &[]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let validate = |files: &[std::path::PathBuf]| {
         let out = Command::new(support::venv_tool("kubernetes-validate"))
             .args(["--strict", "-k", &kubernetes_minor()])

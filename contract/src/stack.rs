@@ -328,6 +328,64 @@ fn namespace(stack: &Stack, ns: &str) -> Value {
 fn network_policy_engine() -> Vec<Value> {
     let name = NETWORK_POLICY_ENGINE;
     let labels = json!({ "app.kubernetes.io/name": name });
+    let mut out = add_on_identity(
+        name,
+        json!([
+            { "apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"] },
+            { "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"] },
+        ]),
+    );
+    out.extend([json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": metadata(name, Some("kube-system")),
+        "spec": {
+            "selector": { "matchLabels": labels },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": {
+                    "hostNetwork": true,
+                    "serviceAccountName": name,
+                    "priorityClassName": "system-node-critical",
+                    // every node, the control plane's too
+                    "tolerations": [{ "operator": "Exists" }],
+                    "containers": [{
+                        "name": name,
+                        "image": NETWORK_POLICY_IMAGE,
+                        // preloaded, its digest checked at import
+                        "imagePullPolicy": "Never",
+                        "args": [
+                            "--hostname-override=$(MY_NODE_NAME)",
+                            "--nfqueue-id=98",
+                            "--metrics-bind-address=127.0.0.1:9080",
+                            "--v=2",
+                        ],
+                        "env": [{
+                            "name": "MY_NODE_NAME",
+                            "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
+                        }],
+                        "securityContext": {
+                            "runAsUser": 0,
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "capabilities": { "drop": ["ALL"], "add": ["NET_ADMIN"] },
+                        },
+                        "resources": {
+                            "requests": { "cpu": "50m", "memory": "50Mi" },
+                            "limits": { "memory": "300Mi" },
+                        },
+                    }],
+                },
+            },
+        },
+    })]);
+    out
+}
+
+/// An add-on's ServiceAccount in kube-system, and a ClusterRole of
+/// `rules` (`nodeimg:NAME`) bound to it.
+fn add_on_identity(name: &str, rules: Value) -> Vec<Value> {
+    let role = format!("nodeimg:{name}");
     vec![
         json!({
             "apiVersion": "v1",
@@ -337,62 +395,15 @@ fn network_policy_engine() -> Vec<Value> {
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
-            "metadata": metadata(&format!("nodeimg:{name}"), None),
-            "rules": [
-                { "apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["list", "watch"] },
-                { "apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["list", "watch"] },
-            ],
+            "metadata": metadata(&role, None),
+            "rules": rules,
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": metadata(&format!("nodeimg:{name}"), None),
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("nodeimg:{name}") },
+            "metadata": metadata(&role, None),
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
             "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": "kube-system" }],
-        }),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "DaemonSet",
-            "metadata": metadata(name, Some("kube-system")),
-            "spec": {
-                "selector": { "matchLabels": labels },
-                "template": {
-                    "metadata": { "labels": labels },
-                    "spec": {
-                        "hostNetwork": true,
-                        "serviceAccountName": name,
-                        "priorityClassName": "system-node-critical",
-                        // every node, the control plane's too
-                        "tolerations": [{ "operator": "Exists" }],
-                        "containers": [{
-                            "name": name,
-                            "image": NETWORK_POLICY_IMAGE,
-                            // preloaded, its digest checked at import
-                            "imagePullPolicy": "Never",
-                            "args": [
-                                "--hostname-override=$(MY_NODE_NAME)",
-                                "--nfqueue-id=98",
-                                "--metrics-bind-address=127.0.0.1:9080",
-                                "--v=2",
-                            ],
-                            "env": [{
-                                "name": "MY_NODE_NAME",
-                                "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
-                            }],
-                            "securityContext": {
-                                "runAsUser": 0,
-                                "allowPrivilegeEscalation": false,
-                                "readOnlyRootFilesystem": true,
-                                "capabilities": { "drop": ["ALL"], "add": ["NET_ADMIN"] },
-                            },
-                            "resources": {
-                                "requests": { "cpu": "50m", "memory": "50Mi" },
-                                "limits": { "memory": "300Mi" },
-                            },
-                        }],
-                    },
-                },
-            },
         }),
     ]
 }
@@ -431,28 +442,14 @@ fn dns(stack: &Stack) -> Vec<Value> {
     {
         l.insert("k8s-app".into(), json!("kube-dns"));
     }
-    vec![
-        json!({
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": metadata(name, Some("kube-system")),
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": metadata("nodeimg:coredns", None),
-            "rules": [
-                { "apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"] },
-                { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] },
-            ],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": metadata("nodeimg:coredns", None),
-            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodeimg:coredns" },
-            "subjects": [{ "kind": "ServiceAccount", "name": name, "namespace": "kube-system" }],
-        }),
+    let mut out = add_on_identity(
+        name,
+        json!([
+            { "apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"] },
+            { "apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"] },
+        ]),
+    );
+    out.extend([
         json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
@@ -543,7 +540,8 @@ fn dns(stack: &Stack) -> Vec<Value> {
                 ],
             },
         }),
-    ]
+    ]);
+    out
 }
 
 fn default_deny(ns: &str) -> Value {

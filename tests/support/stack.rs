@@ -140,34 +140,21 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
         p
     };
     // without a policy, the outside answers; with default deny, nothing
-    run_pod(
-        k,
-        dir,
-        "default",
-        connect("np-free", worker_name, &outside, "60"),
-        "Succeeded",
-    );
-    run_pod(
-        k,
-        dir,
-        NS,
-        connect("np-out", worker_name, &outside, "3"),
-        "Failed",
-    );
-    run_pod(
-        k,
-        dir,
-        "default",
-        connect("np-in", cp_name, &to_server, "3"),
-        "Failed",
-    );
-    run_pod(
-        k,
-        dir,
-        NS,
-        connect("np-peer", cp_name, &to_server, "3"),
-        "Failed",
-    );
+    for (ns, name, node, target, tries, phase) in [
+        (
+            "default",
+            "np-free",
+            worker_name,
+            &outside,
+            "60",
+            "Succeeded",
+        ),
+        (NS, "np-out", worker_name, &outside, "3", "Failed"),
+        ("default", "np-in", cp_name, &to_server, "3", "Failed"),
+        (NS, "np-peer", cp_name, &to_server, "3", "Failed"),
+    ] {
+        run_pod(k, dir, ns, connect(name, node, target, tries), phase);
+    }
     eprintln!("k8s: default deny stops ingress from another namespace and its own, and egress out");
     dns(k, dir, cp_name, worker_name);
 
