@@ -264,16 +264,20 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         sv.stop(&mut ev, con);
         return Outcome::Shutdown(ev.last_cause.clone(), request);
     }
+    let mut containers = None;
     if sv.sup.is_ready("containerd") {
         let t = sys::uptime_ms();
-        report.runtime = runtime::preload_and_check();
+        containers = runtime::preload_and_check();
+        report.runtime = containers.as_ref().map(runtime::Runtime::report);
         if let Some(r) = &report.runtime {
+            let fine = format!(
+                "sandbox image imported, container confined; {} more importing",
+                r.importing.len()
+            );
             con.say(&format!(
                 "runtime check ({} ms): {}",
                 sys::uptime_ms().saturating_sub(t),
-                r.error
-                    .as_deref()
-                    .unwrap_or("images imported, container confined")
+                r.error.as_deref().unwrap_or(&fine)
             ));
         }
         report.stage_ms.insert("runtime".into(), sys::uptime_ms());
@@ -314,6 +318,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         ev.button_count()
     ));
     let request = sv.watch(&mut ev, con, |sup, con| {
+        report.runtime = containers.as_ref().map(runtime::Runtime::report);
         report.etcd = etcd.as_ref().map(|e| e.report());
         report.kubernetes = kube.as_ref().map(|k| k.report());
         services_into(&mut report, sup);

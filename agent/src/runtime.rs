@@ -8,6 +8,7 @@
 //! with Debian's own `ctr` client from the image.
 
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use contract::images::{PreloadedImage, IMAGES_DIR, IMAGES_FILE};
@@ -19,6 +20,9 @@ const SOCKET: &str = "/run/containerd/containerd.sock";
 const NAMESPACE: &str = "k8s.io";
 /// No ctr call may hold the boot longer than this.
 const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+/// An import: tens of MiB copied twice (content store, snapshot), which
+/// under emulation on a loaded host takes minutes.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The capabilities containerd's default spec grants: all dropped by name
 /// (ctr 1.7 has no `--cap-drop ALL`).
 const DEFAULT_CAPS: [&str; 14] = [
@@ -83,76 +87,133 @@ pub fn imported_digest(out: &str, name: &str) -> Option<String> {
 
 /// Runs `ctr` with a deadline; returns its stdout, or why not.
 fn ctr(args: &[&str]) -> Result<String, String> {
+    ctr_within(args, CTR_TIMEOUT)
+}
+
+fn ctr_within(args: &[&str], timeout: Duration) -> Result<String, String> {
     let mut cmd = Command::new(CTR);
     cmd.args(["--address", SOCKET, "--namespace", NAMESPACE])
         .args(args);
-    crate::child::run(cmd, &format!("ctr {}", args.join(" ")), CTR_TIMEOUT)
+    crate::child::run(cmd, &format!("ctr {}", args.join(" ")), timeout)
 }
 
-/// Imports every image, checks digests, runs the confinement probe with the
-/// sandbox image (it carries the probe). `None` when the image
-/// packs no OCI images.
-pub fn preload_and_check() -> Option<RuntimeReport> {
+/// The runtime's report: filled in at boot (the sandbox image and the
+/// probe), then by a thread importing the other images.
+#[derive(Clone)]
+pub struct Runtime(Arc<Mutex<RuntimeReport>>);
+
+impl Runtime {
+    pub fn report(&self) -> RuntimeReport {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Imports the sandbox image and runs the confinement probe with it (the
+/// boot waits for this: no pod runs without it), then imports the other
+/// images in a thread, digests checked the same way: under emulation a
+/// big add-on image takes a minute, which no boot should wait for.
+/// `None` when the image packs no OCI images.
+pub fn preload_and_check() -> Option<Runtime> {
     let list: Vec<PreloadedImage> = match std::fs::read(IMAGES_FILE) {
         Ok(data) => match serde_json::from_slice(&data) {
             Ok(list) => list,
             Err(e) => {
-                return Some(RuntimeReport {
-                    images: Vec::new(),
-                    confinement: None,
-                    ok: false,
+                return Some(Runtime(Arc::new(Mutex::new(RuntimeReport {
                     error: Some(format!("{IMAGES_FILE}: {e}")),
-                })
+                    ..RuntimeReport::default()
+                }))))
             }
         },
         Err(_) => return None,
     };
-    let mut report = RuntimeReport {
-        images: Vec::new(),
-        confinement: None,
-        ok: false,
-        error: None,
-    };
-    if let Err(e) = run(&list, &mut report) {
-        report.error = Some(e);
-        return Some(report);
-    }
-    report.ok = true;
-    Some(report)
-}
-
-fn run(list: &[PreloadedImage], report: &mut RuntimeReport) -> Result<(), String> {
-    for img in list {
-        let path = format!("{IMAGES_DIR}/{}", img.file);
-        let out = ctr(&["images", "import", "--all-platforms", &path])?;
-        // Under TCG each ctr costs seconds: the import names the digest
-        // it unpacked, and only when it does not is containerd asked.
-        let got = match imported_digest(&out, &img.name) {
-            Some(d) => d,
-            None => listed_digest(&ctr(&["images", "ls"])?, &img.name)
-                .ok_or_else(|| format!("{} is not listed after its import", img.name))?,
-        };
-        report.images.push(ImageReport {
-            name: img.name.clone(),
-            digest: got.clone(),
-            imported: true,
-        });
-        if got != img.digest {
-            return Err(format!(
-                "{}: containerd reports {got}, the build recorded {}",
-                img.name, img.digest
-            ));
-        }
-    }
-    let Some(sandbox) = list
-        .iter()
-        .find(|i| i.name == contract::images::SANDBOX_IMAGE)
-    else {
-        return Err(format!(
+    let (sandbox, rest): (Vec<PreloadedImage>, Vec<PreloadedImage>) = list
+        .into_iter()
+        .partition(|i| i.name == contract::images::SANDBOX_IMAGE);
+    let mut report = RuntimeReport::default();
+    let checked = match sandbox.first() {
+        None => Err(format!(
             "no sandbox image {} among the preloaded images: no probe to run",
             contract::images::SANDBOX_IMAGE
-        ));
+        )),
+        Some(s) => import(s).and_then(|r| {
+            report.images.push(r);
+            probe(s, &mut report)
+        }),
     };
+    if let Err(e) = checked {
+        report.error = Some(e);
+        return Some(Runtime(Arc::new(Mutex::new(report))));
+    }
+    report.ok = true;
+    report.importing = rest.iter().map(|i| i.name.clone()).collect();
+    let shared = Runtime(Arc::new(Mutex::new(report)));
+    if !rest.is_empty() {
+        let later = shared.clone();
+        std::thread::spawn(move || {
+            for img in rest {
+                let t = crate::sys::uptime_ms();
+                let done = import(&img);
+                let mut r = later
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                r.importing.retain(|n| *n != img.name);
+                let said = match done {
+                    Ok(i) => {
+                        r.images.push(i);
+                        "imported, digest checked".to_string()
+                    }
+                    Err(e) => {
+                        r.ok = false;
+                        r.error = Some(e.clone());
+                        e
+                    }
+                };
+                drop(r);
+                crate::console::Console::open().say(&format!(
+                    "runtime: {} {said} ({} ms)",
+                    img.name,
+                    crate::sys::uptime_ms().saturating_sub(t)
+                ));
+            }
+        });
+    }
+    Some(shared)
+}
+
+/// Imports one image and checks containerd reports the digest the build
+/// recorded.
+fn import(img: &PreloadedImage) -> Result<ImageReport, String> {
+    let path = format!("{IMAGES_DIR}/{}", img.file);
+    let out = ctr_within(
+        &["images", "import", "--all-platforms", &path],
+        IMPORT_TIMEOUT,
+    )?;
+    // Under TCG each ctr costs seconds: the import names the digest
+    // it unpacked, and only when it does not is containerd asked.
+    let got = match imported_digest(&out, &img.name) {
+        Some(d) => d,
+        None => listed_digest(&ctr(&["images", "ls"])?, &img.name)
+            .ok_or_else(|| format!("{} is not listed after its import", img.name))?,
+    };
+    if got != img.digest {
+        return Err(format!(
+            "{}: containerd reports {got}, the build recorded {}",
+            img.name, img.digest
+        ));
+    }
+    Ok(ImageReport {
+        name: img.name.clone(),
+        digest: got,
+        imported: true,
+    })
+}
+
+/// Runs the sandbox image's probe confined as a pod would be.
+fn probe(sandbox: &PreloadedImage, report: &mut RuntimeReport) -> Result<(), String> {
     let id = format!("nodeimg-probe-{}", crate::sys::uptime_ms());
     let mut args: Vec<&str> = vec![
         "run",

@@ -394,9 +394,15 @@ pub struct RuntimeReport {
     pub images: Vec<ImageReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<Confinement>,
-    /// `true` when every image is in with its digest and the probe was confined.
+    /// `true` when the probe was confined and every image imported so far
+    /// is in with its digest (the sandbox image first, at boot; the others
+    /// after the report, listed in `importing` until they are in).
     #[serde(default)]
     pub ok: bool,
+    /// Images still being imported (a big add-on image takes a minute
+    /// under emulation; kubelet retries a pod of one not in yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub importing: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

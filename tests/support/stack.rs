@@ -45,7 +45,7 @@ fn control_plane(lab: &KubeLab) -> Value {
 /// Every check, on one lab.
 pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
     let cp = control_plane(lab);
-    applied_as_rendered(lab, k, &cp);
+    let stack_applied_at = applied_as_rendered(lab, k, &cp);
     pod_security(k, dir, cp["name"].as_str().unwrap());
     rbac(k);
     let secret = encryption_at_rest(lab, k, &cp);
@@ -59,6 +59,77 @@ pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
         .find(|n| n["role"] == "worker")
         .unwrap();
     network_policies(k, dir, &cp, worker);
+    measure(k, &stack_applied_at);
+}
+
+/// Seconds since the epoch of a Kubernetes timestamp (`2026-12-07T03:29:06Z`).
+fn unix(t: &str) -> i64 {
+    let n = |r: std::ops::Range<usize>| t.get(r).unwrap().parse::<u8>().unwrap();
+    let year: i32 = t.get(0..4).unwrap().parse().unwrap();
+    let month = time::Month::try_from(n(5..7)).unwrap();
+    let date = time::Date::from_calendar_date(year, month, n(8..10)).unwrap();
+    date.with_hms(n(11..13), n(14..16), n(17..19))
+        .unwrap()
+        .assume_utc()
+        .unix_timestamp()
+}
+
+/// When `pod`'s (or a Node's) `condition` last turned True.
+fn true_since(o: &Value, condition: &str) -> Option<i64> {
+    o["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == condition && c["status"] == "True")
+        .map(|c| unix(c["lastTransitionTime"].as_str().unwrap()))
+}
+
+/// The measures, from the API's own timestamps: the stack applied
+/// and the add-ons Ready, counted from the first control-plane node's
+/// Ready; each add-on pod's memory (kubelet's summary, working set).
+fn measure(k: &Kube, stack_applied_at: &Value) {
+    let nodes = json(&k.ok(&["get", "nodes", "-o", "json"]));
+    let first_ready = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"].is_string())
+        .filter_map(|n| true_since(n, "Ready"))
+        .min()
+        .unwrap();
+    let applied = stack_applied_at.as_i64().unwrap();
+    eprintln!(
+        "k8s: stack applied {} s after the first control-plane node was Ready",
+        applied - first_ready
+    );
+    let pods = json(&k.ok(&["get", "pods", "-n", "kube-system", "-o", "json"]));
+    let mut last = first_ready;
+    for p in pods["items"].as_array().unwrap() {
+        let labels = &p["metadata"]["labels"];
+        let addon = labels["k8s-app"] == "kube-dns"
+            || labels["app.kubernetes.io/name"] == "kube-network-policies";
+        if addon {
+            last = last.max(true_since(p, "Ready").unwrap_or(i64::MAX));
+        }
+    }
+    eprintln!(
+        "k8s: every add-on Ready {} s after the first control-plane node was",
+        last - first_ready
+    );
+    for n in nodes["items"].as_array().unwrap() {
+        let node = n["metadata"]["name"].as_str().unwrap();
+        let summary = json(&k.ok(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+        ]));
+        for p in summary["pods"].as_array().into_iter().flatten() {
+            let name = p["podRef"]["name"].as_str().unwrap_or_default();
+            if p["podRef"]["namespace"] == "kube-system" {
+                let mib = p["memory"]["workingSetBytes"].as_u64().unwrap_or(0) >> 20;
+                eprintln!("k8s: memory {node} {name} {mib} MiB");
+            }
+        }
+    }
 }
 
 /// Applies pod `pod` in `ns` and waits for its phase to be `phase`
@@ -249,7 +320,7 @@ fn dns(k: &Kube, dir: &Path, cp: &str, worker: &str) {
 /// The node holding the stack's Lease reports a complete pass, and the
 /// cluster holds exactly what `DIR/manifests/` says: a server-side dry run
 /// of the files as the agent's field manager changes nothing.
-fn applied_as_rendered(lab: &KubeLab, k: &Kube, cp: &Value) {
+fn applied_as_rendered(lab: &KubeLab, k: &Kube, cp: &Value) -> Value {
     let name = cp["name"].as_str().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     let stack = loop {
@@ -314,6 +385,7 @@ fn applied_as_rendered(lab: &KubeLab, k: &Kube, cp: &Value) {
     ] {
         k.ok(&["get", "-n", NS, kind, name]);
     }
+    stack["applied_at"].clone()
 }
 
 /// A privileged pod is not admitted (the API server allows no privileged
