@@ -145,6 +145,12 @@ k8s_out=$(cargo test --locked --quiet --test k8s -- --nocapture 2>&1 || true)
 k8s_ready_s=$(sed -n 's/^k8s: lab up to 2 Ready nodes in \([0-9.]*\) s$/\1/p' <<<"$k8s_out")
 k8s_rss_rows=$(sed -n 's/^k8s: rss \([^ ]*\) \([^ ]*\) \([0-9]*\) MiB$/| RSS on \1: \2 | \3 MiB |/p' <<<"$k8s_out")
 k8s_cpu_rows=$(sed -n 's/^k8s: cpu \([^ ]*\) \([^ ]*\) \([0-9]*\) s$/| CPU time on \1 by the end of the test: \2 | \3 s |/p' <<<"$k8s_out")
+# the security stack (tests/support/stack.rs), from the API's own timestamps
+k8s_stack_rows=$(sed -n \
+  -e 's/^k8s: stack applied \([0-9-]*\) s after the first control-plane node was Ready$/| security stack applied, after the first control-plane node Ready | \1 s |/p' \
+  -e 's/^k8s: every add-on Ready \([0-9-]*\) s after the first control-plane node was$/| every add-on (CoreDNS, kube-network-policies) Ready, after the first control-plane node Ready | \1 s |/p' \
+  -e 's/^k8s: memory \([^ ]*\) \(coredns-[^ ]*\|kube-network-policies-[^ ]*\) \([0-9]*\) MiB$/| add-on memory (working set) on \1: \2 | \3 MiB |/p' \
+  <<<"$k8s_out")
 
 echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree" >&2
 unsquashfs -q -n -d "$work/tree" "$work/out/rootfs.squashfs" >/dev/null
@@ -232,6 +238,7 @@ ${repro_rows}
 | qemu/k8s-small.toml: \`lab up\` to two Ready nodes (TCG, 1 + 1) | ${k8s_ready_s:-failed} s |
 ${k8s_rss_rows}
 ${k8s_cpu_rows}
+${k8s_stack_rows}
 ${k8s_rows}
 ## Root image + verity against the reference tools, same tree
 

@@ -47,11 +47,21 @@ use support::stack::check_stack;
 fn a_control_plane_and_a_worker_run_kubernetes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // the audit log rotates at 1 MiB, so the test reaches a rotation; the
+    // the audit log rotates at 1 MiB, so the test reaches a rotation, and
+    // a namespace takes 1 event a second (burst 10); the
     // lab's nodes have no name servers (CoreDNS would refuse to forward to
     // none) and one CoreDNS spares the emulated CPUs
     let lab = KubeLab::up(d, "k8s-small", &["cp-1=10.77.0.11"], |t| {
         t.replace("audit_max_size_mb = 100", "audit_max_size_mb = 1")
+            // an emulated API server answers too slowly to outrun 20/s
+            .replace(
+                "events_per_namespace_qps = 20",
+                "events_per_namespace_qps = 1",
+            )
+            .replace(
+                "events_per_namespace_burst = 50",
+                "events_per_namespace_burst = 10",
+            )
             .replace("forward = [\"/etc/resolv.conf\"]", "forward = []")
             .replace("replicas = 2", "replicas = 1")
     });

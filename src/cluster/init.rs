@@ -189,7 +189,10 @@ fn stack_tables(defaults: &ClusterConfig) -> String {
          audit_max_backups = {}\n\
          audit_max_age_days = {}\n\
          # the longest service-account token the API issues (seconds, at least 3600)\n\
-         service_account_max_token_s = {}\n\n\
+         service_account_max_token_s = {}\n\
+         # EventRateLimit per namespace: events a second and the burst above it\n\
+         events_per_namespace_qps = {}\n\
+         events_per_namespace_burst = {}\n\n\
          # The security stack: `nodeimg cluster manifests` renders it into manifests/\n\
          # and the elected control-plane node applies it (docs/security-stack.md).\n\
          [stack]\n\
@@ -225,6 +228,8 @@ fn stack_tables(defaults: &ClusterConfig) -> String {
         api.audit_max_backups,
         api.audit_max_age_days,
         api.service_account_max_token_s,
+        api.events_per_namespace_qps,
+        api.events_per_namespace_burst,
         s.apply,
         list(&s.namespaces),
         quoted(s.pod_security.as_str()),

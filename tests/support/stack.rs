@@ -46,12 +46,6 @@ fn control_plane(lab: &KubeLab) -> Value {
 pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
     let cp = control_plane(lab);
     let stack_applied_at = applied_as_rendered(lab, k, &cp);
-    pod_security(k, dir, cp["name"].as_str().unwrap());
-    rbac(k);
-    let secret = encryption_at_rest(lab, k, &cp);
-    audit(lab, k, dir, &cp, &secret);
-    token_lifetime(k);
-    event_rate_limit(k, dir);
     let worker = lab.up["nodes"]
         .as_array()
         .unwrap()
@@ -59,6 +53,12 @@ pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
         .find(|n| n["role"] == "worker")
         .unwrap();
     network_policies(k, dir, &cp, worker);
+    pod_security(k, dir, cp["name"].as_str().unwrap());
+    rbac(k);
+    let secret = encryption_at_rest(lab, k, &cp);
+    audit(lab, k, dir, &cp, &secret);
+    token_lifetime(k);
+    event_rate_limit(k, dir);
     measure(k, &stack_applied_at);
 }
 
@@ -660,8 +660,8 @@ fn event_rate_limit(k: &Kube, dir: &Path) {
             })
         })
         .collect();
-    // four clients at once: the namespace's bucket (burst 50, 20/s) empties
-    // however slowly one emulated API server answers
+    // four clients at once: the namespace's bucket (the lab's burst 10,
+    // 1/s) empties however slowly an emulated API server answers
     let children: Vec<_> = events
         .chunks(38)
         .enumerate()

@@ -357,7 +357,7 @@ fn proxy_config(facts: &NodeFacts) -> serde_json::Value {
 
 /// PodSecurity (enforce baseline, audit and warn restricted, kube-system
 /// exempt) and EventRateLimit, in one AdmissionConfiguration.
-fn admission_config() -> serde_json::Value {
+fn admission_config(api: &contract::config::ApiServer) -> serde_json::Value {
     json!({
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "AdmissionConfiguration",
@@ -385,7 +385,8 @@ fn admission_config() -> serde_json::Value {
                     "kind": "Configuration",
                     "limits": [
                         { "type": "Server", "qps": 50, "burst": 100 },
-                        { "type": "Namespace", "qps": 20, "burst": 50, "cacheSize": 2000 },
+                        { "type": "Namespace", "qps": api.events_per_namespace_qps,
+                          "burst": api.events_per_namespace_burst, "cacheSize": 2000 },
                     ],
                 },
             },
@@ -474,7 +475,7 @@ pub fn files(facts: &NodeFacts, encryption_key: Option<&str>, bootstrap_token: &
         out.push(component_kubeconfig(facts, SCHEDULER, &local));
         let api = Owner::Service(APISERVER);
         for (name, doc) in [
-            ("admission.json", admission_config()),
+            ("admission.json", admission_config(&facts.api_server)),
             ("audit-policy.json", audit_policy()),
         ] {
             out.push(File {

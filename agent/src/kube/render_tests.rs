@@ -386,6 +386,8 @@ fn audit_rotation_and_token_lifetime_come_from_the_config() {
             audit_max_backups: 3,
             audit_max_age_days: 2,
             service_account_max_token_s: 7200,
+            events_per_namespace_qps: 1,
+            events_per_namespace_burst: 10,
         },
         ..cp()
     };

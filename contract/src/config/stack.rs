@@ -338,6 +338,12 @@ pub struct ApiServer {
     /// gets this.
     #[serde(default = "ApiServer::default_token")]
     pub service_account_max_token_s: u32,
+    /// EventRateLimit per namespace: events a second, and the burst above
+    /// it (the server-wide limit stays 50 a second, burst 100).
+    #[serde(default = "ApiServer::default_event_qps")]
+    pub events_per_namespace_qps: u32,
+    #[serde(default = "ApiServer::default_event_burst")]
+    pub events_per_namespace_burst: u32,
 }
 
 impl ApiServer {
@@ -353,6 +359,12 @@ impl ApiServer {
     fn default_token() -> u32 {
         3600
     }
+    fn default_event_qps() -> u32 {
+        20
+    }
+    fn default_event_burst() -> u32 {
+        50
+    }
 
     /// Problems under the table `at`.
     pub fn problems(&self, at: &str) -> Vec<Problem> {
@@ -362,6 +374,20 @@ impl ApiServer {
                 format!("{at}.audit_max_size_mb"),
                 "must be at least 1 (0 would never rotate)",
             ));
+        }
+        for (key, v) in [
+            ("events_per_namespace_qps", self.events_per_namespace_qps),
+            (
+                "events_per_namespace_burst",
+                self.events_per_namespace_burst,
+            ),
+        ] {
+            if v == 0 {
+                out.push(Problem::new(
+                    format!("{at}.{key}"),
+                    "must be at least 1 (0 would refuse every event)",
+                ));
+            }
         }
         if self.service_account_max_token_s < 3600 {
             out.push(Problem::new(
@@ -380,6 +406,8 @@ impl Default for ApiServer {
             audit_max_backups: ApiServer::default_audit_backups(),
             audit_max_age_days: ApiServer::default_audit_age(),
             service_account_max_token_s: ApiServer::default_token(),
+            events_per_namespace_qps: ApiServer::default_event_qps(),
+            events_per_namespace_burst: ApiServer::default_event_burst(),
         }
     }
 }
