@@ -4,8 +4,10 @@
 //! left this process (uid, capabilities, seccomp, no_new_privs) and whether
 //! `/` is writable: nodeagent's proof that containers are confined.
 //! `pause listen PORT` answers every TCP connection with one line, and
-//! `pause connect HOST:PORT [TRIES]` says whether it reached one within
-//! TRIES tries (default 60, one every 4 s at most): the lab's proof that
+//! `pause connect HOST:PORT [TRIES [WAIT]]` says whether it reached one
+//! within TRIES tries (default 60, one every 4 s at most) after WAIT
+//! seconds (default 0: a NetworkPolicy engine needs a moment to learn of
+//! a new pod): the lab's proof that
 //! pods reach each other and Services, and that NetworkPolicies stop them
 //! (no other program is in the image). `pause resolve NAME [TRIES]` asks
 //! the pod's name server (its resolv.conf) for NAME's IPv4 addresses: the
@@ -20,6 +22,8 @@ fn main() {
         Some("listen") => listen(args.get(1).map(String::as_str).unwrap_or("8080")),
         Some("connect") => {
             let tries = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(60);
+            let wait = args.get(3).and_then(|t| t.parse().ok()).unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_secs(wait));
             let ok = connect(args.get(1).map(String::as_str).unwrap_or_default(), tries);
             std::process::exit(if ok { 0 } else { 1 });
         }
