@@ -360,10 +360,21 @@ fn network_policy_engine() -> Vec<Value> {
                             "--metrics-bind-address=127.0.0.1:9080",
                             "--v=2",
                         ],
-                        "env": [{
-                            "name": "MY_NODE_NAME",
-                            "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
-                        }],
+                        "env": [
+                            {
+                                "name": "MY_NODE_NAME",
+                                "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } },
+                            },
+                            // on the host network, 10.96.0.1 may have no route
+                            // (a node without a default route); every node's
+                            // agent balances the API on loopback, and the API
+                            // servers' certificates name 127.0.0.1
+                            { "name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1" },
+                            {
+                                "name": "KUBERNETES_SERVICE_PORT",
+                                "value": crate::kube::BALANCER_PORT.to_string(),
+                            },
+                        ],
                         "securityContext": {
                             "runAsUser": 0,
                             "allowPrivilegeEscalation": false,

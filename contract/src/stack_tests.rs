@@ -220,6 +220,21 @@ fn the_network_policy_engine_runs_on_every_node_with_net_admin_only() {
     let c = &pod["containers"][0];
     assert_eq!(c["image"], NETWORK_POLICY_IMAGE);
     assert_eq!(c["imagePullPolicy"], "Never");
+    // the API through the node's own balancer, not the Service address
+    let env = |name: &str| {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+            .unwrap()
+    };
+    assert_eq!(env("KUBERNETES_SERVICE_HOST"), "127.0.0.1");
+    assert_eq!(
+        env("KUBERNETES_SERVICE_PORT"),
+        crate::kube::BALANCER_PORT.to_string()
+    );
     assert!(c["securityContext"]["privileged"].is_null());
     assert_eq!(
         c["securityContext"]["capabilities"]["add"],
