@@ -237,7 +237,19 @@ pub fn check_workloads(k: &Kube, dir: &Path, cp: &str, worker: &str) {
         &pause_pod("probe", worker, &["probe"], "Never"),
         "Succeeded",
     );
-    let log = k.ok(&["logs", "probe"]);
+    // the API server reads the log from the worker's kubelet, over the
+    // serving certificate the control-plane agent approves on its next
+    // look (every 10 s): until then kubelet's TLS answers an error
+    let mut log = String::new();
+    k.wait("the probe's log through the worker's kubelet", 300, |k| {
+        let out = k.run(&["logs", "probe"]);
+        log = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    });
     assert!(
         log.contains("NODEIMG-PROBE uid=65535") && log.contains("root_writable=false"),
         "{log}"
