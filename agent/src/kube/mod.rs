@@ -204,7 +204,7 @@ impl Kube {
         let mut labelled = false;
         let mut stack = admin
             .as_ref()
-            .and(s.stack.clone())
+            .and(s.stack.as_ref())
             .map(|st| stack::Applier::new(st, &s.facts.hostname));
         // a control-plane node issued kube-proxy's certificate itself
         let mut proxy = if s.facts.control_plane {

@@ -8,8 +8,10 @@
 //! The holder server-side applies every rendered object, then deletes the
 //! objects carrying the stack's label that no longer render (never a
 //! Namespace: users' things live in them; never an object without the
-//! label). It applies again when the rendered set changes and every
-//! [`REAPPLY`] (so a hand edit of a stack object is undone). A failed pass
+//! label). The set is rendered once, from the config the node booted
+//! with (`[cluster]` changes take effect at a reboot), applied once the
+//! node holds the Lease and again every [`REAPPLY`] (so a hand edit of a
+//! stack object is undone). A failed pass
 //! says why in the report and is tried again with a doubling backoff.
 
 use std::collections::BTreeSet;
@@ -172,19 +174,28 @@ fn to_prune(list: &Value, rendered: &BTreeSet<(String, Option<String>, String)>)
 
 /// The applier's memory between looks.
 pub struct Applier {
-    stack: Stack,
+    /// The rendered objects, in order, and their digest: the config is
+    /// read once per boot, so they are rendered once.
+    objects: Vec<Value>,
+    digest: String,
     me: String,
     seen: Option<Seen>,
-    applied: Option<(String, Instant)>,
+    /// When the last complete pass ended.
+    applied: Option<Instant>,
     failures: u32,
     next_try: Option<Instant>,
     pub report: StackReport,
 }
 
 impl Applier {
-    pub fn new(stack: Stack, me: &str) -> Applier {
+    pub fn new(stack: &Stack, me: &str) -> Applier {
+        let objects: Vec<Value> = stack::objects(&stack::render(stack))
+            .into_iter()
+            .cloned()
+            .collect();
         Applier {
-            stack,
+            digest: digest(&objects.iter().collect::<Vec<_>>()),
+            objects,
             me: me.to_string(),
             seen: None,
             applied: None,
@@ -232,24 +243,21 @@ impl Applier {
         if !self.report.leader {
             return None;
         }
-        let manifests = stack::render(&self.stack);
-        let objects = stack::objects(&manifests);
-        let digest = digest(&objects);
         let fresh = self
             .applied
             .as_ref()
-            .is_some_and(|(d, t)| *d == digest && now.duration_since(*t) < REAPPLY);
+            .is_some_and(|t| now.duration_since(*t) < REAPPLY);
         if fresh || self.next_try.is_some_and(|t| now < t) {
             return None;
         }
-        match self.pass(client, &objects) {
+        match self.pass(client) {
             Ok(pruned) => {
-                let first = self.applied.as_ref().is_none_or(|(d, _)| *d != digest);
-                self.applied = Some((digest.clone(), now));
+                let first = self.applied.is_none();
+                self.applied = Some(now);
                 self.failures = 0;
                 self.next_try = None;
-                self.report.digest = Some(digest);
-                self.report.objects = u32::try_from(objects.len()).unwrap_or(u32::MAX);
+                self.report.digest = Some(self.digest.clone());
+                self.report.objects = u32::try_from(self.objects.len()).unwrap_or(u32::MAX);
                 self.report.pruned += pruned;
                 self.report.applied_at = Some(unix);
                 self.report.error = None;
@@ -257,7 +265,7 @@ impl Applier {
                 (first || pruned > 0).then(|| {
                     format!(
                         "kubernetes: security stack applied ({} objects, {pruned} pruned)",
-                        objects.len()
+                        self.objects.len()
                     )
                 })
             }
@@ -276,9 +284,9 @@ impl Applier {
     }
 
     /// Applies every object, then prunes; the number pruned.
-    fn pass(&self, client: &Client, objects: &[&Value]) -> Result<u32, String> {
+    fn pass(&self, client: &Client) -> Result<u32, String> {
         let mut rendered = BTreeSet::new();
-        for o in objects {
+        for o in &self.objects {
             let url = stack::url_of(o).ok_or("an object of an unknown kind")?;
             client
                 .apply(&url, o)
