@@ -331,24 +331,30 @@ pub fn check_workloads(k: &Kube, dir: &Path, cp: &str, worker: &str) {
     );
 }
 
+/// `nodeimg node … ARGS` against lab node `n` (from `lab up`'s JSON) as
+/// the cluster's admin, through the lab's loopback forward.
+pub fn node(cluster: &Path, n: &Value, args: &[&str]) -> String {
+    let port = format!("127.0.0.1:{}", n["api_port"].as_u64().unwrap());
+    let admin = cluster.join("admin.nodeconfig");
+    let mut all = vec![
+        "node",
+        "--node",
+        &port,
+        "--nodeconfig",
+        s(&admin),
+        "--server-name",
+        n["address"].as_str().unwrap(),
+    ];
+    all.extend(args);
+    ok(&all)
+}
+
 /// Every component is a ready service of its node's agent; their memory
 /// and CPU time printed, from each node's report through its node API.
 pub fn check_services(up: &Value, cluster: &Path) {
     for n in up["nodes"].as_array().unwrap() {
         let name = n["name"].as_str().unwrap();
-        let report = json(&ok(&[
-            "node",
-            "--node",
-            &format!("127.0.0.1:{}", n["api_port"].as_u64().unwrap()),
-            "--nodeconfig",
-            s(&cluster.join("admin.nodeconfig")),
-            "--server-name",
-            n["address"].as_str().unwrap(),
-            "status",
-            "--json",
-            "--timeout",
-            "20",
-        ]));
+        let report = json(&node(cluster, n, &["status", "--json", "--timeout", "20"]));
         let want: &[&str] = if n["role"] == "control-plane" {
             &[
                 "containerd",

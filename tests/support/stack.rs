@@ -9,28 +9,11 @@ use std::process::Command;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::kube::{pause_pod, Kube, KubeLab};
-use super::{json, ok, s, text};
+use super::kube::{node, pause_pod, Kube, KubeLab};
+use super::{json, s, text};
 
 /// The workload namespace the lab's stack guards (cluster.toml's default).
 const NS: &str = "apps";
-
-/// `nodeimg node … ARGS` against the lab node `n` (from `lab up`'s JSON).
-fn node(cluster: &Path, n: &Value, args: &[&str]) -> String {
-    let port = format!("127.0.0.1:{}", n["api_port"].as_u64().unwrap());
-    let admin = cluster.join("admin.nodeconfig");
-    let mut all = vec![
-        "node",
-        "--node",
-        &port,
-        "--nodeconfig",
-        s(&admin),
-        "--server-name",
-        n["address"].as_str().unwrap(),
-    ];
-    all.extend(args);
-    ok(&all)
-}
 
 fn control_plane(lab: &KubeLab) -> Value {
     lab.up["nodes"]
