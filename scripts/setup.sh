@@ -140,13 +140,13 @@ fi
 # validates our SPDX SBOMs. pip uses the machine's configured index.
 "$(dirname "$0")/../firmware/setup-venv.sh"
 venv="${NODEIMG_VENV:-$HOME/.cache/nodeimg/venv}"
-# pip_pin NAME VERSION: NAME at exactly VERSION in the venv
+# pip_pin NAME VERSION [VENV]: NAME at exactly VERSION in VENV (the venv)
 pip_pin() {
-  local shown
-  shown=$("$venv/bin/python" -m pip show "$1" 2>/dev/null || true)
+  local shown into="${3:-$venv}"
+  shown=$("$into/bin/python" -m pip show "$1" 2>/dev/null || true)
   if ! grep -qx "Version: $2" <<<"$shown"; then
-    echo "setup: installing $1 $2 into $venv" >&2
-    "$venv/bin/python" -m pip install -q "$1==$2"
+    echo "setup: installing $1 $2 into $into" >&2
+    "$into/bin/python" -m pip install -q "$1==$2"
   fi
 }
 pip_pin spdx-tools 0.8.5
@@ -156,6 +156,11 @@ pip_pin ntplib 0.4.0
 # kubernetes-validate: the OpenAPI schemas of the pinned Kubernetes minor,
 # strict, judge DIR/manifests (tests/cluster_init.rs)
 pip_pin kubernetes-validate 1.34.1
+# checkov judges the stack's workloads (tests/cluster_init.rs), offline.
+# A venv of its own: it pins packaging 23, older than the judges above take.
+checkov_venv="${NODEIMG_CHECKOV_VENV:-$HOME/.cache/nodeimg/checkov-venv}"
+[ -x "$checkov_venv/bin/python" ] || python3 -m venv "$checkov_venv"
+pip_pin checkov 3.3.30 "$checkov_venv"
 # The recipe's pinned Go toolchain must answer. A go of 1.21 or later
 # fetches it by itself (GOTOOLCHAIN) through the module proxy; an older one
 # (bookworm's 1.19) cannot, but can download it as the module
@@ -181,6 +186,7 @@ fi
 checks+=("go version")
 checks+=("$venv/bin/virt-fw-vars --help" "$venv/bin/pyspdxtools --help" "cargo --version")
 checks+=("$venv/bin/python -m ntplib" "$venv/bin/kubernetes-validate --version")
+checks+=("$checkov_venv/bin/checkov --version")
 
 # Prove what was promised: every command runs, every file is there. A
 # package that apt says is installed but whose command is gone (removed as

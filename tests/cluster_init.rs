@@ -396,3 +396,107 @@ fn the_manifests_pass_kubernetes_validate_and_follow_cluster_toml() {
         namespaces
     );
 }
+
+/// checkov over the default `DIR/manifests/`, offline: every check it
+/// fails is listed with its reason in docs/checkov-skips.toml, and every
+/// entry there still fails (a fixed one must leave the list).
+#[test]
+fn checkov_fails_only_what_docs_checkov_skips_justify() {
+    // checkov skips paths with a part that starts with a dot, as
+    // tempfile's default names do
+    let dir = tempfile::Builder::new()
+        .prefix("nodeimg-checkov-")
+        .tempdir()
+        .unwrap();
+    let c = dir.path().join("c");
+    let made = init(&c, &[]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let venv = std::env::var_os("NODEIMG_CHECKOV_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap())
+                .join(".cache/nodeimg/checkov-venv")
+        });
+    let checkov = venv.join("bin/checkov");
+    assert!(
+        checkov.is_file(),
+        "{} is missing: run scripts/setup.sh (make test does)",
+        checkov.display()
+    );
+    let out = Command::new(&checkov)
+        .args([
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--quiet",
+            "-o",
+            "json",
+            "-d",
+        ])
+        .arg(c.join("manifests"))
+        // its own state in the test's directory, not the user's home
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov did not report JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // one framework reports an object, several a list
+    let reports = match report {
+        serde_json::Value::Array(v) => v,
+        one => vec![one],
+    };
+    let mut failed = std::collections::BTreeSet::new();
+    let mut passed = 0;
+    for r in &reports {
+        passed += r["summary"]["passed"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no summary in checkov's report: {r:#}"));
+        assert_eq!(r["summary"]["parsing_errors"], 0, "{r:#}");
+        for f in r["results"]["failed_checks"].as_array().unwrap() {
+            failed.insert((
+                f["check_id"].as_str().unwrap().to_string(),
+                f["resource"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert!(passed > 100, "checkov judged little: {passed} passed");
+
+    let skips: toml::Value = toml::from_str(
+        &std::fs::read_to_string(support::repo().join("docs/checkov-skips.toml")).unwrap(),
+    )
+    .unwrap();
+    let mut justified = std::collections::BTreeSet::new();
+    for skip in skips["skip"].as_array().unwrap() {
+        let why = skip["why"].as_str().unwrap();
+        assert!(why.len() > 30, "a reason, please: {skip}");
+        for r in skip["resources"].as_array().unwrap() {
+            justified.insert((
+                skip["check"].as_str().unwrap().to_string(),
+                r.as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    let unjustified: Vec<_> = failed.difference(&justified).collect();
+    assert!(
+        unjustified.is_empty(),
+        "checkov failed these, and docs/checkov-skips.toml does not say why: {unjustified:?}"
+    );
+    let stale: Vec<_> = justified.difference(&failed).collect();
+    assert!(
+        stale.is_empty(),
+        "these no longer fail: take them out of docs/checkov-skips.toml: {stale:?}"
+    );
+    eprintln!(
+        "checkov: {passed} checks passed, {} failed, each justified",
+        failed.len()
+    );
+}

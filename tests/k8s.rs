@@ -42,6 +42,7 @@ mod support;
 
 use support::kube::{check_services, check_workloads, KubeLab};
 use support::stack::check_stack;
+use support::timed;
 
 #[test]
 fn a_control_plane_and_a_worker_run_kubernetes() {
@@ -67,8 +68,8 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
     });
     let admins = lab.admins(d);
     let k = &admins[0].1;
-    lab.ready(k, 2, 1200, "worker-1");
-    check_workloads(k, d, "cp-1", "worker-1");
-    check_services(&lab.up, &lab.cluster);
+    timed("ready", || lab.ready(k, 2, 1200, "worker-1"));
+    timed("workloads", || check_workloads(k, d, "cp-1", "worker-1"));
+    timed("services", || check_services(&lab.up, &lab.cluster));
     check_stack(&lab, k, d);
 }

@@ -14,6 +14,7 @@
 //! - [`images`]: the OCI images packed into the root for containerd;
 //! - [`api`]: the node API's wire protocol (requests, answers, checks);
 //! - [`stack`]: the cluster's security stack as Kubernetes objects;
+//! - [`yaml`]: the block YAML the stack's files are written in;
 //! - [`ntp`]: NTP's packet and on-wire arithmetic (the lab's time server
 //!   and the agent's client).
 //!
@@ -43,3 +44,4 @@ pub mod paths;
 pub mod report;
 pub mod services;
 pub mod stack;
+pub mod yaml;

@@ -14,6 +14,9 @@ use serde_json::{json, Value};
 
 use crate::config::Stack;
 
+mod admission;
+pub mod falco;
+
 /// The label every stack object carries, and its value.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "nodeimg-stack";
@@ -55,7 +58,7 @@ pub struct Kind {
 }
 
 /// Every kind [`render`] makes.
-pub const KINDS: [Kind; 12] = [
+pub const KINDS: [Kind; 14] = [
     Kind {
         api_version: "v1",
         kind: "Namespace",
@@ -138,6 +141,20 @@ pub const KINDS: [Kind; 12] = [
         kind: "ResourceQuota",
         plural: "resourcequotas",
         namespaced: true,
+        pruned: true,
+    },
+    Kind {
+        api_version: "admissionregistration.k8s.io/v1",
+        kind: "ValidatingAdmissionPolicy",
+        plural: "validatingadmissionpolicies",
+        namespaced: false,
+        pruned: true,
+    },
+    Kind {
+        api_version: "admissionregistration.k8s.io/v1",
+        kind: "ValidatingAdmissionPolicyBinding",
+        plural: "validatingadmissionpolicybindings",
+        namespaced: false,
         pruned: true,
     },
 ];
@@ -295,6 +312,35 @@ pub fn render(stack: &Stack) -> Vec<Manifest> {
             objects: dns(stack),
         });
     }
+    let policies = if stack.admission.enabled {
+        admission::policies(&stack.admission)
+    } else {
+        Vec::new()
+    };
+    if !policies.is_empty() {
+        out.push(Manifest {
+            file: "06-admission-policies.yaml",
+            about: "What every pod outside kube-system must be ([stack.admission]): \
+                    images from the allowed registries, CPU and memory limits, \
+                    non-root, a read-only root file system, ALL capabilities \
+                    dropped, nothing privileged, none of the host's namespaces. \
+                    ValidatingAdmissionPolicies: the API server enforces them \
+                    itself, with no add-on to fail open.",
+            objects: policies,
+        });
+    }
+    if stack.falco.enabled {
+        out.push(Manifest {
+            file: "07-falco-rules.yaml",
+            about: "Falco rules for what a nodeimg node never does unless its controls \
+                    were got around: a terminal shell or a package manager in a \
+                    container, a kernel module load, a secret file read, a privileged \
+                    container, an image from outside the allowed registries. Falco \
+                    itself is not part of the stack: mount this ConfigMap into its \
+                    rules directory (docs/security-stack.md).",
+            objects: vec![falco::config_map(stack)],
+        });
+    }
     out
 }
 
@@ -319,6 +365,16 @@ fn namespace(stack: &Stack, ns: &str) -> Value {
         }
     }
     json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": meta })
+}
+
+/// An HTTP probe of the engine's metrics on the node's loopback.
+fn metrics_probe(period_s: u32, failures: u32) -> Value {
+    json!({
+        "httpGet": { "host": "127.0.0.1", "port": 9080, "path": "/metrics" },
+        "periodSeconds": period_s,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    })
 }
 
 /// kube-network-policies as upstream deploys it (its install.yaml), less
@@ -349,6 +405,7 @@ fn network_policy_engine() -> Vec<Value> {
                     "priorityClassName": "system-node-critical",
                     // every node, the control plane's too
                     "tolerations": [{ "operator": "Exists" }],
+                    "securityContext": { "seccompProfile": { "type": "RuntimeDefault" } },
                     "containers": [{
                         "name": name,
                         "image": NETWORK_POLICY_IMAGE,
@@ -385,6 +442,11 @@ fn network_policy_engine() -> Vec<Value> {
                             "requests": { "cpu": "50m", "memory": "50Mi" },
                             "limits": { "memory": "300Mi" },
                         },
+                        // v0.8.0 serves nothing but its metrics: they answer
+                        // while the process runs (kubelet probes a
+                        // host-network pod on the node, hence loopback)
+                        "readinessProbe": metrics_probe(10, 3),
+                        "livenessProbe": metrics_probe(20, 6),
                     }],
                 },
             },

@@ -20,7 +20,9 @@ fn rendering_is_the_same_every_time() {
             "02-rbac.yaml",
             "03-priority-classes.yaml",
             "04-resource-defaults.yaml",
-            "05-dns.yaml"
+            "05-dns.yaml",
+            "06-admission-policies.yaml",
+            "07-falco-rules.yaml"
         ]
     );
 }
@@ -126,6 +128,8 @@ fn parts_turned_off_leave_their_files_out() {
     s.limits.enabled = false;
     s.quota.enabled = false;
     s.dns.enabled = false;
+    s.admission.enabled = false;
+    s.falco.enabled = false;
     let files: Vec<&str> = render(&s).iter().map(|m| m.file).collect();
     assert_eq!(files, ["00-namespaces.yaml"]);
     s.quota.enabled = true;
@@ -189,6 +193,15 @@ fn cluster_toml_takes_the_stack_with_defaults_and_names_bad_keys() {
             "stack.limits.max_cpu",
         ),
         ("[stack.quota]\nmemory = \"16GB\"\n", "stack.quota.memory"),
+        (
+            "[stack.admission]\nallowed_registries = [\"nodeimg.local\"]\n",
+            "stack.admission.allowed_registries[0]",
+        ),
+        (
+            "[stack.admission]\nallowed_registries = [\"a/\", \"b'/\"]\n",
+            "stack.admission.allowed_registries[1]",
+        ),
+        ("[stack.admission]\nno_root = true\n", "no_root"),
         (
             "[control_plane.api_server]\naudit_max_size_mb = 0\n",
             "control_plane.api_server.audit_max_size_mb",
@@ -317,4 +330,178 @@ fn dns_serves_the_cluster_at_kubelets_address_and_forwards_as_told() {
     }
     let ok = cluster_toml("[stack.dns]\nforward = [\"10.0.0.2\", \"10.0.0.3:5353\"]\n");
     ClusterConfig::from_toml(&ok, "cluster.toml").unwrap();
+}
+
+fn policies(s: &Stack) -> Vec<Value> {
+    all(s)
+        .into_iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .collect()
+}
+
+#[test]
+fn each_admission_rule_is_a_bound_policy_outside_kube_system() {
+    let s = Stack::default();
+    let objects = all(&s);
+    let names: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "nodeimg-allowed-registries",
+            "nodeimg-require-limits",
+            "nodeimg-non-root",
+            "nodeimg-read-only-root",
+            "nodeimg-drop-capabilities",
+            "nodeimg-no-privileged",
+            "nodeimg-no-host-namespaces"
+        ]
+    );
+    for p in policies(&s) {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let spec = &p["spec"];
+        assert_eq!(spec["failurePolicy"], "Fail", "{name}");
+        let m = &spec["matchConstraints"];
+        assert_eq!(
+            m["resourceRules"][0]["resources"],
+            json!(["pods", "pods/ephemeralcontainers"])
+        );
+        assert_eq!(
+            m["namespaceSelector"]["matchExpressions"][0]["values"],
+            json!(["kube-system"])
+        );
+        // the refusal names the policy
+        let message = spec["validations"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{name}: ")), "{message}");
+        let bound = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ValidatingAdmissionPolicyBinding" && o["metadata"]["name"] == name
+            })
+            .unwrap_or_else(|| panic!("{name} is not bound"));
+        assert_eq!(bound["spec"]["policyName"], name);
+        assert_eq!(bound["spec"]["validationActions"], json!(["Deny"]));
+    }
+}
+
+#[test]
+fn admission_expressions_cover_every_container_list_they_should() {
+    let expr = |name: &str| {
+        policies(&Stack::default())
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .unwrap()["spec"]["validations"][0]["expression"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let registries = expr("nodeimg-allowed-registries");
+    assert!(registries.contains(r#"["nodeimg.local/"].exists(r, c.image.startsWith(r))"#));
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        assert!(
+            registries.contains(&format!("object.spec.{list}.all(c, ")),
+            "{list}"
+        );
+        assert!(expr("nodeimg-read-only-root").contains(&format!("object.spec.{list}.all(c, ")));
+    }
+    // ephemeral containers cannot name resources
+    let limits = expr("nodeimg-require-limits");
+    assert!(limits.contains("object.spec.initContainers.all(c, "));
+    assert!(!limits.contains("ephemeralContainers"));
+    // balanced parentheses: a typo would only show in the API server
+    for p in policies(&Stack::default()) {
+        let e = p["spec"]["validations"][0]["expression"].as_str().unwrap();
+        let depth = e.chars().try_fold(0i32, |d, c| {
+            let d = d + i32::from(c == '(') - i32::from(c == ')');
+            (d >= 0).then_some(d)
+        });
+        assert_eq!(depth, Some(0), "{e}");
+    }
+}
+
+#[test]
+fn admission_rules_turned_off_are_not_rendered() {
+    let mut s = Stack::default();
+    s.admission.allowed_registries = vec!["registry.example/".into(), "nodeimg.local/".into()];
+    s.admission.read_only_root = false;
+    s.admission.no_host_namespaces = false;
+    let names: Vec<String> = policies(&s)
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n == "nodeimg-read-only-root"));
+    assert!(!names.iter().any(|n| n == "nodeimg-no-host-namespaces"));
+    let registries = &policies(&s)[0];
+    assert!(registries["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap()
+        .contains(r#"["registry.example/","nodeimg.local/"]"#));
+    s.admission.allowed_registries.clear();
+    assert!(policies(&s)
+        .iter()
+        .all(|p| p["metadata"]["name"] != "nodeimg-allowed-registries"));
+}
+
+#[test]
+fn falco_rules_are_well_formed_and_self_contained() {
+    let rules = falco::rules(&Stack::default());
+    let items = rules.as_array().unwrap();
+    let mut defined = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    for item in items {
+        let o = item.as_object().unwrap();
+        if let Some(name) = o.get("list").or_else(|| o.get("macro")) {
+            let name = name.as_str().unwrap();
+            assert!(name.starts_with("nodeimg_"), "{name}");
+            assert!(defined.insert(name.to_string()), "{name} twice");
+        }
+        let condition = o.get("condition").and_then(Value::as_str).unwrap_or("");
+        // every nodeimg_ name a condition uses is defined above it
+        for word in condition.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            if word.starts_with("nodeimg_") {
+                assert!(defined.contains(word), "{word} used before defined: {item}");
+            }
+        }
+        let depth = condition.chars().try_fold(0i32, |d, c| {
+            let d = d + i32::from(c == '(') - i32::from(c == ')');
+            (d >= 0).then_some(d)
+        });
+        assert_eq!(depth, Some(0), "{condition}");
+        assert_eq!(condition.matches('"').count() % 2, 0, "{condition}");
+        if let Some(rule) = o.get("rule") {
+            assert!(names.insert(rule.as_str().unwrap()), "{rule} twice");
+            for key in ["desc", "condition", "output", "priority", "tags"] {
+                assert!(o.contains_key(key), "{rule} has no {key}");
+            }
+            assert!(falco::PRIORITIES.contains(&o["priority"].as_str().unwrap()));
+            assert!(o["output"].as_str().unwrap().contains("%container.id"));
+            assert!(o["desc"].as_str().unwrap().ends_with('.'), "{rule}");
+        }
+    }
+    assert_eq!(names.len(), 6);
+}
+
+#[test]
+fn falco_rules_follow_the_allowed_registries_and_read_back_from_the_config_map() {
+    let mut s = Stack::default();
+    s.admission.allowed_registries = vec!["registry.example/team/".into()];
+    let cm = all(&s)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == falco::CONFIG_MAP)
+        .unwrap();
+    assert_eq!(cm["metadata"]["namespace"], "kube-system");
+    let text = cm["data"][falco::RULES_KEY].as_str().unwrap();
+    let back: Value = serde_norway::from_str(text).unwrap();
+    assert_eq!(back, falco::rules(&s));
+    assert!(text.contains(r#"container.image.repository startswith \"registry.example/team/\""#));
+    s.admission.allowed_registries.clear();
+    let rules = falco::rules(&s);
+    assert!(!rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["rule"] == "nodeimg image outside the allowed registries"));
 }

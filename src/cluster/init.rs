@@ -223,7 +223,18 @@ fn stack_tables(defaults: &ClusterConfig) -> String {
          replicas = {}\n\
          # where other names go: /etc/resolv.conf (the node's servers) or IP[:PORT]s;\n\
          # [] on nodes without name servers (cluster names only)\n\
-         forward = {}\n\n",
+         forward = {}\n\n\
+         # what every pod outside kube-system must be, enforced by the API server\n\
+         [stack.admission]\n\
+         enabled = {}\n\
+         # image prefixes, each ending in '/' (nodeimg.local/: the preloaded images)\n\
+         allowed_registries = {}\n\
+         require_limits = {}\n\
+         non_root = {}\n\
+         read_only_root = {}\n\
+         drop_all_capabilities = {}\n\
+         no_privileged = {}\n\
+         no_host_namespaces = {}\n\n",
         api.audit_max_size_mb,
         api.audit_max_backups,
         api.audit_max_age_days,
@@ -250,5 +261,13 @@ fn stack_tables(defaults: &ClusterConfig) -> String {
         s.dns.enabled,
         s.dns.replicas,
         list(&s.dns.forward),
+        s.admission.enabled,
+        list(&s.admission.allowed_registries),
+        s.admission.require_limits,
+        s.admission.non_root,
+        s.admission.read_only_root,
+        s.admission.drop_all_capabilities,
+        s.admission.no_privileged,
+        s.admission.no_host_namespaces,
     )
 }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use contract::config::Stack;
 use contract::stack::{render, Manifest};
-use serde_json::Value;
 
 use super::files::{write_all, NewFile};
 use super::ClusterError;
@@ -35,7 +34,7 @@ fn text(m: &Manifest) -> String {
     );
     for o in &m.objects {
         t.push_str("---\n");
-        yaml(o, 0, &mut t);
+        contract::yaml::write(o, 0, &mut t);
     }
     t
 }
@@ -105,95 +104,13 @@ pub fn write(dir: &Path, stack: &Stack) -> Result<Vec<PathBuf>, ClusterError> {
     Ok(written)
 }
 
-/// Block-style YAML of a JSON value, every string double-quoted (JSON's
-/// escapes are YAML's). Written here rather than with a YAML crate: the
-/// serde YAML writers leave strings such as `yes`, `on` or `0755` plain,
-/// which Kubernetes' YAML 1.1 reader takes for booleans and numbers
-/// (a namespace may well be called `on`).
-pub fn yaml(v: &Value, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match v {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                out.push_str(&format!("{pad}{}:", key(k)));
-                nested(v, indent + 2, out);
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            for item in items {
-                out.push_str(&format!("{pad}-"));
-                match item {
-                    Value::Object(m) if !m.is_empty() => {
-                        // the first key on the dash's line, the rest under it
-                        let mut first = String::new();
-                        yaml(item, indent + 2, &mut first);
-                        out.push(' ');
-                        out.push_str(first.trim_start());
-                    }
-                    _ => nested(item, indent + 2, out),
-                }
-            }
-        }
-        scalar => {
-            out.push_str(&pad);
-            out.push_str(&inline(scalar));
-            out.push('\n');
-        }
-    }
-}
-
-/// A value after `key:` or `-`: inline when a scalar or empty, else on
-/// the lines below.
-fn nested(v: &Value, indent: usize, out: &mut String) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            out.push('\n');
-            yaml(v, indent, out);
-        }
-        Value::Array(a) if !a.is_empty() => {
-            out.push('\n');
-            yaml(v, indent, out);
-        }
-        _ => {
-            out.push(' ');
-            out.push_str(&inline(v));
-            out.push('\n');
-        }
-    }
-}
-
-fn inline(v: &Value) -> String {
-    match v {
-        Value::Object(_) => "{}".into(),
-        Value::Array(_) => "[]".into(),
-        other => other.to_string(),
-    }
-}
-
-/// Keys plain when they are plainly strings (`apiVersion`,
-/// `app.kubernetes.io/name`), quoted otherwise.
-fn key(k: &str) -> String {
-    let plain = k.starts_with(|c: char| c.is_ascii_alphabetic())
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c))
-        && !matches!(
-            k.to_ascii_lowercase().as_str(),
-            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
-        );
-    if plain {
-        k.to_string()
-    } else {
-        Value::String(k.to_string()).to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     /// Every YAML document of a file, read back by a YAML reader.
-    fn documents(text: &str) -> Vec<Value> {
+    fn documents(text: &str) -> Vec<serde_json::Value> {
         text.split("\n---\n")
             .skip(1)
             .map(|d| serde_norway::from_str(d).unwrap())
@@ -216,17 +133,6 @@ mod tests {
                 "{text}"
             );
         }
-    }
-
-    #[test]
-    fn odd_keys_and_values_survive() {
-        let v = serde_json::json!({
-            "a: b": "x\ny \"q\"", "yes": [], "n": {}, "list": [[1, 2], {"k": null}, true, 1.5],
-        });
-        let mut t = String::new();
-        yaml(&v, 0, &mut t);
-        let back: Value = serde_norway::from_str(&t).unwrap();
-        assert_eq!(back, v, "{t}");
     }
 
     #[test]

@@ -165,7 +165,8 @@ pub fn kubectl(dir: &Path) -> PathBuf {
 }
 
 /// A pod of the preloaded image running `/pause ARGS` on `node`, confined
-/// as the restricted Pod Security profile asks.
+/// as the restricted Pod Security profile and the stack's admission
+/// policies ask (limits too: `default` has no LimitRange to supply them).
 pub fn pause_pod(name: &str, node: &str, args: &[&str], restart: &str) -> Value {
     serde_json::json!({
         "apiVersion": "v1",
@@ -185,6 +186,7 @@ pub fn pause_pod(name: &str, node: &str, args: &[&str], restart: &str) -> Value 
                 "imagePullPolicy": "Never",
                 "command": ["/pause"],
                 "args": args,
+                "resources": { "limits": { "cpu": "100m", "memory": "32Mi" } },
                 "securityContext": {
                     "readOnlyRootFilesystem": true,
                     "allowPrivilegeEscalation": false,

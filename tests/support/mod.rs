@@ -306,3 +306,13 @@ impl Drop for LabDown {
         let _ = nodeimg(&["lab", "down", "--run-dir", s(&self.0)]);
     }
 }
+
+/// Runs one check of a lab test and prints how long it took
+/// (`k8s: took NAME 12.3 s`), so a slow step is found from the log and CI
+/// time can be spent where it buys most.
+pub fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    eprintln!("k8s: took {what} {:.1} s", start.elapsed().as_secs_f64());
+    out
+}

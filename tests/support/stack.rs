@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::kube::{node, pause_pod, Kube, KubeLab};
-use super::{json, s, text};
+use super::{json, s, text, timed};
 
 /// The workload namespace the lab's stack guards (cluster.toml's default).
 const NS: &str = "apps";
@@ -28,21 +28,24 @@ fn control_plane(lab: &KubeLab) -> Value {
 /// Every check, on one lab.
 pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
     let cp = control_plane(lab);
-    let stack_applied_at = applied_as_rendered(lab, k, &cp);
+    let stack_applied_at = timed("stack applied", || applied_as_rendered(lab, k, &cp));
     let worker = lab.up["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .find(|n| n["role"] == "worker")
         .unwrap();
-    network_policies(k, dir, &cp, worker);
-    pod_security(k, dir, cp["name"].as_str().unwrap());
-    rbac(k);
-    let secret = encryption_at_rest(lab, k, &cp);
-    audit(lab, k, dir, &cp, &secret);
-    token_lifetime(k);
-    event_rate_limit(k, dir);
-    measure(k, &stack_applied_at);
+    timed("network policies", || network_policies(k, dir, &cp, worker));
+    timed("pod security", || {
+        pod_security(k, dir, cp["name"].as_str().unwrap())
+    });
+    timed("admission policies", || admission_policies(k, dir, &cp));
+    timed("rbac", || rbac(k));
+    let secret = timed("encryption", || encryption_at_rest(lab, k, &cp));
+    timed("audit", || audit(lab, k, dir, &cp, &secret));
+    timed("token", || token_lifetime(k));
+    timed("event rate", || event_rate_limit(k, dir));
+    timed("measure", || measure(k, &stack_applied_at));
 }
 
 /// Seconds since the epoch of a Kubernetes timestamp (`2026-12-07T03:29:06Z`).
@@ -439,6 +442,145 @@ fn pod_security(k: &Kube, dir: &Path, cp: &str) {
     let resources = &pod["spec"]["containers"][0]["resources"];
     assert_eq!(resources["limits"]["memory"], "256Mi", "{resources}");
     assert_eq!(resources["requests"]["cpu"], "100m", "{resources}");
+}
+
+/// The stack's ValidatingAdmissionPolicies type-check in the API server
+/// and refuse, each with its own name, a pod that breaks only its rule,
+/// in a namespace whose Pod Security enforces nothing (so the policy is
+/// the only guard); the same pod with the rule kept is admitted. Server
+/// dry runs: admission runs in full, nothing is stored. A privileged
+/// container never gets this far (`--allow-privileged=false`: see
+/// [`pod_security`]).
+fn admission_policies(k: &Kube, dir: &Path, cp: &Value) {
+    let listed = json(&k.ok(&["get", "validatingadmissionpolicies", "-o", "json"]));
+    let ours: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("nodeimg-")
+        })
+        .collect();
+    assert_eq!(ours.len(), 7, "{listed:#}");
+    for p in &ours {
+        // the API server type-checks each expression against the Pod schema
+        // (asynchronously: wait for its verdict)
+        let name = p["metadata"]["name"].as_str().unwrap();
+        k.wait(&format!("{name} type-checked"), 120, |k| {
+            let p = json(&k.ok(&["get", "validatingadmissionpolicy", name, "-o", "json"]));
+            let checked = &p["status"]["typeChecking"];
+            match checked["expressionWarnings"].as_array() {
+                Some(w) if !w.is_empty() => panic!("{name}: {w:#?}"),
+                _ if p["status"]["observedGeneration"] == p["metadata"]["generation"] => Ok(()),
+                _ => Err(format!("{:#}", p["status"])),
+            }
+        });
+    }
+
+    let ns = "policy-test";
+    let cp = cp["name"].as_str().unwrap();
+    k.ok(&["create", "namespace", ns]);
+    k.ok(&[
+        "label",
+        "namespace",
+        ns,
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    let pod = |name: &str, change: &dyn Fn(&mut Value)| {
+        let mut p = pause_pod(name, cp, &[], "Never");
+        p["metadata"]["namespace"] = json!(ns);
+        change(&mut p);
+        let file = dir.join(format!("{name}.json"));
+        std::fs::write(&file, p.to_string()).unwrap();
+        k.run(&["create", "--dry-run=server", "-f", s(&file)])
+    };
+    let c = "/spec/containers/0";
+    let set = |path: &str, v: Value| {
+        let path = path.to_string();
+        move |p: &mut Value| *p.pointer_mut(&path).unwrap() = v.clone()
+    };
+    type Change = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, &str, Change)> = vec![
+        (
+            "registry",
+            "nodeimg-allowed-registries",
+            Box::new(set(
+                &format!("{c}/image"),
+                json!("registry.example/pause:0.1.0"),
+            )),
+        ),
+        (
+            "init-registry",
+            "nodeimg-allowed-registries",
+            Box::new(|p: &mut Value| {
+                let mut init = p["spec"]["containers"][0].clone();
+                init["name"] = json!("init");
+                init["image"] = json!("docker.io/library/busybox:1");
+                p["spec"]["initContainers"] = json!([init]);
+            }),
+        ),
+        (
+            "no-limits",
+            "nodeimg-require-limits",
+            Box::new(|p: &mut Value| {
+                p["spec"]["containers"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("resources");
+            }),
+        ),
+        (
+            "root",
+            "nodeimg-non-root",
+            Box::new(|p: &mut Value| {
+                let sc = p["spec"]["securityContext"].as_object_mut().unwrap();
+                sc.remove("runAsNonRoot");
+                sc.remove("runAsUser");
+            }),
+        ),
+        (
+            "writable-root",
+            "nodeimg-read-only-root",
+            Box::new(set(
+                &format!("{c}/securityContext/readOnlyRootFilesystem"),
+                json!(false),
+            )),
+        ),
+        (
+            "capabilities",
+            "nodeimg-drop-capabilities",
+            Box::new(set(
+                &format!("{c}/securityContext/capabilities"),
+                json!({ "drop": ["NET_RAW"] }),
+            )),
+        ),
+        (
+            "host-ipc",
+            "nodeimg-no-host-namespaces",
+            Box::new(|p: &mut Value| p["spec"]["hostIPC"] = json!(true)),
+        ),
+    ];
+    for (name, policy, change) in &cases {
+        let out = pod(name, change.as_ref());
+        let said = text(&out);
+        assert!(!out.status.success(), "pod {name} was admitted: {said}");
+        assert!(
+            said.contains(&format!("ValidatingAdmissionPolicy '{policy}'"))
+                && said.contains("denied request"),
+            "pod {name}: not refused by {policy}: {said}"
+        );
+        eprintln!("k8s: pod {name} refused: {}", said.trim());
+    }
+    let out = pod("compliant", &|_| ());
+    assert!(
+        out.status.success(),
+        "a compliant pod was refused: {}",
+        text(&out)
+    );
+    k.ok(&["delete", "namespace", ns, "--wait=false"]);
 }
 
 /// The auditor group reads but neither changes anything nor reads

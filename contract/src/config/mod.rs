@@ -40,7 +40,7 @@ pub use cluster::{
 pub use cluster_config::{ClusterConfig, Oidc, CLUSTER_SCHEMA};
 pub use image::{check_against_image, ImageFacts, ETCD_PACKAGE};
 pub use pem::{PemBlock, PemError};
-pub use stack::{ApiServer, Dns, Limits, PodSecurityLevel, Quota, Stack};
+pub use stack::{Admission, ApiServer, Dns, Falco, Limits, PodSecurityLevel, Quota, Stack};
 
 /// The schema this build reads and writes.
 pub const SCHEMA: u32 = 1;

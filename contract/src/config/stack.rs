@@ -68,6 +68,12 @@ pub struct Stack {
     /// `[stack.dns]`: the cluster's DNS (CoreDNS).
     #[serde(default)]
     pub dns: Dns,
+    /// `[stack.admission]`: what every pod outside kube-system must be.
+    #[serde(default)]
+    pub admission: Admission,
+    /// `[stack.falco]`: runtime detection rules for a Falco the user runs.
+    #[serde(default)]
+    pub falco: Falco,
 }
 
 fn yes() -> bool {
@@ -109,6 +115,8 @@ impl Stack {
         self.limits.problems(&format!("{at}.limits"), &mut out);
         self.quota.problems(&format!("{at}.quota"), &mut out);
         self.dns.problems(&format!("{at}.dns"), &mut out);
+        self.admission
+            .problems(&format!("{at}.admission"), &mut out);
         out
     }
 }
@@ -125,6 +133,98 @@ impl Default for Stack {
             limits: Limits::default(),
             quota: Quota::default(),
             dns: Dns::default(),
+            admission: Admission::default(),
+            falco: Falco::default(),
+        }
+    }
+}
+
+/// `[stack.falco]`: the ConfigMap `kube-system/nodeimg-falco-rules`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Falco {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for Falco {
+    fn default() -> Falco {
+        Falco { enabled: true }
+    }
+}
+
+/// `[stack.admission]`: the policies the API server itself enforces on
+/// every pod outside kube-system (ValidatingAdmissionPolicies), each one
+/// a switch. The add-ons in kube-system are exempt: the NetworkPolicy
+/// engine needs the host network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admission {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Image prefixes a container may run from, each ending in `/` (a
+    /// registry host, or a host and path): `nodeimg.local/` is the images
+    /// the builder preloads. Empty: any image.
+    #[serde(default = "Admission::default_registries")]
+    pub allowed_registries: Vec<String>,
+    /// Every container names CPU and memory limits (a namespace's
+    /// LimitRange may supply them: it acts before these policies).
+    #[serde(default = "yes")]
+    pub require_limits: bool,
+    /// Every container runs with `runAsNonRoot` (its own or the pod's).
+    #[serde(default = "yes")]
+    pub non_root: bool,
+    /// Every container's root file system is read-only.
+    #[serde(default = "yes")]
+    pub read_only_root: bool,
+    /// Every container drops ALL capabilities.
+    #[serde(default = "yes")]
+    pub drop_all_capabilities: bool,
+    /// No privileged container.
+    #[serde(default = "yes")]
+    pub no_privileged: bool,
+    /// No pod on the host's network, PID or IPC namespace.
+    #[serde(default = "yes")]
+    pub no_host_namespaces: bool,
+}
+
+impl Admission {
+    fn default_registries() -> Vec<String> {
+        vec!["nodeimg.local/".into()]
+    }
+
+    fn problems(&self, at: &str, out: &mut Vec<Problem>) {
+        for (i, r) in self.allowed_registries.iter().enumerate() {
+            let key = format!("{at}.allowed_registries[{i}]");
+            // a prefix without its slash would also admit
+            // `nodeimg.local.attacker.example/…`
+            if !r.ends_with('/') || r.len() < 2 {
+                out.push(Problem::new(
+                    key,
+                    format!("{r:?} must be a registry host (and path) ending in '/', such as \"registry.example/\""),
+                ));
+            } else if r.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == '\\')
+            {
+                out.push(Problem::new(
+                    key,
+                    format!("{r:?} holds a character no image name has"),
+                ));
+            }
+        }
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Admission {
+        Admission {
+            enabled: true,
+            allowed_registries: Admission::default_registries(),
+            require_limits: true,
+            non_root: true,
+            read_only_root: true,
+            drop_all_capabilities: true,
+            no_privileged: true,
+            no_host_namespaces: true,
         }
     }
 }
