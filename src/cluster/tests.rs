@@ -72,6 +72,8 @@ const FILES: &[(&str, u32)] = &[
     ("manifests/03-priority-classes.yaml", 0o644),
     ("manifests/04-resource-defaults.yaml", 0o644),
     ("manifests/05-dns.yaml", 0o644),
+    ("manifests/06-admission-policies.yaml", 0o644),
+    ("manifests/07-falco-rules.yaml", 0o644),
 ];
 
 fn spec(host: &str, role: Role, addresses: &[&str]) -> NodeSpec {
