@@ -129,7 +129,7 @@ fn three_control_planes_and_a_worker_run_kubernetes_and_survive_a_leader() {
         "nodeSelector".into(),
         serde_json::json!({ "kubernetes.io/hostname": "worker-1" }),
     );
-    k.pod(d, "after", &after, "Running");
+    k.pod(d, &after, "Running");
     assert_eq!(
         k.ok(&["get", "pod", "after", "-o", "jsonpath={.spec.nodeName}"]),
         "worker-1"

@@ -80,20 +80,48 @@ impl Kube {
         }
     }
 
-    /// Applies `manifest` (JSON) and waits for the pod's phase to be `phase`.
-    pub fn pod(&self, dir: &Path, name: &str, manifest: &Value, phase: &str) {
-        let file = dir.join(format!("{name}.json"));
-        std::fs::write(&file, manifest.to_string()).unwrap();
-        self.ok(&["apply", "-f", s(&file)]);
-        self.wait(&format!("pod {name} {phase}"), 600, |k| {
-            let out = k.run(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
-            let got = String::from_utf8_lossy(&out.stdout).to_string();
-            if got == phase {
-                Ok(())
-            } else {
-                Err(format!("{got:?} {}", text(&out)))
-            }
-        });
+    /// Applies `manifest` (JSON) in `default` and waits for the pod's
+    /// phase to be `phase`.
+    pub fn pod(&self, dir: &Path, manifest: &Value, phase: &str) {
+        self.pods(dir, &[("default", manifest.clone(), phase)]);
+    }
+
+    /// Applies every `(namespace, pod, phase)`, then waits for each pod's
+    /// phase: they start side by side, which under emulation is most of
+    /// their time. A pod that ends in another phase fails at once (a
+    /// `pause connect` pod ends Succeeded when it got through, Failed when
+    /// it did not).
+    pub fn pods(&self, dir: &Path, pods: &[(&str, Value, &str)]) {
+        for (ns, pod, _) in pods {
+            let mut pod = pod.clone();
+            let name = pod["metadata"]["name"].as_str().unwrap().to_string();
+            pod["metadata"]["namespace"] = serde_json::json!(ns);
+            let file = dir.join(format!("{ns}-{name}.json"));
+            std::fs::write(&file, pod.to_string()).unwrap();
+            self.ok(&["apply", "-f", s(&file)]);
+        }
+        for (ns, pod, phase) in pods {
+            let name = pod["metadata"]["name"].as_str().unwrap();
+            self.wait(&format!("pod {ns}/{name} {phase}"), 600, |k| {
+                let out = k.run(&[
+                    "get",
+                    "pod",
+                    "-n",
+                    ns,
+                    name,
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ]);
+                let got = String::from_utf8_lossy(&out.stdout).to_string();
+                match got.as_str() {
+                    g if g == *phase => Ok(()),
+                    "Succeeded" | "Failed" => {
+                        panic!("pod {ns}/{name} ended {got}, not {phase}")
+                    }
+                    _ => Err(format!("{got:?} {}", text(&out))),
+                }
+            });
+        }
     }
 
     /// Every node, once there are `count` and all are Ready.
@@ -233,11 +261,35 @@ pub fn check_nodes(nodes: &[Value], worker: &str) {
 /// ServiceAccount 403; the worker's kubelet identity reading a Secret its
 /// pod mounts but not another, and not labelling itself control plane.
 pub fn check_workloads(k: &Kube, dir: &Path, cp: &str, worker: &str) {
-    k.pod(
+    let mut holder = pause_pod("holder", worker, &[], "Always");
+    holder["spec"]["volumes"] =
+        serde_json::json!([{ "name": "s", "secret": { "secretName": "mounted" } }]);
+    holder["spec"]["containers"][0]["volumeMounts"] =
+        serde_json::json!([{ "name": "s", "mountPath": "/s", "readOnly": true }]);
+    for name in ["mounted", "unbound"] {
+        k.ok(&["create", "secret", "generic", name, "--from-literal=k=v"]);
+    }
+    // all but the client at once: the client needs the server's address
+    k.pods(
         dir,
-        "probe",
-        &pause_pod("probe", worker, &["probe"], "Never"),
-        "Succeeded",
+        &[
+            (
+                "default",
+                pause_pod("probe", worker, &["probe"], "Never"),
+                "Succeeded",
+            ),
+            (
+                "default",
+                pause_pod("server", worker, &["listen", "8080"], "Always"),
+                "Running",
+            ),
+            (
+                "default",
+                pause_pod("to-api", worker, &["connect", "10.96.0.1:443"], "Never"),
+                "Succeeded",
+            ),
+            ("default", holder, "Running"),
+        ],
     );
     // the API server reads the log from the worker's kubelet, over the
     // serving certificate the control-plane agent approves on its next
@@ -257,28 +309,15 @@ pub fn check_workloads(k: &Kube, dir: &Path, cp: &str, worker: &str) {
         "{log}"
     );
 
-    k.pod(
-        dir,
-        "server",
-        &pause_pod("server", worker, &["listen", "8080"], "Always"),
-        "Running",
-    );
     let ip = k.ok(&["get", "pod", "server", "-o", "jsonpath={.status.podIP}"]);
     assert!(ip.starts_with("10.244."), "{ip}");
     let target = format!("{ip}:8080");
     k.pod(
         dir,
-        "client",
         &pause_pod("client", cp, &["connect", &target], "Never"),
         "Succeeded",
     );
     assert!(k.ok(&["logs", "client"]).contains("ok"));
-    k.pod(
-        dir,
-        "to-api",
-        &pause_pod("to-api", worker, &["connect", "10.96.0.1:443"], "Never"),
-        "Succeeded",
-    );
 
     let anon = Command::new(super::tool("curl"))
         .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
@@ -301,15 +340,6 @@ pub fn check_workloads(k: &Kube, dir: &Path, cp: &str, worker: &str) {
     // The worker's kubelet identity (impersonated by the admin: the Node
     // authorizer and NodeRestriction judge the user and group, not how
     // they were proven).
-    for name in ["mounted", "unbound"] {
-        k.ok(&["create", "secret", "generic", name, "--from-literal=k=v"]);
-    }
-    let mut holder = pause_pod("holder", worker, &[], "Always");
-    holder["spec"]["volumes"] =
-        serde_json::json!([{ "name": "s", "secret": { "secretName": "mounted" } }]);
-    holder["spec"]["containers"][0]["volumeMounts"] =
-        serde_json::json!([{ "name": "s", "mountPath": "/s", "readOnly": true }]);
-    k.pod(dir, "holder", &holder, "Running");
     let user = format!("--as=system:node:{worker}");
     let node = [user.as_str(), "--as-group=system:nodes"];
     fn as_node<'a>(args: &[&'a str], node: [&'a str; 2]) -> Vec<&'a str> {

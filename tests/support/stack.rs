@@ -118,45 +118,6 @@ fn measure(k: &Kube, stack_applied_at: &Value) {
     }
 }
 
-/// Applies pod `pod` in `ns` and waits for its phase to be `phase`
-/// (a `pause connect` pod ends Succeeded when it got through, Failed when
-/// it did not).
-fn run_pod(k: &Kube, dir: &Path, ns: &str, pod: Value, phase: &str) {
-    run_pods(k, dir, &[(ns, pod, phase)]);
-}
-
-/// [`run_pod`] for several at once: all applied, then each awaited.
-fn run_pods(k: &Kube, dir: &Path, pods: &[(&str, Value, &str)]) {
-    for (ns, pod, _) in pods {
-        let mut pod = pod.clone();
-        let name = pod["metadata"]["name"].as_str().unwrap().to_string();
-        pod["metadata"]["namespace"] = json!(ns);
-        let file = dir.join(format!("{ns}-{name}.json"));
-        std::fs::write(&file, pod.to_string()).unwrap();
-        k.ok(&["apply", "-f", s(&file)]);
-    }
-    for (ns, pod, phase) in pods {
-        let name = pod["metadata"]["name"].as_str().unwrap();
-        k.wait(&format!("pod {ns}/{name} {phase}"), 600, |k| {
-            let out = k.run(&[
-                "get",
-                "pod",
-                "-n",
-                ns,
-                name,
-                "-o",
-                "jsonpath={.status.phase}",
-            ]);
-            let got = String::from_utf8_lossy(&out.stdout).to_string();
-            match got.as_str() {
-                g if g == *phase => Ok(()),
-                "Succeeded" | "Failed" => panic!("pod {ns}/{name} ended {got}, not {phase}"),
-                _ => Err(format!("{got:?} {}", text(&out))),
-            }
-        });
-    }
-}
-
 /// NetworkPolicies enforced by the engine the stack runs: default deny
 /// stops a workload pod's ingress (from another namespace and its own)
 /// and its egress to a listener outside the pod network (a node API,
@@ -167,29 +128,31 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
         cp["name"].as_str().unwrap(),
         worker["name"].as_str().unwrap(),
     );
-    k.wait("the NetworkPolicy engine on every node", 600, |k| {
-        let ds = json(&k.ok(&[
-            "get",
-            "daemonset",
-            "-n",
-            "kube-system",
-            "kube-network-policies",
-            "-o",
-            "json",
-        ]));
-        let (want, ready) = (
-            &ds["status"]["desiredNumberScheduled"],
-            &ds["status"]["numberReady"],
-        );
-        if want == 2 && ready == 2 {
-            Ok(())
-        } else {
-            Err(format!("{} of {} ready", ready, want))
-        }
+    timed("np: engine ready", || {
+        k.wait("the NetworkPolicy engine on every node", 600, |k| {
+            let ds = json(&k.ok(&[
+                "get",
+                "daemonset",
+                "-n",
+                "kube-system",
+                "kube-network-policies",
+                "-o",
+                "json",
+            ]));
+            let (want, ready) = (
+                &ds["status"]["desiredNumberScheduled"],
+                &ds["status"]["numberReady"],
+            );
+            if want == 2 && ready == 2 {
+                Ok(())
+            } else {
+                Err(format!("{} of {} ready", ready, want))
+            }
+        })
     });
     let mut server = pause_pod("np-server", worker_name, &["listen", "8080"], "Always");
     server["metadata"]["labels"] = json!({ "app": "np-server" });
-    run_pod(k, dir, NS, server, "Running");
+    timed("np: server", || k.pods(dir, &[(NS, server, "Running")]));
     let ip = k.ok(&[
         "get",
         "pod",
@@ -212,26 +175,27 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
         p
     };
     // without a policy, the outside answers; with default deny, nothing
-    run_pods(
-        k,
-        dir,
-        &[
-            (
-                "default",
-                connect("np-free", worker_name, &outside, "60"),
-                "Succeeded",
-            ),
-            (NS, connect("np-out", worker_name, &outside, "3"), "Failed"),
-            (
-                "default",
-                connect("np-in", cp_name, &to_server, "3"),
-                "Failed",
-            ),
-            (NS, connect("np-peer", cp_name, &to_server, "3"), "Failed"),
-        ],
-    );
+    timed("np: denied", || {
+        k.pods(
+            dir,
+            &[
+                (
+                    "default",
+                    connect("np-free", worker_name, &outside, "60"),
+                    "Succeeded",
+                ),
+                (NS, connect("np-out", worker_name, &outside, "3"), "Failed"),
+                (
+                    "default",
+                    connect("np-in", cp_name, &to_server, "3"),
+                    "Failed",
+                ),
+                (NS, connect("np-peer", cp_name, &to_server, "3"), "Failed"),
+            ],
+        );
+    });
     eprintln!("k8s: default deny stops ingress from another namespace and its own, and egress out");
-    dns(k, dir, cp_name, worker_name);
+    timed("np: dns", || dns(k, dir, cp_name, worker_name));
 
     let policy = |name: &str, spec: Value| {
         let p = json!({
@@ -270,23 +234,24 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
     // forwarded traffic)
     let mut other = connect("np-out-other", cp_name, &elsewhere, "3");
     other["metadata"]["labels"] = json!({ "app": "np-out-allowed" });
-    run_pods(
-        k,
-        dir,
-        &[
-            (
-                "default",
-                connect("np-in-allowed", cp_name, &to_server, "60"),
-                "Succeeded",
-            ),
-            (
-                NS,
-                connect("np-out-allowed", worker_name, &outside, "60"),
-                "Succeeded",
-            ),
-            (NS, other, "Failed"),
-        ],
-    );
+    timed("np: allowed", || {
+        k.pods(
+            dir,
+            &[
+                (
+                    "default",
+                    connect("np-in-allowed", cp_name, &to_server, "60"),
+                    "Succeeded",
+                ),
+                (
+                    NS,
+                    connect("np-out-allowed", worker_name, &outside, "60"),
+                    "Succeeded",
+                ),
+                (NS, other, "Failed"),
+            ],
+        );
+    });
     eprintln!("k8s: allow policies open exactly what they name");
 }
 
@@ -311,9 +276,16 @@ fn dns(k: &Kube, dir: &Path, cp: &str, worker: &str) {
         }
     });
     let name = "kubernetes.default.svc.cluster.local";
-    for (ns, node) in [(NS, worker), ("default", cp)] {
-        let pod = pause_pod("dns", node, &["resolve", name, "60"], "Never");
-        run_pod(k, dir, ns, pod, "Succeeded");
+    let places = [(NS, worker), ("default", cp)];
+    let pods: Vec<(&str, Value, &str)> = places
+        .iter()
+        .map(|&(ns, node)| {
+            let pod = pause_pod("dns", node, &["resolve", name, "60"], "Never");
+            (ns, pod, "Succeeded")
+        })
+        .collect();
+    k.pods(dir, &pods);
+    for (ns, _) in places {
         let log = k.ok(&["logs", "-n", ns, "dns"]);
         assert!(
             log.contains(&format!("NODEIMG-RESOLVE {name} 10.96.0.1")),
