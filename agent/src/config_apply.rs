@@ -18,10 +18,7 @@ use crate::config_source::Source;
 
 /// `sha256:<hex>` of a config's bytes, as the report names it.
 pub fn digest(data: &[u8]) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(data);
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    crate::digest::sha256_named(data)
 }
 
 /// What this image can run, from its package list and os-release.

@@ -71,7 +71,6 @@ impl std::fmt::Display for Source {
 /// The report's `config` for a config found at `source`: the source and
 /// the text's sha256, never the text (it holds the node's key).
 pub fn report_for(source: Source, data: &[u8]) -> ConfigReport {
-    use sha2::Digest;
     let (name, device, url, replaces) = match source {
         Source::FwCfg => ("fw-cfg", None, None, None),
         Source::ConfigDrive { device } => ("config-drive", Some(device), None, None),
@@ -79,13 +78,11 @@ pub fn report_for(source: Source, data: &[u8]) -> ConfigReport {
         Source::Stored => ("stored", None, None, None),
         Source::Applied { replaces } => ("applied", None, None, replaces),
     };
-    let digest = sha2::Sha256::digest(data);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     ConfigReport {
         source: name.into(),
         device,
         url,
-        sha256: Some(format!("sha256:{hex}")),
+        sha256: Some(crate::digest::sha256_named(data)),
         replaces,
         ..ConfigReport::default()
     }

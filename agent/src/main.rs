@@ -26,6 +26,7 @@ mod config_fetch;
 mod config_source;
 mod console;
 mod devices;
+mod digest;
 mod dm;
 mod error;
 mod etcd;

@@ -466,10 +466,7 @@ pub fn fill_facts(report: &mut Report) {
 /// `sha256:<hex>` of a key file's bytes, as the report names the update
 /// trust root (the same digest `sha256sum` prints for the file).
 pub fn key_fingerprint(pem: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(pem);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    crate::digest::sha256_named(pem)
 }
 
 #[cfg(test)]

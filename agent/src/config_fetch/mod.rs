@@ -141,18 +141,9 @@ pub enum FetchError {
     },
 }
 
-/// The hex sha256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// `data` when its sha256 is `url`'s pin.
 pub fn verified(url: &ConfigUrl, data: Vec<u8>) -> Result<Vec<u8>, FetchError> {
-    let got = sha256_hex(&data);
+    let got = crate::digest::sha256_hex(&data);
     if got != url.sha256 {
         return Err(FetchError::Mismatch {
             url: url.location(),

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 const CONFIG: &[u8] = b"schema = 1\nhostname = \"w1\"\n";
 
 fn sha(data: &[u8]) -> String {
-    sha256_hex(data)
+    crate::digest::sha256_hex(data)
 }
 
 fn fast() -> Policy {

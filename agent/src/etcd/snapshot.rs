@@ -48,7 +48,7 @@ pub fn describe(path: &Path) -> Result<Blob, String> {
     let bytes = std::io::copy(&mut f, &mut sink).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Blob {
         bytes,
-        sha256: lower_hex(&sink.hash.finalize()),
+        sha256: hex::encode(sink.hash.finalize()),
     })
 }
 
@@ -89,7 +89,7 @@ pub fn receive(from: &mut impl Read, blob: &Blob, out: &Path) -> Result<(), Stri
                 blob.bytes - got
             ));
         }
-        let sha = lower_hex(&sink.hash.finalize());
+        let sha = hex::encode(sink.hash.finalize());
         if sha != blob.sha256 {
             return Err(format!(
                 "the snapshot's sha256 is {sha}, not the announced {}",
@@ -104,10 +104,6 @@ pub fn receive(from: &mut impl Read, blob: &Blob, out: &Path) -> Result<(), Stri
         let _ = std::fs::remove_file(out);
     }
     received
-}
-
-fn lower_hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a restore makes this node: the one member of a restored cluster.

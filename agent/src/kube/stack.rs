@@ -21,7 +21,6 @@ use contract::config::Stack;
 use contract::kube::StackReport;
 use contract::stack::{self, KINDS, MANAGED_BY_LABEL, MANAGER};
 use serde_json::{json, Value};
-use sha2::Digest;
 
 use super::at;
 use super::client::Client;
@@ -130,11 +129,7 @@ fn lease_object(me: &str, unix: u64, resource_version: Option<&str>) -> Value {
 /// sha256 of the rendered objects, in order.
 fn digest(objects: &[&Value]) -> String {
     let bytes = serde_json::to_vec(objects).unwrap_or_default();
-    hex(&sha2::Sha256::digest(&bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::sha256_hex(&bytes)
 }
 
 /// The listed objects to delete: carrying our label (the list asked for
