@@ -113,8 +113,9 @@ impl Runtime {
 
 /// Imports the sandbox image and runs the confinement probe with it (the
 /// boot waits for this: no pod runs without it), then imports the other
-/// images in a thread, digests checked the same way: under emulation a
-/// big add-on image takes a minute, which no boot should wait for.
+/// images in a thread, digests checked the same way and each also named
+/// by its digest (pods name add-ons so): under emulation a big add-on
+/// image takes a minute, which no boot should wait for.
 /// `None` when the image packs no OCI images.
 pub fn preload_and_check() -> Option<Runtime> {
     let list: Vec<PreloadedImage> = match std::fs::read(IMAGES_FILE) {
@@ -155,7 +156,7 @@ pub fn preload_and_check() -> Option<Runtime> {
         std::thread::spawn(move || {
             for img in rest {
                 let t = crate::sys::uptime_ms();
-                let done = import(&img);
+                let done = import(&img).and_then(|i| name_by_digest(&img).map(|()| i));
                 let mut r = later
                     .0
                     .lock()
@@ -210,6 +211,14 @@ fn import(img: &PreloadedImage) -> Result<ImageReport, String> {
         digest: got,
         imported: true,
     })
+}
+
+/// Adds the image's `repo@digest` name, which pods that name it by digest
+/// (the security stack's add-ons) are looked up by: an import names it by
+/// its tag only. `--force`: the name outlives a reboot on `/var`.
+fn name_by_digest(img: &PreloadedImage) -> Result<(), String> {
+    let by_digest = contract::images::digest_name(&img.name, &img.digest);
+    ctr(&["images", "tag", "--force", &img.name, &by_digest]).map(|_| ())
 }
 
 /// Runs the sandbox image's probe confined as a pod would be.

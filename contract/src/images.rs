@@ -25,6 +25,19 @@ pub struct PreloadedImage {
     pub digest: String,
 }
 
+/// `repo@digest` for `repo:tag`: the name containerd's CRI looks a pod's
+/// `image: repo:tag@digest` up by (it drops the tag, as Docker's
+/// reference parser does). An import names the image by its tag only, so
+/// nodeagent adds this name for each image pods name by digest.
+pub fn digest_name(name: &str, digest: &str) -> String {
+    let repo = match name.rsplit_once(':') {
+        // a colon before the last slash is a registry's port, not a tag
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    };
+    format!("{repo}@{digest}")
+}
+
 /// A file name for an image name: `nodeimg.local/pause:0.1.0` →
 /// `nodeimg.local_pause_0.1.0.tar`.
 pub fn archive_name(image: &str) -> String {
@@ -41,6 +54,22 @@ pub fn archive_name(image: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_names_drop_the_tag_but_keep_a_port() {
+        assert_eq!(
+            digest_name("nodeimg.local/coredns:v1.15.0", "sha256:ab"),
+            "nodeimg.local/coredns@sha256:ab"
+        );
+        assert_eq!(
+            digest_name("registry:5000/team/app:1", "sha256:ab"),
+            "registry:5000/team/app@sha256:ab"
+        );
+        assert_eq!(
+            digest_name("registry:5000/team/app", "sha256:ab"),
+            "registry:5000/team/app@sha256:ab"
+        );
+    }
 
     #[test]
     fn archive_names_are_plain_file_names() {

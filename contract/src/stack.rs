@@ -28,10 +28,25 @@ pub const PLATFORM_PRIORITY: &str = "nodeimg-platform";
 pub const WORKLOAD_PRIORITY: &str = "nodeimg-workload";
 
 /// The NetworkPolicy engine's image, preloaded by the kubernetes-node
-/// layer (recipes/kube-network-policies); its DaemonSet names it.
+/// layer (recipes/kube-network-policies).
 pub const NETWORK_POLICY_IMAGE: &str = "nodeimg.local/kube-network-policies:v0.8.0";
+/// Its manifest digest, which its DaemonSet names: the layer pins the same
+/// one (`digest =`) and the build checks it, so a pod runs exactly the
+/// program the lock pins, whatever else carries the tag.
+pub const NETWORK_POLICY_DIGEST: &str =
+    "sha256:c33b7a208fa4a230ef64a8555b32733df52ac75c7944710ad82d0e6459ca1b0c";
 /// CoreDNS's image, preloaded by the kubernetes-node layer (recipes/coredns).
 pub const DNS_IMAGE: &str = "nodeimg.local/coredns:v1.15.0";
+/// Its manifest digest, which its Deployment names (see
+/// [`NETWORK_POLICY_DIGEST`]).
+pub const DNS_DIGEST: &str =
+    "sha256:0e8d5823e234691ccf824334989b198a075861670a3bc1ec542df6b0d03cd698";
+
+/// `name@digest`, how a pod names a preloaded image: by digest, the tag
+/// kept for readers (the runtime looks the image up by the digest alone).
+pub fn pinned(name: &str, digest: &str) -> String {
+    format!("{name}@{digest}")
+}
 
 /// The engine's objects' name (ServiceAccount, ClusterRole, DaemonSet).
 pub const NETWORK_POLICY_ENGINE: &str = "kube-network-policies";
@@ -408,7 +423,7 @@ fn network_policy_engine() -> Vec<Value> {
                     "securityContext": { "seccompProfile": { "type": "RuntimeDefault" } },
                     "containers": [{
                         "name": name,
-                        "image": NETWORK_POLICY_IMAGE,
+                        "image": pinned(NETWORK_POLICY_IMAGE, NETWORK_POLICY_DIGEST),
                         // preloaded, its digest checked at import
                         "imagePullPolicy": "Never",
                         "args": [
@@ -564,7 +579,7 @@ fn dns(stack: &Stack) -> Vec<Value> {
                         },
                         "containers": [{
                             "name": name,
-                            "image": DNS_IMAGE,
+                            "image": pinned(DNS_IMAGE, DNS_DIGEST),
                             "imagePullPolicy": "Never",
                             "args": ["-conf", "/etc/coredns/Corefile"],
                             "ports": [

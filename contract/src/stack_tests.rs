@@ -231,7 +231,10 @@ fn the_network_policy_engine_runs_on_every_node_with_net_admin_only() {
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["tolerations"], json!([{ "operator": "Exists" }]));
     let c = &pod["containers"][0];
-    assert_eq!(c["image"], NETWORK_POLICY_IMAGE);
+    assert_eq!(
+        c["image"],
+        format!("{NETWORK_POLICY_IMAGE}@{NETWORK_POLICY_DIGEST}")
+    );
     assert_eq!(c["imagePullPolicy"], "Never");
     // the API through the node's own balancer, not the Service address
     let env = |name: &str| {
@@ -293,7 +296,10 @@ fn dns_serves_the_cluster_at_kubelets_address_and_forwards_as_told() {
     let d = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     assert_eq!(d["spec"]["replicas"], 2);
     let pod = &d["spec"]["template"]["spec"];
-    assert_eq!(pod["containers"][0]["image"], DNS_IMAGE);
+    assert_eq!(
+        pod["containers"][0]["image"],
+        format!("{DNS_IMAGE}@{DNS_DIGEST}")
+    );
     assert_eq!(
         pod["containers"][0]["securityContext"]["capabilities"]["drop"],
         json!(["ALL"])

@@ -21,6 +21,12 @@ pub enum AssembleError {
     Shell { path: String, origin: String },
     #[error("layer file /{path} is under /{parent}, which is not a directory in the tree")]
     NotADirectory { path: String, parent: String },
+    #[error("[[oci_images]] {name}: packed to {got}, but its layer pins digest = \"{pinned}\" (a relocked recipe makes a new image: pin the new digest in the layer and in contract::stack, whose manifests name it)")]
+    ImageDigest {
+        name: String,
+        got: String,
+        pinned: String,
+    },
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
 }
@@ -290,6 +296,13 @@ fn place_oci_images(
             // build date (containerd names the sandbox by it).
             mtime: 0,
         })?;
+        if let Some(pinned) = img.digest.as_ref().filter(|d| **d != built.manifest_digest) {
+            return Err(AssembleError::ImageDigest {
+                name: img.name.clone(),
+                got: built.manifest_digest,
+                pinned: pinned.clone(),
+            });
+        }
         let file = archive_name(&img.name);
         let dir = IMAGES_DIR.trim_start_matches('/');
         tree.insert(&format!("{dir}/{file}"), Entry::file(built.archive, 0o644));

@@ -60,6 +60,12 @@ pub struct OciImageSpec {
     pub entrypoint: Vec<String>,
     /// Numeric `uid:gid`.
     pub user: String,
+    /// `sha256:<hex>`: the manifest digest the packed image must have.
+    /// A recipe's program is pinned by the lock, so its image is too, and
+    /// what the cluster's manifests name by digest (`contract::stack`)
+    /// is checked here, at the build.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 /// `[uefi]`: where the UEFI boot pieces come from.

@@ -406,6 +406,16 @@ fn merge_layer(
             &format!("{field}.binary"),
             &img.binary,
         )?;
+        if let Some(d) = &img.digest {
+            let hex = d.strip_prefix("sha256:").unwrap_or_default();
+            if hex.len() != 64 || !hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+                return Err(SpecError::invalid(
+                    file,
+                    format!("{field}.digest"),
+                    "must be sha256: and 64 lowercase hex digits",
+                ));
+            }
+        }
         if plan.oci_images.contains_key(&img.name) {
             return Err(SpecError::invalid(
                 file,

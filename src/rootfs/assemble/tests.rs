@@ -97,3 +97,43 @@ fn artifact_must_be_provided() {
     assemble(&mut t, &p, &arts, &BTreeMap::new()).unwrap();
     assert_eq!(t.get("usr/sbin/nodeagent").unwrap().mode, 0o755);
 }
+
+/// A pinned digest must be the packed one: the build fails naming the
+/// image and both digests, and passes with the digest it reports.
+#[test]
+fn a_pinned_image_digest_is_checked() {
+    let layer = |digest: &str| {
+        format!(
+            "schema = 1\n[[oci_images]]\nname = \"nodeimg.local/pause:1\"\nbinary = \"pause\"\n\
+             entrypoint = [\"/pause\"]\nuser = \"65535:65535\"\ndigest = \"{digest}\"\n"
+        )
+    };
+    let arts = Artifacts::from([("pause".to_string(), b"\x7fELF pause".to_vec())]);
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let e = assemble(
+        &mut Tree::new(),
+        &plan(&layer(&wrong)),
+        &arts,
+        &BTreeMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("nodeimg.local/pause:1") && e.contains(&wrong),
+        "{e}"
+    );
+    let packed = e
+        .split("packed to ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap()
+        .to_string();
+    assert!(packed.starts_with("sha256:") && packed != wrong, "{e}");
+    let mut t = Tree::new();
+    assemble(&mut t, &plan(&layer(&packed)), &arts, &BTreeMap::new()).unwrap();
+    let Kind::File(list) = &t.get("usr/lib/nodeimg/images.json").unwrap().kind else {
+        panic!("images.json is not a file")
+    };
+    let list = String::from_utf8_lossy(list);
+    assert!(list.contains(&packed), "{list}");
+}

@@ -188,6 +188,12 @@ fn oci_images_pack_build_products_and_recipe_programs() {
         e.contains("oci_images[0].binary") && e.contains("unknown build artifact"),
         "{e}"
     );
+    f.layer("a", &(image("dns/dns") + "digest = \"sha256:ABC\"\n"));
+    let e = err(&f, IMAGE);
+    assert!(
+        e.contains("oci_images[0].digest") && e.contains("64 lowercase hex"),
+        "{e}"
+    );
 }
 
 /// Both Kubernetes images preload the images the security stack's
@@ -202,10 +208,16 @@ fn the_kubernetes_images_preload_what_the_stack_runs() {
             .get(contract::stack::NETWORK_POLICY_IMAGE)
             .unwrap_or_else(|| panic!("{image} does not preload the NetworkPolicy engine"));
         assert!(plan.recipe_programs().contains_key("kube-network-policies"));
-        assert!(
-            plan.oci_images.contains_key(contract::stack::DNS_IMAGE),
-            "{image}"
+        let dns = plan
+            .oci_images
+            .get(contract::stack::DNS_IMAGE)
+            .unwrap_or_else(|| panic!("{image} does not preload CoreDNS"));
+        // the digests the stack's pods name are the ones the build checks
+        assert_eq!(
+            img.digest.as_deref(),
+            Some(contract::stack::NETWORK_POLICY_DIGEST)
         );
+        assert_eq!(dns.digest.as_deref(), Some(contract::stack::DNS_DIGEST));
         assert!(plan.recipe_programs().contains_key("coredns"));
         assert!(img.binary.starts_with("kube-network-policies/"));
         for m in ["nft_queue", "nfnetlink_queue"] {
