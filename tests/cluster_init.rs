@@ -60,6 +60,16 @@ fn init(dir: &Path, extra: &[&str]) -> Output {
     nodeimg(&args)
 }
 
+/// [`init`] with no extra arguments, which must succeed.
+fn init_ok(dir: &Path) {
+    let made = init(dir, &[]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 fn config(dir: &Path, role: &str, host: &str, out: &Path, extra: &[&str]) -> String {
     let mut args = vec![
         "cluster",
@@ -98,7 +108,7 @@ fn blocks<'a>(text: &'a str, label: &str) -> Vec<&'a str> {
 fn init_makes_cas_and_keys_openssl_accepts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
-    assert!(init(&dir, &[]).status.success());
+    init_ok(&dir);
     let mode = |f: &str| std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
     for ca in ["api-ca", "etcd-ca", "kubernetes-ca", "front-proxy-ca"] {
         let (crt, key) = (dir.join(format!("{ca}.crt")), dir.join(format!("{ca}.key")));
@@ -153,7 +163,7 @@ fn init_makes_cas_and_keys_openssl_accepts() {
 fn node_configs_by_role() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
-    assert!(init(&dir, &[]).status.success());
+    init_ok(&dir);
 
     let worker_file = tmp.path().join("w-1.toml");
     let worker = config(
@@ -275,7 +285,7 @@ fn node_configs_by_role() {
 fn a_bad_cluster_file_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
-    assert!(init(&dir, &[]).status.success());
+    init_ok(&dir);
     let toml = dir.join("cluster.toml");
     let good = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(&toml, good.replace("retain = 24", "retain = 24\nkeep = 3")).unwrap();
@@ -312,12 +322,7 @@ fn kubernetes_minor() -> String {
 fn the_manifests_pass_kubernetes_validate_and_follow_cluster_toml() {
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("c");
-    let made = init(&c, &[]);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    init_ok(&c);
     let validate = |files: &[std::path::PathBuf]| {
         let out = Command::new(support::venv_tool("kubernetes-validate"))
             .args(["--strict", "-k", &kubernetes_minor()])
@@ -409,12 +414,7 @@ fn checkov_fails_only_what_docs_checkov_skips_justify() {
         .tempdir()
         .unwrap();
     let c = dir.path().join("c");
-    let made = init(&c, &[]);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    init_ok(&c);
     let venv = std::env::var_os("NODEIMG_CHECKOV_VENV")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {

@@ -188,6 +188,16 @@ impl Lab {
         );
     }
 
+    /// [`Lab::start`] for each of `names` at once: each waits for its own
+    /// report, and under emulation boots overlap well.
+    fn start_all(&self, names: &[&str], blank: bool) {
+        std::thread::scope(|scope| {
+            for &name in names {
+                scope.spawn(move || self.start(name, blank));
+            }
+        });
+    }
+
     /// `nodeimg ARGS[0] ARGS[1] --node … ARGS[2..]` against `name` as the admin.
     fn node(&self, name: &str, args: &[&str]) -> Output {
         let port = self.api.iter().find(|(n, _)| n == name).unwrap().1;
@@ -483,8 +493,7 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     let out = lab.node("cp-1", &["node", "reset"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not a quorum"), "{}", text(&out));
-    lab.start("cp-2", false);
-    lab.start("cp-3", false);
+    lab.start_all(&["cp-2", "cp-3"], false);
     lab.wait_voters("quorum back", "cp-3", &all);
     lab.ctl_ok(&["cp-3"], &["put", "ha/after", "quorum back"]);
     for name in all {
@@ -528,9 +537,7 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     for name in all {
         lab.kill(name);
     }
-    for name in all {
-        lab.start(name, true);
-    }
+    lab.start_all(&all, true);
     for name in all {
         let r = lab.etcd_report(name);
         assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{name}: {r:#}");

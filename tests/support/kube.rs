@@ -381,12 +381,12 @@ pub fn node(cluster: &Path, n: &Value, args: &[&str]) -> String {
     ok(&all)
 }
 
-/// Every component is a ready service of its node's agent; their memory
-/// and CPU time printed, from each node's report through its node API.
+/// Every component is a ready service of its node's agent (waited for: a
+/// node turns Ready before its kube-proxy has synced); their memory and
+/// CPU time printed, from each node's report through its node API.
 pub fn check_services(up: &Value, cluster: &Path) {
     for n in up["nodes"].as_array().unwrap() {
         let name = n["name"].as_str().unwrap();
-        let report = json(&node(cluster, n, &["status", "--json", "--timeout", "20"]));
         let want: &[&str] = if n["role"] == "control-plane" {
             &[
                 "containerd",
@@ -400,13 +400,29 @@ pub fn check_services(up: &Value, cluster: &Path) {
         } else {
             &["containerd", "kube-proxy", "kubelet"]
         };
-        let services = report["services"].as_array().unwrap();
-        for w in want {
-            let svc = services
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let (report, services) = loop {
+            let report = json(&node(cluster, n, &["status", "--json", "--timeout", "20"]));
+            let services = report["services"].as_array().cloned().unwrap_or_default();
+            let waiting: Vec<&&str> = want
                 .iter()
-                .find(|v| v["name"] == *w)
-                .unwrap_or_else(|| panic!("{name}: no {w} in {services:?}"));
-            assert_eq!(svc["state"], "ready", "{name}: {svc}");
+                .filter(|w| {
+                    !services
+                        .iter()
+                        .any(|v| v["name"] == **w && v["state"] == "ready")
+                })
+                .collect();
+            if waiting.is_empty() {
+                break (report, services);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {waiting:?} not ready within 300 s: {services:?}"
+            );
+            std::thread::sleep(Duration::from_secs(5));
+        };
+        for w in want {
+            let svc = services.iter().find(|v| v["name"] == *w).unwrap();
             let rss = svc["rss_kib"].as_u64().unwrap_or(0);
             assert!(rss > 0, "{name}: {svc}");
             eprintln!("k8s: rss {name} {w} {} MiB", rss / 1024);

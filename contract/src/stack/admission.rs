@@ -34,9 +34,14 @@ pub(super) fn policies(a: &Admission) -> Vec<Value> {
     if a.require_limits {
         rules.push((
             "require-limits",
+            // dyn(): the API server's type checker gives maps of
+            // quantities no CEL type (their schema is oneOf string or
+            // number), so a typed `c.resources.limits` is an "undefined
+            // field" warning on the policy, though it works when run;
+            // read dynamically it checks clean and runs the same
             every_container(
-                "has(c.resources) && has(c.resources.limits) \
-                 && 'cpu' in c.resources.limits && 'memory' in c.resources.limits",
+                "has(c.resources) && has(dyn(c.resources).limits) \
+                 && 'cpu' in dyn(c.resources).limits && 'memory' in dyn(c.resources).limits",
                 Lists::NotEphemeral,
             ),
             "every container must set CPU and memory limits \
