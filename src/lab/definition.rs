@@ -18,6 +18,13 @@ use super::network;
 
 /// The schema this build reads.
 pub const LAB_SCHEMA: u32 = 1;
+/// The most virtual CPUs a node may have (`-smp`).
+const MAX_CPUS: u32 = 16;
+
+fn one_cpu() -> u32 {
+    1
+}
+
 /// Guest memory when neither the node nor `[defaults]` names it.
 pub const DEFAULT_MEMORY_MIB: u32 = 1024;
 /// State disk size when neither the node nor `[defaults]` names it.
@@ -110,6 +117,11 @@ pub struct NodeDef {
     pub image: Option<String>,
     #[serde(default)]
     pub memory: Option<u32>,
+    /// Virtual CPUs (default 1). Under emulation a node that runs many
+    /// busy programs at once (a control plane) uses a second host core
+    /// whenever the other nodes leave it idle.
+    #[serde(default)]
+    pub cpus: Option<u32>,
     #[serde(default)]
     pub state_size: Option<String>,
     #[serde(default)]
@@ -126,6 +138,9 @@ pub struct NodePlan {
     pub role: Role,
     pub address: Ipv4Addr,
     pub image: PathBuf,
+    /// Virtual CPUs.
+    #[serde(default = "one_cpu")]
+    pub cpus: u32,
     pub memory_mib: u32,
     pub state_size: u64,
     pub config: ConfigDelivery,
@@ -211,6 +226,9 @@ impl LabDef {
             if let Some(Err(why)) = n.state_size.as_deref().map(state_size) {
                 out.push(Problem::new(key("state_size"), why));
             }
+            if n.cpus.is_some_and(|c| !(1..=MAX_CPUS).contains(&c)) {
+                out.push(Problem::new(key("cpus"), format!("1 to {MAX_CPUS}")));
+            }
         }
         // one tap and one MAC per node, numbered in a byte
         if self.nodes.len() > 253 {
@@ -243,6 +261,7 @@ impl LabDef {
                 role: n.role,
                 address: network::parse_node_address(&n.address).unwrap_or(Ipv4Addr::UNSPECIFIED),
                 image: resolve(n.image.as_deref().or(self.image.as_deref()).unwrap_or("")),
+                cpus: n.cpus.unwrap_or(1),
                 memory_mib: n.memory.unwrap_or(self.defaults.memory),
                 state_size: n
                     .state_size
@@ -362,6 +381,19 @@ image = "/abs/other"
         assert_eq!(b.image, Path::new("/abs/other"));
         assert_eq!((b.memory_mib, b.state_size), (1024, 512 << 20));
         assert_eq!((b.index, b.config), (1, ConfigDelivery::ConfigDrive));
+        assert_eq!((a.cpus, b.cpus), (1, 1));
+    }
+
+    #[test]
+    fn a_node_may_have_more_cpus_within_bounds() {
+        let two = PAIR.replace("memory = 1024", "memory = 1024\ncpus = 2");
+        let lab = LabDef::from_toml(&two, "lab.toml").unwrap();
+        let plan = lab.plan(Path::new("/abs"));
+        assert_eq!((plan.nodes[0].cpus, plan.nodes[1].cpus), (1, 2));
+        for bad in ["cpus = 0", "cpus = 17"] {
+            let e = problem_keys(&PAIR.replace("memory = 1024", &format!("memory = 1024\n{bad}")));
+            assert!(e.contains("nodes[1].cpus") && e.contains("1 to 16"), "{e}");
+        }
     }
 
     fn problem_keys(text: &str) -> String {

@@ -567,6 +567,7 @@ pub fn boot_direct(
         qemu: opts.qemu.clone(),
         accel,
         memory_mib: opts.memory_mib,
+        cpus: 1,
         boot: VmBoot::Kernel {
             kernel,
             initrd: artifacts.initramfs.clone(),

@@ -163,6 +163,7 @@ pub fn boot_pxe(
         qemu: opts.qemu.clone(),
         accel,
         memory_mib: opts.memory_mib,
+        cpus: 1,
         boot: VmBoot::Network { user_net },
         disks: Vec::new(),
         serial_log: work.join("serial.log"),

@@ -165,6 +165,7 @@ pub fn boot_uefi(
         qemu: opts.qemu.clone(),
         accel: accel::resolve(opts.accel, &opts.qemu, &probe_kernel),
         memory_mib: opts.memory_mib,
+        cpus: 1,
         boot: VmBoot::Uefi {
             code: code.clone(),
             vars,

@@ -65,6 +65,8 @@ pub enum VmBoot {
 pub struct VmConfig {
     pub qemu: PathBuf,
     pub accel: Resolved,
+    /// Virtual CPUs (`-smp`).
+    pub cpus: u32,
     pub memory_mib: u32,
     /// What the VM starts: a kernel QEMU loads itself, or UEFI firmware.
     pub boot: VmBoot,
@@ -179,17 +181,11 @@ impl VmConfig {
             _ => "q35",
         };
         let mut push = |s: String| args.push(s.into());
-        for a in [
-            "-accel",
-            self.accel.as_str(),
-            "-M",
-            machine,
-            "-smp",
-            "1",
-            "-m",
-        ] {
+        for a in ["-accel", self.accel.as_str(), "-M", machine, "-smp"] {
             push(a.to_string());
         }
+        push(self.cpus.max(1).to_string());
+        push("-m".to_string());
         push(self.memory_mib.to_string());
         for a in ["-nodefaults", "-nographic", "-monitor", "none"] {
             push(a.to_string());
@@ -581,6 +577,7 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             accel: Resolved::Tcg,
             memory_mib: 512,
+            cpus: 1,
             boot: VmBoot::Kernel {
                 kernel: "/k".into(),
                 initrd: "/i".into(),
@@ -606,6 +603,12 @@ mod tests {
             line.starts_with("-accel tcg -M q35 -smp 1 -m 512 -nodefaults"),
             "{line}"
         );
+        let two = VmConfig {
+            cpus: 2,
+            ..cfg.clone()
+        }
+        .args();
+        assert!(two.windows(2).any(|w| w[0] == "-smp" && w[1] == "2"));
         assert!(
             line.contains("-no-reboot") && !line.contains("-net"),
             "{line}"
@@ -629,6 +632,7 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             accel: Resolved::Tcg,
             memory_mib: 512,
+            cpus: 1,
             boot: VmBoot::Kernel {
                 kernel: "/k".into(),
                 initrd: "/i".into(),
@@ -699,6 +703,7 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             accel: Resolved::Tcg,
             memory_mib: 1024,
+            cpus: 1,
             boot: VmBoot::Network {
                 user_net: "restrict=on,tftp=/b,bootfile=boot.ipxe".into(),
             },
@@ -738,6 +743,7 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             accel: Resolved::Tcg,
             memory_mib: 512,
+            cpus: 1,
             boot: VmBoot::Uefi {
                 code: "/fw/code.fd".into(),
                 vars: "/w/vars.fd".into(),
@@ -785,6 +791,7 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             accel: Resolved::Tcg,
             memory_mib: 512,
+            cpus: 1,
             boot: VmBoot::Uefi {
                 code: "/fw/code.secboot.fd".into(),
                 vars: "/w/vars.fd".into(),

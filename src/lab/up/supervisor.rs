@@ -436,6 +436,7 @@ impl Lab {
         let config = VmConfig {
             qemu: self.qemu.clone(),
             accel: self.accel,
+            cpus: n.plan.cpus,
             memory_mib: n.plan.memory_mib,
             boot: VmBoot::Kernel {
                 kernel: image.vmlinux.clone(),
