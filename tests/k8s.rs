@@ -31,9 +31,12 @@
 //!   lab's 1 MiB; a 48 h token lives 1 h; an event burst is throttled;
 //!   the NetworkPolicy engine stops what default deny denies and passes
 //!   what allow policies name; CoreDNS answers pods in a default-deny
-//!   namespace (allow-dns) and in `default`.
+//!   namespace (allow-dns) and in `default`; each admission policy
+//!   type-checks clean and refuses the pod that breaks its rule; the
+//!   add-ons run from their images named by digest.
 //!
-//! One lab bring-up for all of it: each boot costs minutes under TCG.
+//! One lab bring-up for all of it: each boot costs minutes under TCG. The
+//! checks after Ready run side by side where they touch different objects.
 //! Three control planes and a leader kill are tests/k8s_ha.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -279,7 +279,7 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
 /// with `imagePullPolicy: Never` nothing else could start them).
 fn runs_by_digest(k: &Kube, image: &str, digest: &str) {
     let pods = json(&k.ok(&["get", "pods", "-n", "kube-system", "-o", "json"]));
-    let pinned = format!("{image}@{digest}");
+    let pinned = contract::stack::pinned(image, digest);
     let running: Vec<&Value> = pods["items"]
         .as_array()
         .unwrap()
@@ -384,15 +384,26 @@ fn applied_as_rendered(lab: &KubeLab, k: &Kube, cp: &Value) -> Value {
         objects as u64,
         "{stack}"
     );
-    // exit 0: no difference between the files and the cluster
-    k.ok(&[
-        "diff",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=nodeimg-agent",
-        "-f",
-        s(&manifests),
-    ]);
+    // Exit 0: no difference between the files and the cluster. kubectl
+    // reads the live object, then dry-runs the apply: a status that moves
+    // between the two (an add-on turning available) shows as a difference
+    // though nothing of ours differs, so it is asked again; a difference
+    // in what we apply stays and fails.
+    k.wait("kubectl diff of DIR/manifests empty", 60, |k| {
+        let out = k.run(&[
+            "diff",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=nodeimg-agent",
+            "-f",
+            s(&manifests),
+        ]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    });
     let ns = json(&k.ok(&["get", "namespace", NS, "-o", "json"]));
     assert_eq!(
         ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
