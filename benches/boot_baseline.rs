@@ -57,6 +57,7 @@ fn baseline_ms(vmlinux: &Path, initrd: &Path, cmdline: &str, work: &Path) -> u64
     let config = VmConfig {
         qemu: BootOptions::default().qemu,
         accel: lab::Resolved::Tcg,
+        cpus: 1,
         memory_mib: BootOptions::default().memory_mib,
         boot: VmBoot::Kernel {
             kernel: vmlinux.to_path_buf(),
