@@ -33,7 +33,10 @@
 //!   what allow policies name; CoreDNS answers pods in a default-deny
 //!   namespace (allow-dns) and in `default`; each admission policy
 //!   type-checks clean and refuses the pod that breaks its rule; the
-//!   add-ons run from their images named by digest.
+//!   add-ons run from their images named by digest; a user of a real
+//!   OpenID Provider (on this machine, offered on the lab host's address)
+//!   is mapped to its group's role, and tokens from another provider, an
+//!   impostor, or expired are refused.
 //!
 //! One lab bring-up for all of it: each boot costs minutes under TCG. The
 //! checks after Ready run side by side where they touch different objects.
@@ -44,6 +47,7 @@
 mod support;
 
 use support::kube::{check_services, check_workloads, KubeLab};
+use support::oidc::OidcLab;
 use support::stack::check_stack;
 use support::timed;
 
@@ -55,8 +59,14 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
     // a namespace takes 1 event a second (burst 10); the
     // lab's nodes have no name servers (CoreDNS would refuse to forward to
     // none) and one CoreDNS spares the emulated CPUs
-    let lab = KubeLab::up(d, "k8s-small", &["cp-1=10.77.0.11"], |t| {
-        t.replace("audit_max_size_mb = 100", "audit_max_size_mb = 1")
+    // a real OpenID Provider on this machine, offered to the nodes on the
+    // lab host's address, trusted by the cluster
+    let oidc = OidcLab::start();
+    let forward = oidc.host_forward();
+    let up_args = ["--host-forward", forward.as_str()];
+    let lab = KubeLab::up(d, "k8s-small", &["cp-1=10.77.0.11"], &up_args, |t| {
+        oidc.tune(t)
+            .replace("audit_max_size_mb = 100", "audit_max_size_mb = 1")
             // an emulated API server answers too slowly to outrun 20/s
             .replace(
                 "events_per_namespace_qps = 20",
@@ -77,6 +87,6 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
     // emulation a pod's start is mostly waiting, and the two overlap
     std::thread::scope(|scope| {
         scope.spawn(|| timed("workloads", || check_workloads(k, d, "cp-1", "worker-1")));
-        check_stack(&lab, k, d);
+        check_stack(&lab, k, d, &oidc);
     });
 }

@@ -48,7 +48,7 @@ fn three_control_planes_and_a_worker_run_kubernetes_and_survive_a_leader() {
     // heartbeats go missing and its elections follow one another, and the
     // controllers cannot renew their leases within 10 s, unless they are
     // given time (cluster.toml's advice for such hosts)
-    let lab = KubeLab::up(d, "k8s", &members, |defaults| {
+    let lab = KubeLab::up(d, "k8s", &members, &[], |defaults| {
         let relaxed = defaults
             .replace("heartbeat_interval_ms = 100", "heartbeat_interval_ms = 500")
             .replace("election_timeout_ms = 1000", "election_timeout_ms = 5000")

@@ -313,7 +313,7 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
     // The latest report, for the node API's `status`: replaced each time
     // one is printed.
     let latest = Arc::new(Mutex::new(report.clone()));
-    start_api(config.as_ref(), &latest, etcd.clone(), con);
+    start_api(config.as_ref(), &latest, etcd.clone(), kube.clone(), con);
     con.say(&format!(
         "ready; waiting for SIGTERM, ctrl-alt-del or the power button ({} found)",
         ev.button_count()
@@ -337,6 +337,7 @@ fn start_api(
     config: Option<&MachineConfig>,
     latest: &Arc<Mutex<Report>>,
     etcd: Option<Arc<etcd::Etcd>>,
+    kube: Option<Arc<kube::Kube>>,
     con: &mut Console,
 ) {
     let Some(config) = config else {
@@ -353,7 +354,7 @@ fn start_api(
             _ => c.sha256.clone(),
         }
     });
-    match api::start(config, replaces, latest.clone(), etcd) {
+    match api::start(config, replaces, latest.clone(), etcd, kube) {
         Ok(()) => con.say(&format!(
             "node API: listening on TCP port {} (TLS 1.3, client certificates of api.client_ca)",
             contract::api::PORT

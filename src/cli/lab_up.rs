@@ -42,6 +42,11 @@ pub struct UpArgs {
     /// node once every node reported ready.
     #[arg(long)]
     pub no_bootstrap: bool,
+    /// `PORT=127.0.0.1:PORT`: the lab host (10.77.0.1) offers the nodes, on
+    /// TCP PORT, a server on this machine's loopback (an identity provider
+    /// or object store you run, say). Repeatable; loopback targets only.
+    #[arg(long = "host-forward", value_name = "PORT=127.0.0.1:PORT")]
+    pub host_forwards: Vec<nodeimg::lab::network::HostForward>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -145,6 +150,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
     let run = RunPlan {
         lab: plan,
         qemu: PathBuf::from("qemu-system-x86_64"),
+        host_forwards: args.host_forwards.clone(),
     };
     up::prepare::prepare(
         &run,

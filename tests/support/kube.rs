@@ -50,12 +50,17 @@ impl Kube {
     }
 
     /// `run`, which must succeed; a call the loaded API did not answer in
-    /// time is made again (twice at most), any other failure is final.
+    /// time, or answered with a server-side timeout (an emulated API
+    /// server's admission can run out of time: "resource quota evaluation
+    /// timed out"), is made again (twice at most); any other failure is
+    /// final.
     pub fn ok(&self, args: &[&str]) -> String {
         let mut out = self.run(args);
         for _ in 0..2 {
             let said = text(&out);
-            let unanswered = said.contains("Client.Timeout") || said.contains("Unable to connect");
+            let unanswered = said.contains("Client.Timeout")
+                || said.contains("Unable to connect")
+                || (said.contains("InternalError") && said.contains("timed out"));
             if out.status.success() || !unanswered {
                 break;
             }
@@ -440,7 +445,8 @@ pub fn check_services(up: &Value, cluster: &Path) {
 
 /// A Kubernetes lab brought up from a committed lab file: both k8s images
 /// built, a cluster directory with `members` (`NAME=ADDRESS`) and its
-/// cluster.toml passed through `tune`, `lab up` to every node's report.
+/// cluster.toml passed through `tune`, `lab up` (with `extra` arguments)
+/// to every node's report.
 pub struct KubeLab {
     pub up: Value,
     pub cluster: PathBuf,
@@ -452,7 +458,13 @@ pub struct KubeLab {
 }
 
 impl KubeLab {
-    pub fn up(dir: &Path, lab: &str, members: &[&str], tune: impl Fn(String) -> String) -> KubeLab {
+    pub fn up(
+        dir: &Path,
+        lab: &str,
+        members: &[&str],
+        extra: &[&str],
+        tune: impl Fn(String) -> String,
+    ) -> KubeLab {
         let bin = kubectl(&dir.join("bin"));
         let cp_image = dir.join("k8s-control-plane");
         let worker_image = dir.join("k8s-worker");
@@ -497,7 +509,7 @@ impl KubeLab {
         let run = dir.join("run");
         let down = super::LabDown(run.clone());
         let started = Instant::now();
-        let out = super::lab_up(&lab_file, &cluster, &run, 900);
+        let out = super::lab_up_with(&lab_file, &cluster, &run, 900, extra);
         assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
         KubeLab {
             up: json(&String::from_utf8_lossy(&out.stdout)),

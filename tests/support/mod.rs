@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod kube;
+pub mod oidc;
 pub mod registry;
 pub mod stack;
 
@@ -242,8 +243,19 @@ pub fn nodeimg(args: &[&str]) -> std::process::Output {
 /// `nodeimg lab up LAB --cluster CLUSTER --run-dir RUN --json --timeout
 /// SECS`, its output whatever the status.
 pub fn lab_up(lab: &Path, cluster: &Path, run: &Path, timeout_s: u32) -> std::process::Output {
+    lab_up_with(lab, cluster, run, timeout_s, &[])
+}
+
+/// [`lab_up`] with more arguments (`--host-forward …`).
+pub fn lab_up_with(
+    lab: &Path,
+    cluster: &Path,
+    run: &Path,
+    timeout_s: u32,
+    extra: &[&str],
+) -> std::process::Output {
     let timeout = timeout_s.to_string();
-    nodeimg(&[
+    let mut args = vec![
         "lab",
         "up",
         s(lab),
@@ -254,7 +266,9 @@ pub fn lab_up(lab: &Path, cluster: &Path, run: &Path, timeout_s: u32) -> std::pr
         "--json",
         "--timeout",
         &timeout,
-    ])
+    ];
+    args.extend(extra);
+    nodeimg(&args)
 }
 
 /// `nodeimg ARGS`, which must succeed; its stdout.

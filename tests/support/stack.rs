@@ -10,6 +10,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::kube::{node, pause_pod, Kube, KubeLab};
+use super::oidc::{claims, OidcLab, AUDITORS};
 use super::{json, s, text, timed};
 
 /// The workload namespace the lab's stack guards (cluster.toml's default).
@@ -26,7 +27,7 @@ fn control_plane(lab: &KubeLab) -> Value {
 }
 
 /// Every check, on one lab.
-pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
+pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path, oidc: &OidcLab) {
     let cp = control_plane(lab);
     let stack_applied_at = timed("stack applied", || applied_as_rendered(lab, k, &cp));
     let worker = lab.up["nodes"]
@@ -39,6 +40,8 @@ pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
     // checks touch other objects and run meanwhile.
     std::thread::scope(|scope| {
         scope.spawn(|| timed("network policies", || network_policies(k, dir, &cp, worker)));
+        // waits out a token's lifetime, so beside the rest
+        scope.spawn(|| timed("oidc", || oidc_users(k, dir, oidc)));
         timed("pod security", || {
             pod_security(k, dir, cp["name"].as_str().unwrap())
         });
@@ -50,6 +53,71 @@ pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path) {
         timed("event rate", || event_rate_limit(k, dir));
     });
     timed("measure", || measure(k, &stack_applied_at));
+    // last: it takes the auditor role away
+    timed("prune", || prune(lab, k, dir, &cp));
+}
+
+/// A config applied through the node API that renders a smaller stack
+/// (no auditor group): the elected node applies it live, deletes the
+/// auditor ClusterRole and ClusterRoleBinding it made, counts them in its
+/// report, and leaves a ClusterRole a user made alone.
+fn prune(lab: &KubeLab, k: &Kube, dir: &Path, cp: &Value) {
+    k.ok(&[
+        "create",
+        "clusterrole",
+        "user-pod-reader",
+        "--verb=get",
+        "--resource=pods",
+    ]);
+    let name = cp["name"].as_str().unwrap();
+    let booted =
+        std::fs::read_to_string(lab.run.join("nodes").join(name).join("config.toml")).unwrap();
+    let was = format!("auditor_group = \"{AUDITORS}\"");
+    assert!(booted.contains(&was), "{booted}");
+    let fewer = dir.join(format!("{name}-no-auditor.toml"));
+    std::fs::write(&fewer, booted.replace(&was, "auditor_group = \"\"")).unwrap();
+    let said = node(&lab.cluster, cp, &["apply-config", s(&fewer)]);
+    assert!(
+        said.contains("applied    cluster.control_plane.stack"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("reboot"),
+        "the stack waits for a reboot: {said}"
+    );
+    let gone = |k: &Kube, kind: &str| {
+        let out = k.run(&["get", kind, stack_role()]);
+        if !out.status.success() && text(&out).contains("NotFound") {
+            Ok(())
+        } else {
+            Err(format!("{kind}: {}", text(&out)))
+        }
+    };
+    let mut stack = Value::Null;
+    k.wait("the auditor role pruned", 300, |k| {
+        gone(k, "clusterrolebinding")?;
+        gone(k, "clusterrole")?;
+        // the report is published with the node's next report line
+        let report = json(&node(
+            &lab.cluster,
+            cp,
+            &["status", "--json", "--timeout", "20"],
+        ));
+        stack = report["kubernetes"]["stack"].clone();
+        match stack["pruned"].as_u64() {
+            Some(n) if n >= 2 && stack["error"].is_null() => Ok(()),
+            _ => Err(format!("report: {stack}")),
+        }
+    });
+    k.ok(&["get", "clusterrole", "user-pod-reader"]);
+    eprintln!(
+        "k8s: a smaller stack applied live pruned {} objects; the user's ClusterRole stayed",
+        stack["pruned"]
+    );
+}
+
+fn stack_role() -> &'static str {
+    "nodeimg:auditor"
 }
 
 /// Seconds since the epoch of a Kubernetes timestamp (`2026-12-07T03:29:06Z`).
@@ -618,7 +686,8 @@ fn admission_policies(k: &Kube, dir: &Path, cp: &Value) {
 /// Secrets; no ServiceAccount outside kube-system holds a cluster-wide
 /// role that writes.
 fn rbac(k: &Kube) {
-    let auditor = ["--as=audit-test", "--as-group=nodeimg:auditors"];
+    let group = format!("--as-group={AUDITORS}");
+    let auditor = ["--as=audit-test", &group];
     let can = |verb: &str, what: &str| {
         let mut args = vec!["auth", "can-i", verb, what, "-n", NS];
         args.extend(auditor);
@@ -687,6 +756,109 @@ fn rbac(k: &Kube) {
             );
         }
     }
+}
+
+/// kubectl as the bearer of `token`, with no other credential.
+fn with_token(k: &Kube, dir: &Path, token: &str, args: &[&str]) -> std::process::Output {
+    let ca = dir.join("kubernetes-ca.crt");
+    if !ca.exists() {
+        let data = k.ok(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ]);
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .unwrap();
+        std::fs::write(&ca, pem).unwrap();
+    }
+    let empty = dir.join("empty.kubeconfig");
+    std::fs::write(&empty, "").unwrap();
+    Command::new(k.bin.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&empty)
+        .arg("--server")
+        .arg(&k.server)
+        .arg("--certificate-authority")
+        .arg(&ca)
+        .args(["--tls-server-name", "kubernetes", "--request-timeout=60s"])
+        .arg(format!("--token={token}"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// OIDC: a user of the configured provider, logged in through its form,
+/// is known by its `sub` and groups under `oidc:`, and its `auditors`
+/// group is the stack's auditor (reads pods, not Secrets); a user without
+/// the group is authenticated but may do nothing; tokens from another
+/// provider, from an impostor signing for the lab's address, and the
+/// lab's own once expired are all refused.
+fn oidc_users(k: &Kube, dir: &Path, oidc: &OidcLab) {
+    let refused = |out: &std::process::Output, what: &str| {
+        assert!(
+            !out.status.success() && text(out).contains("Unauthorized"),
+            "{what}: {}",
+            text(out)
+        );
+    };
+    let forbidden = |out: &std::process::Output, what: &str| {
+        assert!(
+            !out.status.success() && text(out).to_lowercase().contains("forbidden"),
+            "{what}: {}",
+            text(out)
+        );
+    };
+    let alice = oidc.issuer.id_token("alice", "alice-pw");
+    let c = claims(&alice);
+    assert_eq!(c["iss"], oidc.issuer.url, "{c}");
+    assert_eq!(c["groups"], json!(["auditors"]), "{c}");
+    let exp = c["exp"].as_i64().unwrap();
+    let whoami = with_token(k, dir, &alice, &["auth", "whoami", "-o", "json"]);
+    assert!(whoami.status.success(), "{}", text(&whoami));
+    let me = json(&String::from_utf8_lossy(&whoami.stdout));
+    assert_eq!(me["status"]["userInfo"]["username"], "oidc:alice", "{me}");
+    let groups = me["status"]["userInfo"]["groups"].to_string();
+    assert!(groups.contains(AUDITORS), "{me}");
+    let pods = with_token(k, dir, &alice, &["get", "pods", "-A"]);
+    assert!(pods.status.success(), "{}", text(&pods));
+    forbidden(
+        &with_token(k, dir, &alice, &["get", "secrets", "-n", NS]),
+        "an auditor reads Secrets",
+    );
+    forbidden(
+        &with_token(k, dir, &alice, &["create", "configmap", "oidc-x", "-n", NS]),
+        "an auditor writes",
+    );
+    let bob = oidc.issuer.id_token("bob", "bob-pw");
+    forbidden(
+        &with_token(k, dir, &bob, &["get", "pods", "-n", NS]),
+        "a user in no group lists pods",
+    );
+    for (what, issuer) in [
+        ("another provider", &oidc.other),
+        ("an impostor", &oidc.impostor),
+    ] {
+        let token = issuer.id_token("alice", "alice-pw");
+        refused(
+            &with_token(k, dir, &token, &["get", "pods", "-n", NS]),
+            what,
+        );
+    }
+    // alice's first token, accepted above, once it has expired (the API
+    // server caches a verdict for 10 s)
+    let wait = exp + 15 - time::OffsetDateTime::now_utc().unix_timestamp();
+    if wait > 0 {
+        std::thread::sleep(std::time::Duration::from_secs(wait as u64));
+    }
+    refused(
+        &with_token(k, dir, &alice, &["get", "pods", "-n", NS]),
+        "an expired token",
+    );
+    eprintln!("oidc: oidc:alice in {AUDITORS} read pods, not Secrets; bob may do nothing; another provider's, an impostor's and an expired token got 401");
 }
 
 /// A Secret made through the API is stored sealed: read raw from etcd, it

@@ -78,6 +78,9 @@ pub struct State {
     pub certs_d: Option<std::path::PathBuf>,
     /// A control-plane node's etcd (`bootstrap`); `None` elsewhere.
     pub etcd: Option<Arc<crate::etcd::Etcd>>,
+    /// A Kubernetes node's agent side (a changed security stack goes to
+    /// it); `None` on an image without kubelet.
+    pub kube: Option<Arc<crate::kube::Kube>>,
 }
 
 /// The config this boot started with, and the node's current one (the
@@ -93,6 +96,7 @@ pub fn start(
     replaces: Option<String>,
     report: Arc<Mutex<Report>>,
     etcd: Option<Arc<crate::etcd::Etcd>>,
+    kube: Option<Arc<crate::kube::Kube>>,
 ) -> Result<(), ApiError> {
     let tls = tls::server_config(&config.api)?;
     // rendered once here so a config that cannot be shown fails the start
@@ -117,6 +121,7 @@ pub fn start(
             .is_some_and(std::path::Path::is_dir)
             .then(|| certs_d.to_path_buf()),
         etcd,
+        kube,
     });
     // `[::]` takes IPv4 too (v4-mapped) unless bindv6only is set; fall
     // back to IPv4 alone on a kernel without IPv6.

@@ -182,6 +182,18 @@ fn apply(state: &State, text: &str) -> Response {
                 let (servers, _) = crate::time::servers(Some(&new), net.as_ref());
                 crate::time::set_servers(servers).map(|_| ())
             }
+            contract::config::STACK_TABLE => match &state.kube {
+                Some(kube) => {
+                    let stack = new
+                        .cluster
+                        .control_plane
+                        .as_ref()
+                        .and_then(|cp| cp.stack.clone());
+                    kube.set_stack(stack);
+                    Ok(())
+                }
+                None => Err("this node runs no Kubernetes".into()),
+            },
             other => Err(format!(
                 "{other} is not applied live by this agent yet; it takes effect at the next boot"
             )),
@@ -377,6 +389,7 @@ mod tests {
             log_dir: dir.to_path_buf(),
             certs_d: Some(dir.join("certs.d")),
             etcd: None,
+            kube: None,
         }
     }
 

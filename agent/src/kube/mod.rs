@@ -82,6 +82,9 @@ enum ProxyCert {
 pub struct Kube {
     mailbox: Arc<Mailbox>,
     report: Mutex<KubeReport>,
+    /// A security stack applied through the node API, for the kube loop
+    /// to take up (`None` inside: the config names none any more).
+    stack_update: Mutex<Option<Option<contract::config::Stack>>>,
 }
 
 /// The value at JSON pointer `p`, null when absent (API objects are read
@@ -120,6 +123,7 @@ impl Kube {
         let kube = Arc::new(Kube {
             mailbox,
             report: Mutex::new(KubeReport::default()),
+            stack_update: Mutex::new(None),
         });
         match setup(config, addresses, lifetime) {
             Ok(s) => {
@@ -144,6 +148,24 @@ impl Kube {
 
     pub fn report(&self) -> KubeReport {
         self.lock().clone()
+    }
+
+    /// The stack an applied config names (`None`: none, or `apply =
+    /// false`): this node renders it from its next look on, and applies
+    /// it when it holds the Lease, pruning what no longer renders.
+    pub fn set_stack(&self, stack: Option<contract::config::Stack>) {
+        let mut pending = match self.stack_update.lock() {
+            Ok(p) => p,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *pending = Some(stack.filter(|st| st.apply));
+    }
+
+    fn take_stack_update(&self) -> Option<Option<contract::config::Stack>> {
+        match self.stack_update.lock() {
+            Ok(mut p) => p.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut KubeReport)) {
@@ -230,6 +252,27 @@ impl Kube {
             self.look(client, s);
             if admin.is_some() {
                 self.approve(client, s);
+            }
+            if let Some(update) = self.take_stack_update() {
+                stack = match (update, stack.take()) {
+                    (Some(st), Some(mut applier)) if admin.is_some() => {
+                        applier.replace(&st);
+                        Some(applier)
+                    }
+                    (Some(st), None) if admin.is_some() && s.facts.control_plane => {
+                        Some(stack::Applier::new(&st, &s.facts.hostname))
+                    }
+                    _ => {
+                        self.update(|r| r.stack = None);
+                        None
+                    }
+                };
+                crate::console::Console::open().say(match &stack {
+                    Some(_) => "kubernetes: security stack replaced by an applied config",
+                    None => {
+                        "kubernetes: security stack no longer applied by this node (applied config)"
+                    }
+                });
             }
             if let Some(applier) = stack.as_mut() {
                 if let Some(line) = applier.look(client, unix_now()) {

@@ -8,10 +8,11 @@
 //! The holder server-side applies every rendered object, then deletes the
 //! objects carrying the stack's label that no longer render (never a
 //! Namespace: users' things live in them; never an object without the
-//! label). The set is rendered once, from the config the node booted
-//! with (`[cluster]` changes take effect at a reboot), applied once the
-//! node holds the Lease and again every [`REAPPLY`] (so a hand edit of a
-//! stack object is undone). A failed pass
+//! label). The set is rendered from the config the node booted with, and
+//! again from each config applied through the node API that changes
+//! `[cluster.control_plane.stack]` ([`Applier::replace`]); it is applied
+//! once the node holds the Lease, at once after a change, and again every
+//! [`REAPPLY`] (so a hand edit of a stack object is undone). A failed pass
 //! says why in the report and is tried again with a doubling backoff.
 
 use std::collections::BTreeSet;
@@ -200,6 +201,19 @@ impl Applier {
         }
     }
 
+    /// Takes up `stack` from now on: when it renders another set, the next
+    /// pass (at once, no backoff) applies it and prunes what is gone.
+    pub fn replace(&mut self, stack: &Stack) {
+        let fresh = Applier::new(stack, &self.me);
+        if fresh.digest != self.digest {
+            self.objects = fresh.objects;
+            self.digest = fresh.digest;
+            self.applied = None;
+            self.failures = 0;
+            self.next_try = None;
+        }
+    }
+
     /// Whether this node holds the Lease after this look.
     fn elect(&mut self, client: &Client, unix: u64) -> Result<bool, String> {
         let url = format!("{LEASE_URL}/{LEASE_NAME}");
@@ -321,6 +335,34 @@ mod tests {
             "metadata": { "resourceVersion": "7" },
             "spec": { "holderIdentity": holder, "renewTime": renew },
         })
+    }
+
+    #[test]
+    fn a_replaced_stack_is_applied_at_once_only_when_it_renders_another_set() {
+        let stack = Stack::default();
+        let mut a = Applier::new(&stack, "cp-1");
+        let t = Instant::now();
+        a.applied = Some(t);
+        a.failures = 3;
+        a.replace(&stack);
+        assert_eq!(
+            (a.applied, a.failures),
+            (Some(t), 3),
+            "same set: nothing to do"
+        );
+        let before = (a.digest.clone(), a.objects.len());
+        let fewer = Stack {
+            auditor_group: String::new(),
+            ..Stack::default()
+        };
+        a.replace(&fewer);
+        assert_eq!((a.applied, a.failures, a.next_try), (None, 0, None));
+        assert_ne!(a.digest, before.0);
+        assert_eq!(
+            a.objects.len(),
+            before.1 - 2,
+            "the auditor role and its binding"
+        );
     }
 
     #[test]

@@ -2,14 +2,19 @@
 //! table: which changes the agent can make live and which take a reboot.
 //! Pure: the agent applies, `nodeimg node apply-config` prints.
 //!
-//! Live: `[network]`, `[time]` and `[containerd]` (its registry files are
-//! read by containerd on every pull). Everything else (the node's name,
-//! role and cluster, the API's own trust) is fixed for a boot: the
-//! running services and certificates were made for it.
+//! Live: `[network]`, `[time]`, `[containerd]` (its registry files are
+//! read by containerd on every pull) and `[cluster.control_plane.stack]`
+//! (the elected node applies the new set and prunes what no longer
+//! renders). Everything else (the node's name, role and the rest of its
+//! cluster, the API's own trust) is fixed for a boot: the running
+//! services and certificates were made for it.
 
 use serde::{Deserialize, Serialize};
 
-use super::MachineConfig;
+use super::{Cluster, MachineConfig, Stack};
+
+/// The live table of the cluster's security stack, as `changes` names it.
+pub const STACK_TABLE: &str = "cluster.control_plane.stack";
 
 /// The tables that differ, split by how they take effect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,10 +44,31 @@ pub fn changes(old: &MachineConfig, new: &MachineConfig) -> Changes {
     };
     mark(old.hostname != new.hostname, "hostname", false);
     mark(old.role != new.role, "role", false);
-    mark(old.cluster != new.cluster, "cluster", false);
+    mark(
+        without_stack(&old.cluster) != without_stack(&new.cluster),
+        "cluster",
+        false,
+    );
+    mark(
+        stack(&old.cluster) != stack(&new.cluster),
+        STACK_TABLE,
+        true,
+    );
     mark(old.api != new.api, "api", false);
     mark(old.network != new.network, "network", true);
     mark(old.time != new.time, "time", true);
     mark(old.containerd != new.containerd, "containerd", true);
+    c
+}
+
+fn stack(c: &Cluster) -> Option<&Stack> {
+    c.control_plane.as_ref()?.stack.as_ref()
+}
+
+fn without_stack(c: &Cluster) -> Cluster {
+    let mut c = c.clone();
+    if let Some(cp) = c.control_plane.as_mut() {
+        cp.stack = None;
+    }
     c
 }

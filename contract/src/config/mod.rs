@@ -31,7 +31,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use changes::{changes, Changes};
+pub use changes::{changes, Changes, STACK_TABLE};
 pub use cluster::{
     check_bootstrap_token, check_encryption_key, check_endpoint, member_problems, CaPair,
     EtcdBackup, EtcdTiming, Interval, LeaderElection, Member, ServiceAccountKeys,

@@ -378,3 +378,35 @@ fn changes_split_live_tables_from_those_that_need_a_reboot() {
     assert_eq!(c.live, ["network", "time", "containerd"]);
     assert_eq!(c.reboot, ["hostname", "role"]);
 }
+
+#[test]
+fn the_security_stack_changes_live_and_the_rest_of_the_cluster_at_a_reboot() {
+    let mut old = MachineConfig::from_toml(&good(), "old.toml").unwrap();
+    old.cluster.control_plane = Some(ClusterControlPlane {
+        stack: Some(Stack::default()),
+        ..Default::default()
+    });
+    let mut new = old.clone();
+    let stack = |c: &mut MachineConfig| {
+        c.cluster
+            .control_plane
+            .as_mut()
+            .and_then(|cp| cp.stack.as_mut())
+            .unwrap()
+            .auditor_group = String::new();
+    };
+    stack(&mut new);
+    let c = changes(&old, &new);
+    assert_eq!(c.live, [STACK_TABLE]);
+    assert!(c.reboot.is_empty(), "{c:?}");
+    new.cluster.name = "other".into();
+    let c = changes(&old, &new);
+    assert_eq!(c.live, [STACK_TABLE]);
+    assert_eq!(c.reboot, ["cluster"]);
+    // the stack added where there was none is a change of the stack alone
+    let mut bare = old.clone();
+    bare.cluster.control_plane = Some(ClusterControlPlane::default());
+    let c = changes(&bare, &old);
+    assert_eq!(c.live, [STACK_TABLE]);
+    assert!(c.reboot.is_empty(), "{c:?}");
+}

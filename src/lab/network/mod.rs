@@ -134,6 +134,43 @@ pub struct PortForward {
     pub guest_port: u16,
 }
 
+/// A service of this machine offered on the lab network: the lab host's
+/// `HOST:port` carries each connection to `target`, a server on this
+/// machine's loopback (an identity provider or object store a test runs,
+/// say). Loopback only: the lab never reaches any other address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostForward {
+    pub port: u16,
+    pub target: SocketAddrV4,
+}
+
+impl std::str::FromStr for HostForward {
+    type Err = String;
+
+    /// `PORT=127.0.0.1:TARGETPORT`.
+    fn from_str(s: &str) -> Result<HostForward, String> {
+        let want = "want PORT=127.0.0.1:PORT (the lab host's port, a loopback server here)";
+        let (port, target) = s.split_once('=').ok_or(format!("{s:?}: {want}"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(format!("{s:?}: port {port:?} is not 1..=65535; {want}"))?;
+        let target: SocketAddrV4 = target
+            .parse()
+            .map_err(|_| format!("{s:?}: target {target:?} is not IPV4:PORT; {want}"))?;
+        if !target.ip().is_loopback() || target.port() == 0 {
+            return Err(format!(
+                "{s:?}: target {target} is not a loopback address and port; the lab reaches nothing else"
+            ));
+        }
+        if port == contract::ntp::PORT {
+            return Err(format!("{s:?}: port {port} is the lab host's NTP server"));
+        }
+        Ok(HostForward { port, target })
+    }
+}
+
 /// The running lab network. Dropping it stops its servers; the namespace
 /// (bridge, taps) ends when QEMU, which holds it too, has exited.
 pub struct LabNetwork {
@@ -167,6 +204,16 @@ impl LabNetwork {
 
     /// [`LabNetwork::up`] with forwards to any node port.
     pub fn up_ports(nodes: usize, forwards: &[PortForward]) -> Result<LabNetwork, LabNetError> {
+        LabNetwork::up_with(nodes, forwards, &[])
+    }
+
+    /// [`LabNetwork::up_ports`] with `host` services of this machine on the
+    /// lab host's address.
+    pub fn up_with(
+        nodes: usize,
+        forwards: &[PortForward],
+        host: &[HostForward],
+    ) -> Result<LabNetwork, LabNetError> {
         let t = Instant::now();
         // bound on this (host-namespace) thread first: a port already taken
         // fails before anything else is made
@@ -224,6 +271,28 @@ impl LabNetwork {
                 }
             }));
             tracing::info!(port = f.port, node = %f.address, guest_port = f.guest_port, "node forward on 127.0.0.1");
+        }
+        for h in host {
+            let addr = SocketAddr::V4(SocketAddrV4::new(HOST, h.port));
+            // bound from inside (the nodes reach it on the bridge), served
+            // from a thread out here (its connections go to this machine's
+            // loopback)
+            let listener = net
+                .netns
+                .run(|| TcpListener::bind(addr))
+                .map_err(LabNetError::Netns)?
+                .map_err(|source| LabNetError::Bind {
+                    what: "a lab host forward",
+                    addr,
+                    source,
+                })?;
+            let (s, open, target) = (stop.clone(), net.open.clone(), SocketAddr::V4(h.target));
+            let t = std::thread::Builder::new()
+                .name("lab-host-proxy".into())
+                .spawn(move || proxy::serve(listener, target, s, open))
+                .map_err(|e| LabNetError::Netns(NetnsError::Thread(e)))?;
+            net.threads.push(t);
+            tracing::info!(%addr, target = %h.target, "lab host forward to this machine's loopback");
         }
         net.setup_ms = t.elapsed().as_millis() as u64;
         tracing::info!(
@@ -307,6 +376,63 @@ mod tests {
         }
         assert_eq!(mac(0), "52:54:00:77:00:01");
         assert!(tap_name(0).len() <= 15);
+    }
+
+    #[test]
+    fn host_forwards_reach_loopback_only() {
+        let f: HostForward = "8443=127.0.0.1:9000".parse().unwrap();
+        assert_eq!(f.port, 8443);
+        assert_eq!(f.target, "127.0.0.1:9000".parse().unwrap());
+        for (bad, says) in [
+            ("8443=10.0.0.1:9000", "not a loopback"),
+            ("8443=127.0.0.1:0", "not a loopback"),
+            ("0=127.0.0.1:9000", "not 1..=65535"),
+            ("123=127.0.0.1:9000", "NTP"),
+            ("8443", "want PORT="),
+            ("8443=localhost:9000", "not IPV4:PORT"),
+        ] {
+            let e = bad.parse::<HostForward>().unwrap_err();
+            assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    /// Root only: a node on the bridge reaches a server on this machine's
+    /// loopback through the lab host's address, and nothing else of it.
+    #[test]
+    fn a_lab_host_forward_reaches_a_loopback_server_here() {
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::io::{Read, Write};
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = match server.local_addr().unwrap() {
+            SocketAddr::V4(a) => a,
+            SocketAddr::V6(_) => unreachable!("bound on 127.0.0.1"),
+        };
+        let echo = std::thread::spawn(move || {
+            let (mut c, _) = server.accept().unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap();
+            c.write_all(&buf).unwrap();
+        });
+        let net = LabNetwork::up_with(1, &[], &[HostForward { port: 8443, target }]).unwrap();
+        let (got, direct) = net
+            .netns()
+            .run(|| {
+                let mut c = std::net::TcpStream::connect((HOST, 8443)).unwrap();
+                c.write_all(b"hello").unwrap();
+                let mut buf = [0u8; 5];
+                c.read_exact(&mut buf).unwrap();
+                // the loopback server itself is not in the namespace
+                let direct = std::net::TcpStream::connect(target).is_ok();
+                (buf, direct)
+            })
+            .unwrap();
+        assert_eq!(&got, b"hello");
+        assert!(!direct, "the lab's namespace reached {target} directly");
+        echo.join().unwrap();
     }
 
     /// Root only (here and in CI): the whole network in its namespace,

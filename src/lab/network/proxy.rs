@@ -20,7 +20,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub type Open = Arc<Mutex<Vec<TcpStream>>>;
 
 /// Accepts on `listener` until `stop` and joins each client to `target`.
-/// Run it on a thread inside the lab's namespace.
+/// Run it on a thread in the namespace `target` is in (the lab's for a
+/// node, this machine's for a lab host forward).
 pub fn serve(listener: TcpListener, target: SocketAddr, stop: Arc<AtomicBool>, open: Open) {
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::warn!(error = %e, "lab proxy: cannot poll its listener; not serving");

@@ -94,6 +94,10 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpError {
 pub struct RunPlan {
     pub lab: LabPlan,
     pub qemu: PathBuf,
+    /// Servers of this machine the lab host offers the nodes
+    /// (`lab up --host-forward`).
+    #[serde(default)]
+    pub host_forwards: Vec<crate::lab::network::HostForward>,
 }
 
 /// One node as `lab status` shows it.

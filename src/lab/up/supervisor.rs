@@ -140,7 +140,7 @@ pub fn serve(run_dir: &Path) -> Result<(), UpError> {
             })
         })
         .collect();
-    let net = LabNetwork::up_ports(plan.lab.nodes.len(), &forwards)
+    let net = LabNetwork::up_with(plan.lab.nodes.len(), &forwards, &plan.host_forwards)
         .map_err(crate::lab::LabError::LabNetwork)?;
     let netns = net
         .netns()
