@@ -71,9 +71,9 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     let cache = args.source.cache();
     if args.update_lock || !lock_path.exists() {
         let plans = load_plans(&sibling_images(&args.image)?)?;
-        let fetcher = args.source.fetcher()?;
         let tools = nodeimg::spec::load_tools(&nodeimg::spec::project_dir(&args.image))?;
-        let mut lock = lock_images(&plans, &tools, &fetcher, &cache, &args.source.keyring)?;
+        let mirrors = |archive| args.source.fetcher(archive);
+        let mut lock = lock_images(&plans, &tools, &mirrors, &cache, &args.source.keyring)?;
         super::lock::lock_recipes(&mut lock, &lock_path, &plans, &cache, quiet)?;
         lock.write(&lock_path)
             .with_context(|| format!("writing {}", lock_path.display()))?;
@@ -105,7 +105,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
         }
     }
     let source = args.source.clone();
-    let fetcher = move || source.fetcher();
+    let mirrors = move |archive| source.fetcher(archive);
     let signing_key = match &args.sign_key {
         Some(path) => Some(super::keys::load_signing_key(path)?),
         None => None,
@@ -124,7 +124,7 @@ pub fn run(args: BuildArgs, quiet: bool) -> anyhow::Result<i32> {
         pe_signer: pe_signer.as_ref(),
         lock_path: &lock_path,
         cache: &cache,
-        fetcher: &fetcher,
+        mirrors: &mirrors,
         source_date_epoch: args.source_date_epoch,
         artifacts,
         squashfs: SquashfsOptions {

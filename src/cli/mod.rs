@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nodeimg::source::cache::Cache;
 use nodeimg::source::fetch::Fetcher;
-use nodeimg::source::mirror::{find_mirror, MirrorError};
+use nodeimg::source::mirror::{find_mirror, Archive, MirrorError};
 use nodeimg::spec::{load_plan, project_dir, Plan};
 
 /// Where packages come from; shared by `lock` and `build`.
@@ -30,6 +30,11 @@ pub struct SourceArgs {
     /// Debian mirror base URL (else NODEIMG_DEBIAN_MIRROR, else the host's apt sources).
     #[arg(long, env = "NODEIMG_DEBIAN_MIRROR")]
     pub mirror: Option<String>,
+    /// Debian security archive base URL, for `<suite>-security` (else
+    /// NODEIMG_DEBIAN_SECURITY_MIRROR, else the host's apt source whose
+    /// suite ends in -security).
+    #[arg(long, env = "NODEIMG_DEBIAN_SECURITY_MIRROR")]
+    pub security_mirror: Option<String>,
     /// Package cache directory (else $XDG_CACHE_HOME/nodeimg or ~/.cache/nodeimg).
     #[arg(long, env = "NODEIMG_CACHE")]
     pub cache_dir: Option<PathBuf>,
@@ -46,9 +51,14 @@ impl SourceArgs {
         Cache::new(Cache::default_root(self.cache_dir.as_deref()))
     }
 
-    pub fn fetcher(&self) -> Result<Fetcher, MirrorError> {
-        let url = find_mirror(self.mirror.as_deref(), Path::new("/"))?;
-        tracing::debug!(mirror = url, "using Debian mirror");
+    /// A client for `archive`'s mirror (see [`nodeimg::source::mirror`]).
+    pub fn fetcher(&self, archive: Archive) -> Result<Fetcher, MirrorError> {
+        let explicit = match archive {
+            Archive::Main => self.mirror.as_deref(),
+            Archive::Security => self.security_mirror.as_deref(),
+        };
+        let url = find_mirror(archive, explicit, Path::new("/"))?;
+        tracing::debug!(%archive, mirror = url, "using Debian mirror");
         Ok(Fetcher::new(&url))
     }
 

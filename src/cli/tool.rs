@@ -55,8 +55,14 @@ fn fetch(args: FetchArgs, quiet: bool) -> anyhow::Result<i32> {
     let pkg = lock.tool(&lock_path, &args.name)?;
     let cache = args.source.cache();
     let source = args.source.clone();
-    let fetcher = move || source.fetcher();
-    let debs = fetch_packages(&[pkg], &cache, &fetcher, &Progress::detect(quiet))?;
+    let mirrors = move |archive| source.fetcher(archive);
+    let debs = fetch_packages(
+        &[pkg],
+        &lock.sources,
+        &cache,
+        &mirrors,
+        &Progress::detect(quiet),
+    )?;
     let mut tree = Tree::new();
     for deb in &debs {
         unpack_into(&pkg.name, deb, &mut tree, &mut BTreeMap::new())?;

@@ -57,6 +57,7 @@ pub struct BuildInfo {
     pub source_date_epoch: u64,
     /// Checksum of the `nodeimg.lock` the packages came from.
     pub lock_checksum: String,
+    /// The image's base suite; each package's origin names its own suite.
     pub debian_suite: String,
     pub layers: Vec<String>,
 }
@@ -127,7 +128,9 @@ pub struct PackageRecord {
     pub version: String,
     /// sha256 of the .deb.
     pub sha256: String,
-    /// Where it came from: `debian:<suite>/<pool path>`.
+    /// Where it came from: `debian:<suite>/<pool path>`, the suite being
+    /// the one it was locked from (`trixie-security` for a security
+    /// update), whose archive's mirror serves the pool path.
     pub origin: String,
     /// `rootfs` (unpacked into the root) or `kernel` (the kernel and the
     /// modules taken from it).

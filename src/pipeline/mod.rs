@@ -31,10 +31,9 @@ use crate::sign::bundle::{sign_manifest, BUNDLE_FILE};
 use crate::sign::keys::SigningKey;
 use crate::source::cache::Cache;
 use crate::source::deb::DebError;
-use crate::source::fetch::Fetcher;
+use crate::source::fetch::Mirrors;
 use crate::source::lock::{ImagePackages, Lock, LockError};
 use crate::source::locked::{fetch_packages, PackageError};
-use crate::source::mirror::MirrorError;
 use crate::spec::Plan;
 use crate::util::date;
 
@@ -73,8 +72,10 @@ pub enum BuildError {
     Record(#[from] record::RecordError),
     #[error("signing the manifest")]
     Sign(#[source] crate::sign::bundle::BundleError),
-    #[error("the lock's date `{date}` is not a Debian Release date; set SOURCE_DATE_EPOCH")]
-    NoEpoch { date: String },
+    #[error("the lock's date `{date}` (suite {suite}) is not a Debian Release date; set SOURCE_DATE_EPOCH")]
+    NoEpoch { suite: String, date: String },
+    #[error("the lock records no archive source to take a date from; set SOURCE_DATE_EPOCH")]
+    NoSource,
 }
 
 /// Everything a build reads besides the plan.
@@ -86,8 +87,9 @@ pub struct BuildInputs<'a> {
     pub pe_signer: Option<&'a PeSigner>,
     pub lock_path: &'a Path,
     pub cache: &'a Cache,
-    /// Called only when a package is missing from the cache.
-    pub fetcher: &'a dyn Fn() -> Result<Fetcher, MirrorError>,
+    /// Called only when a package is missing from the cache, for the
+    /// archive of the package's suite.
+    pub mirrors: &'a Mirrors<'a>,
     /// SOURCE_DATE_EPOCH; else the lock's archive date.
     pub source_date_epoch: Option<u64>,
     pub artifacts: Artifacts,
@@ -201,22 +203,36 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     Ok(manifest)
 }
 
-/// SOURCE_DATE_EPOCH as given, else the archive date the lock records.
+/// SOURCE_DATE_EPOCH as given, else the newest archive date the lock
+/// records (a pocket's InRelease is newer than the base suite's, and the
+/// packages from it are too).
 fn source_date_epoch(inputs: &BuildInputs) -> Result<u64, BuildError> {
-    match inputs.source_date_epoch {
-        Some(e) => Ok(e),
-        None => {
-            date::parse_release_date(&inputs.lock.source.date).ok_or_else(|| BuildError::NoEpoch {
-                date: inputs.lock.source.date.clone(),
-            })
-        }
+    if let Some(e) = inputs.source_date_epoch {
+        return Ok(e);
     }
+    let mut newest = None;
+    for s in &inputs.lock.sources {
+        let t = date::parse_release_date(&s.date).ok_or_else(|| BuildError::NoEpoch {
+            suite: s.suite.clone(),
+            date: s.date.clone(),
+        })?;
+        newest = newest.max(Some(t));
+    }
+    newest.ok_or(BuildError::NoSource)
 }
 
 /// The plain .debs of every locked package, from the cache or the mirror.
 fn fetch(locked: &ImagePackages, inputs: &BuildInputs) -> Result<Debs, BuildError> {
     let t = Instant::now();
-    let get = |packages| fetch_packages(packages, inputs.cache, inputs.fetcher, &inputs.progress);
+    let get = |packages| {
+        fetch_packages(
+            packages,
+            &inputs.lock.sources,
+            inputs.cache,
+            inputs.mirrors,
+            &inputs.progress,
+        )
+    };
     let debs = Debs {
         rootfs: get(&locked.rootfs)?,
         kernel: get(&locked.kernel)?,

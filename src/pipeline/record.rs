@@ -90,7 +90,7 @@ pub fn manifest(
                 name: p.name.clone(),
                 version: p.version.clone(),
                 sha256: p.sha256.clone(),
-                origin: format!("debian:{}/{}", lock.source.suite, p.filename),
+                origin: format!("debian:{}/{}", p.suite, p.filename),
                 role: role.into(),
             })
             .collect(),

@@ -2,7 +2,9 @@
 //! workspace `Cargo.lock`.
 //!
 //! It lists the image (DESCRIBES), the artifacts, every Debian package with
-//! its version, the .deb's sha256 and a `pkg:deb` purl, nodeagent, and the
+//! its version, the .deb's sha256, the suite it came from (`sourceInfo`)
+//! and a `pkg:deb` purl whose `distro` is that suite (`trixie-security`
+//! for a security update), nodeagent, and the
 //! crates of nodeagent's closure in `Cargo.lock`. Its relationships are:
 //! the image CONTAINS the artifacts, the packages and nodeagent; nodeagent
 //! CONTAINS its crates; the kernel artifact is GENERATED_FROM the kernel
@@ -91,6 +93,8 @@ pub struct Package {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub external_refs: Vec<ExternalRef>,
     pub primary_package_purpose: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_info: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }
@@ -197,6 +201,7 @@ pub fn sbom(
     for (i, p) in manifest.packages.iter().enumerate() {
         let id = deb_id(i, &p.name);
         let arch = deb_arch(&p.origin).unwrap_or(&manifest.arch);
+        let suite = deb_suite(&p.origin).unwrap_or(&manifest.build.debian_suite);
         let supplier = extras
             .maintainers
             .get(&p.name)
@@ -218,8 +223,9 @@ pub fn sbom(
                 p.name,
                 purl_escape(&p.version),
                 purl_escape(arch),
-                purl_escape(&manifest.build.debian_suite)
+                purl_escape(suite)
             ))],
+            source_info: Some(format!("Debian suite {suite}")),
             primary_package_purpose: if p.role == "kernel" {
                 "OPERATING-SYSTEM"
             } else {
@@ -314,6 +320,7 @@ impl Package {
             copyright_text: NOASSERTION,
             external_refs: Vec::new(),
             primary_package_purpose: "LIBRARY",
+            source_info: None,
             comment: None,
         }
     }
@@ -365,6 +372,15 @@ fn purl_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The suite in a package's origin: `debian:<suite>/<pool path>`.
+fn deb_suite(origin: &str) -> Option<&str> {
+    origin
+        .strip_prefix("debian:")?
+        .split_once('/')
+        .map(|(suite, _)| suite)
+        .filter(|s| !s.is_empty())
 }
 
 /// The architecture in a pool file name: `…/name_version_amd64.deb`.

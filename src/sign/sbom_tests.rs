@@ -84,7 +84,7 @@ fn manifest() -> Manifest {
         },
         "packages": [
             {"name": "libc6", "version": "2.41-12", "sha256": h('5'),
-             "origin": "debian:trixie/pool/main/g/glibc/libc6_2.41-12_amd64.deb", "role": "rootfs"},
+             "origin": "debian:trixie-security/pool/updates/main/g/glibc/libc6_2.41-12_amd64.deb", "role": "rootfs"},
             {"name": "ca-certificates", "version": "20250419", "sha256": h('6'),
              "origin": "debian:trixie/pool/main/c/ca-certificates/ca-certificates_20250419_all.deb", "role": "rootfs"},
             {"name": "linux-image-6.12.48+deb13-amd64", "version": "1:6.12.48-1", "sha256": h('7'),
@@ -166,7 +166,13 @@ fn debian_packages() {
     assert_eq!(libc["checksums"][0]["checksumValue"], "5".repeat(64));
     assert_eq!(
         libc["externalRefs"][0]["referenceLocator"],
-        "pkg:deb/debian/libc6@2.41-12?arch=amd64&distro=trixie"
+        "pkg:deb/debian/libc6@2.41-12?arch=amd64&distro=trixie-security"
+    );
+    // each package names the suite it came from, not the image's base suite
+    assert_eq!(libc["sourceInfo"], "Debian suite trixie-security");
+    assert_eq!(
+        package(&d, "ca-certificates")["sourceInfo"],
+        "Debian suite trixie"
     );
     let ca = package(&d, "ca-certificates");
     assert!(ca["externalRefs"][0]["referenceLocator"]
@@ -279,6 +285,11 @@ fn small_helpers() {
         deb_arch("debian:trixie/pool/main/a/a/a_1_arm64.deb"),
         Some("arm64")
     );
+    assert_eq!(
+        deb_suite("debian:trixie-security/pool/updates/main/a/a/a_1_arm64.deb"),
+        Some("trixie-security")
+    );
+    assert_eq!(deb_suite("pool/main/a/a/a_1_arm64.deb"), None);
 }
 
 /// The independent judge: `pyspdxtools -i` (spdx-tools from PyPI) parses and

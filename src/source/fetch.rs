@@ -4,7 +4,13 @@
 use std::time::Duration;
 
 use crate::source::cache::{Cache, CacheError, Lookup};
+use crate::source::mirror::{Archive, MirrorError};
 use crate::util::hash::Sha256;
+
+/// A client for each archive's mirror (see [`crate::source::mirror`]).
+/// Called only when that archive is needed, so a mirror nothing reads
+/// from (no `security` pocket, every package cached) is never looked up.
+pub type Mirrors<'a> = dyn Fn(Archive) -> Result<Fetcher, MirrorError> + 'a;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {

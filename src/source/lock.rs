@@ -1,20 +1,27 @@
 //! `nodeimg.lock`: every .deb an image uses, pinned by name, version,
-//! archive path, size and sha256, plus what it was resolved from.
+//! suite, archive path, size and sha256, plus what it was resolved from:
+//! one `[[source]]` per suite read (the base suite, `-updates`, `-security`),
+//! each with its archive, the sha256 of its verified InRelease and its
+//! indexes. A package is fetched from the mirror of its suite's archive.
 //!
 //! The lock carries a checksum over its own content so that a hand edit or
 //! a damaged file is caught before anything is fetched. Images record the
-//! hash of their resolution inputs (suite, components, roots, excludes);
-//! `nodeimg build` refuses a lock whose inputs differ from the specs.
+//! hash of their resolution inputs (suite, components, pockets, roots,
+//! excludes); `nodeimg build` refuses a lock whose inputs differ from the
+//! specs. A lock of another format version is refused before it is parsed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Plan;
+use crate::source::mirror::Archive;
+use crate::spec::{Plan, Pocket};
 use crate::util::{atomic, hash};
 
-pub const LOCK_VERSION: u32 = 1;
+/// 2: one source per suite (`[[source]]`, with its archive) and each
+/// package's `suite`. 1 had a single `[source]`.
+pub const LOCK_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -32,16 +39,19 @@ pub enum LockError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error(
-        "{path}: version {found} is not supported (expected {LOCK_VERSION}); run `nodeimg lock`"
-    )]
+    #[error("{path}: written by an older nodeimg (lock version {found}; this one reads version {LOCK_VERSION}, which records every suite, updates and security included); run `nodeimg lock` to re-resolve it")]
+    Outdated { path: PathBuf, found: u32 },
+    #[error("{path}: lock version {found} is newer than this nodeimg reads ({LOCK_VERSION}); use a newer nodeimg")]
     Version { path: PathBuf, found: u32 },
-    #[error("{path}: the archive moved since it was written (InRelease sha256 {was}, now {now}); lock every image together (`nodeimg lock` without image arguments) so they resolve against one archive state; nothing written")]
+    #[error("{path}: the archive moved since it was written (suite {suite}: InRelease sha256 {was}, now {now}); lock every image together (`nodeimg lock` without image arguments) so they resolve against one archive state; nothing written")]
     ArchiveMoved {
         path: PathBuf,
+        suite: String,
         was: String,
         now: String,
     },
+    #[error("{path}: suite {suite} is listed twice in [[source]]")]
+    DuplicateSource { path: PathBuf, suite: String },
     #[error("{path}: content checksum mismatch (edited by hand or damaged); run `nodeimg lock` to regenerate it")]
     Checksum { path: PathBuf },
     #[error("{path}: image `{image}` is not locked; run `nodeimg lock {spec}` or build with --update-lock")]
@@ -79,7 +89,9 @@ pub struct Lock {
     /// sha256 over the canonical JSON of everything else in the lock.
     #[serde(default)]
     pub checksum: String,
-    pub source: LockSource,
+    /// Every suite read, base suite first, each verified by its InRelease.
+    #[serde(default, rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<LockSource>,
     #[serde(default)]
     pub images: BTreeMap<String, LockedImage>,
     /// Judges for tests (`tools.toml`), each locked alone.
@@ -110,7 +122,12 @@ pub struct LockedRecipe {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LockSource {
+    /// `trixie`, `trixie-updates`, `trixie-security`.
     pub suite: String,
+    /// The archive that publishes the suite: its mirror serves the
+    /// InRelease, the indexes and the pool of the packages locked from it.
+    pub archive: Archive,
+    /// The verified InRelease's `Codename:`.
     pub codename: String,
     /// The InRelease `Date:` the lock was resolved from.
     pub date: String,
@@ -157,6 +174,9 @@ pub struct ImagePackages<'a> {
 pub struct LockedPackage {
     pub name: String,
     pub version: String,
+    /// The suite whose index it was resolved from (one of the lock's
+    /// sources): its archive's mirror serves `filename`.
+    pub suite: String,
     pub architecture: String,
     pub filename: String,
     pub size: u64,
@@ -179,6 +199,7 @@ impl LockedPackage {
 pub struct Inputs {
     pub suite: String,
     pub components: Vec<String>,
+    pub pockets: BTreeSet<Pocket>,
     pub arch: String,
     pub roots: BTreeSet<String>,
     pub excludes: BTreeSet<String>,
@@ -194,6 +215,7 @@ impl Inputs {
         Inputs {
             suite: plan.debian.suite.clone(),
             components: plan.debian.components.clone(),
+            pockets: plan.debian.pockets.iter().copied().collect(),
             arch: plan.arch.clone(),
             roots: plan.packages.clone(),
             excludes: plan.excludes.clone(),
@@ -222,19 +244,38 @@ impl Lock {
             path: path.into(),
             source: e,
         })?;
-        let lock: Lock = toml::from_str(&text).map_err(|e| LockError::Parse {
+        let parse_error = |e: toml::de::Error| LockError::Parse {
             path: path.into(),
             message: e.to_string().trim_end().to_string(),
-        })?;
-        if lock.version != LOCK_VERSION {
-            return Err(LockError::Version {
-                path: path.into(),
-                found: lock.version,
-            });
+        };
+        // The version first: another version's layout would not parse as this one.
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
         }
+        let found = toml::from_str::<Versioned>(&text)
+            .map_err(parse_error)?
+            .version;
+        match found.cmp(&LOCK_VERSION) {
+            std::cmp::Ordering::Less => {
+                return Err(LockError::Outdated {
+                    path: path.into(),
+                    found,
+                })
+            }
+            std::cmp::Ordering::Greater => {
+                return Err(LockError::Version {
+                    path: path.into(),
+                    found,
+                })
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        let lock: Lock = toml::from_str(&text).map_err(parse_error)?;
         if lock.checksum != lock.compute_checksum() {
             return Err(LockError::Checksum { path: path.into() });
         }
+        lock.check_sources(path)?;
         lock.check_packages(path)?;
         lock.check_recipes(path)?;
         Ok(lock)
@@ -265,6 +306,19 @@ impl Lock {
         hash::sha256_hex(canonical_json(&copy).as_bytes())
     }
 
+    fn check_sources(&self, path: &Path) -> Result<(), LockError> {
+        let mut seen = BTreeSet::new();
+        for s in &self.sources {
+            if !seen.insert(s.suite.as_str()) {
+                return Err(LockError::DuplicateSource {
+                    path: path.into(),
+                    suite: s.suite.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_packages(&self, path: &Path) -> Result<(), LockError> {
         for p in &self.packages {
             let bad = |problem: &str| LockError::BadPackage {
@@ -272,6 +326,12 @@ impl Lock {
                 package: p.name.clone(),
                 problem: problem.into(),
             };
+            if self.source(&p.suite).is_none() {
+                return Err(bad(&format!(
+                    "suite `{}` is not one of the lock's [[source]] suites",
+                    p.suite
+                )));
+            }
             if p.sha256_bytes().is_none() {
                 return Err(bad("sha256 is not 64 hex digits"));
             }
@@ -300,6 +360,16 @@ impl Lock {
             }
         }
         Ok(())
+    }
+
+    /// The source of `suite`, if the lock read it.
+    pub fn source(&self, suite: &str) -> Option<&LockSource> {
+        self.sources.iter().find(|s| s.suite == suite)
+    }
+
+    /// The base suite's source (the first), if any.
+    pub fn base(&self) -> Option<&LockSource> {
+        self.sources.first()
     }
 
     /// The locked package of tool `name` (see `tools.toml`).
@@ -358,7 +428,7 @@ impl Lock {
                 what.push("uefi package changed".into());
             }
             if what.is_empty() {
-                what.push("suite, components or arch changed".into());
+                what.push("suite, components, pockets or arch changed".into());
             }
             return Err(LockError::Stale {
                 path: path.into(),
@@ -412,11 +482,12 @@ impl Lock {
         if others.is_empty() {
             return Ok(Vec::new());
         }
-        if previous.source.inrelease_sha256 != self.source.inrelease_sha256 {
+        if let Some((suite, was, now)) = moved_suite(&previous.sources, &self.sources) {
             return Err(LockError::ArchiveMoved {
                 path: path.to_path_buf(),
-                was: previous.source.inrelease_sha256.clone(),
-                now: self.source.inrelease_sha256.clone(),
+                suite,
+                was,
+                now,
             });
         }
         let mut kept = Vec::new();
@@ -439,107 +510,29 @@ impl Lock {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Lock {
-        Lock {
-            source: LockSource {
-                suite: "trixie".into(),
-                codename: "trixie".into(),
-                ..LockSource::default()
-            },
-            packages: vec![LockedPackage {
-                name: "libc6".into(),
-                version: "2.41-12".into(),
-                architecture: "amd64".into(),
-                filename: "pool/main/g/glibc/libc6_2.41-12_amd64.deb".into(),
-                size: 3,
-                sha256: hash::sha256_hex(b"deb"),
-                ..LockedPackage::default()
-            }],
-            ..Lock::default()
-        }
-    }
-
-    #[test]
-    fn locking_some_images_keeps_the_others_from_the_same_archive() {
-        let image = |pkgs: &[&str]| LockedImage {
-            packages: pkgs.iter().map(|p| p.to_string()).collect(),
-            ..LockedImage::default()
-        };
-        let mut previous = sample();
-        previous.images.insert("worker".into(), image(&["libc6"]));
-        previous.images.insert("k8s".into(), image(&["libc6"]));
-        let mut fresh = sample();
-        fresh.packages[0].name = "mount".into();
-        fresh.images.insert("k8s".into(), image(&["mount"]));
-        let path = Path::new("nodeimg.lock");
-        let kept = fresh.keep_others(&previous, path).unwrap();
-        assert_eq!(kept, ["worker"]);
-        // the re-locked image is the new one; the other, and its package, stay
-        assert_eq!(fresh.images["k8s"].packages, ["mount"]);
-        assert_eq!(fresh.images["worker"].packages, ["libc6"]);
-        let names: Vec<&str> = fresh.packages.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["mount", "libc6"]);
-        // another archive state: refused, naming the way out
-        let mut moved = sample();
-        moved.source.inrelease_sha256 = "other".into();
-        let e = moved.keep_others(&previous, path).unwrap_err().to_string();
-        assert!(e.contains("lock every image together"), "{e}");
-        // but with nothing else to keep, the archive may have moved
-        moved.images = previous.images.clone();
-        assert!(moved.keep_others(&previous, path).unwrap().is_empty());
-    }
-
-    #[test]
-    fn round_trips_and_catches_hand_edits() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("nodeimg.lock");
-        let mut lock = sample();
-        lock.write(&path).unwrap();
-        assert_eq!(Lock::read(&path).unwrap(), lock);
-
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text.replace("2.41-12\"", "2.41-13\"")).unwrap();
-        assert!(matches!(Lock::read(&path), Err(LockError::Checksum { .. })));
-    }
-
-    #[test]
-    fn rejects_bad_hashes_and_paths_even_with_a_valid_checksum() {
-        let d = tempfile::tempdir().unwrap();
-        let path = d.path().join("nodeimg.lock");
-        for (field, bad) in [("sha256", "zz"), ("filename", "../../etc/passwd.deb")] {
-            let mut lock = sample();
-            match field {
-                "sha256" => lock.packages[0].sha256 = bad.into(),
-                _ => lock.packages[0].filename = bad.into(),
-            }
-            lock.write(&path).unwrap();
-            let e = Lock::read(&path).unwrap_err();
-            assert!(
-                matches!(e, LockError::BadPackage { ref package, .. } if package == "libc6"),
-                "{field}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn inputs_digest_ignores_order_but_not_content() {
-        let a = Inputs {
-            suite: "trixie".into(),
-            components: vec!["main".into()],
-            arch: "amd64".into(),
-            roots: ["b".to_string(), "a".to_string()].into(),
-            excludes: Default::default(),
-            kernel: None,
-            uefi: None,
-        };
-        let mut b = a.clone();
-        b.roots = ["a".to_string(), "b".to_string()].into();
-        assert_eq!(a.digest(), b.digest());
-        b.roots.insert("c".into());
-        assert_ne!(a.digest(), b.digest());
-    }
+/// The first suite whose InRelease differs between two lock's sources
+/// (a suite only one of them read counts as moved): (suite, was, now).
+fn moved_suite(was: &[LockSource], now: &[LockSource]) -> Option<(String, String, String)> {
+    let state = |sources: &[LockSource]| -> BTreeMap<String, String> {
+        sources
+            .iter()
+            .map(|s| (s.suite.clone(), s.inrelease_sha256.clone()))
+            .collect()
+    };
+    let (was, now) = (state(was), state(now));
+    let absent = || "(not read)".to_string();
+    was.keys()
+        .chain(now.keys())
+        .find(|suite| was.get(*suite) != now.get(*suite))
+        .map(|suite| {
+            (
+                suite.clone(),
+                was.get(suite).cloned().unwrap_or_else(absent),
+                now.get(suite).cloned().unwrap_or_else(absent),
+            )
+        })
 }
+
+#[cfg(test)]
+#[path = "lock_tests.rs"]
+mod tests;

@@ -1,13 +1,14 @@
 //! Getting the locked .debs of a build: each one from the derived cache
 //! (members already decompressed), else the .deb from the content cache or
-//! the mirror, converted and cached. The mirror is contacted only when a
-//! package is missing from both caches.
+//! the mirror of the archive its suite belongs to (the security archive for
+//! `<suite>-security`), converted and cached. A mirror is contacted only
+//! when a package it serves is missing from both caches.
 
 use super::cache::{Cache, Lookup};
 use super::deb::{to_plain, DebError};
-use super::fetch::{FetchError, Fetcher};
-use super::lock::LockedPackage;
-use super::mirror::MirrorError;
+use super::fetch::{FetchError, Fetcher, Mirrors};
+use super::lock::{LockSource, LockedPackage};
+use super::mirror::{Archive, MirrorError};
 use crate::progress::Progress;
 
 /// Derived-cache kind of decompressed .debs.
@@ -16,11 +17,18 @@ const PLAIN_DEB: &str = "plain-deb-v1";
 /// Why a locked package could not be had; each names the package.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("no mirror to fetch {package} from (it is not in the cache)")]
+    #[error("no mirror to fetch {package} from (suite {suite}; it is not in the cache)")]
     Mirror {
         package: String,
+        suite: String,
         #[source]
         source: MirrorError,
+    },
+    #[error("package {package} {version}: its suite {suite} is not one of the lock's sources")]
+    UnknownSuite {
+        package: String,
+        version: String,
+        suite: String,
     },
     #[error("package {package} {version}: lock entry has a bad sha256")]
     LockedHash { package: String, version: String },
@@ -37,14 +45,16 @@ pub enum PackageError {
 
 /// Each locked .deb with its members decompressed (see
 /// [`crate::source::deb::to_plain`]), from the cache when an earlier build
-/// made it; else the .deb from the cache or the mirror, converted and cached.
+/// made it; else the .deb from the cache or the mirror of its suite's
+/// archive (`sources` are the lock's), converted and cached.
 pub fn fetch_packages(
     packages: &[&LockedPackage],
+    sources: &[LockSource],
     cache: &Cache,
-    fetch_from: &dyn Fn() -> Result<Fetcher, MirrorError>,
+    mirrors: &Mirrors,
     progress: &Progress,
 ) -> Result<Vec<Vec<u8>>, PackageError> {
-    let mut fetcher: Option<Fetcher> = None;
+    let mut fetchers: Vec<(Archive, Fetcher)> = Vec::new();
     let bar = progress.bar(packages.len() as u64, "fetching");
     let mut out = Vec::with_capacity(packages.len());
     for p in packages {
@@ -68,19 +78,32 @@ pub fn fetch_packages(
         let data = match cache.get(&sha).map_err(|e| fetch_err(e.into()))? {
             Lookup::Hit(d) => d,
             _ => {
-                let f = match fetcher.take() {
-                    Some(f) => f,
-                    None => fetch_from().map_err(|e| PackageError::Mirror {
+                let archive = sources
+                    .iter()
+                    .find(|s| s.suite == p.suite)
+                    .map(|s| s.archive)
+                    .ok_or_else(|| PackageError::UnknownSuite {
                         package: p.name.clone(),
-                        source: e,
-                    })?,
+                        version: p.version.clone(),
+                        suite: p.suite.clone(),
+                    })?;
+                let i = match fetchers.iter().position(|(a, _)| *a == archive) {
+                    Some(i) => i,
+                    None => {
+                        let f = mirrors(archive).map_err(|e| PackageError::Mirror {
+                            package: p.name.clone(),
+                            suite: p.suite.clone(),
+                            source: e,
+                        })?;
+                        fetchers.push((archive, f));
+                        fetchers.len() - 1
+                    }
                 };
                 bar.set_message(p.name.clone());
-                let data = f
+                fetchers[i]
+                    .1
                     .cached(cache, &p.filename, p.size, &sha)
-                    .map_err(fetch_err)?;
-                fetcher = Some(f);
-                data
+                    .map_err(fetch_err)?
             }
         };
         let plain = to_plain(&p.name, &data)?;

@@ -1,16 +1,18 @@
-//! `nodeimg lock`: read the signed archive, resolve every image's package
-//! closure, and pin the result in a [`Lock`].
+//! `nodeimg lock`: read the signed archive (the base suite and the pockets
+//! the specs name, each from its archive's mirror), resolve every image's
+//! package closure over all of them, and pin the result in a [`Lock`].
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::source::cache::Cache;
-use crate::source::debian::packages::{packages_index_path, parse_packages};
+use crate::source::debian::packages::{packages_index_path, parse_packages, Package};
 use crate::source::debian::release::{verify_inrelease, Release, ReleaseError};
 use crate::source::debian::resolve::{resolve, Index, ResolveError};
-use crate::source::fetch::{FetchError, Fetcher};
+use crate::source::fetch::{FetchError, Fetcher, Mirrors};
 use crate::source::lock::{Inputs, Lock, LockSource, LockedImage, LockedIndex, LockedPackage};
-use crate::spec::Plan;
+use crate::source::mirror::{Archive, MirrorError};
+use crate::spec::{DebianSource, Plan, Pocket};
 use crate::util::hash;
 
 /// The InRelease file is a few hundred KiB; anything far larger is not one.
@@ -33,6 +35,12 @@ pub enum LockingError {
         #[source]
         source: std::io::Error,
     },
+    #[error("no mirror for suite {suite}")]
+    Mirror {
+        suite: String,
+        #[source]
+        source: MirrorError,
+    },
     #[error("fetching InRelease of suite {suite}")]
     FetchRelease {
         suite: String,
@@ -46,8 +54,15 @@ pub enum LockingError {
         #[source]
         source: Box<ReleaseError>,
     },
-    #[error("index {path}")]
+    #[error("InRelease served for suite {suite} is signed for suite `{signed_suite}` (codename `{signed_codename}`); the mirror serves the wrong file")]
+    WrongSuite {
+        suite: String,
+        signed_suite: String,
+        signed_codename: String,
+    },
+    #[error("suite {suite}: index {path}")]
     Index {
+        suite: String,
         path: String,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -61,11 +76,27 @@ pub enum LockingError {
     },
 }
 
-/// Resolves `plans` against the signed index of their (shared) suite.
+/// The archive that publishes a suite: the security pocket has its own.
+pub fn archive_of(pocket: Option<Pocket>) -> Archive {
+    match pocket {
+        Some(Pocket::Security) => Archive::Security,
+        None | Some(Pocket::Updates) => Archive::Main,
+    }
+}
+
+/// The verified archive state: one source per suite and every package of
+/// them, each marked with its suite.
+pub struct ArchiveState {
+    pub sources: Vec<LockSource>,
+    pub index: Index,
+}
+
+/// Resolves `plans` (and `tools`) against the signed indexes of their
+/// shared suites.
 pub fn lock_images(
     plans: &[Plan],
     tools: &[String],
-    fetcher: &Fetcher,
+    mirrors: &Mirrors,
     cache: &Cache,
     keyring: &Path,
 ) -> Result<Lock, LockingError> {
@@ -82,41 +113,116 @@ pub fn lock_images(
             });
         }
     }
-    let suite = first.debian.suite.clone();
+    let state = read_archive(&first.debian, &first.arch, mirrors, cache, keyring)?;
+    resolve_images(plans, tools, state)
+}
+
+/// Fetches and verifies the InRelease of every suite `debian` names (base
+/// suite first), then, only once all of them verified, each component's
+/// Packages index by its signed hash.
+pub fn read_archive(
+    debian: &DebianSource,
+    arch: &str,
+    mirrors: &Mirrors,
+    cache: &Cache,
+    keyring: &Path,
+) -> Result<ArchiveState, LockingError> {
     let keyring_bytes = std::fs::read(keyring).map_err(|e| LockingError::Keyring {
         path: keyring.into(),
         source: e,
     })?;
-    tracing::info!(suite, "fetching and verifying InRelease");
+    let mut fetchers: Vec<(Archive, Fetcher)> = Vec::new();
+    let mut releases = Vec::new();
+    for (suite, pocket) in debian.suites() {
+        let archive = archive_of(pocket);
+        let i = match fetchers.iter().position(|(a, _)| *a == archive) {
+            Some(i) => i,
+            None => {
+                let f = mirrors(archive).map_err(|e| LockingError::Mirror {
+                    suite: suite.clone(),
+                    source: e,
+                })?;
+                fetchers.push((archive, f));
+                fetchers.len() - 1
+            }
+        };
+        let (source, release) =
+            read_release(&fetchers[i].1, &suite, archive, &keyring_bytes, keyring)?;
+        releases.push((i, source, release));
+    }
+    let mut sources = Vec::new();
+    let mut lists = Vec::new();
+    for (i, mut source, release) in releases {
+        for component in &debian.components {
+            let rel = packages_index_path(component, arch);
+            let (mut pkgs, locked) =
+                fetch_index(&fetchers[i].1, cache, &release, &source.suite, &rel)?;
+            for p in &mut pkgs {
+                p.suite = source.suite.clone();
+            }
+            source.indexes.push(locked);
+            lists.push(pkgs);
+        }
+        sources.push(source);
+    }
+    // Base suite first: for equal versions its entry is the one kept.
+    Ok(ArchiveState {
+        sources,
+        index: Index::new(lists),
+    })
+}
+
+/// Fetches `dists/<suite>/InRelease`, verifies it against the keyring and
+/// checks that it is signed for `suite` (a validly signed InRelease of
+/// another suite must not stand in for it).
+fn read_release(
+    fetcher: &Fetcher,
+    suite: &str,
+    archive: Archive,
+    keyring_bytes: &[u8],
+    keyring: &Path,
+) -> Result<(LockSource, Release), LockingError> {
+    tracing::info!(suite, %archive, "fetching and verifying InRelease");
     let inrelease = fetcher
         .get(&format!("dists/{suite}/InRelease"), MAX_INRELEASE)
         .map_err(|e| LockingError::FetchRelease {
-            suite: suite.clone(),
+            suite: suite.to_string(),
             source: e,
         })?;
     let release =
-        verify_inrelease(&inrelease, &keyring_bytes).map_err(|e| LockingError::Verify {
-            suite: suite.clone(),
+        verify_inrelease(&inrelease, keyring_bytes).map_err(|e| LockingError::Verify {
+            suite: suite.to_string(),
             keyring: keyring.into(),
             source: Box::new(e),
         })?;
-    let mut source = LockSource {
-        suite: suite.clone(),
+    if release.suite != suite && release.codename != suite {
+        return Err(LockingError::WrongSuite {
+            suite: suite.to_string(),
+            signed_suite: release.suite.clone(),
+            signed_codename: release.codename.clone(),
+        });
+    }
+    let source = LockSource {
+        suite: suite.to_string(),
+        archive,
         codename: release.codename.clone(),
         date: release.date.clone(),
         inrelease_sha256: hash::sha256_hex(&inrelease),
         indexes: Vec::new(),
     };
-    let mut all = Vec::new();
-    for component in &first.debian.components {
-        let rel = packages_index_path(component, &first.arch);
-        let (pkgs, locked) = fetch_index(fetcher, cache, &release, &suite, &rel)?;
-        source.indexes.push(locked);
-        all.extend(pkgs);
-    }
-    let index = Index::new([all]);
+    Ok((source, release))
+}
+
+/// Resolves every plan's closure, the kernel's and UEFI packages, and each
+/// tool alone, over `state`'s index.
+pub fn resolve_images(
+    plans: &[Plan],
+    tools: &[String],
+    state: ArchiveState,
+) -> Result<Lock, LockingError> {
+    let index = state.index;
     let mut lock = Lock {
-        source,
+        sources: state.sources,
         tools: tools.to_vec(),
         ..Lock::default()
     };
@@ -130,13 +236,14 @@ pub fn lock_images(
         lock.packages.push(locked_package(&p));
     }
     for plan in plans {
-        let inputs = Inputs::from_plan(plan);
-        let roots: Vec<String> = inputs.roots.iter().cloned().collect();
-        let res = resolve(&index, &roots, &inputs.excludes).map_err(|e| LockingError::Resolve {
+        let resolve_err = |e: ResolveError| LockingError::Resolve {
             image: plan.name.clone(),
             spec: plan.image_path.clone(),
             source: Box::new(e),
-        })?;
+        };
+        let inputs = Inputs::from_plan(plan);
+        let roots: Vec<String> = inputs.roots.iter().cloned().collect();
+        let res = resolve(&index, &roots, &inputs.excludes).map_err(resolve_err)?;
         tracing::info!(image = plan.name, packages = res.packages.len(), "resolved");
         for (by, dep) in &res.dropped {
             tracing::debug!(
@@ -147,23 +254,11 @@ pub fn lock_images(
             );
         }
         let kernel = match &inputs.kernel {
-            Some(k) => {
-                kernel_packages(&index, k, &inputs.excludes).map_err(|e| LockingError::Resolve {
-                    image: plan.name.clone(),
-                    spec: plan.image_path.clone(),
-                    source: Box::new(e),
-                })?
-            }
+            Some(k) => kernel_packages(&index, k, &inputs.excludes).map_err(resolve_err)?,
             None => Vec::new(),
         };
         let uefi = match &inputs.uefi {
-            Some(u) => vec![only_package(&index, u, &inputs.excludes).map_err(|e| {
-                LockingError::Resolve {
-                    image: plan.name.clone(),
-                    spec: plan.image_path.clone(),
-                    source: Box::new(e),
-                }
-            })?],
+            Some(u) => vec![only_package(&index, u, &inputs.excludes).map_err(resolve_err)?],
             None => Vec::new(),
         };
         lock.images.insert(
@@ -191,7 +286,7 @@ fn kernel_packages(
     index: &Index,
     kernel: &str,
     excludes: &std::collections::BTreeSet<String>,
-) -> Result<Vec<crate::source::debian::packages::Package>, ResolveError> {
+) -> Result<Vec<Package>, ResolveError> {
     let res = resolve(index, &[kernel.to_string()], excludes)?;
     let root = kernel.split([' ', '(', '=']).next().unwrap_or(kernel);
     Ok(res
@@ -201,10 +296,11 @@ fn kernel_packages(
         .collect())
 }
 
-fn locked_package(p: &crate::source::debian::packages::Package) -> LockedPackage {
+fn locked_package(p: &Package) -> LockedPackage {
     LockedPackage {
         name: p.name.clone(),
         version: p.version.clone(),
+        suite: p.suite.clone(),
         architecture: p.architecture.clone(),
         filename: p.filename.clone(),
         size: p.size,
@@ -220,7 +316,7 @@ fn only_package(
     index: &Index,
     name: &str,
     excludes: &std::collections::BTreeSet<String>,
-) -> Result<crate::source::debian::packages::Package, ResolveError> {
+) -> Result<Package, ResolveError> {
     let res = resolve(index, &[name.to_string()], excludes)?;
     let root = name.split([' ', '(', '=']).next().unwrap_or(name);
     res.packages
@@ -240,8 +336,9 @@ fn fetch_index(
     release: &Release,
     suite: &str,
     rel: &str,
-) -> Result<(Vec<crate::source::debian::packages::Package>, LockedIndex), LockingError> {
+) -> Result<(Vec<Package>, LockedIndex), LockingError> {
     let err = |e: Box<dyn std::error::Error + Send + Sync>| LockingError::Index {
+        suite: suite.to_string(),
         path: rel.to_string(),
         source: e,
     };
@@ -252,7 +349,7 @@ fn fetch_index(
     } else {
         format!("dists/{suite}/{rel}")
     };
-    tracing::info!(index = rel, size, "fetching index");
+    tracing::info!(suite, index = rel, size, "fetching index");
     let xz = fetcher
         .cached(cache, &archive_path, size, &sha)
         .map_err(|e| err(Box::new(e)))?;

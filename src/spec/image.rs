@@ -60,13 +60,21 @@ fn default_boot_tries() -> u32 {
     3
 }
 
+/// `[debian]`: the base suite, its components, and the pockets locked
+/// with it.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DebianSource {
+    /// The base suite (`trixie`); its pockets are named after it.
     #[serde(default = "default_suite")]
     pub suite: String,
     #[serde(default = "default_components")]
     pub components: Vec<String>,
+    /// Pockets read besides the base suite: `updates` (`<suite>-updates`,
+    /// on the main mirror) and `security` (`<suite>-security`, on the
+    /// security mirror). `[]` reads the base suite only.
+    #[serde(default = "default_pockets")]
+    pub pockets: Vec<Pocket>,
 }
 
 impl Default for DebianSource {
@@ -74,7 +82,73 @@ impl Default for DebianSource {
         DebianSource {
             suite: default_suite(),
             components: default_components(),
+            pockets: default_pockets(),
         }
+    }
+}
+
+impl DebianSource {
+    /// Every suite to read, base suite first, then the pockets in the
+    /// fixed order updates, security (whatever order the spec lists them in).
+    pub fn suites(&self) -> Vec<(String, Option<Pocket>)> {
+        let mut out = vec![(self.suite.clone(), None)];
+        for pocket in [Pocket::Updates, Pocket::Security] {
+            if self.pockets.contains(&pocket) {
+                out.push((pocket.suite(&self.suite), Some(pocket)));
+            }
+        }
+        out
+    }
+}
+
+/// A pocket of a Debian release: a suite published beside the base suite
+/// that carries newer versions of its packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pocket {
+    /// `<suite>-updates`: stable updates, on the main mirror.
+    Updates,
+    /// `<suite>-security`: security fixes, on the security archive.
+    Security,
+}
+
+impl Pocket {
+    pub const ALL: [Pocket; 2] = [Pocket::Updates, Pocket::Security];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Pocket::Updates => "updates",
+            Pocket::Security => "security",
+        }
+    }
+
+    /// The pocket's suite: `trixie` -> `trixie-updates`.
+    pub fn suite(self, base: &str) -> String {
+        format!("{base}-{}", self.name())
+    }
+}
+
+impl std::fmt::Display for Pocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Pocket {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Pocket::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown pocket `{s}` (known: updates, security)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Pocket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -86,4 +160,7 @@ fn default_suite() -> String {
 }
 fn default_components() -> Vec<String> {
     vec!["main".into()]
+}
+fn default_pockets() -> Vec<Pocket> {
+    Pocket::ALL.to_vec()
 }

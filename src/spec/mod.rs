@@ -15,7 +15,7 @@ mod recipe;
 mod tools;
 
 pub use error::SpecError;
-pub use image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
+pub use image::{DebianSource, DiskSpec, ImageSpec, Pocket, SCHEMA_VERSION};
 pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UefiSpec, UserSpec};
 pub use output_kind::{Format, OutputKind, UnknownFormat, UnknownOutput};
 pub use plan::{

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use super::error::SpecError;
-use super::image::{DebianSource, DiskSpec, ImageSpec, SCHEMA_VERSION};
+use super::image::{DebianSource, DiskSpec, ImageSpec, Pocket, SCHEMA_VERSION};
 use super::layer::{GroupSpec, LayerSpec, Setting, UserSpec};
 use super::output_kind::OutputKind;
 use super::recipe::{load_recipe, recipe_artifact};
@@ -117,6 +117,7 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
             format!("`{}` is not supported (expected amd64)", image.arch),
         ));
     }
+    check_debian(image_path, &image.debian)?;
     if image.layers.is_empty() {
         return Err(SpecError::invalid(
             image_path,
@@ -203,6 +204,45 @@ pub fn load_plan(image_path: &Path) -> Result<Plan, SpecError> {
         ));
     }
     Ok(plan)
+}
+
+/// `[debian]`: a suite name that is safe in an archive path and is a base
+/// suite (its pockets are named after it), each pocket once.
+fn check_debian(image_path: &Path, debian: &DebianSource) -> Result<(), SpecError> {
+    let suite = &debian.suite;
+    let safe = suite.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && suite
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !suite.contains("..");
+    if !safe {
+        return Err(SpecError::invalid(
+            image_path,
+            "debian.suite",
+            format!("`{suite}` is not a suite name (lower-case letters, digits, `-` and `.`)"),
+        ));
+    }
+    if let Some(p) = Pocket::ALL
+        .iter()
+        .find(|p| suite.ends_with(&format!("-{p}")))
+    {
+        return Err(SpecError::invalid(
+            image_path,
+            "debian.suite",
+            format!(
+                "`{suite}` is a pocket; name the base suite and list `{p}` in `debian.pockets`"
+            ),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(p) = debian.pockets.iter().find(|p| !seen.insert(**p)) {
+        return Err(SpecError::invalid(
+            image_path,
+            "debian.pockets",
+            format!("pocket `{p}` is listed twice"),
+        ));
+    }
+    Ok(())
 }
 
 /// What the chosen outputs need from the layers; also run for `--format`.

@@ -1,7 +1,12 @@
 //! Hermetic fixtures for end-to-end tests of the `nodeimg` binary: a fake
-//! signed Debian archive served on 127.0.0.1, .debs built in memory, and a
-//! temporary project directory whose every file is snapshotted so a test can
-//! prove nothing was written outside `--out`, the cache and the lock.
+//! signed Debian archive served on 127.0.0.1 (the base suite and its
+//! pockets; the security pocket may be a second server, as Debian's security
+//! archive is), .debs built in memory, and a temporary project directory
+//! whose every file is snapshotted so a test can prove nothing was written
+//! outside `--out`, the cache and the lock.
+
+// Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +29,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 pub const SUITE: &str = "trixie";
+pub const UPDATES: &str = "trixie-updates";
+pub const SECURITY: &str = "trixie-security";
 pub const PACKAGES_XZ: &str = "main/binary-amd64/Packages.xz";
 /// The archive date; builds take their file times from it.
 pub const DATE: &str = "Sat, 01 Mar 2025 12:00:00 UTC";
@@ -40,6 +47,8 @@ type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 /// stops when dropped.
 pub struct Server {
     files: Files,
+    /// Every path asked for, in order.
+    requests: Arc<Mutex<Vec<String>>>,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -50,20 +59,22 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let files = Files::default();
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (f, s) = (files.clone(), stop.clone());
+        let (f, r, s) = (files.clone(), requests.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
                 if let Ok(stream) = conn {
-                    let _ = respond(stream, &f);
+                    let _ = respond(stream, &f, &r);
                 }
             }
         });
         Server {
             files,
+            requests,
             addr,
             stop,
             thread: Some(thread),
@@ -82,6 +93,11 @@ impl Server {
     pub fn get(&self, path: &str) -> Vec<u8> {
         self.files.lock().unwrap()[path].clone()
     }
+
+    /// Was `path` (relative to the mirror root) asked for?
+    pub fn requested(&self, path: &str) -> bool {
+        self.requests.lock().unwrap().iter().any(|r| r == path)
+    }
 }
 
 impl Drop for Server {
@@ -95,7 +111,7 @@ impl Drop for Server {
     }
 }
 
-fn respond(stream: TcpStream, files: &Files) -> std::io::Result<()> {
+fn respond(stream: TcpStream, files: &Files, requests: &Mutex<Vec<String>>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request = String::new();
@@ -108,9 +124,11 @@ fn respond(stream: TcpStream, files: &Files) -> std::io::Result<()> {
     }
     let mut parts = request.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let body = target
-        .strip_prefix("/debian/")
-        .and_then(|p| files.lock().unwrap().get(p).cloned());
+    let path = target.strip_prefix("/debian/");
+    if let Some(p) = path {
+        requests.lock().unwrap().push(p.to_string());
+    }
+    let body = path.and_then(|p| files.lock().unwrap().get(p).cloned());
     let mut out = &stream;
     match (method, body) {
         ("GET", Some(b)) => {
@@ -269,21 +287,40 @@ pub struct Pkg {
     pub version: String,
     pub depends: Option<String>,
     pub deb: Vec<u8>,
+    /// The pool directory: `pool/main`, or `pool/updates/main` as the
+    /// security archive has it.
+    pub pool: String,
 }
 
 impl Pkg {
     pub fn new(name: &str, depends: Option<&str>, items: &[Item]) -> Pkg {
+        Pkg::versioned(name, "1.0-1", depends, items)
+    }
+
+    pub fn versioned(name: &str, version: &str, depends: Option<&str>, items: &[Item]) -> Pkg {
         Pkg {
             name: name.into(),
-            version: "1.0-1".into(),
+            version: version.into(),
             depends: depends.map(str::to_string),
-            deb: deb(name, "1.0-1", items),
+            deb: deb(name, version, items),
+            pool: "pool/main".into(),
         }
+    }
+
+    /// The same package under another pool directory.
+    pub fn in_pool(mut self, pool: &str) -> Pkg {
+        self.pool = pool.into();
+        self
     }
 
     pub fn pool_path(&self) -> String {
         let n = &self.name;
-        format!("pool/main/{}/{n}/{n}_{}_amd64.deb", &n[..1], self.version)
+        format!(
+            "{}/{}/{n}/{n}_{}_amd64.deb",
+            self.pool,
+            &n[..1],
+            self.version
+        )
     }
 }
 
@@ -307,27 +344,44 @@ pub fn packages_index(pkgs: &[Pkg]) -> String {
     text
 }
 
-/// Publishes `pkgs` on `server`: pool files, `Packages.xz` (also under
-/// by-hash, as Debian serves it) and an InRelease signed by `signer`.
+/// Publishes `pkgs` on `server` as the whole archive of an image with the
+/// default pockets: `pkgs` in the base suite, and `trixie-updates` and
+/// `trixie-security` empty beside it (the project's security mirror is
+/// the same server unless a test says otherwise).
 pub fn publish(server: &Server, signer: &SignedSecretKey, pkgs: &[Pkg]) {
+    publish_suite(server, signer, SUITE, DATE, pkgs);
+    publish_suite(server, signer, UPDATES, DATE, &[]);
+    publish_suite(server, signer, SECURITY, DATE, &[]);
+}
+
+/// Publishes `pkgs` as `suite` on `server`: pool files, `Packages.xz` (also
+/// under by-hash, as Debian serves it) and an InRelease signed by `signer`
+/// whose Suite and Codename are `suite`.
+pub fn publish_suite(
+    server: &Server,
+    signer: &SignedSecretKey,
+    suite: &str,
+    date: &str,
+    pkgs: &[Pkg],
+) {
     for p in pkgs {
         server.put(&p.pool_path(), p.deb.clone());
     }
     let index = xz(packages_index(pkgs).as_bytes());
     let sha = sha256_hex(&index);
     let release = format!(
-        "Origin: Debian\nLabel: Debian\nSuite: {SUITE}\nCodename: {SUITE}\nDate: {DATE}\n\
+        "Origin: Debian\nLabel: Debian\nSuite: {suite}\nCodename: {suite}\nDate: {date}\n\
          Acquire-By-Hash: yes\nArchitectures: amd64\nComponents: main\nDescription: test\n\
          SHA256:\n {sha} {} {PACKAGES_XZ}\n",
         index.len()
     );
     server.put(
-        &format!("dists/{SUITE}/main/binary-amd64/by-hash/SHA256/{sha}"),
+        &format!("dists/{suite}/main/binary-amd64/by-hash/SHA256/{sha}"),
         index.clone(),
     );
-    server.put(&format!("dists/{SUITE}/{PACKAGES_XZ}"), index);
+    server.put(&format!("dists/{suite}/{PACKAGES_XZ}"), index);
     server.put(
-        &format!("dists/{SUITE}/InRelease"),
+        &format!("dists/{suite}/InRelease"),
         clearsign(signer, &release),
     );
 }
@@ -337,6 +391,9 @@ pub fn publish(server: &Server, signer: &SignedSecretKey, pkgs: &[Pkg]) {
 /// What one run of the binary did.
 pub struct Run {
     pub ok: bool,
+    /// The exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
     pub stderr: String,
 }
 
@@ -344,6 +401,8 @@ pub struct Run {
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub mirror: String,
+    /// The security archive's mirror: `mirror` unless set otherwise.
+    pub security_mirror: String,
 }
 
 impl Project {
@@ -351,6 +410,7 @@ impl Project {
         let p = Project {
             dir: tempfile::tempdir().unwrap(),
             mirror: mirror.into(),
+            security_mirror: mirror.into(),
         };
         p.write("archive.gpg", keyring);
         p
@@ -382,15 +442,18 @@ impl Project {
         }
     }
 
-    /// Runs `nodeimg <cmd> <args> --mirror --keyring --cache-dir` from the
-    /// project directory with a clean environment whose HOME and TMPDIR lie
-    /// inside the project (so stray writes show in [`Project::snapshot`]).
+    /// Runs `nodeimg <cmd> <args> --mirror --security-mirror --keyring
+    /// --cache-dir` from the project directory with a clean environment
+    /// whose HOME and TMPDIR lie inside the project (so stray writes show
+    /// in [`Project::snapshot`]; no mirror comes from the host's apt sources).
     pub fn run(&self, cmd: &str, args: &[&str]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_nodeimg"))
             .arg(cmd)
             .args(args)
             .arg("--mirror")
             .arg(&self.mirror)
+            .arg("--security-mirror")
+            .arg(&self.security_mirror)
             .arg("--keyring")
             .arg(self.path("archive.gpg"))
             .arg("--cache-dir")
@@ -401,10 +464,13 @@ impl Project {
             .current_dir(self.dir.path())
             .output()
             .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        eprintln!("nodeimg {cmd} {args:?}: {}\n{stderr}", out.status);
+        eprintln!("nodeimg {cmd} {args:?}: {}\n{stdout}{stderr}", out.status);
         Run {
             ok: out.status.success(),
+            code: out.status.code(),
+            stdout,
             stderr,
         }
     }

@@ -74,6 +74,9 @@ pub struct Package {
     pub source: Option<String>,
     pub multi_arch: Option<String>,
     pub maintainer: Option<String>,
+    /// The suite whose index lists it (`trixie-security`): not a field of
+    /// the index, so empty until the reader of that suite sets it.
+    pub suite: String,
 }
 
 /// One alternative of a dependency: `name[:qualifier] [(relation version)]`.
@@ -196,6 +199,7 @@ fn parse_package(para: &Paragraph<'_>) -> Result<Package, IndexError> {
         source: optional("Source"),
         multi_arch: optional("Multi-Arch"),
         maintainer: optional("Maintainer"),
+        suite: String::new(),
         name,
     })
 }

@@ -107,6 +107,77 @@ fn highest_version_wins_and_constraints_pick_older_ones() {
     );
 }
 
+/// `packages(entries)`, each marked as listed by `suite`.
+fn in_suite(suite: &str, entries: &[(&str, &str, &str)]) -> Vec<Package> {
+    let mut pkgs = packages(entries);
+    for p in &mut pkgs {
+        p.suite = suite.into();
+    }
+    pkgs
+}
+
+#[test]
+fn across_suites_the_highest_debian_version_wins_and_ties_go_to_the_base_suite() {
+    // Debian order, not string order: a security upload's `+deb13u1`
+    // sorts above the release, `~` below it, an epoch above everything;
+    // `10` is above `9`.
+    let base = in_suite(
+        "trixie",
+        &[
+            ("libc6", "2.41-12", ""),
+            ("openssl", "3.5.1-1", ""),
+            ("tzdata", "2025b-4", ""),
+            ("big", "9.0-1", ""),
+            ("epoch", "2.0-1", ""),
+            ("same", "1.0-1", ""),
+        ],
+    );
+    let updates = in_suite(
+        "trixie-updates",
+        &[
+            ("tzdata", "2025b-4+deb13u1", ""),
+            ("openssl", "3.5.1-1+deb13u1~pre1", ""),
+            ("same", "1.0-1", ""),
+        ],
+    );
+    let security = in_suite(
+        "trixie-security",
+        &[
+            ("libc6", "2.41-12+deb13u1", ""),
+            ("openssl", "3.5.1-1+deb13u1", ""),
+            ("big", "10.0-1", ""),
+            ("epoch", "1:1.0-1", ""),
+            ("same", "1.0-1", ""),
+        ],
+    );
+    let idx = Index::new([base, updates, security]);
+    let res = run(
+        &idx,
+        &["libc6", "openssl", "tzdata", "big", "epoch", "same"],
+        &[],
+    )
+    .unwrap();
+    let got: Vec<String> = res
+        .packages
+        .iter()
+        .map(|p| format!("{}={} {}", p.name, p.version, p.suite))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "big=10.0-1 trixie-security",
+            "epoch=1:1.0-1 trixie-security",
+            "libc6=2.41-12+deb13u1 trixie-security",
+            "openssl=3.5.1-1+deb13u1 trixie-security",
+            "same=1.0-1 trixie",
+            "tzdata=2025b-4+deb13u1 trixie-updates",
+        ]
+    );
+    // one entry per version: the tie kept the base suite's only
+    assert_eq!(idx.versions("same").len(), 1);
+    assert_eq!(idx.versions("openssl").len(), 3);
+}
+
 #[test]
 fn a_name_keeps_one_version() {
     // r selects lib 2.0 first; s needs lib (<< 2): conflict is an error.

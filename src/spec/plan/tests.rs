@@ -146,6 +146,62 @@ fn bad_values_are_named() {
 }
 
 #[test]
+fn debian_pockets_default_to_updates_and_security_and_are_checked() {
+    let f = Fixture::new();
+    f.layer("b", "schema = 1\n");
+    let head = "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"b\"]\n";
+    let suites = |image: &str| {
+        let p = load_plan(&f.image(image)).unwrap();
+        p.debian
+            .suites()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        suites(head),
+        ["trixie", "trixie-updates", "trixie-security"]
+    );
+    // listed order does not matter; `[]` is the base suite alone
+    let image =
+        format!("{head}[debian]\nsuite = \"forky\"\npockets = [\"security\", \"updates\"]\n");
+    assert_eq!(suites(&image), ["forky", "forky-updates", "forky-security"]);
+    assert_eq!(
+        suites(&format!("{head}[debian]\npockets = []\n")),
+        ["trixie"]
+    );
+    assert_eq!(
+        suites(&format!("{head}[debian]\npockets = [\"security\"]\n")),
+        ["trixie", "trixie-security"]
+    );
+
+    for (debian, needles) in [
+        (
+            "pockets = [\"backports\"]",
+            &["images/test.toml", "pockets", "unknown pocket `backports`"][..],
+        ),
+        (
+            "pockets = [\"updates\", \"updates\"]",
+            &[
+                "images/test.toml",
+                "`debian.pockets`",
+                "`updates` is listed twice",
+            ],
+        ),
+        (
+            "suite = \"trixie-security\"",
+            &["`debian.suite`", "is a pocket"],
+        ),
+        ("suite = \"../x\"", &["`debian.suite`", "not a suite name"]),
+    ] {
+        let e = err(&f, &format!("{head}[debian]\n{debian}\n"));
+        for n in needles {
+            assert!(e.contains(n), "{debian}: {n:?} not in {e}");
+        }
+    }
+}
+
+#[test]
 fn oci_images_pack_build_products_and_recipe_programs() {
     let f = Fixture::new();
     let recipe = f.dir.path().join("recipes/dns");
