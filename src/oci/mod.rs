@@ -9,6 +9,8 @@
 //! so its digest is its diff_id and no compressor's version can change it;
 //! the archive is small and the root image compresses it anyway.
 
+pub mod archive;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -61,6 +63,8 @@ pub enum OciError {
     },
     #[error("image {name}: user {user:?} must be numeric uid:gid")]
     User { name: String, user: String },
+    #[error("image {name}: its OCI archive: {problem}")]
+    Archive { name: String, problem: String },
     #[error("image {name}: writing the archive")]
     Write {
         name: String,

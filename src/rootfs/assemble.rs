@@ -27,6 +27,20 @@ pub enum AssembleError {
         got: String,
         pinned: String,
     },
+    #[error("[[oci_images]] {name}: reading its archive {path}")]
+    ReadArchive {
+        name: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[[oci_images]] {name}: archive {path} has sha256 {got}, but its layer pins sha256 = \"{pinned}\" (a different file: check it, then pin the new hash)")]
+    ArchiveHash {
+        name: String,
+        path: std::path::PathBuf,
+        got: String,
+        pinned: String,
+    },
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
 }
@@ -264,7 +278,8 @@ fn os_release(plan: &Plan) -> String {
     )
 }
 
-/// Packs each `[[oci_images]]` entry into an OCI archive under
+/// Packs each `[[oci_images]]` entry into an OCI archive (or rewraps the
+/// one a user brought, checked against its pin) under
 /// `usr/lib/nodeimg/images/` and lists them, with the manifest digest
 /// containerd must report, in `usr/lib/nodeimg/images.json`.
 fn place_oci_images(
@@ -275,27 +290,34 @@ fn place_oci_images(
     use contract::images::{archive_name, PreloadedImage, IMAGES_DIR, IMAGES_FILE};
     let mut list = Vec::new();
     for img in plan.oci_images.values() {
-        let data = artifacts
-            .get(&img.binary)
-            .ok_or_else(|| AssembleError::MissingArtifact {
-                layer: "oci_images".into(),
-                artifact: img.binary.clone(),
-                path: format!("{IMAGES_DIR}/{}", archive_name(&img.name)),
-            })?;
-        let built = crate::oci::build_image(&crate::oci::ImageSpec {
-            name: img.name.clone(),
-            // a recipe's program (`coredns/coredns`) by its own name
-            files: vec![crate::oci::ImageFile {
-                path: img.binary.rsplit('/').next().unwrap_or_default().into(),
-                mode: 0o755,
-                data: data.clone(),
-            }],
-            entrypoint: img.entrypoint.clone(),
-            user: img.user.clone(),
-            // Fixed file times: the image's digest must not move with the
-            // build date (containerd names the sandbox by it).
-            mtime: 0,
-        })?;
+        let built = match (&img.binary, &img.archive) {
+            (_, Some(path)) => brought(img, path)?,
+            (Some(binary), None) => {
+                let data = artifacts
+                    .get(binary)
+                    .ok_or_else(|| AssembleError::MissingArtifact {
+                        layer: "oci_images".into(),
+                        artifact: binary.clone(),
+                        path: format!("{IMAGES_DIR}/{}", archive_name(&img.name)),
+                    })?;
+                crate::oci::build_image(&crate::oci::ImageSpec {
+                    name: img.name.clone(),
+                    // a recipe's program (`coredns/coredns`) by its own name
+                    files: vec![crate::oci::ImageFile {
+                        path: binary.rsplit('/').next().unwrap_or_default().into(),
+                        mode: 0o755,
+                        data: data.clone(),
+                    }],
+                    entrypoint: img.entrypoint.clone(),
+                    user: img.user.clone().unwrap_or_default(),
+                    // Fixed file times: the image's digest must not move with the
+                    // build date (containerd names the sandbox by it).
+                    mtime: 0,
+                })?
+            }
+            // the plan holds one of the two (spec::plan checks it)
+            (None, None) => continue,
+        };
         if let Some(pinned) = img.digest.as_ref().filter(|d| **d != built.manifest_digest) {
             return Err(AssembleError::ImageDigest {
                 name: img.name.clone(),
@@ -319,6 +341,43 @@ fn place_oci_images(
         Entry::file(json.into_bytes(), 0o644),
     );
     Ok(())
+}
+
+/// A user's OCI archive: read, checked against the layer's sha256 pin,
+/// and rewrapped under the image's name (blobs kept, so its manifest
+/// digest is the archive's own).
+fn brought(
+    img: &crate::spec::OciImageSpec,
+    path: &std::path::Path,
+) -> Result<crate::oci::BuiltImage, AssembleError> {
+    let read_err = |source| AssembleError::ReadArchive {
+        name: img.name.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > crate::oci::archive::MAX_ARCHIVE {
+        return Err(read_err(std::io::Error::other(format!(
+            "{len} bytes, over the {} this build reads",
+            crate::oci::archive::MAX_ARCHIVE
+        ))));
+    }
+    let data = std::fs::read(path).map_err(read_err)?;
+    let got = crate::util::hash::sha256_hex(&data);
+    let pinned = img.sha256.clone().unwrap_or_default();
+    if got != pinned {
+        return Err(AssembleError::ArchiveHash {
+            name: img.name.clone(),
+            path: path.to_path_buf(),
+            got,
+            pinned,
+        });
+    }
+    let r = crate::oci::archive::rewrap(&img.name, &data, 0)?;
+    Ok(crate::oci::BuiltImage {
+        archive: r.archive,
+        manifest_digest: r.manifest_digest,
+    })
 }
 
 /// Where nodeagent reads the services (`contract::paths`-style, tree path).

@@ -48,18 +48,32 @@ pub struct LayerSpec {
     pub services: BTreeMap<String, contract::services::ServiceSpec>,
 }
 
-/// `[[oci_images]]`: a one-layer image made from a program the build
-/// produces (the sandbox `pause`), for air-gapped nodes.
+/// `[[oci_images]]`: an image nodeagent imports into containerd, for
+/// air-gapped nodes. Either a one-layer image the build packs from a
+/// program it produces (`binary`, `entrypoint`, `user`: the sandbox
+/// `pause`), or an OCI image archive the user brings (`archive`, pinned by
+/// `sha256`: an add-on the build cannot make, such as Falco's image).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OciImageSpec {
     /// What containerd lists it as, e.g. `nodeimg.local/pause:0.1.0`.
     pub name: String,
     /// The build artifact that becomes `/<binary>` in the image.
-    pub binary: String,
+    #[serde(default)]
+    pub binary: Option<String>,
+    #[serde(default)]
     pub entrypoint: Vec<String>,
     /// Numeric `uid:gid`.
-    pub user: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// An OCI image archive (`oci-archive`, a tar of an OCI image layout),
+    /// relative to the layer's directory; the plan holds it absolute.
+    #[serde(default)]
+    pub archive: Option<std::path::PathBuf>,
+    /// Lowercase hex sha256 of the archive file: it is read only if it
+    /// matches.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// `sha256:<hex>`: the manifest digest the packed image must have.
     /// A recipe's program is pinned by the lock, so its image is too, and
     /// what the cluster's manifests name by digest (`contract::stack`)

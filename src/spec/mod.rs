@@ -16,7 +16,9 @@ mod tools;
 
 pub use error::SpecError;
 pub use image::{DebianSource, DiskSpec, ImageSpec, Pocket, SCHEMA_VERSION};
-pub use layer::{FileSpec, GroupSpec, KernelSpec, LayerSpec, Setting, UefiSpec, UserSpec};
+pub use layer::{
+    FileSpec, GroupSpec, KernelSpec, LayerSpec, OciImageSpec, Setting, UefiSpec, UserSpec,
+};
 pub use output_kind::{Format, OutputKind, UnknownFormat, UnknownOutput};
 pub use plan::{
     check_outputs, load_plan, project_dir, FileContent, FilePlan, Plan, ARTIFACTS, GENERATORS,

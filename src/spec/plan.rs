@@ -65,7 +65,7 @@ impl Plan {
             FileContent::Artifact(a) => Some(a.as_str()),
             _ => None,
         });
-        let images = self.oci_images.values().map(|i| i.binary.as_str());
+        let images = self.oci_images.values().filter_map(|i| i.binary.as_deref());
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (recipe, program) in files.chain(images).filter_map(recipe_artifact) {
             out.entry(recipe.into()).or_default().insert(program.into());
@@ -425,7 +425,7 @@ fn merge_layer(
         plan.groups.retain(|x| x.name != g.name);
         plan.groups.push(g.clone());
     }
-    for (i, img) in layer.oci_images.into_iter().enumerate() {
+    for (i, mut img) in layer.oci_images.into_iter().enumerate() {
         let field = format!("oci_images[{i}]");
         let name_ok = !img.name.is_empty()
             && img.name.contains(':')
@@ -440,12 +440,53 @@ fn merge_layer(
                 "must be an image reference with a tag, e.g. nodeimg.local/pause:0.1.0",
             ));
         }
-        check_artifact(
-            &plan.image_path,
-            file,
-            &format!("{field}.binary"),
-            &img.binary,
-        )?;
+        match (&img.binary, &img.archive) {
+            (Some(binary), None) => {
+                check_artifact(&plan.image_path, file, &format!("{field}.binary"), binary)?;
+                if img.user.is_none() || img.entrypoint.is_empty() {
+                    return Err(SpecError::invalid(
+                        file,
+                        field,
+                        "an image packed from `binary` needs `entrypoint` and `user`",
+                    ));
+                }
+                if img.sha256.is_some() {
+                    return Err(SpecError::invalid(
+                        file,
+                        format!("{field}.sha256"),
+                        "pins an `archive`; a packed image is pinned by `digest`",
+                    ));
+                }
+            }
+            (None, Some(archive)) => {
+                let hex_ok = img.sha256.as_ref().is_some_and(|h| {
+                    h.len() == 64 && h.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+                });
+                if !hex_ok {
+                    return Err(SpecError::invalid(
+                        file,
+                        format!("{field}.sha256"),
+                        "an `archive` must be pinned: sha256 = 64 lowercase hex digits of the file",
+                    ));
+                }
+                if img.user.is_some() || !img.entrypoint.is_empty() {
+                    return Err(SpecError::invalid(
+                        file,
+                        field,
+                        "`entrypoint` and `user` belong to an image packed from `binary`; an archive carries its own",
+                    ));
+                }
+                let dir = file.parent().unwrap_or(Path::new("."));
+                img.archive = Some(dir.join(archive));
+            }
+            _ => {
+                return Err(SpecError::invalid(
+                    file,
+                    field,
+                    "give either `binary` (an image the build packs) or `archive` (an OCI archive you bring)",
+                ))
+            }
+        }
         if let Some(d) = &img.digest {
             let hex = d.strip_prefix("sha256:").unwrap_or_default();
             if hex.len() != 64 || !hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {

@@ -137,3 +137,69 @@ fn a_pinned_image_digest_is_checked() {
     let list = String::from_utf8_lossy(list);
     assert!(list.contains(&packed), "{list}");
 }
+
+/// A user's OCI archive: a file that differs from its pin fails the build
+/// naming both hashes; the pinned one is listed with the manifest digest
+/// it carries, under the layer's name.
+#[test]
+fn a_brought_archive_is_checked_against_its_pin_and_listed_by_its_own_digest() {
+    let theirs = crate::oci::build_image(&crate::oci::ImageSpec {
+        name: "registry.example/falco:0.39".into(),
+        files: vec![crate::oci::ImageFile {
+            path: "falco".into(),
+            mode: 0o755,
+            data: b"\x7fELF falco".to_vec(),
+        }],
+        entrypoint: vec!["/falco".into()],
+        user: "0:0".into(),
+        mtime: 1_700_000_000,
+    })
+    .unwrap();
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("images")).unwrap();
+    fs::create_dir_all(d.path().join("layers/l")).unwrap();
+    fs::write(d.path().join("layers/l/falco.tar"), &theirs.archive).unwrap();
+    let img = d.path().join("images/t.toml");
+    fs::write(
+        &img,
+        "schema = 1\nname = \"t\"\nversion = \"1\"\nlayers = [\"l\"]\n",
+    )
+    .unwrap();
+    let layer = |sha: &str| {
+        fs::write(
+            d.path().join("layers/l/layer.toml"),
+            format!(
+                "schema = 1\n[[oci_images]]\nname = \"nodeimg.local/falco:0.39\"\n\
+                 archive = \"falco.tar\"\nsha256 = \"{sha}\"\n"
+            ),
+        )
+        .unwrap();
+        load_plan(&img).unwrap()
+    };
+    let wrong = "0".repeat(64);
+    let e = assemble(
+        &mut Tree::new(),
+        &layer(&wrong),
+        &Artifacts::new(),
+        &BTreeMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    let real = crate::util::hash::sha256_hex(&theirs.archive);
+    assert!(
+        e.contains("nodeimg.local/falco:0.39") && e.contains(&wrong) && e.contains(&real),
+        "{e}"
+    );
+    let mut t = Tree::new();
+    assemble(&mut t, &layer(&real), &Artifacts::new(), &BTreeMap::new()).unwrap();
+    let Kind::File(list) = &t.get("usr/lib/nodeimg/images.json").unwrap().kind else {
+        panic!("images.json is not a file")
+    };
+    let list: Vec<contract::images::PreloadedImage> = serde_json::from_slice(list).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].name, "nodeimg.local/falco:0.39");
+    assert_eq!(list[0].digest, theirs.manifest_digest);
+    assert!(t
+        .get(&format!("usr/lib/nodeimg/images/{}", list[0].file))
+        .is_some());
+}

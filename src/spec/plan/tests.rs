@@ -252,6 +252,54 @@ fn oci_images_pack_build_products_and_recipe_programs() {
     );
 }
 
+/// An OCI archive a user brings: pinned by its sha256, held by the plan
+/// at its path beside the layer, and never mixed with a packed image's
+/// keys.
+#[test]
+fn a_brought_archive_is_pinned_and_found_beside_its_layer() {
+    let f = Fixture::new();
+    let hex = "ab".repeat(32);
+    let archive = |extra: &str| {
+        format!(
+            "schema = 1\n[[oci_images]]\nname = \"nodeimg.local/falco:0.39\"\n\
+             archive = \"falco.tar\"\n{extra}"
+        )
+    };
+    f.layer("b", "schema = 1\n");
+    f.layer("a", &archive(&format!("sha256 = \"{hex}\"\n")));
+    let plan = load_plan(&f.image(IMAGE)).unwrap();
+    let img = &plan.oci_images["nodeimg.local/falco:0.39"];
+    assert!(
+        img.archive
+            .as_ref()
+            .is_some_and(|p| p.ends_with("layers/a/falco.tar")),
+        "{img:?}"
+    );
+    assert!(plan.recipe_programs().is_empty());
+    for (extra, key, says) in [
+        ("", "oci_images[0].sha256", "must be pinned"),
+        (
+            "sha256 = \"ABC\"\n",
+            "oci_images[0].sha256",
+            "must be pinned",
+        ),
+        (
+            &format!("sha256 = \"{hex}\"\nuser = \"0:0\"\n"),
+            "oci_images[0]",
+            "belong to an image packed",
+        ),
+        (
+            &format!("sha256 = \"{hex}\"\nbinary = \"pause\"\n"),
+            "oci_images[0]",
+            "either `binary`",
+        ),
+    ] {
+        f.layer("a", &archive(extra));
+        let e = err(&f, IMAGE);
+        assert!(e.contains(key) && e.contains(says), "{extra}: {e}");
+    }
+}
+
 /// Both Kubernetes images preload the images the security stack's
 /// objects name (contract::stack), from a recipe the repo holds.
 #[test]
@@ -275,7 +323,10 @@ fn the_kubernetes_images_preload_what_the_stack_runs() {
         );
         assert_eq!(dns.digest.as_deref(), Some(contract::stack::DNS_DIGEST));
         assert!(plan.recipe_programs().contains_key("coredns"));
-        assert!(img.binary.starts_with("kube-network-policies/"));
+        assert!(img
+            .binary
+            .as_deref()
+            .is_some_and(|b| b.starts_with("kube-network-policies/")));
         for m in ["nft_queue", "nfnetlink_queue"] {
             assert!(plan.deferred_modules.contains(m), "{image}: {m}");
         }
@@ -295,5 +346,5 @@ fn the_sandbox_image_is_one_name_everywhere() {
     );
     let plan = load_plan(&repo.join("images/worker.toml")).unwrap();
     let img = &plan.oci_images[contract::images::SANDBOX_IMAGE];
-    assert_eq!(img.binary, "pause");
+    assert_eq!(img.binary.as_deref(), Some("pause"));
 }
