@@ -5,6 +5,8 @@
 //! --out FILE [--force]`: one node's machine config, rendered from DIR.
 //! `nodeimg cluster check DIR`: reads every file of DIR as `config` does.
 //! `nodeimg cluster manifests DIR`: DIR/manifests/ from cluster.toml's [stack].
+//! `nodeimg cluster encryption-key DIR add|use NAME|retire`: one step of
+//! an encryption-at-rest key rotation, in DIR/secrets.toml.
 //! Paths written go to stdout.
 
 use std::net::IpAddr;
@@ -36,6 +38,28 @@ enum ClusterCommand {
     /// Write an admin kubeconfig (a short-lived client certificate from the
     /// cluster's Kubernetes CA).
     Kubeconfig(KubeconfigArgs),
+    /// Rotate the encryption-at-rest key, one step at a time: `add`, apply
+    /// the configs, `use NAME`, apply, rewrite every Secret, `retire`,
+    /// apply (docs/security-stack.md).
+    EncryptionKey(EncryptionKeyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EncryptionKeyArgs {
+    /// The directory `cluster init` made.
+    dir: PathBuf,
+    #[command(subcommand)]
+    step: KeyStepArg,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KeyStepArg {
+    /// A new key that decrypts but does not encrypt yet.
+    Add,
+    /// NAME (a read-only key) encrypts from now on; the current key reads only.
+    Use { name: String },
+    /// Drop every read-only key (once every Secret was rewritten).
+    Retire,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,6 +192,16 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<i32> {
             }
         }
         ClusterCommand::Bootstrap(a) => return super::bootstrap::run(a),
+        ClusterCommand::EncryptionKey(a) => {
+            let step = match a.step {
+                KeyStepArg::Add => cluster::KeyStep::Add,
+                KeyStepArg::Use { name } => cluster::KeyStep::Use(name),
+                KeyStepArg::Retire => cluster::KeyStep::Retire,
+            };
+            let said = cluster::rotate_encryption_key(&a.dir, &step)
+                .with_context(|| format!("rotating the encryption key of {}", a.dir.display()))?;
+            println!("{said}");
+        }
         ClusterCommand::Kubeconfig(a) => {
             if a.hours == 0 || a.hours > 8760 {
                 anyhow::bail!("--hours: {} is not 1 to 8760", a.hours);

@@ -35,7 +35,7 @@ pub use issue::{CaKind, API_CA, ETCD_CA, FRONT_PROXY_CA, KUBERNETES_CA};
 pub use load::ClusterDir;
 pub use nodeconfig::{AdminConfig, NODECONFIG_SCHEMA};
 pub use render::NodeSpec;
-pub use secrets::{SecretsFile, SECRETS_SCHEMA};
+pub use secrets::{rotate_encryption_key, KeyStep, SecretsFile, SECRETS_SCHEMA};
 
 /// `DIR/cluster.toml`: the cluster config (public; the user edits it).
 pub const CLUSTER_TOML: &str = "cluster.toml";

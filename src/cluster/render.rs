@@ -94,6 +94,8 @@ pub fn render(
         cluster.front_proxy_ca = with_key(&c.front_proxy_ca);
         cluster.control_plane = Some(ClusterControlPlane {
             encryption_key: Some(c.secrets.encryption_key.clone()),
+            encryption_key_name: c.secrets.encryption_key_name.clone(),
+            encryption_read_keys: c.secrets.encryption_read_keys.clone(),
             service_account: Some(c.service_account.clone()),
             etcd_backup: Some(cfg.etcd.backup),
             etcd_timing: Some(cfg.etcd.timing),

@@ -458,3 +458,55 @@ fn write_file_refuses_an_existing_file_without_force() {
     // no temporary file left behind
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// A rotation in its three steps: each writes secrets.toml (0600) and the
+/// control-plane configs carry the keys in order, the encrypting one
+/// first; a worker's carries none; a step out of order is refused.
+#[test]
+fn an_encryption_key_rotation_goes_add_use_retire() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &request(), false, now()).unwrap();
+    let keys = |role: Role| {
+        let addresses: &[&str] = if role == Role::Worker {
+            &["10.0.0.21"]
+        } else {
+            &[]
+        };
+        let who = if role == Role::Worker { "w-1" } else { "cp-1" };
+        let text = machine_config(dir.path(), &spec(who, role, addresses), now()).unwrap();
+        let cfg = MachineConfig::from_toml(&text, "n.toml").unwrap();
+        let cp = cfg.cluster.control_plane.unwrap();
+        cp.encryption_keys()
+            .into_iter()
+            .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let first = keys(Role::ControlPlane);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, "key1");
+    let step = |s: KeyStep| rotate_encryption_key(dir.path(), &s);
+    let e = step(KeyStep::Use("key2".into())).unwrap_err().to_string();
+    assert!(
+        e.contains("secrets.toml") && e.contains("`add` one first"),
+        "{e}"
+    );
+    let e = step(KeyStep::Retire).unwrap_err().to_string();
+    assert!(e.contains("no read-only key"), "{e}");
+
+    assert!(step(KeyStep::Add).unwrap().contains("added key2"));
+    assert_eq!(mode(&dir.path().join(SECRETS)), 0o600);
+    let added = keys(Role::ControlPlane);
+    assert_eq!(
+        added.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["key1", "key2"]
+    );
+    assert_eq!(added[0], first[0], "the encrypting key is still key1");
+    step(KeyStep::Use("key2".into())).unwrap();
+    let used = keys(Role::ControlPlane);
+    assert_eq!(used, [added[1].clone(), added[0].clone()]);
+    assert!(step(KeyStep::Retire).unwrap().contains("retired key1"));
+    assert_eq!(keys(Role::ControlPlane), [added[1].clone()]);
+    assert!(keys(Role::Worker).is_empty());
+    // the next rotation names key3
+    assert!(step(KeyStep::Add).unwrap().contains("added key3"));
+}

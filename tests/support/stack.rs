@@ -42,12 +42,15 @@ pub fn check_stack(lab: &KubeLab, k: &Kube, dir: &Path, oidc: &OidcLab) {
         scope.spawn(|| timed("network policies", || network_policies(k, dir, &cp, worker)));
         // waits out a token's lifetime, so beside the rest
         scope.spawn(|| timed("oidc", || oidc_users(k, dir, oidc)));
+        let secret = timed("encryption", || encryption_at_rest(lab, k, &cp));
+        // once a Secret was seen under key1; waits for three reloads of
+        // the API server's encryption config
+        scope.spawn(|| timed("key rotation", || key_rotation(lab, k, dir, &cp)));
         timed("pod security", || {
             pod_security(k, dir, cp["name"].as_str().unwrap())
         });
         timed("admission policies", || admission_policies(k, dir, &cp));
         timed("rbac", || rbac(k));
-        let secret = timed("encryption", || encryption_at_rest(lab, k, &cp));
         timed("audit", || audit(lab, k, dir, &cp, &secret));
         timed("token", || token_lifetime(k));
         timed("event rate", || event_rate_limit(k, dir));
@@ -70,13 +73,10 @@ fn prune(lab: &KubeLab, k: &Kube, dir: &Path, cp: &Value) {
         "--resource=pods",
     ]);
     let name = cp["name"].as_str().unwrap();
-    let booted =
-        std::fs::read_to_string(lab.run.join("nodes").join(name).join("config.toml")).unwrap();
+    let running = running_config(lab, dir, name);
     let was = format!("auditor_group = \"{AUDITORS}\"");
-    assert!(booted.contains(&was), "{booted}");
-    let fewer = dir.join(format!("{name}-no-auditor.toml"));
-    std::fs::write(&fewer, booted.replace(&was, "auditor_group = \"\"")).unwrap();
-    let said = node(&lab.cluster, cp, &["apply-config", s(&fewer)]);
+    assert!(running.contains(&was), "{running}");
+    let said = apply_config(lab, dir, cp, &running.replace(&was, "auditor_group = \"\""));
     assert!(
         said.contains("applied    cluster.control_plane.stack"),
         "{said}"
@@ -875,21 +875,7 @@ fn encryption_at_rest(lab: &KubeLab, k: &Kube, cp: &Value) -> String {
         NS,
         &format!("--from-literal=password={canary}"),
     ]);
-    let tls = lab.run.join("etcdctl-tls");
-    super::etcd::client_cert(&lab.cluster, &tls);
-    let endpoint = format!("127.0.0.1:{}", cp["etcd_port"].as_u64().unwrap());
-    let out = super::etcd::etcdctl(
-        &tls,
-        &endpoint,
-        30,
-        &[
-            "get",
-            &format!("/registry/secrets/{NS}/{name}"),
-            "--print-value-only",
-        ],
-    );
-    assert!(out.status.success(), "etcdctl get: {}", text(&out));
-    let raw = &out.stdout;
+    let raw = &stored(lab, cp, "etcdctl-tls", name);
     let prefix = b"k8s:enc:secretbox:v1:key1:";
     assert!(
         raw.starts_with(prefix),
@@ -905,6 +891,177 @@ fn encryption_at_rest(lab: &KubeLab, k: &Kube, cp: &Value) -> String {
         raw.len()
     );
     name.to_string()
+}
+
+/// Secret `NS/name` as etcd holds it, read with the locked etcdctl (its
+/// client certificate in `lab.run/tls`: one directory per thread).
+fn stored(lab: &KubeLab, cp: &Value, tls: &str, name: &str) -> Vec<u8> {
+    let tls = lab.run.join(tls);
+    if !tls.exists() {
+        super::etcd::client_cert(&lab.cluster, &tls);
+    }
+    let endpoint = format!("127.0.0.1:{}", cp["etcd_port"].as_u64().unwrap());
+    let out = super::etcd::etcdctl(
+        &tls,
+        &endpoint,
+        30,
+        &[
+            "get",
+            &format!("/registry/secrets/{NS}/{name}"),
+            "--print-value-only",
+        ],
+    );
+    assert!(out.status.success(), "etcdctl get: {}", text(&out));
+    out.stdout
+}
+
+/// The machine config the control-plane node runs: the one `lab up`
+/// rendered, or the last one a check applied.
+fn running_config(lab: &KubeLab, dir: &Path, name: &str) -> String {
+    let applied = dir.join(format!("{name}-applied.toml"));
+    let path = if applied.exists() {
+        applied
+    } else {
+        lab.run.join("nodes").join(name).join("config.toml")
+    };
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// Applies `text` to the control-plane node through its node API and
+/// keeps it as the running config; what `apply-config` said.
+fn apply_config(lab: &KubeLab, dir: &Path, cp: &Value, text: &str) -> String {
+    let name = cp["name"].as_str().unwrap();
+    let applied = dir.join(format!("{name}-applied.toml"));
+    std::fs::write(&applied, text).unwrap();
+    node(&lab.cluster, cp, &["apply-config", s(&applied)])
+}
+
+/// Encryption-key rotation, the documented way: `cluster encryption-key
+/// add`, the control-plane config applied (live: the API server reloads
+/// its encryption config), `use key2` and applied (new Secrets are stored
+/// under key2), every Secret rewritten (`kubectl get secrets -A -o json |
+/// kubectl replace -f -`: the one stored under key1 is now under key2),
+/// `retire` and applied (the API server reloads again and still reads
+/// it). Each reload is seen in the API server's own metric.
+fn key_rotation(lab: &KubeLab, k: &Kube, dir: &Path, cp: &Value) {
+    let name = cp["name"].as_str().unwrap();
+    let canary = "canary-rotation-7c2e";
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "rotated",
+        "-n",
+        NS,
+        &format!("--from-literal=v={canary}"),
+    ]);
+    let prefix = |secret: &str| {
+        let raw = stored(lab, cp, "etcdctl-tls-rotation", secret);
+        assert!(
+            !raw.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{secret} in plain text"
+        );
+        String::from_utf8_lossy(raw.get(..26).unwrap_or(&raw)).into_owned()
+    };
+    assert_eq!(prefix("rotated"), "k8s:enc:secretbox:v1:key1:");
+    let reloads = |k: &Kube| -> u64 {
+        let metrics = k.ok(&["get", "--raw", "/metrics"]);
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("apiserver_encryption_config_controller_automatic_reloads_total")
+                    && l.contains("status=\"success\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    let before = reloads(k);
+    let step = |args: &[&str], said: &str, n: u64| {
+        let mut all = vec!["cluster", "encryption-key", s(&lab.cluster)];
+        all.extend(args);
+        let out = super::ok(&all);
+        assert!(out.contains(said), "{out}");
+        let rendered = dir.join(format!("{name}-rendered.toml"));
+        let address = cp["address"].as_str().unwrap();
+        super::ok(&[
+            "cluster",
+            "config",
+            s(&lab.cluster),
+            "--role",
+            "control-plane",
+            "--hostname",
+            name,
+            "--address",
+            address,
+            "--out",
+            s(&rendered),
+            "--force",
+        ]);
+        let fresh: toml::Table = std::fs::read_to_string(&rendered).unwrap().parse().unwrap();
+        let mut running: toml::Table = running_config(lab, dir, name).parse().unwrap();
+        let fresh_cp = fresh["cluster"]["control_plane"]
+            .as_table()
+            .unwrap()
+            .clone();
+        let cp_table = running["cluster"]["control_plane"].as_table_mut().unwrap();
+        for key in [
+            "encryption_key",
+            "encryption_key_name",
+            "encryption_read_keys",
+        ] {
+            cp_table.remove(key);
+            if let Some(v) = fresh_cp.get(key) {
+                cp_table.insert(key.into(), v.clone());
+            }
+        }
+        let said = apply_config(lab, dir, cp, &toml::to_string(&running).unwrap());
+        assert!(
+            said.contains("applied    cluster.control_plane.encryption_keys")
+                && !said.contains("on reboot"),
+            "{said}"
+        );
+        k.wait("the API server reloads its encryption config", 180, |k| {
+            let got = reloads(k);
+            (got >= before + n)
+                .then_some(())
+                .ok_or(format!("{got} reloads"))
+        });
+    };
+    step(&["add"], "added key2", 1);
+    step(&["use", "key2"], "key2 encrypts", 2);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "rotated-new",
+        "-n",
+        NS,
+        &format!("--from-literal=v={canary}"),
+    ]);
+    assert_eq!(prefix("rotated-new"), "k8s:enc:secretbox:v1:key2:");
+    assert_eq!(prefix("rotated"), "k8s:enc:secretbox:v1:key1:");
+    // every Secret rewritten, as docs/security-stack.md says
+    let all = dir.join("all-secrets.json");
+    std::fs::write(&all, k.ok(&["get", "secrets", "-A", "-o", "json"])).unwrap();
+    k.ok(&["replace", "-f", s(&all)]);
+    assert_eq!(prefix("rotated"), "k8s:enc:secretbox:v1:key2:");
+    step(&["retire"], "retired key1", 3);
+    let v = k.ok(&[
+        "get",
+        "secret",
+        "rotated",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.data.v}",
+    ]);
+    let v = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .unwrap();
+    assert_eq!(v, canary.as_bytes(), "read back with key2 alone");
+    eprintln!(
+        "k8s: encryption key rotated key1 -> key2 live: 3 reloads, every Secret rewritten under key2, key1 retired"
+    );
 }
 
 /// The control-plane node's audit log records the Secret's creation by

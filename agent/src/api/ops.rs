@@ -182,6 +182,7 @@ fn apply(state: &State, text: &str) -> Response {
                 let (servers, _) = crate::time::servers(Some(&new), net.as_ref());
                 crate::time::set_servers(servers).map(|_| ())
             }
+            contract::config::ENCRYPTION_KEYS => crate::kube::apply_encryption_keys(&new),
             contract::config::STACK_TABLE => match &state.kube {
                 Some(kube) => {
                     let stack = new

@@ -59,7 +59,8 @@ struct Setup {
     etcd_ca: Option<(String, String)>,
     front_proxy_ca: Option<(String, String)>,
     service_account: Option<(String, String)>,
-    encryption_key: Option<String>,
+    /// `(name, base64)`, the encrypting key first.
+    encryption_keys: Vec<(String, String)>,
     token: String,
     endpoint_host: String,
     addresses: Vec<IpAddr>,
@@ -652,9 +653,14 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
         service_account: cp
             .and_then(|cp| cp.service_account.as_ref())
             .map(|sa| (sa.public_key.clone(), sa.private_key.expose().to_string())),
-        encryption_key: cp
-            .and_then(|cp| cp.encryption_key.as_ref())
-            .map(|k| k.expose().to_string()),
+        encryption_keys: cp
+            .map(|cp| {
+                cp.encryption_keys()
+                    .into_iter()
+                    .map(|(n, k)| (n.to_string(), k.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
         token,
         endpoint_host,
         addresses: addresses.to_vec(),
@@ -669,6 +675,24 @@ fn setup(config: &MachineConfig, addresses: &[IpAddr], lifetime: u64) -> Result<
             .and_then(|cp| cp.stack.clone())
             .filter(|st| control_plane && st.apply),
     })
+}
+
+/// A key rotation applied through the node API: the API server's
+/// encryption config written again (temp file, rename), which it reloads
+/// within a minute. Only where the image runs the control plane.
+pub fn apply_encryption_keys(config: &MachineConfig) -> Result<(), String> {
+    if !Path::new(KUBELET_BIN).exists() || config.role != contract::config::Role::ControlPlane {
+        return Err("this node runs no Kubernetes control plane".into());
+    }
+    let keys = config
+        .cluster
+        .control_plane
+        .as_ref()
+        .map(|cp| cp.encryption_keys())
+        .unwrap_or_default();
+    let f = render::encryption_file(&keys)
+        .ok_or("the config names no encryption key: a control plane keeps the one it has")?;
+    pki::write(&f.path, &f.text, f.mode, owner_ids(f.owner)?).map_err(|e| crate::error::chain(&e))
 }
 
 /// (uid, gid) of a rendered file's owner.
@@ -736,7 +760,12 @@ fn prepare(s: &Setup) -> Result<(), String> {
             pki::write(&f.path, &f.text, f.mode, owner_ids(f.owner)?).map_err(chain)?;
         }
     }
-    for f in render::files(&s.facts, s.encryption_key.as_deref(), &s.token) {
+    let keys: Vec<(&str, &str)> = s
+        .encryption_keys
+        .iter()
+        .map(|(n, k)| (n.as_str(), k.as_str()))
+        .collect();
+    for f in render::files(&s.facts, &keys, &s.token) {
         pki::write(&f.path, &f.text, f.mode, owner_ids(f.owner)?).map_err(chain)?;
     }
     Ok(())

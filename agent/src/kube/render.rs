@@ -194,6 +194,9 @@ pub fn apiserver_args(facts: &NodeFacts) -> Vec<String> {
         ),
         format!("--audit-policy-file={}/audit-policy.json", spec::DIR),
         format!("--encryption-provider-config={}/encryption.json", spec::DIR),
+        // a key rotation applied through the node API takes effect without
+        // a restart (the file is read again within a minute)
+        "--encryption-provider-config-automatic-reload=true".into(),
         format!(
             "--requestheader-client-ca-file={}/front-proxy-ca.crt",
             spec::PKI_DIR
@@ -416,25 +419,47 @@ fn audit_policy() -> serde_json::Value {
     })
 }
 
-/// Secrets encrypted with secretbox first (CIS 1.2.27/28); identity after it
-/// so Secrets written before the key existed still read.
-fn encryption_config(key_b64: &str) -> serde_json::Value {
+/// Secrets encrypted with secretbox first (CIS 1.2.27/28), with the first
+/// of `keys` (`(name, base64)`); the others only decrypt (a rotation);
+/// identity after it so Secrets written before the key existed still read.
+fn encryption_config(keys: &[(&str, &str)]) -> serde_json::Value {
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(name, secret)| json!({ "name": name, "secret": secret }))
+        .collect();
     json!({
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "EncryptionConfiguration",
         "resources": [{
             "resources": ["secrets"],
             "providers": [
-                { "secretbox": { "keys": [{ "name": "key1", "secret": key_b64 }] } },
+                { "secretbox": { "keys": keys } },
                 { "identity": {} },
             ],
         }],
     })
 }
 
-/// Every non-key file of the node. `encryption_key`: the control plane's
-/// (base64), `bootstrap_token`: the kubelet's first credential.
-pub fn files(facts: &NodeFacts, encryption_key: Option<&str>, bootstrap_token: &str) -> Vec<File> {
+/// The API server's encryption config, for the control plane's keys (the
+/// encrypting one first); `None` without a key. kube-apiserver reloads
+/// it when it changes (`--encryption-provider-config-automatic-reload`).
+pub fn encryption_file(keys: &[(&str, &str)]) -> Option<File> {
+    (!keys.is_empty()).then(|| File {
+        path: format!("{}/encryption.json", spec::DIR),
+        mode: 0o600,
+        owner: Owner::Service(APISERVER),
+        text: json_text(&encryption_config(keys)),
+    })
+}
+
+/// Every non-key file of the node. `encryption_keys`: the control plane's
+/// (`(name, base64)`, the encrypting one first), `bootstrap_token`: the
+/// kubelet's first credential.
+pub fn files(
+    facts: &NodeFacts,
+    encryption_keys: &[(&str, &str)],
+    bootstrap_token: &str,
+) -> Vec<File> {
     let mut out = Vec::new();
     // kubelet and kube-proxy keep their node's API through the loss of
     // any one control-plane node, the node's own included
@@ -493,14 +518,7 @@ pub fn files(facts: &NodeFacts, encryption_key: Option<&str>, bootstrap_token: &
                 text: ca.clone(),
             });
         }
-        if let Some(key) = encryption_key {
-            out.push(File {
-                path: format!("{}/encryption.json", spec::DIR),
-                mode: 0o600,
-                owner: api,
-                text: json_text(&encryption_config(key)),
-            });
-        }
+        out.extend(encryption_file(encryption_keys));
     }
     out
 }

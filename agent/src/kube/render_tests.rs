@@ -107,6 +107,12 @@ fn control_plane_flags_are_the_benchmarks() {
             "encryption-provider-config",
             "/etc/kubernetes/encryption.json",
         ),
+        (
+            "-",
+            &api,
+            "encryption-provider-config-automatic-reload",
+            "true",
+        ),
         ("1.2.29", &api, "tls-cipher-suites", CIPHERS),
         (
             "-",
@@ -170,7 +176,7 @@ fn control_plane_flags_are_the_benchmarks() {
 
 #[test]
 fn kubelet_config_is_the_benchmarks() {
-    let files = files(&worker(), None, "abcdef.0123456789abcdef");
+    let files = files(&worker(), &[], "abcdef.0123456789abcdef");
     let k = doc(file(&files, "kubelet.json"));
     let rows: &[(&str, &str, serde_json::Value)] = &[
         ("4.2.1", "/authentication/anonymous/enabled", json!(false)),
@@ -210,7 +216,7 @@ fn kubelet_config_is_the_benchmarks() {
 
 #[test]
 fn files_are_private_and_owned_by_who_reads_them() {
-    let files = files(&cp(), Some("a2V5"), "abcdef.0123456789abcdef");
+    let files = files(&cp(), &[("key1", "a2V5")], "abcdef.0123456789abcdef");
     for f in &files {
         // CIS 1.1.x / 4.1.x: configs and kubeconfigs 600 or tighter
         assert_eq!(f.mode, 0o600, "{}", f.path);
@@ -235,7 +241,7 @@ fn files_are_private_and_owned_by_who_reads_them() {
         "secretbox first: {enc}"
     );
     // a worker gets no control-plane file, and no key of it
-    let w = super::files(&worker(), None, "abcdef.0123456789abcdef");
+    let w = super::files(&worker(), &[], "abcdef.0123456789abcdef");
     assert_eq!(
         paths(&w),
         [
@@ -261,7 +267,7 @@ fn files_are_private_and_owned_by_who_reads_them() {
 
 #[test]
 fn pod_security_enforces_baseline_and_audits_restricted() {
-    let files = files(&cp(), None, "abcdef.0123456789abcdef");
+    let files = files(&cp(), &[], "abcdef.0123456789abcdef");
     let a = doc(file(&files, "admission.json"));
     let ps = &a["plugins"][0]["configuration"];
     assert_eq!(a["plugins"][0]["name"], "PodSecurity");
@@ -275,11 +281,11 @@ fn pod_security_enforces_baseline_and_audits_restricted() {
 #[test]
 fn rendering_is_byte_identical_for_the_same_node() {
     let a = (
-        files(&cp(), Some("a2V5"), "abcdef.0123456789abcdef"),
+        files(&cp(), &[("key1", "a2V5")], "abcdef.0123456789abcdef"),
         services(&cp()),
     );
     let b = (
-        files(&cp(), Some("a2V5"), "abcdef.0123456789abcdef"),
+        files(&cp(), &[("key1", "a2V5")], "abcdef.0123456789abcdef"),
         services(&cp()),
     );
     assert_eq!(a, b);
@@ -344,7 +350,7 @@ fn oidc_flags_only_when_the_cluster_names_an_issuer() {
     ] {
         assert_eq!(flag(&args, name), Some(want), "{name}: {args:?}");
     }
-    let files = files(&facts, None, "abcdef.0123456789abcdef");
+    let files = files(&facts, &[], "abcdef.0123456789abcdef");
     let ca = file(&files, "oidc-ca.crt");
     assert_eq!(ca.text, oidc.ca.unwrap());
     assert_eq!((ca.mode, ca.owner), (0o600, Owner::Service(APISERVER)));
@@ -399,4 +405,25 @@ fn audit_rotation_and_token_lifetime_come_from_the_config() {
         flag(&args, "service-account-max-token-expiration"),
         Some("7200s")
     );
+}
+
+/// During a rotation the encrypting key is first and the others follow,
+/// by name, so data stored under any of them still reads.
+#[test]
+fn a_rotation_lists_the_encrypting_key_first_then_the_read_keys() {
+    let files = files(
+        &cp(),
+        &[("key2", "bmV3"), ("key1", "b2xk")],
+        "abcdef.0123456789abcdef",
+    );
+    let enc = doc(file(&files, "encryption.json"));
+    let keys = &enc["resources"][0]["providers"][0]["secretbox"]["keys"];
+    assert_eq!(keys[0]["name"], "key2", "{enc}");
+    assert_eq!(keys[0]["secret"], "bmV3", "{enc}");
+    assert_eq!(keys[1]["name"], "key1", "{enc}");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    assert!(enc["resources"][0]["providers"][1]
+        .get("identity")
+        .is_some());
+    assert!(super::encryption_file(&[]).is_none());
 }

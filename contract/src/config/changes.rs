@@ -3,9 +3,10 @@
 //! Pure: the agent applies, `nodeimg node apply-config` prints.
 //!
 //! Live: `[network]`, `[time]`, `[containerd]` (its registry files are
-//! read by containerd on every pull) and `[cluster.control_plane.stack]`
+//! read by containerd on every pull), `[cluster.control_plane.stack]`
 //! (the elected node applies the new set and prunes what no longer
-//! renders). Everything else (the node's name, role and the rest of its
+//! renders) and the control plane's encryption keys (the API server
+//! reloads its encryption config within a minute: a key rotation). Everything else (the node's name, role and the rest of its
 //! cluster, the API's own trust) is fixed for a boot: the running
 //! services and certificates were made for it.
 
@@ -15,6 +16,9 @@ use super::{Cluster, MachineConfig, Stack};
 
 /// The live table of the cluster's security stack, as `changes` names it.
 pub const STACK_TABLE: &str = "cluster.control_plane.stack";
+/// The live keys of encryption at rest (`encryption_key`, its name and
+/// `encryption_read_keys`), as `changes` names them.
+pub const ENCRYPTION_KEYS: &str = "cluster.control_plane.encryption_keys";
 
 /// The tables that differ, split by how they take effect.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,14 +48,15 @@ pub fn changes(old: &MachineConfig, new: &MachineConfig) -> Changes {
     };
     mark(old.hostname != new.hostname, "hostname", false);
     mark(old.role != new.role, "role", false);
-    mark(
-        without_stack(&old.cluster) != without_stack(&new.cluster),
-        "cluster",
-        false,
-    );
+    mark(fixed(&old.cluster) != fixed(&new.cluster), "cluster", false);
     mark(
         stack(&old.cluster) != stack(&new.cluster),
         STACK_TABLE,
+        true,
+    );
+    mark(
+        keys(&old.cluster) != keys(&new.cluster),
+        ENCRYPTION_KEYS,
         true,
     );
     mark(old.api != new.api, "api", false);
@@ -65,10 +70,21 @@ fn stack(c: &Cluster) -> Option<&Stack> {
     c.control_plane.as_ref()?.stack.as_ref()
 }
 
-fn without_stack(c: &Cluster) -> Cluster {
+fn keys(c: &Cluster) -> Vec<(&str, &str)> {
+    c.control_plane
+        .as_ref()
+        .map(|cp| cp.encryption_keys())
+        .unwrap_or_default()
+}
+
+/// `[cluster]` without what changes live.
+fn fixed(c: &Cluster) -> Cluster {
     let mut c = c.clone();
     if let Some(cp) = c.control_plane.as_mut() {
         cp.stack = None;
+        cp.encryption_key = None;
+        cp.encryption_key_name = None;
+        cp.encryption_read_keys.clear();
     }
     c
 }

@@ -581,6 +581,40 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
             out.push(Problem::new("cluster.control_plane.encryption_key", why));
         }
     }
+    if let Some(name) = &cp.encryption_key_name {
+        if let Err(why) = super::check_key_name(name) {
+            out.push(Problem::new(
+                "cluster.control_plane.encryption_key_name",
+                why,
+            ));
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    names.insert(
+        cp.encryption_key_name
+            .clone()
+            .unwrap_or_else(|| super::DEFAULT_KEY_NAME.into()),
+    );
+    for (i, k) in cp.encryption_read_keys.iter().enumerate() {
+        let at = format!("cluster.control_plane.encryption_read_keys[{i}]");
+        if role == Role::Worker {
+            out.push(Problem::new(
+                at.clone(),
+                "a worker never holds an encryption-at-rest key",
+            ));
+        }
+        if let Err(why) = super::check_key_name(&k.name) {
+            out.push(Problem::new(format!("{at}.name"), why));
+        } else if !names.insert(k.name.clone()) {
+            out.push(Problem::new(
+                format!("{at}.name"),
+                format!("{} names two keys", k.name),
+            ));
+        }
+        if let Err(why) = check_encryption_key(k.key.expose()) {
+            out.push(Problem::new(format!("{at}.key"), why));
+        }
+    }
     if let Some(sa) = &cp.service_account {
         if role == Role::Worker {
             out.push(Problem::new(

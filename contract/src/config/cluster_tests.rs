@@ -56,6 +56,8 @@ fn control_plane() -> MachineConfig {
             front_proxy_ca: pair(API_CA, Some(include_str!("../../testdata/ca.key"))),
             control_plane: Some(ClusterControlPlane {
                 encryption_key: Some(Secret::new(ENC)),
+                encryption_key_name: None,
+                encryption_read_keys: Vec::new(),
                 service_account: Some(ServiceAccountKeys {
                     public_key: SA_PUB.into(),
                     private_key: Secret::new(SA_KEY),
@@ -126,6 +128,64 @@ fn rendered_configs_of_both_roles_read_back_whole() {
         assert!(text.contains(table), "{table} in\n{text}");
     }
     assert!(text.contains("interval = \"1h\"") && text.contains("retain = 24"));
+}
+
+/// The second key of a rotation (any other 32 bytes).
+const ENC2: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+
+#[test]
+fn encryption_read_keys_are_named_once_checked_and_kept_from_workers() {
+    let mut c = control_plane();
+    let cp = c.cluster.control_plane.as_mut().unwrap();
+    cp.encryption_key_name = Some("key2".into());
+    cp.encryption_read_keys = vec![NamedKey {
+        name: "key1".into(),
+        key: Secret::new(ENC2),
+    }];
+    assert_eq!(cp.encryption_keys(), [("key2", ENC), ("key1", ENC2)]);
+    let text = c.to_toml().unwrap();
+    MachineConfig::from_toml(&text, "cp.toml").unwrap();
+    for (edit, key, says) in [
+        (
+            (|cp: &mut ClusterControlPlane| cp.encryption_read_keys[0].name = "key2".into())
+                as fn(&mut ClusterControlPlane),
+            "cluster.control_plane.encryption_read_keys[0].name",
+            "names two keys",
+        ),
+        (
+            |cp| cp.encryption_read_keys[0].name = "old".into(),
+            "cluster.control_plane.encryption_read_keys[0].name",
+            "not an encryption key name",
+        ),
+        (
+            |cp| cp.encryption_read_keys[0].key = Secret::new("c2hvcnQ="),
+            "cluster.control_plane.encryption_read_keys[0].key",
+            "32 bytes",
+        ),
+        (
+            |cp| cp.encryption_key_name = Some("key".into()),
+            "cluster.control_plane.encryption_key_name",
+            "not an encryption key name",
+        ),
+    ] {
+        let mut bad = c.clone();
+        edit(bad.cluster.control_plane.as_mut().unwrap());
+        let e = MachineConfig::from_toml(&bad.to_toml().unwrap(), "cp.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(key) && e.contains(says), "{e}");
+    }
+    let mut worker = c.clone();
+    worker.role = Role::Worker;
+    let e = MachineConfig::from_toml(&worker.to_toml().unwrap(), "w.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("encryption_read_keys[0]") && e.contains("never holds"),
+        "{e}"
+    );
+    let shown = c.redacted().to_toml().unwrap();
+    assert!(!shown.contains(ENC2) && !format!("{c:?}").contains(ENC2));
 }
 
 #[test]

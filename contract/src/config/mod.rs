@@ -31,7 +31,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use changes::{changes, Changes, STACK_TABLE};
+pub use changes::{changes, Changes, ENCRYPTION_KEYS, STACK_TABLE};
 pub use cluster::{
     check_bootstrap_token, check_encryption_key, check_endpoint, member_problems, CaPair,
     EtcdBackup, EtcdTiming, Interval, LeaderElection, Member, ServiceAccountKeys,
@@ -162,9 +162,17 @@ impl Cluster {
 #[serde(deny_unknown_fields)]
 pub struct ClusterControlPlane {
     /// Encryption-at-rest key for Secrets: base64 of 32 bytes (aescbc or
-    /// secretbox).
+    /// secretbox). It encrypts every Secret written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key: Option<Secret>,
+    /// The name `encryption_key` goes by in the stored data
+    /// (`k8s:enc:secretbox:v1:NAME:`); [`DEFAULT_KEY_NAME`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_key_name: Option<String>,
+    /// `[[cluster.control_plane.encryption_read_keys]]`: older (or not yet
+    /// used) keys that still decrypt, during a rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encryption_read_keys: Vec<NamedKey>,
     /// `[cluster.control_plane.service_account]`: the token signing pair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<ServiceAccountKeys>,
@@ -190,6 +198,55 @@ pub struct ClusterControlPlane {
     /// elected control-plane node applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<Stack>,
+}
+
+/// The name of a cluster's first encryption key (what every Secret of a
+/// cluster made before keys had names was stored under).
+pub const DEFAULT_KEY_NAME: &str = "key1";
+
+/// A named encryption-at-rest key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedKey {
+    /// `key` and a number (`key2`): how stored data names it.
+    pub name: String,
+    /// Base64 of 32 bytes.
+    pub key: Secret,
+}
+
+/// Whether `name` can name an encryption key (`key` then digits).
+pub fn check_key_name(name: &str) -> Result<(), String> {
+    match name.strip_prefix("key") {
+        Some(n) if !n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(format!(
+            "{name:?} is not an encryption key name (key1, key2, …)"
+        )),
+    }
+}
+
+impl ClusterControlPlane {
+    /// The keys the API server decrypts with, the encrypting one first:
+    /// `(name, base64 key)`.
+    pub fn encryption_keys(&self) -> Vec<(&str, &str)> {
+        let mut out: Vec<(&str, &str)> = self
+            .encryption_key
+            .iter()
+            .map(|k| {
+                (
+                    self.encryption_key_name
+                        .as_deref()
+                        .unwrap_or(DEFAULT_KEY_NAME),
+                    k.expose(),
+                )
+            })
+            .collect();
+        out.extend(
+            self.encryption_read_keys
+                .iter()
+                .map(|k| (k.name.as_str(), k.key.expose())),
+        );
+        out
+    }
 }
 
 /// `[network]`.
@@ -387,6 +444,7 @@ impl MachineConfig {
         secrets.extend(cl.bootstrap_token.as_mut());
         if let Some(cp) = &mut cl.control_plane {
             secrets.extend(cp.encryption_key.as_mut());
+            secrets.extend(cp.encryption_read_keys.iter_mut().map(|k| &mut k.key));
             secrets.extend(cp.service_account.as_mut().map(|sa| &mut sa.private_key));
         }
         secrets.into_iter().for_each(hide);

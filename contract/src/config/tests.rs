@@ -403,6 +403,16 @@ fn the_security_stack_changes_live_and_the_rest_of_the_cluster_at_a_reboot() {
     let c = changes(&old, &new);
     assert_eq!(c.live, [STACK_TABLE]);
     assert_eq!(c.reboot, ["cluster"]);
+    // a rotation's keys change live too, the rest of [cluster] does not
+    let mut rotated = old.clone();
+    let cp = rotated.cluster.control_plane.as_mut().unwrap();
+    cp.encryption_read_keys.push(NamedKey {
+        name: "key2".into(),
+        key: Secret::new("MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="),
+    });
+    let c = changes(&old, &rotated);
+    assert_eq!(c.live, [ENCRYPTION_KEYS]);
+    assert!(c.reboot.is_empty(), "{c:?}");
     // the stack added where there was none is a change of the stack alone
     let mut bare = old.clone();
     bare.cluster.control_plane = Some(ClusterControlPlane::default());
