@@ -69,6 +69,7 @@ fn manifest_hashes_match_the_files() {
     for key in ["name", "version", "arch"] {
         assert!(m[key].is_string(), "manifest lacks {key}");
     }
+    let lock = nodeimg::source::lock::Lock::read(&support::repo().join("nodeimg.lock")).unwrap();
     for a in m["artifacts"].as_array().unwrap() {
         let data = std::fs::read(b.out.join(a["path"].as_str().unwrap())).unwrap();
         let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &data));
@@ -90,10 +91,18 @@ fn manifest_hashes_match_the_files() {
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("{name} not in manifest"));
         assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
-        assert!(p["origin"]
-            .as_str()
-            .unwrap()
-            .starts_with("debian:trixie/pool/main/"));
+        // the suite it was locked from (trixie, -updates or -security) and
+        // the pool path in that suite's archive
+        let locked = lock
+            .packages
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("{name} not in nodeimg.lock"));
+        assert!(locked.suite.starts_with("trixie"), "{}", locked.suite);
+        assert_eq!(
+            p["origin"].as_str().unwrap(),
+            format!("debian:{}/{}", locked.suite, locked.filename)
+        );
     }
     for shell in ["bash", "dash", "busybox"] {
         assert!(

@@ -213,6 +213,10 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
     bootstrap(&status, &args.cluster)
 }
 
+/// How long `up` keeps trying to reach the first control-plane node's API
+/// for the bootstrap call.
+const BOOTSTRAP_REACH: Duration = Duration::from_secs(60);
+
 /// The one bootstrap call, on the lab's first control-plane node (as
 /// `talosctl cluster create` makes it); the others join by themselves.
 fn bootstrap(status: &LabStatus, cluster: &Path) -> anyhow::Result<i32> {
@@ -227,7 +231,22 @@ fn bootstrap(status: &LabStatus, cluster: &Path) -> anyhow::Result<i32> {
     let api = format!("127.0.0.1:{}", first.api_port);
     let address = first.address.to_string();
     eprintln!("lab: bootstrapping etcd on {} ({address})", first.name);
-    match super::bootstrap::call(&api, Some(&address), &admin, 300)? {
+    // The node API starts just after the node's report, and the lab's
+    // loopback forward drops a connection the node does not take yet: a
+    // call that got no answer is made again for a while. A node that
+    // answered (even to refuse) is never asked twice.
+    let deadline = Instant::now() + BOOTSTRAP_REACH;
+    let answer = loop {
+        match super::bootstrap::call(&api, Some(&address), &admin, 300) {
+            Ok(answer) => break answer,
+            Err(e) if Instant::now() < deadline => {
+                tracing::info!(error = %format!("{e:#}"), "node API not answering yet; again in 2 s");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    match answer {
         Ok(said) => {
             eprint!("{said}");
             Ok(0)
