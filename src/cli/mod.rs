@@ -57,7 +57,20 @@ impl SourceArgs {
             Archive::Main => self.mirror.as_deref(),
             Archive::Security => self.security_mirror.as_deref(),
         };
-        let url = find_mirror(archive, explicit, Path::new("/"))?;
+        let root = Path::new("/");
+        let url = match find_mirror(archive, explicit, root) {
+            // no security source on this host: the archive beside the main one
+            Err(not_found @ MirrorError::NotFound { .. }) if archive == Archive::Security => {
+                let main = find_mirror(Archive::Main, self.mirror.as_deref(), root)?;
+                let beside = nodeimg::source::mirror::security_beside(&main).ok_or(not_found)?;
+                tracing::info!(
+                    mirror = beside,
+                    "no security source in the host's apt sources; using the archive beside the main mirror"
+                );
+                beside
+            }
+            other => other?,
+        };
         tracing::debug!(%archive, mirror = url, "using Debian mirror");
         Ok(Fetcher::new(&url))
     }

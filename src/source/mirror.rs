@@ -116,6 +116,18 @@ pub fn find_mirror(
     })
 }
 
+/// The security archive beside a main-archive mirror whose path ends in
+/// `/debian` (`…/debian` → `…/debian-security`, the layout Debian's own
+/// mirror network uses): for a host whose apt sources name no security
+/// source (a container image's, say). Every InRelease read from it is
+/// verified like any other, so a wrong guess fails the lock, never the
+/// trust.
+pub fn security_beside(main: &str) -> Option<String> {
+    let main = main.trim_end_matches('/');
+    main.ends_with("/debian")
+        .then(|| format!("{main}-security"))
+}
+
 fn check(archive: Archive, url: String) -> Result<String, MirrorError> {
     if url.starts_with("http://") || url.starts_with("https://") {
         Ok(url.trim_end_matches('/').to_string())
@@ -206,6 +218,15 @@ mod tests {
 
     const MIRROR: &str = "http://mirror.example/debian";
     const SECURITY: &str = "http://sec.example/debian-security";
+
+    #[test]
+    fn the_security_archive_beside_a_debian_mirror() {
+        assert_eq!(
+            security_beside("http://mirror.example/debian/").as_deref(),
+            Some("http://mirror.example/debian-security")
+        );
+        assert_eq!(security_beside("http://mirror.example/pool"), None);
+    }
 
     #[test]
     fn deb822_skips_security_and_disabled() {
