@@ -17,7 +17,7 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use super::{append, json_bytes, OciError, INDEX_MEDIA};
+use super::{json_bytes, layout_tar, BuiltImage, OciError, INDEX_MEDIA};
 use crate::util::hash::sha256_hex;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -25,14 +25,6 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// The largest archive read (an add-on image of a few hundred MiB fits).
 pub const MAX_ARCHIVE: u64 = 2 << 30;
-
-/// A user's image, rewrapped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewrapped {
-    pub archive: Vec<u8>,
-    /// `sha256:<hex>` of the chosen image manifest.
-    pub manifest_digest: String,
-}
 
 fn bad(name: &str, problem: impl Into<String>) -> OciError {
     OciError::Archive {
@@ -156,7 +148,7 @@ fn choose(name: &str, files: &BTreeMap<String, Vec<u8>>, index: &Value) -> Resul
 
 /// Rewraps the OCI archive `data` as image `name` (`repo:tag`), its
 /// entries dated `mtime`.
-pub fn rewrap(name: &str, data: &[u8], mtime: u64) -> Result<Rewrapped, OciError> {
+pub fn rewrap(name: &str, data: &[u8], mtime: u64) -> Result<BuiltImage, OciError> {
     let files = entries(name, data)?;
     let Some(index) = files.get("index.json") else {
         let hint = if files.contains_key("manifest.json") {
@@ -196,28 +188,13 @@ pub fn rewrap(name: &str, data: &[u8], mtime: u64) -> Result<Rewrapped, OciError
         "mediaType": INDEX_MEDIA,
         "manifests": [top],
     }));
-    let write = |source| OciError::Write {
+    let blobs: Vec<&[u8]> = blobs.into_values().collect();
+    let archive = layout_tar(&index, &blobs, mtime).map_err(|source| OciError::Write {
         name: name.to_string(),
         source,
-    };
-    let mut out = tar::Builder::new(Vec::new());
-    for dir in ["blobs/", "blobs/sha256/"] {
-        append(&mut out, dir, 0o755, &[], mtime, tar::EntryType::Directory).map_err(write)?;
-    }
-    let mut entries: Vec<(String, &[u8])> = vec![
-        ("index.json".into(), &index[..]),
-        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
-    ];
-    for (d, data) in &blobs {
-        let hex = d.trim_start_matches("sha256:");
-        entries.push((format!("blobs/sha256/{hex}"), data));
-    }
-    entries.sort();
-    for (path, data) in entries {
-        append(&mut out, &path, 0o644, data, mtime, tar::EntryType::Regular).map_err(write)?;
-    }
-    Ok(Rewrapped {
-        archive: out.into_inner().map_err(write)?,
+    })?;
+    Ok(BuiltImage {
+        archive,
         manifest_digest: digest,
     })
 }

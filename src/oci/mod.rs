@@ -157,45 +157,33 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage, OciError> {
         "manifests": [top],
     }));
 
-    let mut entries: Vec<(String, Vec<u8>)> = vec![
-        (
-            "oci-layout".into(),
-            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-        ),
-        ("index.json".into(), index),
-    ];
-    for blob in [layer, config, manifest] {
-        entries.push((format!("blobs/sha256/{}", sha256_hex(&blob)), blob));
-    }
-    entries.sort();
-    let mut out = tar::Builder::new(Vec::new());
-    for dir in ["blobs/", "blobs/sha256/"] {
-        append(
-            &mut out,
-            dir,
-            0o755,
-            &[],
-            spec.mtime,
-            tar::EntryType::Directory,
-        )
-        .map_err(write_err)?;
-    }
-    for (path, data) in &entries {
-        append(
-            &mut out,
-            path,
-            0o644,
-            data,
-            spec.mtime,
-            tar::EntryType::Regular,
-        )
-        .map_err(write_err)?;
-    }
-    let archive = out.into_inner().map_err(write_err)?;
+    let archive =
+        layout_tar(&index, &[&layer, &config, &manifest], spec.mtime).map_err(write_err)?;
     Ok(BuiltImage {
         archive,
         manifest_digest,
     })
+}
+
+/// An OCI image layout as a tar: `oci-layout`, `index.json` and each blob
+/// under `blobs/sha256/<its sha256>`, sorted, fixed owners and `mtime`.
+fn layout_tar(index: &[u8], blobs: &[&[u8]], mtime: u64) -> std::io::Result<Vec<u8>> {
+    let mut entries: Vec<(String, &[u8])> = vec![
+        ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
+        ("index.json".into(), index),
+    ];
+    for blob in blobs {
+        entries.push((format!("blobs/sha256/{}", sha256_hex(blob)), blob));
+    }
+    entries.sort();
+    let mut out = tar::Builder::new(Vec::new());
+    for dir in ["blobs/", "blobs/sha256/"] {
+        append(&mut out, dir, 0o755, &[], mtime, tar::EntryType::Directory)?;
+    }
+    for (path, data) in entries {
+        append(&mut out, &path, 0o644, data, mtime, tar::EntryType::Regular)?;
+    }
+    out.into_inner()
 }
 
 fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, OciError> {

@@ -373,11 +373,7 @@ fn brought(
             pinned,
         });
     }
-    let r = crate::oci::archive::rewrap(&img.name, &data, 0)?;
-    Ok(crate::oci::BuiltImage {
-        archive: r.archive,
-        manifest_digest: r.manifest_digest,
-    })
+    Ok(crate::oci::archive::rewrap(&img.name, &data, 0)?)
 }
 
 /// Where nodeagent reads the services (`contract::paths`-style, tree path).
