@@ -13,9 +13,14 @@
 //!   is promoted; three voters, every earlier key present;
 //! - two of three killed: writes fail cleanly; both back: every key;
 //! - a second bootstrap, on any member, is refused;
+//! - the scheduled snapshots copied to a real S3 server (Versity's
+//!   gateway, on this machine, offered on the lab host's address): each
+//!   object is the holder's snapshot byte for byte (judged by `etcdutl`),
+//!   and the store keeps `retain`;
 //! - a snapshot taken through the node API (judged by `etcdutl`), every
-//!   control plane wiped, a damaged snapshot refused, the good one
-//!   restored by one call on one node: the others join, every key is back;
+//!   control plane wiped, a damaged snapshot refused, the newest snapshot
+//!   in the object store restored by one call on one node: the others
+//!   join, every key is back;
 //! - `node reset`: refused without a quorum; otherwise the member leaves,
 //!   reboots wiped and joins again as a new member.
 //!
@@ -26,6 +31,7 @@
 
 mod support;
 
+use support::s3::ObjectStore;
 use support::{json, nodeimg, ok, s, text, LabDown};
 
 use std::path::PathBuf;
@@ -244,6 +250,66 @@ impl Lab {
         }
     }
 
+    /// Once `holder` reports a copy in the object store of a snapshot
+    /// taken at or after `since`: that object's time and the report's
+    /// `store`; the object is the holder's snapshot (its sha256) and
+    /// `etcdutl` reads it.
+    fn stored(&self, holder: &str, store: &ObjectStore, since: u64) -> (u64, Value) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (at, b) = loop {
+            let b = self.etcd_report(holder)["etcd"]["backups"].clone();
+            let at = b["store"]["last"].as_str().and_then(|k| {
+                k.strip_prefix(PREFIX)?
+                    .strip_prefix("etcd-")?
+                    .strip_suffix(".db")?
+                    .parse::<u64>()
+                    .ok()
+            });
+            if let Some(at) = at.filter(|t| *t >= since) {
+                break (at, b);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{holder} copied nothing since {since}: {b:#}"
+            );
+            std::thread::sleep(Duration::from_secs(3));
+        };
+        let object = b["store"].clone();
+        assert!(object["error"].is_null(), "{holder}: {b:#}");
+        assert_eq!(
+            object["target"],
+            format!("s3://{}/{PREFIX}", support::s3::BUCKET)
+        );
+        let file = store
+            .snapshots(PREFIX)
+            .into_iter()
+            .find(|(t, _)| *t == at)
+            .unwrap_or_else(|| {
+                panic!(
+                    "etcd-{at}.db is not in the store: {:?}",
+                    store.snapshots(PREFIX)
+                )
+            })
+            .1;
+        if b["last_at"] == at {
+            let sha = support::sha256_hex(&std::fs::read(&file).unwrap());
+            assert_eq!(b["last_sha256"], sha, "{holder}: {b:#}");
+        }
+        let etcdutl = support::judge_package("etcd-server").join("usr/bin/etcdutl");
+        let st = std::process::Command::new(&etcdutl)
+            .args(["snapshot", "status", "-w", "json"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "etcdutl on {}: {}",
+            file.display(),
+            text(&st)
+        );
+        (at, object)
+    }
+
     /// A node's etcd state in its report, through the node API.
     fn etcd_report(&self, name: &str) -> Value {
         let port = self.api.iter().find(|(n, _)| n == name).unwrap().1;
@@ -292,6 +358,16 @@ fn write_through(lab: &Lab, names: &[&str], from: usize, for_s: u64) -> (Vec<Str
 }
 
 /// What [`write_through`] wrote to `key`.
+/// Where the lab's cluster keeps its snapshots in the object store.
+const PREFIX: &str = "ha/";
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 fn value_of(key: &str) -> String {
     format!(
         "v{}",
@@ -335,6 +411,9 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
             .replace("retain = 24", "retain = 2"),
     )
     .unwrap();
+    // and each one copied to an S3 server on this machine, two kept there
+    let store = ObjectStore::start();
+    store.configure(&cluster, PREFIX, 2);
     // the committed lab; the worker boots the control-plane image too (its
     // role comes from its config), which saves a second build here
     let committed = std::fs::read_to_string(support::repo().join("qemu/ha.toml")).unwrap();
@@ -352,7 +431,14 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
 
     // Up: every node reports; `lab up` makes the one bootstrap call.
     let t = Instant::now();
-    let out = support::lab_up(&lab_file, &cluster, &run, 600);
+    let forward = store.host_forward();
+    let out = support::lab_up_with(
+        &lab_file,
+        &cluster,
+        &run,
+        600,
+        &["--host-forward", &forward],
+    );
     assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bootstrapped on cp-1"),
@@ -421,6 +507,8 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     let sha = b["last_sha256"].as_str().unwrap();
     assert!(sha.len() == 64 && b["error"].is_null(), "{holder}: {b:#}");
     eprintln!("ha: {holder} holds the backup lease: {b}");
+    let (at, object) = lab.stored(&holder, &store, 0);
+    eprintln!("ha: {holder} copied etcd-{at}.db to the object store: {object}");
 
     // The leader killed: a new leader; no acknowledged write is lost.
     let survivors: Vec<&str> = all.iter().copied().filter(|n| *n != leader).collect();
@@ -496,6 +584,8 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     lab.start_all(&["cp-2", "cp-3"], false);
     lab.wait_voters("quorum back", "cp-3", &all);
     lab.ctl_ok(&["cp-3"], &["put", "ha/after", "quorum back"]);
+    // a snapshot taken after this second holds every write
+    let written = unix_now() + 1;
     for name in all {
         assert_eq!(lab.get(name, "ha/first"), "through cp-1");
         assert_eq!(lab.get(name, "ha/after"), "quorum back");
@@ -533,6 +623,11 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         "{st:#}"
     );
 
+    // The store holds a snapshot taken after the last write.
+    let holder = lab.backup_holder(&all).0;
+    let (at, _) = lab.stored(&holder, &store, written);
+    eprintln!("ha: etcd-{at}.db in the object store holds every write");
+
     // Every control plane wiped: blank machines wait for a bootstrap.
     for name in all {
         lab.kill(name);
@@ -556,13 +651,27 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let r = lab.etcd_report("cp-2");
     assert_eq!(r["etcd"]["state"], "waiting-for-bootstrap", "{r:#}");
-    // the restore: one call; the others join by themselves
+    // the restore: one call, from the newest snapshot in the object store
+    // (taken after the last write); the others join by themselves
     let t = Instant::now();
     let out = lab.node(
         "cp-2",
-        &["cluster", "bootstrap", "--from-snapshot", s(&snap)],
+        &[
+            "cluster",
+            "bootstrap",
+            "--from-store",
+            s(&cluster),
+            "--store-endpoint",
+            &store.endpoint(),
+        ],
     );
     assert!(out.status.success(), "restore: {}", text(&out));
+    let newest = store.snapshots(PREFIX).last().unwrap().0;
+    assert!(
+        text(&out).contains(&format!("downloaded {PREFIX}etcd-{newest}.db")),
+        "{}",
+        text(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("restored from a snapshot on cp-2"),
         "{}",
@@ -599,6 +708,15 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     };
     assert!(b["taken"].as_u64().unwrap() >= 3, "{holder}: {b:#}");
     assert_eq!(b["kept"], 2, "{holder}: {b:#}");
+    // the store too keeps two, however many were copied
+    let (_, object) = lab.stored(&holder, &store, b["last_at"].as_u64().unwrap());
+    assert_eq!(object["kept"], 2, "{holder}: {object:#}");
+    assert_eq!(
+        store.snapshots(PREFIX).len(),
+        2,
+        "{:?}",
+        store.snapshots(PREFIX)
+    );
 
     // A reset: cp-3 leaves, reboots with its etcd data wiped, and joins
     // again as a new member.

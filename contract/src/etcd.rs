@@ -101,6 +101,41 @@ pub struct BackupsReport {
     /// Why the last attempt (election or snapshot) failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The copies in the object store (`[cluster.control_plane.etcd_backup_s3]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreReport>,
+}
+
+/// What the holder copied to the object store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreReport {
+    /// `s3://BUCKET/PREFIX` (the endpoint is in the config).
+    pub target: String,
+    /// Snapshots uploaded this boot.
+    pub uploaded: u32,
+    /// The newest uploaded object's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    /// Snapshots in the store under the prefix after the last pruning.
+    pub kept: u32,
+    /// Why the last upload, listing or pruning failed (retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A scheduled snapshot's file (and object) name: `etcd-UNIXTIME.db`.
+pub fn backup_name(at: u64) -> String {
+    format!("etcd-{at}.db")
+}
+
+/// The time in a [`backup_name`], or `None` for any other name.
+pub fn backup_time(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("etcd-")?.strip_suffix(".db")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The key the backup election creates under a lease: one holder at a

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use contract::api::{Request, Response};
-use nodeimg::cluster::AdminConfig;
+use nodeimg::cluster::object_store::ObjectStore;
+use nodeimg::cluster::{AdminConfig, ClusterDir};
 use nodeimg::node::{self, Trust};
 
 #[derive(Debug, clap::Args)]
@@ -30,15 +31,50 @@ pub struct BootstrapArgs {
     /// Restore the cluster from this etcd snapshot (`nodeimg node
     /// etcd-snapshot`) instead of starting it empty: the node checks its
     /// sha256, restores it as a cluster of one, and the other members join.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "from_store")]
     from_snapshot: Option<PathBuf>,
+    /// Restore from the cluster's object store instead (`[backup_targets.s3]`
+    /// of this cluster directory, with its credentials file): the newest
+    /// snapshot there, downloaded and checked against the sha256 stored
+    /// with it, then sent as `--from-snapshot` sends a file.
+    #[arg(long, value_name = "DIR")]
+    from_store: Option<PathBuf>,
+    /// With --from-store: this object's key instead of the newest.
+    #[arg(long, value_name = "KEY", requires = "from_store")]
+    object: Option<String>,
+    /// With --from-store: the store's endpoint as this machine reaches it
+    /// (`https://HOST[:PORT]`), when that is not the one the nodes dial.
+    #[arg(long, value_name = "URL", requires = "from_store")]
+    store_endpoint: Option<String>,
 }
 
 pub fn run(a: BootstrapArgs) -> anyhow::Result<i32> {
     let admin = AdminConfig::read(&a.nodeconfig)?;
-    let answer = match &a.from_snapshot {
-        None => call(&a.node, a.server_name.as_deref(), &admin, a.timeout)?,
-        Some(file) => restore(&a, &admin, file)?,
+    let answer = match (&a.from_snapshot, &a.from_store) {
+        (Some(file), _) => restore(&a, &admin, file)?,
+        (None, Some(dir)) => {
+            let tmp = tempfile::tempdir().context("a temporary directory")?;
+            let file = tmp.path().join("snapshot.db");
+            let mut target = ClusterDir::load(dir)?.s3_upload()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: names no [backup_targets.s3]",
+                    dir.join("cluster.toml").display()
+                )
+            })?;
+            if let Some(endpoint) = &a.store_endpoint {
+                target.endpoint = endpoint.clone();
+                if let Some(p) = target.problems("--store-endpoint").into_iter().next() {
+                    anyhow::bail!("{}: {}", p.key, p.message);
+                }
+            }
+            let (key, sha) = ObjectStore::new(&target)?.download(a.object.as_deref(), &file)?;
+            eprintln!(
+                "downloaded {key} from s3://{}/ (sha256 {sha}, as stored with it)",
+                target.bucket
+            );
+            restore(&a, &admin, &file)?
+        }
+        (None, None) => call(&a.node, a.server_name.as_deref(), &admin, a.timeout)?,
     };
     match answer {
         Ok(t) => {

@@ -163,8 +163,12 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
          # groups_claim, groups_prefix, ca (docs/kubernetes.md). Empty: none.\n\
          [oidc]\n\n\
          {}\
-         # Defined by later versions; a key in them is refused for now.\n\
-         [addons]\n\n[backup_targets]\n",
+         # Defined by later versions; a key in it is refused for now.\n\
+         [addons]\n\n\
+         # Where etcd snapshots go besides the nodes' disks: [backup_targets.s3] with\n\
+         # endpoint, bucket, prefix, region, credentials_file (TOML beside this file:\n\
+         # access_key_id, secret_access_key), ca, retain (docs/machine-config.md).\n\
+         [backup_targets]\n",
         quoted(&backup.interval.to_string()),
         backup.retain,
         timing.heartbeat_interval_ms,

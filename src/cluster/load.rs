@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use contract::config::backup_target::{S3Credentials, S3Upload};
 use contract::config::{ClusterConfig, Secret, ServiceAccountKeys};
 use rcgen::KeyPair;
 
@@ -44,6 +45,27 @@ impl ClusterDir {
 
     pub fn cluster_toml(&self) -> PathBuf {
         self.dir.join(CLUSTER_TOML)
+    }
+
+    /// `[backup_targets.s3]` with the keys from its credentials file
+    /// (beside cluster.toml unless absolute): what a control-plane node
+    /// uploads with and a restore downloads with.
+    pub fn s3_upload(&self) -> Result<Option<S3Upload>, ClusterError> {
+        let Some(target) = &self.config.backup_targets.s3 else {
+            return Ok(None);
+        };
+        let path = self.dir.join(&target.credentials_file);
+        let text = issue::read(&path)?;
+        let credentials =
+            S3Credentials::from_toml(&text, &path.display().to_string()).map_err(|p| {
+                ClusterError::Invalid {
+                    path: path.clone(),
+                    message: format!("{}: {}", p.key, p.message),
+                }
+            })?;
+        Ok(Some(
+            target.upload(credentials, self.config.etcd.backup.retain),
+        ))
     }
 }
 

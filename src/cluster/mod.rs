@@ -22,6 +22,7 @@ mod issue;
 mod load;
 pub mod manifests;
 mod nodeconfig;
+pub mod object_store;
 mod render;
 mod secrets;
 

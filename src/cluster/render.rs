@@ -7,7 +7,8 @@
 //! - a control-plane node, besides: the etcd, Kubernetes and front-proxy
 //!   CAs with their keys (it issues etcd and Kubernetes certificates at
 //!   boot), the service-account key pair, the encryption key, the member
-//!   list and the etcd backup settings.
+//!   list and the etcd backup settings (with the object store's keys,
+//!   read from the credentials file `[backup_targets.s3]` names).
 //!
 //! A worker never gets a CA key, the service-account private key or the
 //! encryption key; the contract's checks, run on the rendered text before
@@ -98,6 +99,7 @@ pub fn render(
             encryption_read_keys: c.secrets.encryption_read_keys.clone(),
             service_account: Some(c.service_account.clone()),
             etcd_backup: Some(cfg.etcd.backup),
+            etcd_backup_s3: c.s3_upload()?,
             etcd_timing: Some(cfg.etcd.timing),
             leader_election: Some(cfg.control_plane.leader_election),
             members: cfg.control_plane.members.clone(),

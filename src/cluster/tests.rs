@@ -352,6 +352,64 @@ fn the_oidc_issuer_reaches_control_plane_configs_only() {
 }
 
 #[test]
+fn the_object_store_and_its_keys_reach_control_plane_configs_only() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &request(), false, now()).unwrap();
+    let render = |who: &str, role| {
+        let addresses: &[&str] = if role == Role::Worker {
+            &["10.0.0.21"]
+        } else {
+            &[]
+        };
+        machine_config(dir.path(), &spec(who, role, addresses), now())
+    };
+    let toml = dir.path().join("cluster.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!(
+            "{text}\n[backup_targets.s3]\nendpoint = \"https://s3.lab:9000\"\n\
+             bucket = \"etcd-backups\"\nprefix = \"lab/\"\ncredentials_file = \"s3.toml\"\n"
+        ),
+    )
+    .unwrap();
+    // the credentials file is read when a config is rendered, and named
+    // when it is missing or wrong
+    let e = render("cp-1", Role::ControlPlane).unwrap_err().to_string();
+    assert!(e.contains("s3.toml"), "{e}");
+    std::fs::write(dir.path().join("s3.toml"), "access_key_id = \"id\"\n").unwrap();
+    let e = render("cp-1", Role::ControlPlane).unwrap_err().to_string();
+    assert!(
+        e.contains("s3.toml") && e.contains("secret_access_key"),
+        "{e}"
+    );
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        "access_key_id = \"id\"\nsecret_access_key = \"the-secret\"\n",
+    )
+    .unwrap();
+    let text = render("cp-1", Role::ControlPlane).unwrap();
+    let c = MachineConfig::from_toml(&text, "n.toml").unwrap();
+    let s3 = c.cluster.control_plane.unwrap().etcd_backup_s3.unwrap();
+    assert_eq!(s3.endpoint, "https://s3.lab:9000");
+    assert_eq!(s3.key(7), "lab/etcd-7.db");
+    assert_eq!(s3.secret_access_key.expose(), "the-secret");
+    // retained as [etcd.backup] says when the target does not
+    assert_eq!(s3.retain, 24);
+    let shown = MachineConfig::from_toml(&text, "n.toml")
+        .unwrap()
+        .redacted()
+        .to_toml()
+        .unwrap();
+    assert!(!shown.contains("the-secret"), "{shown}");
+    let worker = render("worker-1", Role::Worker).unwrap();
+    assert!(
+        !worker.contains("the-secret") && !worker.contains("s3.lab"),
+        "{worker}"
+    );
+}
+
+#[test]
 fn roles_must_match_the_member_list() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), &request(), false, now()).unwrap();

@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod kube;
 pub mod oidc;
 pub mod registry;
+pub mod s3;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -329,4 +330,53 @@ pub fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
     let out = f();
     eprintln!("k8s: took {what} {:.1} s", start.elapsed().as_secs_f64());
     out
+}
+
+/// A Go program of `tests/fixtures/NAME` (`package`, `.` for its own
+/// main), built once into the user's cache, keyed by `files` and the Go
+/// version, with the module's go.sum (never a newer dependency).
+pub fn go_tool(name: &str, files: &[&str], package: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let src = repo().join("tests/fixtures").join(name);
+    let go = Command::new("go")
+        .args(["env", "GOVERSION"])
+        .current_dir(&src)
+        .output()
+        .expect("run go (scripts/setup.sh installs it)");
+    assert!(go.status.success(), "go env: {}", text(&go));
+    let mut h = Sha256::new();
+    h.update(&go.stdout);
+    h.update(package.as_bytes());
+    for f in files {
+        let data = std::fs::read(src.join(f)).unwrap();
+        h.update(f.as_bytes());
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(&data);
+    }
+    let key = hex::encode(&h.finalize()[..12]);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"))
+        .join("nodeimg/test-tools");
+    let bin = cache.join(format!("{name}-{key}"));
+    if bin.is_file() {
+        return bin;
+    }
+    std::fs::create_dir_all(&cache).unwrap();
+    let tmp = cache.join(format!(".{name}-{key}.{}", std::process::id()));
+    eprintln!(
+        "building {name} (Go, once per change; cached in {})",
+        cache.display()
+    );
+    let out = Command::new("go")
+        .args(["build", "-mod=readonly", "-trimpath", "-o"])
+        .arg(&tmp)
+        .arg(package)
+        .current_dir(&src)
+        .env("CGO_ENABLED", "0")
+        .output()
+        .expect("run go build");
+    assert!(out.status.success(), "building {name}: {}", text(&out));
+    std::fs::rename(&tmp, &bin).unwrap();
+    bin
 }

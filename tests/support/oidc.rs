@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 
 /// The client the cluster's API server accepts tokens for (their `aud`).
 pub const CLIENT: &str = "kubernetes";
@@ -21,47 +20,7 @@ const REDIRECT: &str = "http://127.0.0.1/callback";
 
 /// The issuer binary, built when its sources or Go changed.
 fn binary() -> PathBuf {
-    let src = super::repo().join("tests/fixtures/oidc-issuer");
-    let go = Command::new("go")
-        .args(["env", "GOVERSION"])
-        .current_dir(&src)
-        .output()
-        .expect("run go (scripts/setup.sh installs it)");
-    assert!(go.status.success(), "go env: {}", super::text(&go));
-    let mut h = Sha256::new();
-    h.update(&go.stdout);
-    for f in ["go.mod", "go.sum", "main.go"] {
-        let data = std::fs::read(src.join(f)).unwrap();
-        h.update(f.as_bytes());
-        h.update((data.len() as u64).to_le_bytes());
-        h.update(&data);
-    }
-    let key = hex::encode(&h.finalize()[..12]);
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache"))
-        .join("nodeimg/test-tools");
-    let bin = cache.join(format!("oidc-issuer-{key}"));
-    if bin.is_file() {
-        return bin;
-    }
-    std::fs::create_dir_all(&cache).unwrap();
-    let tmp = cache.join(format!(".oidc-issuer-{key}.{}", std::process::id()));
-    let out = Command::new("go")
-        .args(["build", "-mod=readonly", "-trimpath", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(&src)
-        .env("CGO_ENABLED", "0")
-        .output()
-        .expect("run go build");
-    assert!(
-        out.status.success(),
-        "building the OIDC issuer: {}",
-        super::text(&out)
-    );
-    std::fs::rename(&tmp, &bin).unwrap();
-    bin
+    super::go_tool("oidc-issuer", &["go.mod", "go.sum", "main.go"], ".")
 }
 
 /// A running provider; stopped when dropped.

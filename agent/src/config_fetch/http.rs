@@ -172,27 +172,73 @@ pub fn send(
     method: &str,
     body: Option<(&str, &[u8])>,
 ) -> Result<Response, HttpError> {
+    let (headers, mut bytes) = match body {
+        None => (Vec::new(), None),
+        Some((kind, b)) => (vec![("Content-Type", kind.to_string())], Some(b)),
+    };
+    let body = match &mut bytes {
+        None => Body::None,
+        Some(b) => Body::Stream {
+            length: b.len() as u64,
+            from: b,
+        },
+    };
+    send_with(t, limits, method, &headers, body)
+}
+
+/// A request's body.
+pub enum Body<'a> {
+    None,
+    /// `length` bytes read from `from` as they are sent (an etcd snapshot
+    /// to an object store), never held whole in memory.
+    Stream {
+        length: u64,
+        from: &'a mut dyn Read,
+    },
+}
+
+/// Sends one request with `method`, extra `headers` and `body`, and reads
+/// the answer.
+pub fn send_with(
+    t: &Target,
+    limits: &Limits,
+    method: &str,
+    headers: &[(&str, String)],
+    body: Body,
+) -> Result<Response, HttpError> {
     let deadline = Instant::now() + limits.total;
     let tcp = connect(t.host, t.port, limits)?;
     let mut stream: Box<dyn Stream> = match &t.tls {
         None => Box::new(tcp),
         Some(config) => Box::new(handshake(config.clone(), t.host, tcp)?),
     };
-    let extra = match body {
-        None => String::new(),
-        Some((kind, b)) => format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", b.len()),
-    };
-    let mut request = format!(
+    let mut extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    if let Body::Stream { length, .. } = &body {
+        extra.push_str(&format!("Content-Length: {length}\r\n"));
+    }
+    let request = format!(
         "{method} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nodeagent/{}\r\nAccept: */*\r\n{extra}\r\n",
         t.path,
         t.authority,
         env!("CARGO_PKG_VERSION")
-    )
-    .into_bytes();
-    request.extend_from_slice(body.map(|(_, b)| b).unwrap_or_default());
+    );
     stream
-        .write_all(&request)
-        .and_then(|()| stream.flush())
+        .write_all(request.as_bytes())
+        .map_err(|e| io_error("sending the request", e))?;
+    if let Body::Stream { length, from } = body {
+        let sent = io::copy(&mut from.take(length), &mut stream)
+            .map_err(|e| io_error("sending the body", e))?;
+        if sent != length {
+            return Err(HttpError::Protocol {
+                what: format!("the body ended after {sent} of {length} bytes"),
+            });
+        }
+    }
+    stream
+        .flush()
         .map_err(|e| io_error("sending the request", e))?;
     let mut r = Reader {
         inner: stream,
@@ -209,6 +255,7 @@ pub fn send(
     let body = match (head.chunked, head.length) {
         (true, _) => r.chunked(cap),
         (false, Some(n)) => r.exact(n, cap),
+        (false, None) if method == "HEAD" || head.status == 204 => Ok(Vec::new()),
         (false, None) => r.until_end(cap),
     };
     let body = match body {

@@ -5,11 +5,13 @@
 //! key. The holder snapshots every `interval` into [`BACKUP_DIR`]
 //! (`etcd-UNIXTIME.db`, written by etcdctl as `.part` and renamed, and a
 //! `.sha256` beside it in `sha256sum`'s format, written to a temporary
-//! name and renamed) and keeps the newest `retain`.
+//! name and renamed) and keeps the newest `retain`; with an object store
+//! configured it copies each new snapshot there too ([`copy_out`]).
 
 use std::path::Path;
 
-use contract::etcd::{BackupsReport, BACKUP_DIR, BACKUP_LEADER_KEY};
+use contract::etcd::{backup_name as name, backup_time, BackupsReport};
+use contract::etcd::{BACKUP_DIR, BACKUP_LEADER_KEY};
 
 use super::gateway::Client;
 
@@ -25,7 +27,15 @@ pub struct Holder {
     pub looked_at: Option<u64>,
     /// When the newest kept snapshot was taken (seconds since the epoch).
     pub last_at: Option<u64>,
+    /// When the newest snapshot in the object store was taken.
+    pub copied_at: Option<u64>,
+    /// When an upload last failed (seconds since the epoch): the next
+    /// try waits [`RETRY_COPY_AFTER`].
+    pub copy_failed_at: Option<u64>,
 }
+
+/// Seconds between two tries of an upload that failed.
+pub const RETRY_COPY_AFTER: u64 = 30;
 
 /// Whether this member holds the backup key after this look: keeps its
 /// lease alive, or takes the key when nobody holds it.
@@ -63,22 +73,12 @@ pub fn kept(dir: &Path) -> Vec<u64> {
     let mut times: Vec<u64> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix("etcd-")?
-                        .strip_suffix(".db")?
-                        .parse()
-                        .ok()
-                })
+                .filter_map(|e| backup_time(&e.file_name().to_string_lossy()))
                 .collect()
         })
         .unwrap_or_default();
     times.sort_unstable();
     times
-}
-
-fn name(at: u64) -> String {
-    format!("etcd-{at}.db")
 }
 
 /// Takes one snapshot at `now`, writes its `.sha256`, prunes to `retain`;
@@ -105,6 +105,60 @@ pub fn take(pki: &Path, now: u64, retain: u32, report: &mut BackupsReport) -> Re
     report.last_sha256 = Some(blob.sha256);
     report.error = None;
     Ok(())
+}
+
+/// Uploads the newest kept snapshot when the store lacks it, then prunes
+/// the store to its `retain`; a failure is reported and tried again
+/// [`RETRY_COPY_AFTER`] later. `store` is `Err` when the target itself is
+/// unusable (its CA, its endpoint): reported, never tried.
+pub fn copy_out(
+    store: Result<&super::store::Store, &String>,
+    holder: &mut Holder,
+    report: &mut BackupsReport,
+    now: u64,
+) {
+    let mut r = report.store.take().unwrap_or_default();
+    let Some(at) = holder
+        .last_at
+        .filter(|t| holder.copied_at.is_none_or(|c| c < *t))
+    else {
+        report.store = Some(r);
+        return;
+    };
+    let resting = holder
+        .copy_failed_at
+        .is_some_and(|t| now.saturating_sub(t) < RETRY_COPY_AFTER);
+    let result = match store {
+        Err(why) => Err(why.clone()),
+        Ok(_) if resting => {
+            report.store = Some(r);
+            return;
+        }
+        Ok(store) => {
+            r.target = store.name();
+            let file = Path::new(BACKUP_DIR).join(name(at));
+            super::snapshot::describe(&file)
+                .and_then(|blob| store.put(&file, at, &blob.sha256))
+                .and_then(|key| {
+                    r.uploaded += 1;
+                    r.last = Some(key);
+                    holder.copied_at = Some(at);
+                    store.prune()
+                })
+        }
+    };
+    match result {
+        Ok(kept) => {
+            r.kept = kept;
+            r.error = None;
+            holder.copy_failed_at = None;
+        }
+        Err(why) => {
+            r.error = Some(why);
+            holder.copy_failed_at = Some(now);
+        }
+    }
+    report.store = Some(r);
 }
 
 #[cfg(test)]

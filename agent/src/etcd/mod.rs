@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod join;
 pub mod pki;
 pub mod snapshot;
+pub mod store;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +123,8 @@ pub struct Etcd {
     lifetime: u64,
     /// How often the elected member snapshots etcd, and how many it keeps.
     backups: contract::config::EtcdBackup,
+    /// Where the holder copies each snapshot, or why it cannot.
+    store: Option<Result<store::Store, String>>,
     timing: contract::config::EtcdTiming,
     data_dir: PathBuf,
     pki_dir: PathBuf,
@@ -205,6 +208,12 @@ impl Etcd {
                 .as_ref()
                 .and_then(|c| c.etcd_backup)
                 .unwrap_or_default(),
+            store: config
+                .cluster
+                .control_plane
+                .as_ref()
+                .and_then(|c| c.etcd_backup_s3.as_ref())
+                .map(store::Store::new),
             timing: config
                 .cluster
                 .control_plane
@@ -472,6 +481,11 @@ impl Etcd {
             if elected && newest.is_none_or(|t| now.saturating_sub(t) >= interval) {
                 backup::take(&self.pki_dir, now, self.backups.retain, &mut report)?;
                 holder.last_at = Some(now);
+            }
+            if elected {
+                if let Some(store) = &self.store {
+                    backup::copy_out(store.as_ref(), &mut holder, &mut report, now);
+                }
             }
             Ok(())
         });

@@ -632,6 +632,15 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     if let Some(b) = &cp.etcd_backup {
         out.extend(b.problems("cluster.control_plane.etcd_backup"));
     }
+    if let Some(s3) = &cp.etcd_backup_s3 {
+        if role == Role::Worker {
+            out.push(Problem::new(
+                "cluster.control_plane.etcd_backup_s3",
+                "a worker takes no etcd backups",
+            ));
+        }
+        out.extend(s3.problems("cluster.control_plane.etcd_backup_s3"));
+    }
     if let Some(t) = &cp.etcd_timing {
         out.extend(t.problems("cluster.control_plane.etcd_timing"));
     }

@@ -163,10 +163,14 @@ impl Oidc {
 #[serde(deny_unknown_fields)]
 pub struct Addons {}
 
-/// `[backup_targets]`: empty in schema 1.
+/// `[backup_targets]`: where etcd snapshots go besides the nodes' disks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BackupTargets {}
+pub struct BackupTargets {
+    /// `[backup_targets.s3]`: an S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<super::backup_target::S3Target>,
+}
 
 impl ClusterConfig {
     /// Parses `text` (named `file` in errors) and runs every check.
@@ -212,6 +216,9 @@ impl ClusterConfig {
                 .problems("control_plane.api_server"),
         );
         out.extend(self.stack.problems("stack"));
+        if let Some(s3) = &self.backup_targets.s3 {
+            out.extend(s3.problems("backup_targets.s3"));
+        }
         out
     }
 

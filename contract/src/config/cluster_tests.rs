@@ -63,6 +63,7 @@ fn control_plane() -> MachineConfig {
                     private_key: Secret::new(SA_KEY),
                 }),
                 etcd_backup: Some(EtcdBackup::default()),
+                etcd_backup_s3: None,
                 etcd_timing: None,
                 leader_election: None,
                 members: members(),

@@ -17,6 +17,7 @@
 //! The reference is `docs/machine-config.md`; its headings mirror the
 //! tables here.
 
+pub mod backup_target;
 mod changes;
 mod cluster;
 pub mod cluster_config;
@@ -179,6 +180,10 @@ pub struct ClusterControlPlane {
     /// `[cluster.control_plane.etcd_backup]`: snapshot interval and retention.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_backup: Option<EtcdBackup>,
+    /// `[cluster.control_plane.etcd_backup_s3]`: where the snapshots are
+    /// also copied (the cluster's `[backup_targets.s3]`, with its keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_backup_s3: Option<backup_target::S3Upload>,
     /// `[cluster.control_plane.etcd_timing]`: heartbeat and election timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_timing: Option<EtcdTiming>,
@@ -446,6 +451,11 @@ impl MachineConfig {
             secrets.extend(cp.encryption_key.as_mut());
             secrets.extend(cp.encryption_read_keys.iter_mut().map(|k| &mut k.key));
             secrets.extend(cp.service_account.as_mut().map(|sa| &mut sa.private_key));
+            secrets.extend(
+                cp.etcd_backup_s3
+                    .as_mut()
+                    .map(|s3| &mut s3.secret_access_key),
+            );
         }
         secrets.into_iter().for_each(hide);
         for cred in c.containerd.registry_credentials.values_mut() {
