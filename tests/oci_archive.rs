@@ -140,8 +140,10 @@ fn a_brought_oci_archive_is_preloaded_with_its_own_digest() {
     // The boot waits for the sandbox image and its probe only; the other
     // images are imported after the report (an add-on image can take a
     // minute under emulation), each said on the console with its digest
-    // checked against images.json. The VM runs on a while for that.
-    let (code, r, serial) = lab_boot_serial(&out, &["--wait-shutdown", "30"]);
+    // checked against images.json. The VM runs on until it says so.
+    let said = format!("runtime: {NAME} imported, digest checked");
+    let (code, r, serial) =
+        lab_boot_serial(&out, &["--wait-shutdown", "60", "--until-console", &said]);
     assert_eq!((code, &r["ready"]), (0, &Value::Bool(true)), "{r:#}");
     let importing = r["runtime"]["importing"]
         .as_array()
@@ -149,7 +151,6 @@ fn a_brought_oci_archive_is_preloaded_with_its_own_digest() {
         .unwrap_or_default();
     assert!(importing.iter().any(|i| i == NAME), "{r:#}");
     let console = std::fs::read_to_string(&serial).unwrap();
-    let said = format!("runtime: {NAME} imported, digest checked");
     assert!(
         console.contains(&said),
         "{said:?} not on the console ({})",

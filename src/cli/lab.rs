@@ -186,6 +186,11 @@ pub struct BootArgs {
     /// `already_exited` when the guest powered off by itself.
     #[arg(long, value_name = "SECONDS")]
     pub wait_shutdown: Option<u64>,
+    /// With --wait-shutdown: stop waiting once TEXT is on the serial
+    /// console (what the guest says after its report, e.g. `runtime: NAME
+    /// imported`), then press the power button.
+    #[arg(long, value_name = "TEXT", requires = "wait_shutdown")]
+    pub until_console: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -294,6 +299,7 @@ fn boot(args: BootArgs) -> anyhow::Result<i32> {
         forwards: args.forward.clone(),
         node_forwards: args.forward_node.clone(),
         wait_shutdown: args.wait_shutdown.map(Duration::from_secs),
+        until_console: args.until_console.clone(),
         lab_net: args.net == NetArg::Lab,
         lab_address: args.address,
         lab_forwards: args.lab_forward.clone(),

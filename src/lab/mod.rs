@@ -216,6 +216,10 @@ pub struct BootOptions {
     /// press it only then. The VM keeps running meanwhile, so the API can
     /// be used.
     pub wait_shutdown: Option<Duration>,
+    /// With `wait_shutdown`: stop waiting, and press the button, once this
+    /// text is on the serial console (work the guest reports after its
+    /// ready report, such as background image imports).
+    pub until_console: Option<String>,
     /// Direct boots: a virtio NIC on the lab's own network (a bridge in a
     /// private network namespace, [`network`]), where the lab host
     /// ([`network::HOST`]) serves NTP. Off by default.
@@ -353,6 +357,7 @@ impl Default for BootOptions {
             forwards: Vec::new(),
             node_forwards: Vec::new(),
             wait_shutdown: None,
+            until_console: None,
             lab_net: false,
             lab_address: None,
             lab_forwards: Vec::new(),
@@ -680,10 +685,24 @@ fn run(
                     seconds = wait.as_secs(),
                     "waiting for the guest to power off by itself"
                 );
-                if vm.wait_exit(wait) {
-                    return Ok((report, earlier, Shutdown::AlreadyExited));
+                let text = opts.until_console.as_deref();
+                let on_console = || {
+                    text.is_some_and(|t| {
+                        std::fs::read(&config.serial_log)
+                            .is_ok_and(|log| log.windows(t.len()).any(|w| w == t.as_bytes()))
+                    })
+                };
+                match vm.wait_exit_or(wait, on_console) {
+                    vm::Waited::Exited => {
+                        return Ok((report, earlier, Shutdown::AlreadyExited));
+                    }
+                    vm::Waited::Seen => {
+                        tracing::info!(text, "seen on the console: pressing the power button")
+                    }
+                    vm::Waited::TimedOut => {
+                        tracing::warn!("the guest still runs: pressing the power button")
+                    }
                 }
-                tracing::warn!("the guest still runs: pressing the power button");
             }
             let shutdown = vm.shutdown(opts.shutdown_timeout);
             tracing::info!(?shutdown, "VM stopped");

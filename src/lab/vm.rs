@@ -324,6 +324,14 @@ pub enum Shutdown {
 }
 
 /// A running QEMU. Dropping it kills QEMU; the serial log stays on disk.
+/// How [`Vm::wait_exit_or`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    Exited,
+    Seen,
+    TimedOut,
+}
+
 #[derive(Debug)]
 pub struct Vm {
     child: Child,
@@ -495,14 +503,23 @@ impl Vm {
     /// Waits up to `bound` for QEMU to exit by itself (the guest powered
     /// off); `true` if it did.
     pub fn wait_exit(&mut self, bound: Duration) -> bool {
+        self.wait_exit_or(bound, || false) == Waited::Exited
+    }
+
+    /// Waits up to `bound` for QEMU to exit or for `seen` to hold, looked
+    /// at every poll.
+    pub fn wait_exit_or(&mut self, bound: Duration, seen: impl Fn() -> bool) -> Waited {
         let deadline = Instant::now() + bound;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
+                return Waited::Exited;
+            }
+            if seen() {
+                return Waited::Seen;
             }
             std::thread::sleep(POLL);
         }
-        false
+        Waited::TimedOut
     }
 
     /// QEMU's process id.
