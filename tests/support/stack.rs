@@ -204,33 +204,6 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
         cp["name"].as_str().unwrap(),
         worker["name"].as_str().unwrap(),
     );
-    timed("np: engine ready", || {
-        k.wait("the NetworkPolicy engine on every node", 600, |k| {
-            let ds = json(&k.ok(&[
-                "get",
-                "daemonset",
-                "-n",
-                "kube-system",
-                "kube-network-policies",
-                "-o",
-                "json",
-            ]));
-            let (want, ready) = (
-                &ds["status"]["desiredNumberScheduled"],
-                &ds["status"]["numberReady"],
-            );
-            if want == 2 && ready == 2 {
-                Ok(())
-            } else {
-                Err(format!("{} of {} ready", ready, want))
-            }
-        })
-    });
-    runs_by_digest(
-        k,
-        contract::stack::NETWORK_POLICY_IMAGE,
-        contract::stack::NETWORK_POLICY_DIGEST,
-    );
     let policy = |name: &str, spec: Value| {
         let p = json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -268,11 +241,45 @@ fn network_policies(k: &Kube, dir: &Path, cp: &Value, worker: &Value) {
             }],
         }),
     );
+    let engine_ready = || {
+        timed("np: engine ready", || {
+            k.wait("the NetworkPolicy engine on every node", 600, |k| {
+                let ds = json(&k.ok(&[
+                    "get",
+                    "daemonset",
+                    "-n",
+                    "kube-system",
+                    "kube-network-policies",
+                    "-o",
+                    "json",
+                ]));
+                let (want, ready) = (
+                    &ds["status"]["desiredNumberScheduled"],
+                    &ds["status"]["numberReady"],
+                );
+                if want == 2 && ready == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{} of {} ready", ready, want))
+                }
+            })
+        });
+        runs_by_digest(
+            k,
+            contract::stack::NETWORK_POLICY_IMAGE,
+            contract::stack::NETWORK_POLICY_DIGEST,
+        );
+    };
+    // The policies are API objects and the server an ordinary pod: both go
+    // in while the engine starts, which reads them when it comes up; only
+    // the probes need it running.
     std::thread::scope(|scope| {
         scope.spawn(|| timed("np: dns", || dns(k, dir, cp_name, worker_name)));
+        let engine = scope.spawn(engine_ready);
         let mut server = pause_pod("np-server", worker_name, &["listen", "8080"], "Always");
         server["metadata"]["labels"] = json!({ "app": "np-server" });
         timed("np: server", || k.pods(dir, &[(NS, server, "Running")]));
+        engine.join().unwrap();
         let ip = k.ok(&[
             "get",
             "pod",
