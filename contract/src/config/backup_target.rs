@@ -87,15 +87,7 @@ impl S3Target {
                 "must name the file holding the keys",
             ));
         }
-        if self.retain == Some(0) {
-            out.push(Problem::new(
-                format!("{at}.retain"),
-                "must keep at least 1 snapshot",
-            ));
-        }
-        if let Some(ca) = &self.ca {
-            super::validate::certificates(&format!("{at}.ca"), ca, &mut out);
-        }
+        keeping_problems(at, self.retain, self.ca.as_deref(), &mut out);
         out
     }
 
@@ -123,15 +115,7 @@ impl S3Upload {
             &self.secret_access_key,
             at,
         ));
-        if self.retain == 0 {
-            out.push(Problem::new(
-                format!("{at}.retain"),
-                "must keep at least 1 snapshot",
-            ));
-        }
-        if let Some(ca) = &self.ca {
-            super::validate::certificates(&format!("{at}.ca"), ca, &mut out);
-        }
+        keeping_problems(at, Some(self.retain), self.ca.as_deref(), &mut out);
         out
     }
 
@@ -224,6 +208,19 @@ fn place_problems(
         ));
     }
     out
+}
+
+/// A retention of at least one, and a CA that holds certificates.
+fn keeping_problems(at: &str, retain: Option<u32>, ca: Option<&str>, out: &mut Vec<Problem>) {
+    if retain == Some(0) {
+        out.push(Problem::new(
+            format!("{at}.retain"),
+            "must keep at least 1 snapshot",
+        ));
+    }
+    if let Some(ca) = ca {
+        super::validate::certificates(&format!("{at}.ca"), ca, out);
+    }
 }
 
 /// `https://HOST[:PORT]` with nothing after it: snapshots and signed
