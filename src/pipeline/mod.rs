@@ -120,7 +120,10 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
 
     let debs = fetch(&locked, inputs)?;
     let t = Instant::now();
-    let mut tree = tree::assemble_tree(
+    let tree::RootTree {
+        mut tree,
+        copyrights,
+    } = tree::assemble_tree(
         plan,
         &locked.rootfs,
         &debs.rootfs,
@@ -195,7 +198,7 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
         boot_record,
         uefi_record.flatten(),
     );
-    let manifest = record::write_sbom(manifest, &locked, out)?;
+    let manifest = record::write_sbom(manifest, &locked, &copyrights, out)?;
     record::write_manifest(&manifest, out)?;
     if let Some(key) = inputs.signing_key {
         sign_manifest(out, key).map_err(BuildError::Sign)?;

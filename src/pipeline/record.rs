@@ -1,6 +1,7 @@
 //! Stages: the record of a build. The manifest (every artifact's sha256,
-//! the packages, the inputs), the SBOM made from it and listed in it, and
-//! `manifest.json` itself, written last.
+//! the packages, the inputs), the SBOM made from it and listed in it (with
+//! the lock's maintainers and the licenses the packages' DEP-5 copyright
+//! files declare), and `manifest.json` itself, written last.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use crate::manifest::{
 };
 use crate::rootfs::assemble::Artifacts;
 use crate::sign::sbom::{write_sbom as sbom_json, SbomError, SbomExtras};
+use crate::source::copyright::declared_license;
 use crate::source::lock::{ImagePackages, Lock};
 use crate::spec::Plan;
 use crate::util::{atomic, hash};
@@ -99,10 +101,12 @@ pub fn manifest(
 }
 
 /// Writes `out/sbom.spdx.json` from `manifest` and returns the manifest
-/// with the SBOM listed, so the signature covers it too.
+/// with the SBOM listed, so the signature covers it too. `copyrights` are
+/// the packages' copyright files by package name.
 pub fn write_sbom(
     mut manifest: Manifest,
     locked: &ImagePackages,
+    copyrights: &BTreeMap<String, String>,
     out: &Path,
 ) -> Result<Manifest, RecordError> {
     let extras = SbomExtras {
@@ -113,7 +117,7 @@ pub fn write_sbom(
             .chain(&locked.uefi)
             .filter_map(|p| Some((p.name.clone(), p.maintainer.clone()?)))
             .collect(),
-        licenses: BTreeMap::new(),
+        licenses: declared_licenses(copyrights),
     };
     let mut sbom = Vec::new();
     sbom_json(&manifest, AGENT_CARGO_LOCK, &extras, &mut sbom).map_err(RecordError::Sbom)?;
@@ -125,6 +129,21 @@ pub fn write_sbom(
     })?;
     manifest.artifacts.push(sbom);
     Ok(manifest)
+}
+
+/// The SPDX expression each package's copyright file declares; packages
+/// whose file maps to none are left out (the SBOM says NOASSERTION).
+fn declared_licenses(copyrights: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    copyrights
+        .iter()
+        .filter_map(|(package, text)| match declared_license(text) {
+            Ok(expression) => Some((package.clone(), expression)),
+            Err(why) => {
+                tracing::debug!(package, %why, "no SPDX license declared");
+                None
+            }
+        })
+        .collect()
 }
 
 /// Writes `out/manifest.json`: the last file of a build.

@@ -1,6 +1,7 @@
 //! Stage: the root tree. Unpacks the root file system's plain .debs (no
 //! maintainer scripts), adds the merged-/usr links, assembles the layers'
-//! files, users and settings, and places the update trust key.
+//! files, users and settings, and places the update trust key. Keeps each
+//! package's copyright file for the SBOM.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +42,14 @@ pub fn check_identity(locked: &LockedPackage, info: &DebInfo) -> Result<(), Wron
     Ok(())
 }
 
+/// The root tree and what its packages declared.
+pub struct RootTree {
+    pub tree: Tree,
+    /// `usr/share/doc/<package>/copyright` of each package that ships one,
+    /// read while unpacking (the layers may remove it from the tree).
+    pub copyrights: BTreeMap<String, String>,
+}
+
 /// The root tree of `plan` from its packages (`debs[i]` is the plain .deb
 /// of `packages[i]`) and the build's own artifacts.
 pub fn assemble_tree(
@@ -50,14 +59,18 @@ pub fn assemble_tree(
     artifacts: &Artifacts,
     signing_key: Option<&SigningKey>,
     progress: &Progress,
-) -> Result<Tree, BuildError> {
+) -> Result<RootTree, BuildError> {
     let mut tree = Tree::new();
     let mut owners = BTreeMap::new();
+    let mut copyrights = BTreeMap::new();
     let bar = progress.bar(debs.len() as u64, "unpacking");
     for (pkg, bytes) in packages.iter().zip(debs) {
         bar.set_message(pkg.name.clone());
         let info = unpack_into(&pkg.name, bytes, &mut tree, &mut owners)?;
         check_identity(pkg, &info)?;
+        if let Some(text) = info.copyright {
+            copyrights.insert(pkg.name.clone(), text);
+        }
         for c in &info.conflicts {
             tracing::debug!(
                 path = c.path,
@@ -79,7 +92,7 @@ pub fn assemble_tree(
             Entry::file(key.public_key().to_pem().into_bytes(), 0o644),
         );
     }
-    Ok(tree)
+    Ok(RootTree { tree, copyrights })
 }
 
 /// The OCI images the tree carries, as its `images.json` lists them (the

@@ -13,11 +13,16 @@
 //! so one build gives one SBOM, byte for byte.
 //!
 //! Limits: `supplier` is the package's Debian `Maintainer` when the caller
-//! passes it, else `Organization: Debian`. Licenses are `NOASSERTION`
-//! unless the caller passes an SPDX expression per package (Debian's
-//! DEP-5 short names are not SPDX identifiers, so none are guessed). The
-//! crate closure follows `Cargo.lock`, which also records build, dev and
-//! other-target dependencies, so it may list more crates than are linked.
+//! passes it, else `Organization: Debian`. `licenseDeclared` is the SPDX
+//! expression the caller passes per package, else `NOASSERTION`: the build
+//! passes what a package's machine-readable (DEP-5) copyright file
+//! declares when every short name in it has an exact SPDX identifier
+//! (`source::copyright`), so packages with a free-text copyright file, a
+//! package-specific name or `public-domain` stay `NOASSERTION`.
+//! `licenseConcluded` and `copyrightText` are always `NOASSERTION`: nothing
+//! here reads the license texts. The crate closure follows `Cargo.lock`,
+//! which also records build, dev and other-target dependencies, so it may
+//! list more crates than are linked; crates' licenses are `NOASSERTION`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -7,8 +7,11 @@
 //! their InRelease, .debs against the index or the lock, cache entries
 //! against their names; Go recipes' binaries against the lock
 //! ([`gobuild`]). [`updates`] says what locking again would change.
+//! [`copyright`] reads what a package's DEP-5 copyright file declares, as
+//! an SPDX expression, for the SBOM.
 
 pub mod cache;
+pub mod copyright;
 pub mod deb;
 pub mod debian;
 pub mod fetch;
