@@ -137,8 +137,13 @@ pub fn copy_out(
         Ok(store) => {
             r.target = store.name();
             let file = Path::new(BACKUP_DIR).join(name(at));
-            super::snapshot::describe(&file)
-                .and_then(|blob| store.put(&file, at, &blob.sha256))
+            // take() hashed it already: read it again only for an older one
+            let sha256 = match (&report.last_sha256, report.last_at == at) {
+                (Some(sha), true) => Ok(sha.clone()),
+                _ => super::snapshot::describe(&file).map(|blob| blob.sha256),
+            };
+            sha256
+                .and_then(|sha| store.put(&file, at, &sha))
                 .and_then(|key| {
                     r.uploaded += 1;
                     r.last = Some(key);
