@@ -658,15 +658,17 @@ impl Args {
     }
 }
 
-/// A word with whitespace gets the kernel's quotes around its value, so
-/// [`words`] reads it back as one word.
+/// A word with whitespace gets the kernel's quotes around its value (or
+/// around all of it when the key holds the whitespace), so [`words`] reads
+/// it back as one word. Quoting only the value of `" nodeimg.x=v"` would
+/// print a word that reads back as a `nodeimg.*` key.
 fn quote(word: &str) -> String {
     if !word.contains(char::is_whitespace) {
         return word.to_string();
     }
     match word.split_once('=') {
-        Some((k, v)) => format!("{k}=\"{v}\""),
-        None => format!("\"{word}\""),
+        Some((k, v)) if !k.contains(char::is_whitespace) => format!("{k}=\"{v}\""),
+        _ => format!("\"{word}\""),
     }
 }
 
@@ -770,3 +772,7 @@ impl fmt::Display for Cmdline {
 #[cfg(test)]
 #[path = "cmdline_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "cmdline_props.rs"]
+mod props;

@@ -457,3 +457,7 @@ pub fn first_mbr_record(mbr: &[u8]) -> Option<(u8, u32, u32)> {
 #[cfg(test)]
 #[path = "gpt_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "gpt_props.rs"]
+mod props;

@@ -347,3 +347,7 @@ pub fn read_cpio(mut archive: &[u8]) -> Result<Vec<ArchiveEntry>, InitramfsError
 #[cfg(test)]
 #[path = "initramfs_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "initramfs_props.rs"]
+mod props;

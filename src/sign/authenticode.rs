@@ -122,6 +122,14 @@ pub enum AuthenticodeError {
         size: usize,
         len: usize,
     },
+    #[error(
+        "the pe file's SizeOfHeaders is {size_of_headers:#x}, short of the headers and \
+         section table that end at {headers_end:#x}"
+    )]
+    HeadersTooSmall {
+        size_of_headers: usize,
+        headers_end: usize,
+    },
     #[error("the signed image would be {len} bytes: more than a pe file's 32-bit offsets")]
     TooLarge { len: usize },
     #[error("the signing certificate is not an X.509 certificate (PEM or DER)")]
@@ -479,6 +487,16 @@ impl PeLayout {
         }
         sections.sort_by_key(|r| r.start);
         let size_of_headers = (le32(pe, optional + OPT_SIZE_OF_HEADERS) as usize).min(pe.len());
+        // The digest hashes the headers up to SizeOfHeaders around the
+        // checksum and certificate entry: headers that end before the
+        // section table would leave it unsigned (and the ranges upside down).
+        let headers_end = table + number_of_sections * SECTION_HEADER_SIZE;
+        if size_of_headers < headers_end {
+            return Err(AuthenticodeError::HeadersTooSmall {
+                size_of_headers,
+                headers_end,
+            });
+        }
         let offset = le32(pe, cert_dir) as usize;
         let size = le32(pe, cert_dir + 4) as usize;
         let (cert_table, image_end) = if size == 0 {
@@ -609,3 +627,7 @@ impl SpcIndirectDataContent {
 #[cfg(test)]
 #[path = "authenticode_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "authenticode_props.rs"]
+mod props;

@@ -950,3 +950,7 @@ fn resolve(tree: &Tree, path: &str) -> Result<String, ResolveError> {
 #[cfg(test)]
 #[path = "deb_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "deb_props.rs"]
+mod props;

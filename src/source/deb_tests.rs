@@ -3,7 +3,7 @@ use std::io::Write;
 
 /// One data-archive entry to build; paths are written verbatim (the tar
 /// crate's own setters refuse `..`).
-enum T<'a> {
+pub(super) enum T<'a> {
     Dir(&'a str, u32),
     File(&'a str, &'a [u8], u32),
     Owned(&'a str, &'a [u8], u32, u32, u32),
@@ -13,7 +13,7 @@ enum T<'a> {
     Fifo(&'a str),
 }
 
-fn tar_bytes(entries: &[T]) -> Vec<u8> {
+pub(super) fn tar_bytes(entries: &[T]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for e in entries {
         let mut h = tar::Header::new_gnu();
@@ -55,7 +55,7 @@ fn tar_bytes(entries: &[T]) -> Vec<u8> {
     builder.into_inner().expect("finish tar")
 }
 
-fn compress(suffix: &str, data: &[u8]) -> Vec<u8> {
+pub(super) fn compress(suffix: &str, data: &[u8]) -> Vec<u8> {
     match suffix {
         ".xz" => {
             let mut w = liblzma::write::XzEncoder::new(Vec::new(), 1);
@@ -74,7 +74,7 @@ fn compress(suffix: &str, data: &[u8]) -> Vec<u8> {
 
 const CONTROL: &[u8] = b"Package: hello\nVersion: 1.0-1\nArchitecture: amd64\nDescription: test\n";
 
-fn control_tar() -> Vec<u8> {
+pub(super) fn control_tar() -> Vec<u8> {
     tar_bytes(&[
         T::Dir("./", 0o755),
         T::File("./control", CONTROL, 0o644),
@@ -88,7 +88,7 @@ fn control_tar() -> Vec<u8> {
     ])
 }
 
-fn ar_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
+pub(super) fn ar_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut ar = ar::Builder::new(Vec::new());
     for (name, data) in members {
         let header = ar::Header::new(name.as_bytes().to_vec(), data.len() as u64);
@@ -98,7 +98,7 @@ fn ar_bytes(members: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// A .deb whose data member is `data.tar<suffix>` holding `entries`.
-fn deb(suffix: &str, entries: &[T]) -> Vec<u8> {
+pub(super) fn deb(suffix: &str, entries: &[T]) -> Vec<u8> {
     let control = compress(".xz", &control_tar());
     let data = compress(suffix, &tar_bytes(entries));
     ar_bytes(&[
@@ -108,7 +108,7 @@ fn deb(suffix: &str, entries: &[T]) -> Vec<u8> {
     ])
 }
 
-fn unpack(bytes: &[u8]) -> Result<(Tree, DebInfo), DebError> {
+pub(super) fn unpack(bytes: &[u8]) -> Result<(Tree, DebInfo), DebError> {
     let mut tree = Tree::new();
     let info = unpack_into("hello", bytes, &mut tree, &mut BTreeMap::new())?;
     Ok((tree, info))

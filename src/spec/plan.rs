@@ -662,3 +662,6 @@ fn parse_mode(s: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -613,3 +613,7 @@ mod tests;
 #[cfg(test)]
 #[path = "cluster_tests.rs"]
 mod cluster_tests;
+
+#[cfg(test)]
+#[path = "props.rs"]
+mod props;
