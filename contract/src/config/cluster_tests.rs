@@ -402,7 +402,8 @@ fn intervals_read_and_print_in_units() {
     }
 }
 
-const CLUSTER_TOML: &str = r#"schema = 1
+/// A valid cluster.toml (shared with props.rs).
+pub(super) const CLUSTER_TOML: &str = r#"schema = 1
 name = "lab"
 control_plane_endpoint = "10.0.0.10:6443"
 

@@ -13,57 +13,8 @@ const NODE_KEY: &str = include_str!("../../testdata/node.key");
 
 const FILE: &str = "dir/node.toml";
 
-const WORKER: &str = r#"schema = 1
-hostname = "worker-1"
-role = "worker"
-
-[cluster]
-name = "lab"
-control_plane_endpoint = "10.0.0.10:6443"
-
-[[network.interfaces]]
-mac = "52:54:00:12:34:56"
-addresses = ["10.0.0.2/24", "fd00::2/64"]
-gateway = "10.0.0.1"
-dns = ["10.0.0.1"]
-
-[[network.interfaces]]
-name = "eth1"
-dhcp = true
-
-[time]
-servers = ["ntp.example.org", "10.0.0.1"]
-
-[containerd.registry_mirrors]
-"docker.io" = ["https://mirror.lab:5000"]
-
-[containerd.registry_credentials."mirror.lab:5000"]
-username = "node"
-password = "hunter2"
-"#;
-
-const CLUSTER: &str = r#"schema = 1
-name = "lab"
-control_plane_endpoint = "10.0.0.10:6443"
-
-[[control_plane.members]]
-hostname = "cp-1"
-address = "10.0.0.11"
-
-[[control_plane.members]]
-hostname = "cp-2"
-address = "10.0.0.12"
-
-[etcd.backup]
-interval = "30m"
-retain = 48
-
-[oidc]
-
-[addons]
-
-[backup_targets]
-"#;
+use super::cluster_tests::CLUSTER_TOML as CLUSTER;
+use super::tests::WORKER;
 
 fn worker() -> String {
     format!(

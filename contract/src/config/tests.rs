@@ -16,7 +16,8 @@ fn doc(body: &str, ca: &str, cert: &str, key: &str) -> String {
     )
 }
 
-const WORKER: &str = r#"schema = 1
+/// A valid worker config without its `[api]` (shared with props.rs).
+pub(super) const WORKER: &str = r#"schema = 1
 hostname = "worker-1"
 role = "worker"
 
