@@ -258,13 +258,9 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(120);
         let (at, b) = loop {
             let b = self.etcd_report(holder)["etcd"]["backups"].clone();
-            let at = b["store"]["last"].as_str().and_then(|k| {
-                k.strip_prefix(PREFIX)?
-                    .strip_prefix("etcd-")?
-                    .strip_suffix(".db")?
-                    .parse::<u64>()
-                    .ok()
-            });
+            let at = b["store"]["last"]
+                .as_str()
+                .and_then(|k| contract::etcd::backup_time(k.strip_prefix(PREFIX)?));
             if let Some(at) = at.filter(|t| *t >= since) {
                 break (at, b);
             }

@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action as _, UrlStyle};
@@ -21,18 +20,6 @@ use support::s3::{ObjectStore, ACCESS_KEY, BUCKET, SECRET_KEY};
 use support::{nodeimg, ok, s, sha256_hex, text};
 
 const PREFIX: &str = "lab/";
-
-fn agent(store: &ObjectStore) -> ureq::Agent {
-    let ca = ureq::tls::Certificate::from_pem(store.ca.as_bytes()).unwrap();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .build()
-        .new_agent()
-}
 
 /// PUTs `body` as `key` the way the agent does, with `checksum` (base64
 /// sha256) and, when given, `meta` as the stored sha256; the status.
@@ -50,7 +37,8 @@ fn put(store: &ObjectStore, key: &str, body: &[u8], checksum: &str, meta: Option
             .insert("x-amz-meta-sha256", m.to_string());
     }
     let url = action.sign(Duration::from_secs(60));
-    let mut req = agent(store)
+    let mut req = store
+        .agent()
         .put(url.as_str())
         .header("x-amz-checksum-sha256", checksum);
     if let Some(m) = meta {

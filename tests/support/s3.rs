@@ -103,18 +103,22 @@ impl ObjectStore {
         let url = bucket
             .create_bucket(&credentials)
             .sign(Duration::from_secs(60));
+        let mut r = self.agent().put(url.as_str()).send_empty().unwrap();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        assert_eq!(r.status(), 200, "CreateBucket: {body}");
+    }
+
+    /// An HTTP client trusting the store's CA; answers of any status.
+    pub fn agent(&self) -> ureq::Agent {
         let ca = ureq::tls::Certificate::from_pem(self.ca.as_bytes()).unwrap();
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
             .build();
-        let agent = ureq::Agent::config_builder()
+        ureq::Agent::config_builder()
             .tls_config(tls)
             .http_status_as_error(false)
             .build()
-            .new_agent();
-        let mut r = agent.put(url.as_str()).send_empty().unwrap();
-        let body = r.body_mut().read_to_string().unwrap_or_default();
-        assert_eq!(r.status(), 200, "CreateBucket: {body}");
+            .new_agent()
     }
 
     /// `lab up`'s forward: the lab host's port to this store.
@@ -160,12 +164,7 @@ impl ObjectStore {
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        let t = name
-                            .strip_prefix("etcd-")?
-                            .strip_suffix(".db")?
-                            .parse()
-                            .ok()?;
+                        let t = contract::etcd::backup_time(&e.file_name().to_string_lossy())?;
                         Some((t, e.path()))
                     })
                     .collect()
