@@ -686,11 +686,17 @@ fn run(
                     "waiting for the guest to power off by itself"
                 );
                 let text = opts.until_console.as_deref();
+                // the log is read again only when it grew since the last
+                // look (a look comes every 20 ms)
+                let scanned = std::cell::Cell::new(0u64);
                 let on_console = || {
-                    text.is_some_and(|t| {
-                        std::fs::read(&config.serial_log)
-                            .is_ok_and(|log| log.windows(t.len()).any(|w| w == t.as_bytes()))
-                    })
+                    let Some(t) = text else { return false };
+                    let len = std::fs::metadata(&config.serial_log).map_or(0, |m| m.len());
+                    if len == scanned.replace(len) {
+                        return false;
+                    }
+                    std::fs::read(&config.serial_log)
+                        .is_ok_and(|log| log.windows(t.len()).any(|w| w == t.as_bytes()))
                 };
                 match vm.wait_exit_or(wait, on_console) {
                     vm::Waited::Exited => {
