@@ -150,6 +150,7 @@ k8s_stack_rows=$(sed -n \
   -e 's/^k8s: stack applied \([0-9-]*\) s after the first control-plane node was Ready$/| security stack applied, after the first control-plane node Ready | \1 s |/p' \
   -e 's/^k8s: every add-on Ready \([0-9-]*\) s after the first control-plane node was$/| every add-on (CoreDNS, kube-network-policies) Ready, after the first control-plane node Ready | \1 s |/p' \
   -e 's/^k8s: memory \([^ ]*\) \(coredns-[^ ]*\|kube-network-policies-[^ ]*\) \([0-9]*\) MiB$/| add-on memory (working set) on \1: \2 | \3 MiB |/p' \
+  -e 's/^k8s: kube-bench on \([^:]*\): \([0-9]* PASS, .*\)$/| kube-bench cis-1.12 on \1 (FAILs: the documented exceptions) | \2 |/p' \
   <<<"$k8s_out")
 
 echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree" >&2

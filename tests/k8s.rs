@@ -36,7 +36,10 @@
 //!   add-ons run from their images named by digest; a user of a real
 //!   OpenID Provider (on this machine, offered on the lab host's address)
 //!   is mapped to its group's role, and tokens from another provider, an
-//!   impostor, or expired are refused.
+//!   impostor, or expired are refused;
+//! - kube-bench (upstream's, from a builder-made image imported through
+//!   the node API) runs as a Job on both nodes; every FAIL is a documented
+//!   exception (tests/support/kube_bench.rs).
 //!
 //! One lab bring-up for all of it: each boot costs minutes under TCG. The
 //! checks after Ready run side by side where they touch different objects.
@@ -47,6 +50,7 @@
 mod support;
 
 use support::kube::{check_services, check_workloads, KubeLab};
+use support::kube_bench;
 use support::oidc::OidcLab;
 use support::stack::check_stack;
 use support::timed;
@@ -87,6 +91,11 @@ fn a_control_plane_and_a_worker_run_kubernetes() {
     // emulation a pod's start is mostly waiting, and the two overlap
     std::thread::scope(|scope| {
         scope.spawn(|| timed("workloads", || check_workloads(k, d, "cp-1", "worker-1")));
+        scope.spawn(|| {
+            timed("kube-bench", || {
+                kube_bench::check(k, d, &lab.cluster, &lab.up, "cp-1", "worker-1")
+            })
+        });
         check_stack(&lab, k, d, &oidc);
     });
 }

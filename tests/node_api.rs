@@ -86,7 +86,7 @@ fn registry() -> support::registry::Registry {
         files: vec![nodeimg::oci::ImageFile {
             path: "hello".into(),
             mode: 0o644,
-            data: b"from the test registry\n".to_vec(),
+            content: nodeimg::oci::Content::Data(b"from the test registry\n".to_vec()),
         }],
         entrypoint: vec!["/hello".into()],
         user: "65534:65534".into(),
@@ -399,6 +399,46 @@ fn apply_config_then_reboot_over_the_api_comes_back_with_its_state() {
         "{seen:?}"
     );
     assert!(seen.iter().all(|s| s.authorized), "{seen:?}");
+
+    // An archive imported through the API, no registry: the node names
+    // the digest it imported, which must be ours; one whose bytes are not
+    // what the request announced is refused before containerd sees it.
+    let built = nodeimg::oci::build_image(&nodeimg::oci::ImageSpec {
+        name: "scratch".into(),
+        files: vec![nodeimg::oci::ImageFile {
+            path: "etc/imported".into(),
+            mode: 0o644,
+            content: nodeimg::oci::Content::Data(b"through the node API\n".to_vec()),
+        }],
+        entrypoint: vec!["/etc/imported".into()],
+        user: "65534:65534".into(),
+        mtime: 0,
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("imported.tar");
+    std::fs::write(&archive, &built.archive).unwrap();
+    let name = "nodeimg.test/imported:1";
+    let out = node(&b, &admin, &["import", s(&archive), "--name", name]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.trim(), format!("{name} {}", built.manifest_digest));
+    let trust = Trust::from(&AdminConfig::read(&admin).unwrap());
+    let mut lie = nodeimg::node::blob::describe(&archive).unwrap();
+    lie.sha256 = "0".repeat(64);
+    let answer = nodeimg::node::blob::send(
+        &b.addr,
+        Some(NODE_IP),
+        &trust,
+        &Request::Import(lie),
+        &archive,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    match answer {
+        contract::api::Response::Error(e) => assert!(e.contains("sha256"), "{e}"),
+        other => panic!("a lying import was answered {other:?}"),
+    }
 
     let out = node(&b, &admin, &["reboot"]);
     assert!(out.status.success(), "{out:?}");

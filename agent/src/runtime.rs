@@ -251,6 +251,33 @@ fn probe(sandbox: &PreloadedImage, report: &mut RuntimeReport) -> Result<(), Str
     }
 }
 
+/// Imports an archive of one image (`nodeimg node import` sends it
+/// rewrapped: the linux/amd64 image under the name given), names it by
+/// its digest too, as the preloaded images are, and returns its name and
+/// digest.
+pub fn import_archive(path: &std::path::Path) -> Result<(String, String), String> {
+    let path = path.display().to_string();
+    let out = ctr_within(&["images", "import", "--", &path], IMPORT_TIMEOUT)?;
+    let (name, digest) = unpacked(&out)
+        .filter(|(n, _)| contract::api::is_image_reference(n))
+        .ok_or_else(|| format!("ctr named no image: {out:?}"))?;
+    let by_digest = contract::images::digest_name(&name, &digest);
+    ctr(&["images", "tag", "--force", &name, &by_digest])?;
+    Ok((name, digest))
+}
+
+/// The first `unpacking NAME (sha256:…)...done` line of an import.
+fn unpacked(out: &str) -> Option<(String, String)> {
+    out.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("unpacking ")?;
+        let (name, rest) = rest.split_once(" (")?;
+        let digest = rest.split(')').next()?;
+        digest
+            .starts_with("sha256:")
+            .then(|| (name.to_string(), digest.to_string()))
+    })
+}
+
 /// Pulls `image` (checked by the API's parser) through the registry
 /// files in `hosts_dir` (the mirrors and logins of the machine config, as
 /// the CRI plugin uses them) and returns the digest containerd lists.
@@ -289,6 +316,20 @@ mod tests {
         assert_eq!(imported_digest(out, "nodeimg.local/pause"), None);
         assert_eq!(imported_digest("unpacking x (md5:1)...done", "x"), None);
         assert_eq!(imported_digest("", "x"), None);
+    }
+
+    #[test]
+    fn an_import_names_its_image_and_digest() {
+        let out = "unpacking nodeimg.local/kube-bench:v0.16.0 (sha256:ab12)...done\n";
+        assert_eq!(
+            unpacked(out),
+            Some((
+                "nodeimg.local/kube-bench:v0.16.0".into(),
+                "sha256:ab12".into()
+            ))
+        );
+        assert_eq!(unpacked("unpacking x (md5:1)...done"), None);
+        assert_eq!(unpacked(""), None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `nodeimg node status|logs SERVICE|dmesg|config|apply-config FILE|pull IMAGE|reboot|shutdown --node
+//! `nodeimg node status|logs SERVICE|dmesg|config|apply-config FILE|pull IMAGE|import FILE|reboot|shutdown --node
 //! ADDR:PORT --nodeconfig FILE`: one request to a node's API (TLS 1.3,
 //! the nodeconfig's client certificate; the node checked against its CA).
 //! The answer goes to stdout: `status` as a summary (`--json`: the report
@@ -82,6 +82,17 @@ enum NodeCommand {
     /// Pull an image into the node's containerd (namespace k8s.io) through
     /// its registry mirrors and logins; prints the digest.
     Pull { image: String },
+    /// Import an OCI image archive (`oci-archive`, a tar of an OCI image
+    /// layout) into the node's containerd (namespace k8s.io), named NAME
+    /// and by its digest: an add-on the image does not preload, with no
+    /// registry. Its linux/amd64 image is taken and every blob checked
+    /// here first; prints the name and the digest the node reports.
+    Import {
+        file: PathBuf,
+        /// What containerd lists it as (`nodeimg.local/falco:0.39`).
+        #[arg(long)]
+        name: String,
+    },
     /// Take a snapshot of this control-plane node's etcd now and write it
     /// to FILE (its size and sha256 checked against the node's; written
     /// whole or not at all). `nodeimg cluster bootstrap --from-snapshot`
@@ -161,6 +172,17 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
             Request::ApplyConfig { config: text }
         }
         NodeCommand::Pull { image } => Request::Pull { image },
+        NodeCommand::Import { file, name } => {
+            let timeout = Duration::from_secs(args.timeout);
+            return import(
+                &addr,
+                args.server_name.as_deref(),
+                timeout,
+                &admin,
+                &file,
+                &name,
+            );
+        }
         NodeCommand::EtcdSnapshot { out } => {
             let got = node::blob::receive(
                 &addr,
@@ -258,4 +280,55 @@ pub fn run(args: NodeArgs) -> anyhow::Result<i32> {
         Response::Blob(b) => anyhow::bail!("unexpected snapshot answer ({} bytes)", b.bytes),
     }
     Ok(0)
+}
+
+/// `import`: the archive rewrapped as the builder preloads a user's (its
+/// linux/amd64 image only, under `name`, every blob checked), written to a
+/// temporary file, sent, and the node's digest compared with ours.
+fn import(
+    addr: &str,
+    server_name: Option<&str>,
+    timeout: Duration,
+    admin: &AdminConfig,
+    file: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<i32> {
+    if !contract::api::is_image_reference(name) {
+        anyhow::bail!("--name {name:?} is not an image reference ([registry/]name[:tag])");
+    }
+    let data = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let image = nodeimg::oci::archive::rewrap(name, &data, 0)
+        .with_context(|| format!("{} is not an image archive to import", file.display()))?;
+    let tmp = tempfile::NamedTempFile::new().context("a temporary file for the archive")?;
+    std::fs::write(tmp.path(), &image.archive)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    let blob = node::blob::describe(tmp.path())?;
+    let answer = node::blob::send(
+        addr,
+        server_name,
+        &Trust::from(admin),
+        &Request::Import(blob),
+        tmp.path(),
+        timeout,
+    )
+    .with_context(|| format!("importing {} on {addr}", file.display()))?;
+    match answer {
+        Response::Text(t) => {
+            let digest = t.split_whitespace().nth(1).unwrap_or_default();
+            if digest != image.manifest_digest {
+                anyhow::bail!(
+                    "the node imported {} as {digest:?}, not {}",
+                    file.display(),
+                    image.manifest_digest
+                );
+            }
+            print!("{t}");
+            Ok(0)
+        }
+        Response::Error(e) => {
+            eprintln!("error: the node answered: {e}");
+            Ok(1)
+        }
+        other => anyhow::bail!("unexpected answer to import: {other:?}"),
+    }
 }

@@ -78,12 +78,14 @@ fn fetch(args: FetchArgs, quiet: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Writes the tree's directories and regular files under `out`. Tree paths
-/// are normalised (no `..`, no leading `/`), and symlinks are not created,
-/// so no write can leave `out`.
+/// Writes the tree's directories, regular files and symlinks under `out`.
+/// Tree paths are normalised (no `..`, no leading `/`), and the symlinks
+/// are made last, once nothing more is written, so no write can follow
+/// one out of `out`. An existing entry at a symlink's path is replaced.
 fn write_tree(tree: &Tree, out: &Path) -> anyhow::Result<usize> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut files = 0;
+    let mut links = Vec::new();
     for (path, entry) in tree.iter() {
         if path.is_empty() {
             continue;
@@ -106,8 +108,33 @@ fn write_tree(tree: &Tree, out: &Path) -> anyhow::Result<usize> {
                 .with_context(|| format!("setting the mode of {}", dest.display()))?;
                 files += 1;
             }
+            Kind::Symlink(target) => links.push((dest, target)),
             _ => {}
         }
+    }
+    for (dest, target) in links {
+        // a link under a path that an earlier link replaced would be made
+        // wherever that link points
+        let mut at = dest.parent();
+        while let Some(dir) = at.filter(|d| d.starts_with(out) && *d != out) {
+            if std::fs::symlink_metadata(dir).map_or(true, |m| !m.is_dir()) {
+                anyhow::bail!(
+                    "{}: its directory {} is not a directory of the package",
+                    dest.display(),
+                    dir.display()
+                );
+            }
+            at = dir.parent();
+        }
+        match std::fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dest),
+            Ok(_) => std::fs::remove_file(&dest),
+            Err(_) => Ok(()),
+        }
+        .with_context(|| format!("replacing {}", dest.display()))?;
+        std::os::unix::fs::symlink(target, &dest)
+            .with_context(|| format!("linking {} to {target}", dest.display()))?;
+        files += 1;
     }
     Ok(files)
 }

@@ -7,7 +7,7 @@ fn ours(name: &str) -> crate::oci::BuiltImage {
         files: vec![ImageFile {
             path: "probe".into(),
             mode: 0o755,
-            data: b"#!/bin/true\n".to_vec(),
+            content: crate::oci::Content::Data(b"#!/bin/true\n".to_vec()),
         }],
         entrypoint: vec!["/probe".into()],
         user: "1000:1000".into(),

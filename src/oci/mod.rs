@@ -23,13 +23,24 @@ const MANIFEST_MEDIA: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_MEDIA: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_MEDIA: &str = "application/vnd.oci.image.layer.v1.tar";
 
-/// One file of the image's only layer.
+/// One entry of the image's only layer. Its parent directories are
+/// added by themselves (mode 0755).
 #[derive(Debug, Clone)]
 pub struct ImageFile {
-    /// Path inside the image, without a leading `/`.
+    /// Path inside the image, relative (`usr/bin/ps`): no leading `/`, no
+    /// empty, `.` or `..` component.
     pub path: String,
     pub mode: u32,
-    pub data: Vec<u8>,
+    pub content: Content,
+}
+
+/// What an [`ImageFile`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Data(Vec<u8>),
+    /// A symbolic link to this target (the container's runtime resolves it
+    /// inside the image's root).
+    Symlink(String),
 }
 
 /// What to build.
@@ -187,31 +198,64 @@ fn layout_tar(index: &[u8], blobs: &[&[u8]], mtime: u64) -> std::io::Result<Vec<
 }
 
 fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, OciError> {
-    let mut files: Vec<&ImageFile> = spec.files.iter().collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let mut out = tar::Builder::new(Vec::new());
-    for f in files {
+    // path -> entry; a directory's key sorts before everything under it
+    let mut entries: BTreeMap<String, Option<&ImageFile>> = BTreeMap::new();
+    for f in &spec.files {
         let bad = |problem| OciError::File {
             name: spec.name.clone(),
             path: f.path.clone(),
             problem,
         };
-        if f.path.is_empty()
-            || f.path.starts_with('/')
-            || f.path.contains('/')
-            || f.path.split('/').any(|c| c == "..")
+        let parts: Vec<&str> = f.path.split('/').collect();
+        if parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
         {
-            return Err(bad("must be one plain file name at the image's root"));
+            return Err(bad(
+                "must be a relative path without empty, `.` or `..` parts",
+            ));
         }
-        append(
-            &mut out,
-            &f.path,
-            f.mode,
-            &f.data,
-            spec.mtime,
-            tar::EntryType::Regular,
-        )
-        .map_err(|source| OciError::Write {
+        for depth in 1..parts.len() {
+            let dir = parts[..depth].join("/");
+            if let Some(Some(_)) = entries.insert(dir, None) {
+                return Err(bad("lies under a file of the image"));
+            }
+        }
+        match entries.insert(f.path.clone(), Some(f)) {
+            Some(Some(_)) => return Err(bad("is in the image twice")),
+            Some(None) => return Err(bad("is a directory of other files of the image")),
+            None => {}
+        }
+    }
+    let mut out = tar::Builder::new(Vec::new());
+    for (path, entry) in &entries {
+        let written = match entry {
+            None => append(
+                &mut out,
+                &format!("{path}/"),
+                0o755,
+                &[],
+                spec.mtime,
+                tar::EntryType::Directory,
+            ),
+            Some(ImageFile {
+                mode,
+                content: Content::Data(data),
+                ..
+            }) => append(
+                &mut out,
+                path,
+                *mode,
+                data,
+                spec.mtime,
+                tar::EntryType::Regular,
+            ),
+            Some(ImageFile {
+                content: Content::Symlink(target),
+                ..
+            }) => append_link(&mut out, path, target, spec.mtime),
+        };
+        written.map_err(|source| OciError::Write {
             name: spec.name.clone(),
             source,
         })?;
@@ -220,6 +264,24 @@ fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, OciError> {
         name: spec.name.clone(),
         source,
     })
+}
+
+fn append_link(
+    out: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    target: &str,
+    mtime: u64,
+) -> std::io::Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    // sets the path and the link name, with GNU long-name records when
+    // one is longer than ustar holds
+    out.append_link(&mut h, path, target)
 }
 
 fn append(

@@ -306,7 +306,7 @@ fn place_oci_images(
                     files: vec![crate::oci::ImageFile {
                         path: binary.rsplit('/').next().unwrap_or_default().into(),
                         mode: 0o755,
-                        data: data.clone(),
+                        content: crate::oci::Content::Data(data.clone()),
                     }],
                     entrypoint: img.entrypoint.clone(),
                     user: img.user.clone().unwrap_or_default(),

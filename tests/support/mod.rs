@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod kube;
+pub mod kube_bench;
 pub mod oidc;
 pub mod registry;
 pub mod s3;

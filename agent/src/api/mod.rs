@@ -222,10 +222,12 @@ fn client(tcp: TcpStream, tls: Arc<ServerConfig>, state: &State) -> Result<(), S
         .take(MAX_REQUEST as u64 + 1)
         .read_until(b'\n', &mut line)
         .map_err(|e| format!("handshake or request: {e}"))?;
-    // a restore's snapshot follows its line on the stream: read it with
+    // a restore's snapshot or an import's archive follows its line on
+    // the stream: read it with
     // what the line's reader already buffered
     let restored = match Request::parse(&line) {
         Ok(Request::Restore(blob)) => Some(ops::restore(state, &mut reader, &blob)),
+        Ok(Request::Import(blob)) => Some(ops::import(state, &mut reader, &blob)),
         _ => None,
     };
     drop(reader);

@@ -87,10 +87,10 @@ pub fn answer(request: &Request, state: &State) -> (Response, Option<Signal>) {
             };
             (answer, None)
         }
-        // both carry bytes beside the line: api/mod.rs hands them to
-        // `restore` and `snapshot`
-        Request::Restore(_) | Request::EtcdSnapshot => (
-            Response::Error("this request carries a snapshot; it has no plain answer".into()),
+        // these carry bytes beside the line: api/mod.rs hands them to
+        // `restore`, `import` and `snapshot`
+        Request::Restore(_) | Request::Import(_) | Request::EtcdSnapshot => (
+            Response::Error("this request carries a body; it has no plain answer".into()),
             None,
         ),
         // SIGUSR1 and SIGTERM are what events.rs reads as reboot and
@@ -123,7 +123,7 @@ pub fn restore(state: &State, from: &mut impl Read, blob: &contract::api::Blob) 
         return Response::Error(format!("{}: {e}", dir.display()));
     }
     let file = dir.join(".restore.db");
-    if let Err(e) = crate::etcd::snapshot::receive(from, blob, &file) {
+    if let Err(e) = crate::digest::receive(from, blob, &file, "the snapshot") {
         return Response::Error(e);
     }
     let done = etcd.restore(&file);
@@ -131,6 +131,33 @@ pub fn restore(state: &State, from: &mut impl Read, blob: &contract::api::Blob) 
     match done {
         Ok(text) => Response::Text(text),
         Err(e) => Response::Error(e),
+    }
+}
+
+/// Where an image archive is received before containerd imports it (on
+/// `/var`: an archive can be larger than the memory of a small node).
+const IMPORT_FILE: &str = "/var/lib/nodeimg/.import.tar";
+
+/// `import`: the archive is received whole and its sha256 checked before
+/// containerd sees any of it; the answer is `NAME sha256:DIGEST`.
+pub fn import(state: &State, from: &mut impl Read, blob: &contract::api::Blob) -> Response {
+    if state.certs_d.is_none() {
+        return Response::Error("this image has no containerd".into());
+    }
+    let file = std::path::Path::new(IMPORT_FILE);
+    if let Some(dir) = file.parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Response::Error(format!("{}: {e}", dir.display()));
+        }
+    }
+    if let Err(e) = crate::digest::receive(from, blob, file, "the image archive") {
+        return Response::Error(e);
+    }
+    let done = crate::runtime::import_archive(file);
+    let _ = std::fs::remove_file(file);
+    match done {
+        Ok((name, digest)) => Response::Text(format!("{name} {digest}\n")),
+        Err(e) => Response::Error(format!("importing the archive: {e}")),
     }
 }
 

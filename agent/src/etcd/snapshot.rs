@@ -5,13 +5,13 @@
 //! directory's. Both programs come with the etcd layer; the agent runs
 //! them to their end as children (`crate::child`).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use contract::api::Blob;
-use sha2::{Digest, Sha256};
+
+use crate::digest::Hashing;
 
 /// Where snapshots are written (and backups kept).
 pub const DIR: &str = contract::etcd::BACKUP_DIR;
@@ -20,36 +20,13 @@ const ETCDUTL: &str = "/usr/bin/etcdutl";
 /// A snapshot of a large member under TCG takes a while.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A writer that hashes what passes through it to `inner`.
-struct Hashing<W> {
-    hash: Sha256,
-    inner: W,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(buf.get(..n).unwrap_or(buf));
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The size and sha256 of `path`.
 pub fn describe(path: &Path) -> Result<Blob, String> {
     let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut sink = Hashing {
-        hash: Sha256::new(),
-        inner: std::io::sink(),
-    };
+    let mut sink = Hashing::new(std::io::sink());
     let bytes = std::io::copy(&mut f, &mut sink).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Blob {
-        bytes,
-        sha256: hex::encode(sink.hash.finalize()),
-    })
+    let (_, sha256) = sink.finish();
+    Ok(Blob { bytes, sha256 })
 }
 
 /// `etcdctl snapshot save` of the local member into `out` (which etcdctl
@@ -70,40 +47,6 @@ pub fn save(pki: &Path, out: &Path) -> Result<Blob, String> {
     .arg(out);
     crate::child::run(cmd, "etcdctl snapshot save", TIMEOUT)?;
     describe(out)
-}
-
-/// Receives `blob.bytes` bytes from `from` into `out`, hashing them;
-/// removes `out` and says why when they are not what `blob` announced.
-pub fn receive(from: &mut impl Read, blob: &Blob, out: &Path) -> Result<(), String> {
-    let received = (|| {
-        let f = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
-        let mut sink = Hashing {
-            hash: Sha256::new(),
-            inner: f,
-        };
-        let got = std::io::copy(&mut from.take(blob.bytes), &mut sink)
-            .map_err(|e| format!("receiving the snapshot into {}: {e}", out.display()))?;
-        if got != blob.bytes {
-            return Err(format!(
-                "the snapshot ended {} bytes short",
-                blob.bytes - got
-            ));
-        }
-        let sha = hex::encode(sink.hash.finalize());
-        if sha != blob.sha256 {
-            return Err(format!(
-                "the snapshot's sha256 is {sha}, not the announced {}",
-                blob.sha256
-            ));
-        }
-        sink.inner
-            .sync_all()
-            .map_err(|e| format!("{}: {e}", out.display()))
-    })();
-    if received.is_err() {
-        let _ = std::fs::remove_file(out);
-    }
-    received
 }
 
 /// What a restore makes this node: the one member of a restored cluster.

@@ -148,7 +148,7 @@ fn a_brought_archive_is_checked_against_its_pin_and_listed_by_its_own_digest() {
         files: vec![crate::oci::ImageFile {
             path: "falco".into(),
             mode: 0o755,
-            data: b"\x7fELF falco".to_vec(),
+            content: crate::oci::Content::Data(b"\x7fELF falco".to_vec()),
         }],
         entrypoint: vec!["/falco".into()],
         user: "0:0".into(),
