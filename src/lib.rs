@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod node;
 pub mod oci;
 pub mod output;
+pub mod pe;
 pub mod pipeline;
 pub mod progress;
 pub mod pxe_server;

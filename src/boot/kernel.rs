@@ -13,7 +13,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use goblin::pe::header::COFF_MACHINE_X86_64;
+use crate::pe::{PeHeaders, MACHINE_X86_64};
 
 use crate::rootfs::{Kind, Tree};
 
@@ -50,7 +50,7 @@ pub enum KernelError {
     #[error("kernel image is not a PE file (no EFI stub)")]
     NotPe {
         #[source]
-        source: goblin::error::Error,
+        source: crate::pe::PeError,
     },
     #[error("kernel image is a PE file for machine {machine:#06x}, not x86-64")]
     WrongMachine { machine: u16 },
@@ -138,16 +138,12 @@ pub fn inspect(bzimage: &[u8]) -> Result<KernelInfo, KernelError> {
     if bzimage.len() < 0x250 {
         return Err(KernelError::TooShort { len: bzimage.len() });
     }
-    let pe = goblin::pe::PE::parse(bzimage).map_err(|source| KernelError::NotPe { source })?;
-    let machine = pe.header.coff_header.machine;
-    if machine != COFF_MACHINE_X86_64 {
+    let pe = PeHeaders::parse(bzimage).map_err(|source| KernelError::NotPe { source })?;
+    let machine = pe.machine;
+    if machine != MACHINE_X86_64 {
         return Err(KernelError::WrongMachine { machine });
     }
-    let signed = pe
-        .header
-        .optional_header
-        .and_then(|oh| oh.data_directories.get_certificate_table().copied())
-        .is_some_and(|dd| dd.size > 0);
+    let signed = pe.certificate_table().is_some_and(|dd| dd.size > 0);
     let (major, minor) = setup_header(bzimage)?;
     let version = version_string(bzimage)?;
     let release = version

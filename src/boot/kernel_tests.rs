@@ -72,7 +72,7 @@ fn fake_bzimage(machine: u16, vmlinux: &[u8]) -> Vec<u8> {
 
 #[test]
 fn inspect_reads_release_and_refuses_other_machines() {
-    let img = fake_bzimage(COFF_MACHINE_X86_64, &fake_vmlinux());
+    let img = fake_bzimage(MACHINE_X86_64, &fake_vmlinux());
     let info = inspect(&img).unwrap();
     assert_eq!(info.release, RELEASE);
     assert!(info.version.contains("PREEMPT_DYNAMIC"));
@@ -105,7 +105,7 @@ fn inspect_reads_release_and_refuses_other_machines() {
 #[test]
 fn extract_vmlinux_checks_trailer_and_elf_magic() {
     let vmlinux = fake_vmlinux();
-    let img = fake_bzimage(COFF_MACHINE_X86_64, &vmlinux);
+    let img = fake_bzimage(MACHINE_X86_64, &vmlinux);
     assert_eq!(extract_vmlinux(&img).unwrap(), vmlinux);
 
     // A wrong size trailer is caught.
@@ -115,7 +115,7 @@ fn extract_vmlinux_checks_trailer_and_elf_magic() {
     assert!(extract_vmlinux(&bad).is_err());
 
     // A payload that is not an ELF is refused.
-    let not_elf = fake_bzimage(COFF_MACHINE_X86_64, &[0u8; 4096]);
+    let not_elf = fake_bzimage(MACHINE_X86_64, &[0u8; 4096]);
     assert!(matches!(
         extract_vmlinux(&not_elf),
         Err(KernelError::NotElf)
@@ -132,7 +132,7 @@ fn extract_vmlinux_checks_trailer_and_elf_magic() {
 
 #[test]
 fn find_kernel_checks_release_against_file_name() {
-    let img = fake_bzimage(COFF_MACHINE_X86_64, &fake_vmlinux());
+    let img = fake_bzimage(MACHINE_X86_64, &fake_vmlinux());
     let mut tree = Tree::new();
     assert!(matches!(find_kernel(&tree), Err(KernelError::NoKernel)));
     tree.insert(

@@ -12,58 +12,23 @@
 //! bytes. The result is unsigned: a signature on the stub is dropped, and
 //! signing the UKI is a later step.
 //!
-//! [`read_sections`] and [`section_bytes`] are an independent reader of the
-//! section table (no goblin), for tests and `nodeimg verify`.
-//!
-//! Layout follows the PE/COFF specification (Microsoft "PE Format"): header
-//! field offsets below are from there, for PE32+ images.
+//! [`read_sections`] and [`section_bytes`] read the section table back,
+//! for tests and `nodeimg verify`. Both the builder and they read headers
+//! with [`crate::pe`]; the tests judge the result with goblin and binutils.
 
 use std::ops::Range;
 
-use goblin::pe::header::COFF_MACHINE_X86_64;
-use goblin::pe::optional_header::IMAGE_NT_OPTIONAL_HDR64_MAGIC;
-use goblin::pe::subsystem::IMAGE_SUBSYSTEM_EFI_APPLICATION;
+use crate::pe::{
+    pe_checksum, PeError, PeHeaders, SectionOutOfRange, COFF_NUMBER_OF_SECTIONS,
+    COFF_NUMBER_OF_SYMBOLS, COFF_POINTER_TO_SYMBOL_TABLE, DATA_DIRECTORY_SIZE, MACHINE_X86_64,
+    OPT_SIZE_OF_CODE, OPT_SIZE_OF_HEADERS, OPT_SIZE_OF_IMAGE, OPT_SIZE_OF_INITIALIZED_DATA,
+    PE32_PLUS_MAGIC, SCN_CNT_CODE, SCN_CNT_INITIALIZED_DATA, SCN_MEM_READ, SECTION_CHARACTERISTICS,
+    SECTION_HEADER_SIZE, SECTION_POINTER_TO_RAW_DATA, SECTION_SIZE_OF_RAW_DATA,
+    SECTION_VIRTUAL_ADDRESS, SECTION_VIRTUAL_SIZE, SUBSYSTEM_EFI_APPLICATION,
+};
 
 /// The sections [`build_uki`] appends, in file and address order.
 pub const SECTION_NAMES: [&str; 5] = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"];
-
-/// `e_lfanew` at 0x3C of the MZ header: file offset of the `PE\0\0` signature.
-const E_LFANEW: usize = 0x3c;
-const MZ_MAGIC: &[u8; 2] = b"MZ";
-const PE_SIGNATURE: &[u8; 4] = b"PE\0\0";
-/// The COFF file header (20 bytes) follows the 4-byte signature.
-const COFF_HEADER_SIZE: usize = 20;
-/// COFF `NumberOfSections` (u16).
-const COFF_NUMBER_OF_SECTIONS: usize = 2;
-/// COFF `PointerToSymbolTable` (u32): file offset of the COFF symbol table, 0 if none.
-const COFF_POINTER_TO_SYMBOL_TABLE: usize = 8;
-/// COFF `NumberOfSymbols` (u32).
-const COFF_NUMBER_OF_SYMBOLS: usize = 12;
-/// COFF `SizeOfOptionalHeader` (u16): the section table follows the optional header.
-const COFF_SIZE_OF_OPTIONAL_HEADER: usize = 16;
-/// Optional header `Magic` (u16): 0x20B for PE32+.
-const OPT_MAGIC: usize = 0;
-/// `SizeOfCode` (u32): sum of the code sections' raw sizes (informational).
-const OPT_SIZE_OF_CODE: usize = 4;
-/// `SizeOfInitializedData` (u32): sum of the initialized data sections' raw sizes (informational).
-const OPT_SIZE_OF_INITIALIZED_DATA: usize = 8;
-/// `SizeOfImage` (u32): the image's size in memory, a multiple of `SectionAlignment`.
-const OPT_SIZE_OF_IMAGE: usize = 56;
-/// `SizeOfHeaders` (u32): MZ stub, PE header and section table, rounded up to `FileAlignment`.
-const OPT_SIZE_OF_HEADERS: usize = 60;
-/// `CheckSum` (u32).
-const OPT_CHECKSUM: usize = 64;
-/// PE32+ data directories start here, 8 bytes (RVA or file offset, size) each.
-const OPT_DATA_DIRECTORIES: usize = 112;
-/// Data directory 4, the certificate table (Authenticode signatures). Its
-/// first field is a file offset, not an RVA: the table is not loaded.
-const DIR_SECURITY: usize = 4;
-/// Size of one section header.
-const SECTION_HEADER_SIZE: usize = 40;
-/// Section characteristics (`IMAGE_SCN_*`).
-const SCN_CNT_CODE: u32 = 0x0000_0020;
-const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
-const SCN_MEM_READ: u32 = 0x4000_0000;
 
 /// What goes into the UKI. Empty optional sections are left out (as ukify
 /// does); `.linux` must not be empty.
@@ -117,7 +82,7 @@ pub enum UkiError {
     #[error("the stub is not a PE file")]
     StubNotPe {
         #[source]
-        source: goblin::error::Error,
+        source: PeError,
     },
     #[error("the stub is not a PE32+ image (optional header magic {magic:#06x})")]
     StubNotPe32Plus { magic: u16 },
@@ -180,12 +145,40 @@ pub enum UkiError {
     SectionRepeated { name: String, count: usize },
 }
 
-fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
+impl From<PeError> for UkiError {
+    fn from(e: PeError) -> Self {
+        match e {
+            PeError::NotPe { what } => UkiError::NotPe { what },
+            PeError::Truncated {
+                what,
+                offset,
+                need,
+                len,
+            } => UkiError::Truncated {
+                what,
+                offset,
+                need,
+                len,
+            },
+        }
+    }
 }
 
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+impl From<SectionOutOfRange> for UkiError {
+    fn from(e: SectionOutOfRange) -> Self {
+        let SectionOutOfRange {
+            name,
+            start,
+            end,
+            len,
+        } = e;
+        UkiError::SectionOutOfRange {
+            name,
+            start,
+            end,
+            len,
+        }
+    }
 }
 
 fn put16(b: &mut [u8], off: usize, v: u16) {
@@ -196,106 +189,80 @@ fn put32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Where things are in the stub, checked with goblin; offsets are file offsets.
+/// Where things are in the stub; offsets are file offsets.
 #[derive(Debug)]
 struct StubLayout {
-    /// The COFF file header.
-    coff: usize,
-    /// The optional header.
-    optional: usize,
-    /// End of the stub's section table: new headers go here.
-    table_end: usize,
-    number_of_sections: u16,
-    section_alignment: u32,
-    file_alignment: u32,
-    size_of_headers: u32,
-    /// No header may reach past this: the first section's raw data.
+    /// The stub's headers: new section headers go at `section_table_end`.
+    headers: PeHeaders,
+    /// No header may reach past this: the first section's raw data (the
+    /// end of the headers if no section has any).
     first_raw: usize,
     /// End of the last section's raw data; the stub is cut here.
     data_end: usize,
     /// First RVA past everything the stub maps (its `SizeOfImage` or the
     /// end of its last section, whichever is larger).
     va_end: u64,
-    number_of_rva_and_sizes: u32,
 }
 
 impl StubLayout {
     fn parse(stub: &[u8]) -> Result<Self, UkiError> {
-        // A stub signature is dropped unread: do not let its contents refuse the stub.
-        let mut opts = goblin::pe::options::ParseOptions::default();
-        opts.parse_attribute_certificates = false;
-        let pe = goblin::pe::PE::parse_with_opts(stub, &opts)
-            .map_err(|source| UkiError::StubNotPe { source })?;
-        let coff_header = &pe.header.coff_header;
-        let Some(oh) = pe.header.optional_header else {
-            return Err(UkiError::StubNotPe32Plus { magic: 0 });
-        };
-        let magic = oh.standard_fields.magic;
-        if magic != IMAGE_NT_OPTIONAL_HDR64_MAGIC {
-            return Err(UkiError::StubNotPe32Plus { magic });
+        // A stub signature is dropped unread: the reader does not look at it.
+        let headers = PeHeaders::parse(stub).map_err(|source| UkiError::StubNotPe { source })?;
+        if headers.magic != PE32_PLUS_MAGIC {
+            return Err(UkiError::StubNotPe32Plus {
+                magic: headers.magic,
+            });
         }
-        if coff_header.machine != COFF_MACHINE_X86_64 {
+        if headers.machine != MACHINE_X86_64 {
             return Err(UkiError::StubWrongMachine {
-                machine: coff_header.machine,
+                machine: headers.machine,
             });
         }
-        let wf = &oh.windows_fields;
-        if wf.subsystem != IMAGE_SUBSYSTEM_EFI_APPLICATION {
+        if headers.subsystem != SUBSYSTEM_EFI_APPLICATION {
             return Err(UkiError::StubNotEfiApplication {
-                subsystem: wf.subsystem,
+                subsystem: headers.subsystem,
             });
         }
-        let (sa, fa) = (wf.section_alignment, wf.file_alignment);
+        let (sa, fa) = (headers.section_alignment, headers.file_alignment);
         if !sa.is_power_of_two() || !fa.is_power_of_two() || fa > sa {
             return Err(UkiError::StubBadAlignment {
                 section_alignment: sa,
                 file_alignment: fa,
             });
         }
-        let coff = pe.header.dos_header.pe_pointer as usize + PE_SIGNATURE.len();
-        let optional = coff + COFF_HEADER_SIZE;
-        let table = optional + usize::from(coff_header.size_of_optional_header);
-        let table_end = table + SECTION_HEADER_SIZE * usize::from(coff_header.number_of_sections);
-        let mut first_raw = stub.len();
-        let mut data_end = (wf.size_of_headers as usize).min(stub.len());
-        let mut va_end = u64::from(wf.size_of_image);
-        for s in &pe.sections {
-            let name = String::from_utf8_lossy(&s.name)
-                .trim_end_matches('\0')
-                .to_string();
-            if let Some(&ours) = SECTION_NAMES.iter().find(|&&n| n == name) {
+        let mut first_raw = None;
+        let mut data_end = (headers.size_of_headers as usize).min(stub.len());
+        let mut va_end = u64::from(headers.size_of_image);
+        for s in &headers.sections {
+            if let Some(&ours) = SECTION_NAMES.iter().find(|&&n| n == s.name) {
                 return Err(UkiError::StubHasSection { name: ours });
             }
-            let start = s.pointer_to_raw_data as usize;
-            let end = start + s.size_of_raw_data as usize;
-            if end > stub.len() {
-                let len = stub.len();
-                return Err(UkiError::StubSectionOutOfRange {
+            let raw = s.raw_range(stub.len()).map_err(|e| {
+                let SectionOutOfRange {
                     name,
                     start,
                     end,
                     len,
-                });
-            }
+                } = e;
+                UkiError::StubSectionOutOfRange {
+                    name,
+                    start,
+                    end,
+                    len,
+                }
+            })?;
             if s.size_of_raw_data > 0 {
-                first_raw = first_raw.min(start);
-                data_end = data_end.max(end);
+                first_raw = Some(first_raw.map_or(raw.start, |f: usize| f.min(raw.start)));
+                data_end = data_end.max(raw.end);
             }
             let size = u64::from(s.virtual_size.max(s.size_of_raw_data));
             va_end = va_end.max(u64::from(s.virtual_address) + size);
         }
         Ok(StubLayout {
-            coff,
-            optional,
-            table_end,
-            number_of_sections: coff_header.number_of_sections,
-            section_alignment: sa,
-            file_alignment: fa,
-            size_of_headers: wf.size_of_headers,
-            first_raw,
+            first_raw: first_raw.unwrap_or(data_end),
+            headers,
             data_end,
             va_end,
-            number_of_rva_and_sizes: wf.number_of_rva_and_sizes,
         })
     }
 }
@@ -316,11 +283,15 @@ impl NewSection<'_> {
     fn header(&self) -> [u8; SECTION_HEADER_SIZE] {
         let mut h = [0u8; SECTION_HEADER_SIZE];
         h[..self.name.len()].copy_from_slice(self.name.as_bytes());
-        put32(&mut h, 8, self.virtual_size);
-        put32(&mut h, 12, self.virtual_address);
-        put32(&mut h, 16, self.size_of_raw_data);
-        put32(&mut h, 20, self.pointer_to_raw_data);
-        put32(&mut h, 36, self.characteristics);
+        put32(&mut h, SECTION_VIRTUAL_SIZE, self.virtual_size);
+        put32(&mut h, SECTION_VIRTUAL_ADDRESS, self.virtual_address);
+        put32(&mut h, SECTION_SIZE_OF_RAW_DATA, self.size_of_raw_data);
+        put32(
+            &mut h,
+            SECTION_POINTER_TO_RAW_DATA,
+            self.pointer_to_raw_data,
+        );
+        put32(&mut h, SECTION_CHARACTERISTICS, self.characteristics);
         h
     }
 }
@@ -336,8 +307,8 @@ fn place<'a>(
     if sections.linux.is_empty() {
         return Err(UkiError::EmptyKernel);
     }
-    let sa = u64::from(layout.section_alignment);
-    let fa = u64::from(layout.file_alignment);
+    let sa = u64::from(layout.headers.section_alignment);
+    let fa = u64::from(layout.headers.file_alignment);
     let mut file_at = (layout.data_end as u64).next_multiple_of(fa);
     let mut va_at = layout.va_end.next_multiple_of(sa);
     let mut placed = Vec::new();
@@ -385,10 +356,8 @@ fn place<'a>(
 /// The kernel's PE `SizeOfImage` (memory it needs once loaded), if it is a
 /// PE32+ file; `None` otherwise (then `.linux` is sized to its bytes).
 fn kernel_size_of_image(kernel: &[u8]) -> Option<u32> {
-    let h = pe_headers(kernel).ok()?;
-    let magic_ok = h.optional_size >= OPT_SIZE_OF_IMAGE + 4
-        && le16(kernel, h.optional + OPT_MAGIC) == IMAGE_NT_OPTIONAL_HDR64_MAGIC;
-    magic_ok.then(|| le32(kernel, h.optional + OPT_SIZE_OF_IMAGE))
+    let h = PeHeaders::parse(kernel).ok()?;
+    (h.magic == PE32_PLUS_MAGIC).then_some(h.size_of_image)
 }
 
 /// Builds a UKI: the stub with [`SECTION_NAMES`] appended (empty ones left
@@ -418,7 +387,7 @@ pub fn build_uki(stub: &[u8], sections: &UkiSections) -> Result<Vec<u8>, UkiErro
 
     let (mut code, mut data) = (0u32, 0u32);
     for (i, s) in placed.iter().enumerate() {
-        let at = layout.table_end + i * SECTION_HEADER_SIZE;
+        let at = layout.headers.section_table_end + i * SECTION_HEADER_SIZE;
         out[at..at + SECTION_HEADER_SIZE].copy_from_slice(&s.header());
         let sum = if s.characteristics & SCN_CNT_CODE != 0 {
             &mut code
@@ -443,12 +412,13 @@ pub fn build_uki(stub: &[u8], sections: &UkiSections) -> Result<Vec<u8>, UkiErro
 /// Returns the `SizeOfHeaders` to write: the stub's, or grown to the next
 /// `FileAlignment` boundary past the new headers (as ukify allows).
 fn header_room(stub: &[u8], layout: &StubLayout, count: usize) -> Result<u32, UkiError> {
-    let needed = layout.table_end + count * SECTION_HEADER_SIZE;
-    let size_of_headers = u64::from(layout.size_of_headers);
+    let table_end = layout.headers.section_table_end;
+    let needed = table_end + count * SECTION_HEADER_SIZE;
+    let size_of_headers = u64::from(layout.headers.size_of_headers);
     let grown = if needed as u64 <= size_of_headers {
         size_of_headers
     } else {
-        (needed as u64).next_multiple_of(layout.file_alignment.into())
+        (needed as u64).next_multiple_of(layout.headers.file_alignment.into())
     };
     let limit = layout.first_raw;
     if needed > limit || grown > limit as u64 {
@@ -458,9 +428,10 @@ fn header_room(stub: &[u8], layout: &StubLayout, count: usize) -> Result<u32, Uk
             limit,
         });
     }
-    if stub[layout.table_end..needed].iter().any(|&b| b != 0) {
+    // table_end <= needed <= first_raw <= stub.len()
+    if stub[table_end..needed].iter().any(|&b| b != 0) {
         return Err(UkiError::HeaderSlackInUse {
-            start: layout.table_end,
+            start: table_end,
             end: needed,
         });
     }
@@ -476,139 +447,47 @@ fn patch_headers(
     size_of_headers: u32,
     (code, data): (u32, u32),
 ) {
-    let (coff, opt) = (layout.coff, layout.optional);
+    let h = &layout.headers;
+    let (coff, opt) = (h.coff_header, h.optional_header);
     // At most five more; the stub's count is far below u16::MAX (loaders cap it at 96).
-    let count = layout
-        .number_of_sections
-        .saturating_add(placed.len() as u16);
+    let count = (h.sections.len() as u16).saturating_add(placed.len() as u16);
     put16(out, coff + COFF_NUMBER_OF_SECTIONS, count);
     // A COFF symbol table after the sections was cut off with the rest.
-    if le32(out, coff + COFF_POINTER_TO_SYMBOL_TABLE) as usize >= layout.data_end {
+    if h.pointer_to_symbol_table as usize >= layout.data_end {
         put32(out, coff + COFF_POINTER_TO_SYMBOL_TABLE, 0);
         put32(out, coff + COFF_NUMBER_OF_SYMBOLS, 0);
     }
-    let size_of_code = le32(out, opt + OPT_SIZE_OF_CODE).wrapping_add(code);
-    put32(out, opt + OPT_SIZE_OF_CODE, size_of_code);
-    let init = le32(out, opt + OPT_SIZE_OF_INITIALIZED_DATA).wrapping_add(data);
+    put32(
+        out,
+        opt + OPT_SIZE_OF_CODE,
+        h.size_of_code.wrapping_add(code),
+    );
+    let init = h.size_of_initialized_data.wrapping_add(data);
     put32(out, opt + OPT_SIZE_OF_INITIALIZED_DATA, init);
     put32(out, opt + OPT_SIZE_OF_IMAGE, size_of_image);
     put32(out, opt + OPT_SIZE_OF_HEADERS, size_of_headers);
     // A stub signature no longer matches (and was cut off): no certificate table.
-    if layout.number_of_rva_and_sizes as usize > DIR_SECURITY {
-        let dir = opt + OPT_DATA_DIRECTORIES + 8 * DIR_SECURITY;
-        out[dir..dir + 8].fill(0);
+    if let Some(dir) = h.certificate_table() {
+        out[dir.entry..dir.entry + DATA_DIRECTORY_SIZE].fill(0);
     }
-    let checksum = pe_checksum(out, opt + OPT_CHECKSUM);
-    put32(out, opt + OPT_CHECKSUM, checksum);
+    let checksum = pe_checksum(out, h.checksum_field);
+    put32(out, h.checksum_field, checksum);
 }
 
-/// The PE image checksum (as `CheckSumMappedFile` computes it): the 16-bit
-/// little-endian words of the file (odd length padded with a zero byte),
-/// with the 4-byte `CheckSum` field at `checksum_at` taken as zero, summed
-/// with end-around carry, folded to 16 bits, plus the file's length.
-pub(crate) fn pe_checksum(file: &[u8], checksum_at: usize) -> u32 {
-    let field = checksum_at..checksum_at + 4;
-    let byte = |i: usize| if field.contains(&i) { 0 } else { file[i] };
-    let mut sum: u64 = 0;
-    let mut i = 0;
-    while i + 1 < file.len() {
-        sum += u64::from(u16::from_le_bytes([byte(i), byte(i + 1)]));
-        i += 2;
-    }
-    if i < file.len() {
-        sum += u64::from(byte(i));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    (sum as u32).wrapping_add(file.len() as u32)
-}
-
-/// The reader's view of a PE header: offsets, checked against the file's length.
-struct PeHeaders {
-    optional: usize,
-    optional_size: usize,
-    table: usize,
-    number_of_sections: usize,
-}
-
-fn pe_headers(pe: &[u8]) -> Result<PeHeaders, UkiError> {
-    let need = |what, offset: usize, need: usize| {
-        if offset.checked_add(need).is_some_and(|end| end <= pe.len()) {
-            Ok(())
-        } else {
-            Err(UkiError::Truncated {
-                what,
-                offset,
-                need,
-                len: pe.len(),
-            })
-        }
-    };
-    need("mz header", 0, E_LFANEW + 4)?;
-    if &pe[..2] != MZ_MAGIC {
-        return Err(UkiError::NotPe {
-            what: "no mz magic",
-        });
-    }
-    let sig = le32(pe, E_LFANEW) as usize;
-    need("pe signature and coff header", sig, 4 + COFF_HEADER_SIZE)?;
-    if &pe[sig..sig + 4] != PE_SIGNATURE {
-        return Err(UkiError::NotPe {
-            what: "no pe signature at e_lfanew",
-        });
-    }
-    let coff = sig + 4;
-    let optional = coff + COFF_HEADER_SIZE;
-    let optional_size = usize::from(le16(pe, coff + COFF_SIZE_OF_OPTIONAL_HEADER));
-    let number_of_sections = usize::from(le16(pe, coff + COFF_NUMBER_OF_SECTIONS));
-    need("optional header", optional, optional_size)?;
-    let table = optional + optional_size;
-    need(
-        "section table",
-        table,
-        number_of_sections * SECTION_HEADER_SIZE,
-    )?;
-    Ok(PeHeaders {
-        optional,
-        optional_size,
-        table,
-        number_of_sections,
-    })
-}
-
-/// Reads the section table of a PE file (any PE, not only a UKI), checking
-/// that each section's bytes lie inside the file.
+/// Reads the section table of a PE32 or PE32+ file (not only a UKI),
+/// checking that each section's bytes lie inside the file.
 pub fn read_sections(pe: &[u8]) -> Result<Vec<UkiSection>, UkiError> {
-    let h = pe_headers(pe)?;
-    (0..h.number_of_sections)
-        .map(|i| {
-            let s = &pe[h.table + i * SECTION_HEADER_SIZE..][..SECTION_HEADER_SIZE];
-            let name_len = s[..8].iter().position(|&c| c == 0).unwrap_or(8);
-            let name = String::from_utf8_lossy(&s[..name_len]).into_owned();
-            let virtual_size = le32(s, 8);
-            let size_of_raw_data = le32(s, 16);
-            let start = le32(s, 20) as usize;
-            let len = match virtual_size {
-                0 => size_of_raw_data,
-                v => v.min(size_of_raw_data),
-            } as usize;
-            let end = start + len;
-            if end > pe.len() {
-                let len = pe.len();
-                return Err(UkiError::SectionOutOfRange {
-                    name,
-                    start,
-                    end,
-                    len,
-                });
-            }
+    let headers = PeHeaders::parse(pe)?;
+    headers
+        .sections
+        .into_iter()
+        .map(|s| {
             Ok(UkiSection {
-                name,
-                virtual_address: le32(s, 12),
-                virtual_size,
-                file_range: start..end,
-                characteristics: le32(s, 36),
+                file_range: s.data_range(pe.len())?,
+                name: s.name,
+                virtual_address: s.virtual_address,
+                virtual_size: s.virtual_size,
+                characteristics: s.characteristics,
             })
         })
         .collect()
@@ -622,6 +501,7 @@ pub fn section_bytes<'a>(pe: &'a [u8], name: &str) -> Result<&'a [u8], UkiError>
         (None, _) => Err(UkiError::SectionMissing {
             name: name.to_string(),
         }),
+        // read_sections checked the range against the file.
         (Some(s), 0) => Ok(&pe[s.file_range.clone()]),
         (Some(_), more) => Err(UkiError::SectionRepeated {
             name: name.to_string(),
@@ -633,3 +513,7 @@ pub fn section_bytes<'a>(pe: &'a [u8], name: &str) -> Result<&'a [u8], UkiError>
 #[cfg(test)]
 #[path = "uki_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "uki_props.rs"]
+mod props;

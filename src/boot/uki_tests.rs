@@ -10,6 +10,15 @@ use std::process::Command;
 use super::*;
 use crate::testutil::{noise, run_ok, tool};
 
+/// Header fields read by hand, not with the reader under test.
+fn le16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
 /// systemd's x86-64 stub from Debian's `systemd-boot-efi`.
 const HOST_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 /// The same stub as an ELF file (same package): not a PE file.

@@ -46,7 +46,7 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 use zeroize::Zeroizing;
 
-use crate::boot::uki::pe_checksum;
+use crate::pe::{pe_checksum, u32_at, PeError, PeHeaders, SectionOutOfRange, DATA_DIRECTORY_SIZE};
 
 /// `SPC_INDIRECT_DATA_OBJID`: the content type of an Authenticode SignedData.
 pub const SPC_INDIRECT_DATA_OBJID: ObjectIdentifier =
@@ -74,22 +74,6 @@ const CERT_ALIGN: usize = 8;
 /// The Secure Boot signature database key made by `nodeimg keys gen`.
 pub const DB_KEY_FILE: &str = "db.key";
 pub const DB_CERT_FILE: &str = "db.crt";
-
-// PE/COFF offsets (Microsoft "PE Format").
-const E_LFANEW: usize = 0x3c;
-const COFF_HEADER_SIZE: usize = 20;
-const COFF_NUMBER_OF_SECTIONS: usize = 2;
-const COFF_SIZE_OF_OPTIONAL_HEADER: usize = 16;
-const PE32_MAGIC: u16 = 0x10b;
-const PE32_PLUS_MAGIC: u16 = 0x20b;
-/// `SizeOfHeaders` and `CheckSum`: the same offsets in PE32 and PE32+.
-const OPT_SIZE_OF_HEADERS: usize = 60;
-const OPT_CHECKSUM: usize = 64;
-/// `NumberOfRvaAndSizes`, then the data directories (PE32, PE32+).
-const OPT_NUMBER_OF_RVA_AND_SIZES: [usize; 2] = [92, 108];
-/// Data directory 4: the certificate table (a file offset, not an RVA).
-const DIR_SECURITY: usize = 4;
-const SECTION_HEADER_SIZE: usize = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthenticodeError {
@@ -145,6 +129,42 @@ pub enum AuthenticodeError {
     SignerInfo(String),
     #[error("signing the signed attributes")]
     Sign(#[source] x509_cert::builder::Error),
+}
+
+impl From<PeError> for AuthenticodeError {
+    fn from(e: PeError) -> Self {
+        match e {
+            PeError::NotPe { what } => AuthenticodeError::NotPe { what },
+            PeError::Truncated {
+                what,
+                offset,
+                need,
+                len,
+            } => AuthenticodeError::Truncated {
+                what,
+                offset,
+                need,
+                len,
+            },
+        }
+    }
+}
+
+impl From<SectionOutOfRange> for AuthenticodeError {
+    fn from(e: SectionOutOfRange) -> Self {
+        let SectionOutOfRange {
+            name,
+            start,
+            end,
+            len,
+        } = e;
+        AuthenticodeError::SectionOutOfRange {
+            name,
+            start,
+            end,
+            len,
+        }
+    }
 }
 
 /// Reading the signing key and certificate from files.
@@ -239,7 +259,7 @@ impl PeSigner {
         out.resize(out.len().next_multiple_of(CERT_ALIGN), 0);
         // The directory entry is outside the digest; clear it so a dropped
         // signature leaves no trace.
-        out[layout.cert_dir..layout.cert_dir + 8].fill(0);
+        out[layout.cert_dir..layout.cert_dir + DATA_DIRECTORY_SIZE].fill(0);
         let digest = layout.digest(&out);
         let pkcs7 = self.signed_data(&digest)?;
         append_certificate(&mut out, &layout, &pkcs7)?;
@@ -328,7 +348,8 @@ pub fn signature(pe: &[u8]) -> Result<Option<&[u8]>, AuthenticodeError> {
             len: pe.len(),
         });
     }
-    let length = le32(pe, table.start) as usize;
+    // Inside the table: checked above. A length under 8 is refused below.
+    let length = u32_at(pe, table.start).map_or(0, |v| v as usize);
     let end = table.start.saturating_add(length);
     if length < WIN_CERTIFICATE_HEADER || end > table.end {
         return Err(AuthenticodeError::Truncated {
@@ -379,21 +400,13 @@ fn append_certificate(
     out.resize(offset + padded, 0);
     let dir = layout.cert_dir;
     out[dir..dir + 4].copy_from_slice(&u32_of(offset)?.to_le_bytes());
-    out[dir + 4..dir + 8].copy_from_slice(&u32_of(padded)?.to_le_bytes());
+    out[dir + 4..dir + DATA_DIRECTORY_SIZE].copy_from_slice(&u32_of(padded)?.to_le_bytes());
     let checksum = pe_checksum(out, layout.checksum);
     out[layout.checksum..layout.checksum + 4].copy_from_slice(&checksum.to_le_bytes());
     Ok(())
 }
 
 // --- the PE layout the digest needs ---
-
-fn le16(b: &[u8], off: usize) -> u16 {
-    u16::from_le_bytes([b[off], b[off + 1]])
-}
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
 
 /// Where the digest's pieces are; all file offsets, checked against the file.
 #[derive(Debug)]
@@ -413,92 +426,35 @@ struct PeLayout {
 }
 
 impl PeLayout {
+    /// The headers as [`PeHeaders`] reads them put `checksum` before
+    /// `cert_dir`, and `cert_dir` before the section table's end; the
+    /// checks here put that end within `size_of_headers`, every section
+    /// inside the file, and the certificate table at its end.
     fn parse(pe: &[u8]) -> Result<PeLayout, AuthenticodeError> {
-        let need = |what, offset: usize, need: usize| {
-            if offset.checked_add(need).is_some_and(|end| end <= pe.len()) {
-                Ok(())
-            } else {
-                Err(AuthenticodeError::Truncated {
-                    what,
-                    offset,
-                    need,
-                    len: pe.len(),
-                })
-            }
-        };
-        need("mz header", 0, E_LFANEW + 4)?;
-        if &pe[..2] != b"MZ" {
-            return Err(AuthenticodeError::NotPe {
-                what: "no mz magic",
+        let headers = PeHeaders::parse(pe)?;
+        let Some(cert_dir) = headers.certificate_table() else {
+            return Err(AuthenticodeError::NoCertificateDirectory {
+                count: headers.number_of_rva_and_sizes,
             });
-        }
-        let sig = le32(pe, E_LFANEW) as usize;
-        need("pe signature and coff header", sig, 4 + COFF_HEADER_SIZE)?;
-        if &pe[sig..sig + 4] != b"PE\0\0" {
-            return Err(AuthenticodeError::NotPe {
-                what: "no pe signature at e_lfanew",
-            });
-        }
-        let coff = sig + 4;
-        let optional = coff + COFF_HEADER_SIZE;
-        let optional_size = usize::from(le16(pe, coff + COFF_SIZE_OF_OPTIONAL_HEADER));
-        let number_of_sections = usize::from(le16(pe, coff + COFF_NUMBER_OF_SECTIONS));
-        need("optional header magic", optional, 2)?;
-        let count_at = match le16(pe, optional) {
-            PE32_MAGIC => OPT_NUMBER_OF_RVA_AND_SIZES[0],
-            PE32_PLUS_MAGIC => OPT_NUMBER_OF_RVA_AND_SIZES[1],
-            _ => {
-                return Err(AuthenticodeError::NotPe {
-                    what: "optional header magic is neither pe32 nor pe32+",
-                })
-            }
         };
-        need("optional header", optional, optional_size.max(count_at + 4))?;
-        let count = le32(pe, optional + count_at);
-        let cert_dir = optional + count_at + 4 + 8 * DIR_SECURITY;
-        if count as usize <= DIR_SECURITY || cert_dir + 8 > optional + optional_size {
-            return Err(AuthenticodeError::NoCertificateDirectory { count });
-        }
-        let table = optional + optional_size;
-        need(
-            "section table",
-            table,
-            number_of_sections * SECTION_HEADER_SIZE,
-        )?;
         let mut sections = Vec::new();
-        for i in 0..number_of_sections {
-            let h = &pe[table + i * SECTION_HEADER_SIZE..][..SECTION_HEADER_SIZE];
-            let size = le32(h, 16) as usize;
-            let start = le32(h, 20) as usize;
-            if size == 0 {
-                continue;
-            }
-            let end = start.saturating_add(size);
-            if end > pe.len() {
-                let name_len = h[..8].iter().position(|&c| c == 0).unwrap_or(8);
-                return Err(AuthenticodeError::SectionOutOfRange {
-                    name: String::from_utf8_lossy(&h[..name_len]).into_owned(),
-                    start,
-                    end,
-                    len: pe.len(),
-                });
-            }
-            sections.push(start..end);
+        for s in headers.sections.iter().filter(|s| s.size_of_raw_data > 0) {
+            sections.push(s.raw_range(pe.len())?);
         }
         sections.sort_by_key(|r| r.start);
-        let size_of_headers = (le32(pe, optional + OPT_SIZE_OF_HEADERS) as usize).min(pe.len());
+        let size_of_headers = (headers.size_of_headers as usize).min(pe.len());
         // The digest hashes the headers up to SizeOfHeaders around the
         // checksum and certificate entry: headers that end before the
         // section table would leave it unsigned (and the ranges upside down).
-        let headers_end = table + number_of_sections * SECTION_HEADER_SIZE;
+        let headers_end = headers.section_table_end;
         if size_of_headers < headers_end {
             return Err(AuthenticodeError::HeadersTooSmall {
                 size_of_headers,
                 headers_end,
             });
         }
-        let offset = le32(pe, cert_dir) as usize;
-        let size = le32(pe, cert_dir + 4) as usize;
+        let offset = cert_dir.address as usize;
+        let size = cert_dir.size as usize;
         let (cert_table, image_end) = if size == 0 {
             (None, pe.len())
         } else {
@@ -517,11 +473,11 @@ impl PeLayout {
                     len: pe.len(),
                 });
             }
-            (Some(offset..offset + size), offset)
+            (Some(offset..pe.len()), offset)
         };
         Ok(PeLayout {
-            checksum: optional + OPT_CHECKSUM,
-            cert_dir,
+            checksum: headers.checksum_field,
+            cert_dir: cert_dir.entry,
             size_of_headers,
             sections,
             cert_table,

@@ -1,5 +1,5 @@
-//! Property tests for the two PE readers: the Authenticode layout
-//! ([`image_digest`], [`signature`]) and the UKI section table
+//! Property tests for the two users of the PE reader: the Authenticode
+//! layout ([`image_digest`], [`signature`]) and the UKI section table
 //! ([`read_sections`], [`section_bytes`]). Any bytes, and a small valid
 //! PE32+ with its header fields set to anything, are read or refused with
 //! a typed error, never a panic; the digest covers the sections and skips
@@ -10,6 +10,10 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::boot::uki::{read_sections, section_bytes};
+use crate::pe::{
+    COFF_HEADER_SIZE, COFF_NUMBER_OF_SECTIONS, COFF_SIZE_OF_OPTIONAL_HEADER, DIR_SECURITY,
+    E_LFANEW, OPT_CHECKSUM, OPT_SIZE_OF_HEADERS, PE32_PLUS_MAGIC, SECTION_HEADER_SIZE,
+};
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {

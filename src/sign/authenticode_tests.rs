@@ -16,6 +16,10 @@ use crate::boot::uki::{build_uki, read_sections, UkiSections};
 use crate::sign::keys::{generate_secure_boot, SecureBootOptions};
 use crate::testutil::{noise, run_ok, tool};
 
+fn le16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
 const HOST_SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 const HOST_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 const HOST_ELF_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.elf.stub";
