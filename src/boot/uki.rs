@@ -121,64 +121,14 @@ pub enum UkiError {
     EmptyKernel,
     #[error("section {name} ({len} bytes) overflows the image's 32-bit sizes and addresses")]
     TooLarge { name: &'static str, len: usize },
-    #[error("not a pe file: {what}")]
-    NotPe { what: &'static str },
-    #[error(
-        "pe file is truncated: the {what} at {offset:#x} needs {need} bytes, the file has {len}"
-    )]
-    Truncated {
-        what: &'static str,
-        offset: usize,
-        need: usize,
-        len: usize,
-    },
-    #[error("section {name} points at bytes {start:#x}..{end:#x} of a {len}-byte file")]
-    SectionOutOfRange {
-        name: String,
-        start: usize,
-        end: usize,
-        len: usize,
-    },
+    #[error(transparent)]
+    Pe(#[from] PeError),
+    #[error(transparent)]
+    Section(#[from] SectionOutOfRange),
     #[error("no {name} section")]
     SectionMissing { name: String },
     #[error("section {name} appears {count} times")]
     SectionRepeated { name: String, count: usize },
-}
-
-impl From<PeError> for UkiError {
-    fn from(e: PeError) -> Self {
-        match e {
-            PeError::NotPe { what } => UkiError::NotPe { what },
-            PeError::Truncated {
-                what,
-                offset,
-                need,
-                len,
-            } => UkiError::Truncated {
-                what,
-                offset,
-                need,
-                len,
-            },
-        }
-    }
-}
-
-impl From<SectionOutOfRange> for UkiError {
-    fn from(e: SectionOutOfRange) -> Self {
-        let SectionOutOfRange {
-            name,
-            start,
-            end,
-            len,
-        } = e;
-        UkiError::SectionOutOfRange {
-            name,
-            start,
-            end,
-            len,
-        }
-    }
 }
 
 fn put16(b: &mut [u8], off: usize, v: u16) {

@@ -676,11 +676,11 @@ fn reader_refuses_damaged_files_without_panicking() {
     let cut = &uki[..uki.len() - 0x1000];
     assert!(matches!(
         read_sections(cut),
-        Err(UkiError::SectionOutOfRange { ref name, .. }) if name == ".linux"
+        Err(UkiError::Section(crate::pe::SectionOutOfRange { ref name, .. })) if name == ".linux"
     ));
     let mut no_pe = uki.clone();
     no_pe[0x80] = b'X';
-    assert!(matches!(read_sections(&no_pe), Err(UkiError::NotPe { .. })));
+    assert!(matches!(read_sections(&no_pe), Err(UkiError::Pe(crate::pe::PeError::NotPe { .. }))));
     // A repeated name is refused by section_bytes.
     let mut twice = uki.clone();
     let sections = read_sections(&uki).unwrap();

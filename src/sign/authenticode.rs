@@ -77,26 +77,12 @@ pub const DB_CERT_FILE: &str = "db.crt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthenticodeError {
-    #[error("not a pe file: {what}")]
-    NotPe { what: &'static str },
-    #[error(
-        "pe file is truncated: the {what} at {offset:#x} needs {need} bytes, the file has {len}"
-    )]
-    Truncated {
-        what: &'static str,
-        offset: usize,
-        need: usize,
-        len: usize,
-    },
+    #[error(transparent)]
+    Pe(#[from] PeError),
     #[error("the pe file has {count} data directories: none for a certificate table")]
     NoCertificateDirectory { count: u32 },
-    #[error("section {name} claims bytes {start:#x}..{end:#x} of a {len}-byte file")]
-    SectionOutOfRange {
-        name: String,
-        start: usize,
-        end: usize,
-        len: usize,
-    },
+    #[error(transparent)]
+    Section(#[from] SectionOutOfRange),
     #[error(
         "the certificate table at {offset:#x} ({size} bytes) is not at the end of the \
          {len}-byte file, after the sections"
@@ -129,42 +115,6 @@ pub enum AuthenticodeError {
     SignerInfo(String),
     #[error("signing the signed attributes")]
     Sign(#[source] x509_cert::builder::Error),
-}
-
-impl From<PeError> for AuthenticodeError {
-    fn from(e: PeError) -> Self {
-        match e {
-            PeError::NotPe { what } => AuthenticodeError::NotPe { what },
-            PeError::Truncated {
-                what,
-                offset,
-                need,
-                len,
-            } => AuthenticodeError::Truncated {
-                what,
-                offset,
-                need,
-                len,
-            },
-        }
-    }
-}
-
-impl From<SectionOutOfRange> for AuthenticodeError {
-    fn from(e: SectionOutOfRange) -> Self {
-        let SectionOutOfRange {
-            name,
-            start,
-            end,
-            len,
-        } = e;
-        AuthenticodeError::SectionOutOfRange {
-            name,
-            start,
-            end,
-            len,
-        }
-    }
 }
 
 /// Reading the signing key and certificate from files.
@@ -341,23 +291,23 @@ pub fn signature(pe: &[u8]) -> Result<Option<&[u8]>, AuthenticodeError> {
     };
     let header = table.start..table.start + WIN_CERTIFICATE_HEADER;
     if header.end > table.end {
-        return Err(AuthenticodeError::Truncated {
+        return Err(AuthenticodeError::Pe(PeError::Truncated {
             what: "WIN_CERTIFICATE",
             offset: table.start,
             need: WIN_CERTIFICATE_HEADER,
             len: pe.len(),
-        });
+        }));
     }
     // Inside the table: checked above. A length under 8 is refused below.
     let length = u32_at(pe, table.start).map_or(0, |v| v as usize);
     let end = table.start.saturating_add(length);
     if length < WIN_CERTIFICATE_HEADER || end > table.end {
-        return Err(AuthenticodeError::Truncated {
+        return Err(AuthenticodeError::Pe(PeError::Truncated {
             what: "WIN_CERTIFICATE",
             offset: table.start,
             need: length,
             len: pe.len(),
-        });
+        }));
     }
     Ok(Some(&pe[header.end..end]))
 }
