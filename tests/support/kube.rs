@@ -52,14 +52,15 @@ impl Kube {
     /// `run`, which must succeed; a call the loaded API did not answer in
     /// time, or answered with a server-side timeout (an emulated API
     /// server's admission can run out of time: "resource quota evaluation
-    /// timed out"), is made again (twice at most); any other failure is
-    /// final.
+    /// timed out", or the whole request: "Error from server (Timeout)"),
+    /// is made again (twice at most); any other failure is final.
     pub fn ok(&self, args: &[&str]) -> String {
         let mut out = self.run(args);
         for _ in 0..2 {
             let said = text(&out);
             let unanswered = said.contains("Client.Timeout")
                 || said.contains("Unable to connect")
+                || said.contains("Error from server (Timeout)")
                 || (said.contains("InternalError") && said.contains("timed out"));
             if out.status.success() || !unanswered {
                 break;

@@ -597,6 +597,17 @@ fn admission_policies(k: &Kube, dir: &Path, cp: &Value) {
         ns,
         "pod-security.kubernetes.io/enforce=privileged",
     ]);
+    // a pod needs the namespace's `default` ServiceAccount, which the
+    // controller manager makes a while after the namespace (under
+    // emulation, seconds)
+    k.wait(&format!("{ns}/default ServiceAccount"), 120, |k| {
+        let out = k.run(&["get", "serviceaccount", "-n", ns, "default"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(text(&out))
+        }
+    });
     let pod = |name: &str, change: &dyn Fn(&mut Value)| {
         let mut p = pause_pod(name, cp, &[], "Never");
         p["metadata"]["namespace"] = json!(ns);
