@@ -680,7 +680,10 @@ fn reader_refuses_damaged_files_without_panicking() {
     ));
     let mut no_pe = uki.clone();
     no_pe[0x80] = b'X';
-    assert!(matches!(read_sections(&no_pe), Err(UkiError::Pe(crate::pe::PeError::NotPe { .. }))));
+    assert!(matches!(
+        read_sections(&no_pe),
+        Err(UkiError::Pe(crate::pe::PeError::NotPe { .. }))
+    ));
     // A repeated name is refused by section_bytes.
     let mut twice = uki.clone();
     let sections = read_sections(&uki).unwrap();

@@ -11,22 +11,22 @@
 //! | `vhd`        | this module: fixed VHD (Azure) | yes, byte for byte |
 //! | `gce`        | this module: `disk.raw` in an old-GNU tar, gzip | yes, byte for byte |
 //! | `disk-qcow2` | `qemu-img convert -O qcow2` | yes (qemu-img writes no time or random id) |
-//! | `vmdk`       | `qemu-img convert -O vmdk -o subformat=streamOptimized` | yes for the same output file name, after we replace qemu's random `CID` |
+//! | `vmdk`       | [`super::vmdk`]: stream-optimised sparse extent | yes, byte for byte, whatever the file is called |
 //!
-//! Why qemu-img for qcow2 and vmdk: both are sparse, cluster-mapped formats
-//! whose writers (refcount tables, L1/L2 tables, deflated grains and grain
-//! markers) are thousands of lines in qemu, and qemu-img is the reference
-//! every hypervisor and cloud importer is tested against. A native writer
-//! would buy no capability, only risk. VHD (a footer behind the data) and the
-//! GCE archive (one tar header) are small enough to write natively, which
-//! keeps them byte-reproducible and free of a host tool.
+//! Why qemu-img for qcow2: its writer (refcount tables, L1/L2 tables) is
+//! thousands of lines in qemu, and qemu-img is the reference every
+//! hypervisor and cloud importer is tested against; a native writer would
+//! buy no capability, only risk. The others are written natively because
+//! they are small and it pays: VHD is a footer behind the data and the GCE
+//! archive one tar header, and the stream-optimised VMDK is append-only
+//! (deflated grains, then their tables, then the directory and a footer).
+//! qemu-img deflated that one on a single thread and wrote a random `CID`
+//! and the output's file name into its descriptor; [`super::vmdk`] deflates
+//! on every core and writes neither. The gzip and VMDK writers share
+//! `map_in_order` (work on every core, results in order) and
+//! `deflate_piece`.
 //!
-//! What is not reproducible, and why:
-//! - qemu's VMDK descriptor carries a random `CID` (content id); we overwrite
-//!   its 8 hex digits in place with digits derived from the raw disk's sha256
-//!   (same length, so no offset moves; VMDK has no checksum over the
-//!   descriptor). The descriptor's extent line also names the output file,
-//!   so two vmdk files are identical only when their file names are.
+//! What differs from the raw disk, and why:
 //! - Padding: a fixed VHD must be a whole number of MiB and GCE imports a
 //!   `disk.raw` of whole GiB; padding appends zeros *after* the GPT backup
 //!   header, which then no longer sits on the last LBA. The agent repairs
@@ -38,9 +38,11 @@ use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flate2::Compression;
+use flate2::{Compress, Compression};
 use ring::digest::{Context, SHA256};
 
+use super::deflate::{deflate_piece, map_in_order};
+use super::vmdk::{self, VmdkError};
 /// The format enum lives with the spec that names it; converting is ours.
 pub use crate::spec::Format;
 use crate::util::atomic;
@@ -112,8 +114,12 @@ pub enum FormatError {
         status: std::process::ExitStatus,
         stderr: String,
     },
-    #[error("cannot normalise the descriptor of vmdk {}: {reason}", path.display())]
-    VmdkDescriptor { path: PathBuf, reason: &'static str },
+    #[error("cannot write vmdk {}", path.display())]
+    Vmdk {
+        path: PathBuf,
+        #[source]
+        source: VmdkError,
+    },
 }
 
 /// Inputs of a conversion besides the raw disk.
@@ -163,21 +169,14 @@ pub fn convert(
                 write_gce(src, len, size, dst, opts.source_date_epoch)
             })
         }
-        Format::DiskQcow2 => qemu_img_convert(raw, out, &["-O", "qcow2"], |_| Ok(())),
-        Format::Vmdk => {
-            let (digest, _) =
-                sha256_reader(open_raw(raw)?).map_err(|source| FormatError::ReadRaw {
-                    path: raw.to_owned(),
-                    source,
-                })?;
-            qemu_img_convert(
-                raw,
-                out,
-                &["-O", "vmdk", "-o", "subformat=streamOptimized"],
-                |tmp| normalise_vmdk_cid(tmp, &digest),
-            )
-        }
+        Format::DiskQcow2 => qemu_img_convert(raw, out, &["-O", "qcow2"]),
+        Format::Vmdk => write_vmdk(raw, out, workers()),
     }
+}
+
+/// Threads for the deflating writers: every core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `value` rounded up to a multiple of `unit`.
@@ -226,20 +225,14 @@ fn write_native(
     let len = raw_len(raw)?;
     let src = open_raw(raw)?;
     let mut src = BufReader::with_capacity(CHUNK, src.take(len));
-    let write_err = |source| FormatError::Write {
-        path: out.to_owned(),
-        source,
-    };
-    let tmp = atomic::temp_path(out);
-    let result = (|| {
-        let file = File::create(&tmp).map_err(write_err)?;
+    commit_new_file(out, |file| {
         let mut dst = HashWriter::new(file);
         fill(&mut src, len, &mut dst).map_err(|e| match e {
             StreamError::Read(source) => FormatError::ReadRaw {
                 path: raw.to_owned(),
                 source,
             },
-            StreamError::Write(source) => write_err(source),
+            StreamError::Write(source) => write_error(out, source),
             StreamError::Short { read } => FormatError::RawChanged {
                 path: raw.to_owned(),
                 expected: len,
@@ -247,10 +240,77 @@ fn write_native(
             },
             StreamError::Vhd(e) => e,
         })?;
-        let (file, sha256, size) = dst.finish().map_err(write_err)?;
-        file.sync_all().map_err(write_err)?;
+        dst.finish().map_err(|e| write_error(out, e))
+    })
+}
+
+/// The stream-optimised VMDK of `raw` (see [`super::vmdk`]). Its writer
+/// seeks back to put the descriptor, whose `CID` needs every grain, in
+/// front; so the file is hashed once written, from the page cache.
+fn write_vmdk(raw: &Path, out: &Path, workers: usize) -> Result<Output, FormatError> {
+    let len = raw_len(raw)?;
+    let mut src = open_raw(raw)?.take(len);
+    commit_new_file(out, |file| {
+        let mut dst = io::BufWriter::with_capacity(CHUNK, file);
+        vmdk::write(&mut src, len, &mut dst, workers).map_err(|e| match e {
+            VmdkError::Read(source) => FormatError::ReadRaw {
+                path: raw.to_owned(),
+                source,
+            },
+            VmdkError::Short { read, expected } => FormatError::RawChanged {
+                path: raw.to_owned(),
+                expected,
+                read,
+            },
+            VmdkError::Empty => FormatError::EmptyRaw {
+                path: raw.to_owned(),
+            },
+            VmdkError::Write(source) => write_error(out, source),
+            source @ (VmdkError::Deflate { .. } | VmdkError::TooLarge { .. }) => {
+                FormatError::Vmdk {
+                    path: out.to_owned(),
+                    source,
+                }
+            }
+        })?;
+        let mut file = dst
+            .into_inner()
+            .map_err(|e| write_error(out, e.into_error()))?;
+        file.seek(io::SeekFrom::Start(0))
+            .map_err(|e| write_error(out, e))?;
+        let (sha256, size) = sha256_reader(BufReader::with_capacity(CHUNK, &file))
+            .map_err(|e| write_error(out, e))?;
+        Ok((file, sha256, size))
+    })
+}
+
+fn write_error(out: &Path, source: io::Error) -> FormatError {
+    FormatError::Write {
+        path: out.to_owned(),
+        source,
+    }
+}
+
+/// Creates a temporary sibling of `out` (readable and writable), lets `fill`
+/// write it and return it with its digest and size, then syncs it and
+/// renames it into place. On any error the temporary file is removed.
+fn commit_new_file(
+    out: &Path,
+    fill: impl FnOnce(File) -> Result<(File, Sha256, u64), FormatError>,
+) -> Result<Output, FormatError> {
+    let tmp = atomic::temp_path(out);
+    let result = (|| {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| write_error(out, e))?;
+        let (file, sha256, size) = fill(file)?;
+        file.sync_all().map_err(|e| write_error(out, e))?;
         drop(file);
-        atomic::commit(&tmp, out).map_err(write_err)?;
+        atomic::commit(&tmp, out).map_err(|e| write_error(out, e))?;
         Ok(Output {
             path: out.to_owned(),
             size,
@@ -357,9 +417,10 @@ fn write_gce(
     // gzip header: deflate, no flags, mtime 0, no extra flags, OS unknown.
     dst.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])
         .map_err(StreamError::Write)?;
-    let zero_piece = deflate_piece(&vec![0u8; CHUNK], false).map_err(StreamError::Write)?;
+    let zero_piece =
+        deflate_piece(gzip_deflate(), &vec![0u8; CHUNK], false).map_err(StreamError::Write)?;
     let mut crc = flate2::Crc::new();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = workers();
     let batch_len = 4 * workers;
     let mut done = 0u64;
     while done < stream_len {
@@ -407,6 +468,11 @@ enum Piece {
     Data(Vec<u8>),
 }
 
+/// The gzip member's raw deflate (no zlib header) at [`GZIP_LEVEL`].
+fn gzip_deflate() -> Compress {
+    Compress::new(Compression::new(GZIP_LEVEL), false)
+}
+
 /// Deflates a batch of chunks on `workers` threads, in order; chunk
 /// `last` (if any) ends the deflate stream.
 fn deflate_batch(
@@ -418,63 +484,13 @@ fn deflate_batch(
     let is_zero = |i: usize, c: &[u8]| {
         c.len() == CHUNK && last != Some(i) && !zero_piece.is_empty() && c.iter().all(|&b| b == 0)
     };
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.max(1))
-            .map(|w| {
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    for (i, c) in batch.iter().enumerate().skip(w).step_by(workers.max(1)) {
-                        let piece = if is_zero(i, c) {
-                            Piece::Zero
-                        } else {
-                            Piece::Data(deflate_piece(c, last == Some(i))?)
-                        };
-                        out.push((i, piece));
-                    }
-                    Ok::<_, io::Error>(out)
-                })
-            })
-            .collect();
-        let mut all = Vec::with_capacity(batch.len());
-        for h in handles {
-            let part = h
-                .join()
-                .map_err(|_| io::Error::other("a deflate worker panicked"))??;
-            all.extend(part);
-        }
-        all.sort_by_key(|(i, _)| *i);
-        Ok(all.into_iter().map(|(_, p)| p).collect())
+    map_in_order(batch, workers, |i, c| {
+        Ok(if is_zero(i, c) {
+            Piece::Zero
+        } else {
+            Piece::Data(deflate_piece(gzip_deflate(), c, last == Some(i))?)
+        })
     })
-}
-
-/// Raw deflate of `data` on its own, ended by a sync flush, or by the final
-/// block when `last`.
-fn deflate_piece(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    use flate2::{Compress, FlushCompress, Status};
-    let mut c = Compress::new(Compression::new(GZIP_LEVEL), false);
-    let mut out = Vec::with_capacity(data.len() / 4 + 4096);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    loop {
-        if out.capacity() - out.len() < 4096 {
-            out.reserve(out.capacity().max(64 << 10));
-        }
-        let consumed = usize::try_from(c.total_in()).unwrap_or(data.len());
-        let status = c
-            .compress_vec(data.get(consumed..).unwrap_or(&[]), &mut out, flush)
-            .map_err(io::Error::other)?;
-        let all_in = c.total_in() == data.len() as u64;
-        match status {
-            Status::StreamEnd => return Ok(out),
-            // The flush is complete once all input is in and deflate left
-            // room in the output buffer.
-            _ if !last && all_in && out.len() < out.capacity() => return Ok(out),
-            _ => {}
-        }
-    }
 }
 
 /// The tar header of `disk.raw`: GNU magic (`ustar  \0`), which is what
@@ -493,14 +509,9 @@ fn gce_header(size: u64, mtime: u64) -> io::Result<tar::Header> {
 }
 
 /// Runs `qemu-img convert -f raw <args> RAW TMP` into a fresh directory
-/// beside `out`, with the final file name (qemu's VMDK descriptor records
-/// it), lets `fix` adjust the file, then renames it into place.
-fn qemu_img_convert(
-    raw: &Path,
-    out: &Path,
-    args: &[&str],
-    fix: impl FnOnce(&Path) -> Result<(), FormatError>,
-) -> Result<Output, FormatError> {
+/// beside `out` (qemu-img creates the file itself), then renames it into
+/// place.
+fn qemu_img_convert(raw: &Path, out: &Path, args: &[&str]) -> Result<Output, FormatError> {
     raw_len(raw)?;
     let write_err = |source| FormatError::Write {
         path: out.to_owned(),
@@ -527,7 +538,6 @@ fn qemu_img_convert(
     full.push(raw.as_os_str());
     full.push(tmp.as_os_str());
     run_qemu_img(&full)?;
-    fix(&tmp)?;
     let file = File::open(&tmp).map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     let (sha256, size) = sha256_reader(BufReader::with_capacity(CHUNK, file)).map_err(write_err)?;
@@ -573,77 +583,6 @@ fn join_args(args: &[&std::ffi::OsStr]) -> String {
         .map(|a| a.to_string_lossy())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Replaces the 8 hex digits of `CID=` in the embedded descriptor of a
-/// monolithic VMDK with digits from `digest`. The descriptor's location
-/// comes from the sparse extent header (VMware "Virtual Disk Format 5.0":
-/// magic `KDMV` at 0, `descriptorOffset` u64 LE at 28 and `descriptorSize`
-/// u64 LE at 36, both in sectors).
-pub fn normalise_vmdk_cid(path: &Path, digest: &Sha256) -> Result<(), FormatError> {
-    use std::io::{Seek, SeekFrom};
-    let bad = |reason| FormatError::VmdkDescriptor {
-        path: path.to_owned(),
-        reason,
-    };
-    let io_err = |source| FormatError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_err)?;
-    let mut header = [0u8; 512];
-    f.read_exact(&mut header).map_err(io_err)?;
-    if &header[..4] != b"KDMV" {
-        return Err(bad("no KDMV magic"));
-    }
-    let le = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    let (offset, sectors) = (le(28), le(36));
-    if offset == 0 || sectors == 0 || sectors > 64 {
-        return Err(bad("no embedded descriptor"));
-    }
-    let start = offset * SECTOR;
-    let mut desc = vec![0u8; (sectors * SECTOR) as usize];
-    f.seek(SeekFrom::Start(start)).map_err(io_err)?;
-    f.read_exact(&mut desc).map_err(io_err)?;
-    let (at, len) = find_cid(&desc).ok_or_else(|| bad("no CID line"))?;
-    // qemu prints the CID without zero padding, so its width varies with
-    // the random value: rewrite the descriptor text with an 8-digit CID
-    // inside its fixed, zero-padded region (nothing else in the file moves).
-    let cid = hex::encode(&digest[..4]);
-    let text_end = desc.iter().position(|b| *b == 0).unwrap_or(desc.len());
-    let mut new = Vec::with_capacity(desc.len());
-    new.extend_from_slice(&desc[..at]);
-    new.extend_from_slice(cid.as_bytes());
-    new.extend_from_slice(&desc[at + len..text_end]);
-    if new.len() > desc.len() {
-        return Err(bad("descriptor region too small for an 8-digit CID"));
-    }
-    new.resize(desc.len(), 0);
-    f.seek(SeekFrom::Start(start)).map_err(io_err)?;
-    f.write_all(&new).map_err(io_err)?;
-    Ok(())
-}
-
-/// Offset and length of the hex digits after a line-leading `CID=`. qemu
-/// prints the CID with `%x`, so it has 1 to 8 digits (not zero-padded).
-fn find_cid(desc: &[u8]) -> Option<(usize, usize)> {
-    let key = b"\nCID=";
-    let at = desc.windows(key.len()).position(|w| w == key)? + key.len();
-    let len = desc
-        .get(at..)?
-        .iter()
-        .take_while(|b| b.is_ascii_hexdigit())
-        .count();
-    let ends = desc.get(at + len).is_some_and(|b| *b == b'\n');
-    ((1..=8).contains(&len) && ends).then_some((at, len))
 }
 
 /// VHD disk geometry (spec appendix "CHS Calculation").

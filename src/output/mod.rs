@@ -3,8 +3,10 @@
 //! bundle. Writers take bytes and sinks; they never need root, loop devices
 //! or mounts.
 
+pub mod deflate;
 pub mod disk;
 pub mod esp;
 pub mod formats;
 pub mod gpt;
 pub mod pxe_bundle;
+pub mod vmdk;

@@ -338,7 +338,8 @@ fn refuses_what_is_not_a_pe_image() {
     let pe = host_file(HOST_SYSTEMD_BOOT);
     assert!(matches!(
         signer.sign(&pe[..0x100]),
-        Err(AuthenticodeError::Pe(crate::pe::PeError::Truncated { .. }) | AuthenticodeError::Section(_))
+        Err(AuthenticodeError::Pe(crate::pe::PeError::Truncated { .. })
+            | AuthenticodeError::Section(_))
     ));
     assert!(matches!(
         signer.sign(&pe[..pe.len() / 2]),
