@@ -78,10 +78,19 @@ pub fn listed_digest(ls: &str, name: &str) -> Option<String> {
 /// The digest `ctr images import` printed for `name`: its
 /// `unpacking NAME (sha256:…)...done` line.
 pub fn imported_digest(out: &str, name: &str) -> Option<String> {
-    out.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix("unpacking ")?.strip_prefix(name)?;
-        let digest = rest.strip_prefix(" (")?.split(')').next()?;
-        digest.starts_with("sha256:").then(|| digest.to_string())
+    unpacking(out)
+        .find(|(n, _)| *n == name)
+        .map(|(_, digest)| digest.to_string())
+}
+
+/// Every `unpacking NAME (sha256:…)...done` line of an import, as
+/// (NAME, digest).
+fn unpacking(out: &str) -> impl Iterator<Item = (&str, &str)> {
+    out.lines().filter_map(|l| {
+        let rest = l.trim().strip_prefix("unpacking ")?;
+        let (name, rest) = rest.split_once(" (")?;
+        let digest = rest.split(')').next()?;
+        digest.starts_with("sha256:").then_some((name, digest))
     })
 }
 
@@ -266,16 +275,11 @@ pub fn import_archive(path: &std::path::Path) -> Result<(String, String), String
     Ok((name, digest))
 }
 
-/// The first `unpacking NAME (sha256:…)...done` line of an import.
+/// The image of an import's first `unpacking` line.
 fn unpacked(out: &str) -> Option<(String, String)> {
-    out.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix("unpacking ")?;
-        let (name, rest) = rest.split_once(" (")?;
-        let digest = rest.split(')').next()?;
-        digest
-            .starts_with("sha256:")
-            .then(|| (name.to_string(), digest.to_string()))
-    })
+    unpacking(out)
+        .next()
+        .map(|(name, digest)| (name.to_string(), digest.to_string()))
 }
 
 /// Pulls `image` (checked by the API's parser) through the registry
