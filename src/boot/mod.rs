@@ -18,6 +18,9 @@ pub mod kernel;
 pub mod modules;
 pub mod uki;
 
+#[cfg(test)]
+pub(crate) mod testkit;
+
 pub use initramfs::Compression;
 pub use kernel::{extract_vmlinux, find_kernel, inspect, KernelError, KernelInfo};
 pub use modules::{closure, initramfs_payload, EarlyModules, Module, ModuleError};

@@ -4,43 +4,10 @@
 use std::io::Write;
 
 use super::*;
+use crate::boot::testkit::minimal_module_elf;
 use crate::rootfs::Entry;
 
 const KVER: &str = "6.12.99+test-amd64";
-
-/// ELF64 little-endian ET_REL for x86-64 with a `.modinfo` section.
-pub(crate) fn minimal_module_elf(modinfo: &[u8]) -> Vec<u8> {
-    let shstrtab = b"\0.modinfo\0.shstrtab\0";
-    let modinfo_off = 64usize;
-    let shstr_off = modinfo_off + modinfo.len();
-    let sh_off = (shstr_off + shstrtab.len()).next_multiple_of(8);
-    let mut b = vec![0u8; sh_off + 3 * 64];
-    b[..4].copy_from_slice(b"\x7fELF");
-    b[4] = 2; // ELFCLASS64
-    b[5] = 1; // little-endian
-    b[6] = 1; // EV_CURRENT
-    b[16..18].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
-    b[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    b[20..24].copy_from_slice(&1u32.to_le_bytes());
-    b[40..48].copy_from_slice(&(sh_off as u64).to_le_bytes()); // e_shoff
-    b[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
-    b[58..60].copy_from_slice(&64u16.to_le_bytes()); // e_shentsize
-    b[60..62].copy_from_slice(&3u16.to_le_bytes()); // e_shnum
-    b[62..64].copy_from_slice(&2u16.to_le_bytes()); // e_shstrndx
-    b[modinfo_off..shstr_off].copy_from_slice(modinfo);
-    b[shstr_off..shstr_off + shstrtab.len()].copy_from_slice(shstrtab);
-    let mut section = |i: usize, name: u32, kind: u32, off: usize, size: usize| {
-        let s = sh_off + i * 64;
-        b[s..s + 4].copy_from_slice(&name.to_le_bytes());
-        b[s + 4..s + 8].copy_from_slice(&kind.to_le_bytes());
-        b[s + 24..s + 32].copy_from_slice(&(off as u64).to_le_bytes());
-        b[s + 32..s + 40].copy_from_slice(&(size as u64).to_le_bytes());
-        b[s + 48..s + 56].copy_from_slice(&1u64.to_le_bytes()); // sh_addralign
-    };
-    section(1, 1, 1, modinfo_off, modinfo.len()); // .modinfo, SHT_PROGBITS
-    section(2, 10, 3, shstr_off, shstrtab.len()); // .shstrtab, SHT_STRTAB
-    b
-}
 
 fn xz(data: &[u8]) -> Vec<u8> {
     let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);

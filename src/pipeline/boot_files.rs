@@ -3,6 +3,11 @@
 //! reaching the root needs) and the root image (the rest), and the
 //! initramfs with the agent as `/init`. The command line that carries the
 //! verity root hash is made after the root image exists.
+//!
+//! [`prepare`] reads no tree of the build: what it puts into the root (the
+//! root-side modules and their load orders) comes back in
+//! [`BootParts::root_files`], so the stage can run beside the root tree's
+//! assembly and its result can be cached whole ([`super::boot_cache`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -51,6 +56,7 @@ pub enum BootStageError {
 }
 
 /// What the boot stage hands back to the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootParts {
     pub kernel_release: String,
     pub kernel_info: KernelInfo,
@@ -60,6 +66,9 @@ pub struct BootParts {
     pub root_modules: Vec<String>,
     pub uefi_modules: Vec<String>,
     pub deferred_modules: Vec<String>,
+    /// Files for the root tree, `(path, bytes)`, each mode 0644: the
+    /// root-side modules (decompressed) and their load-order files.
+    pub root_files: Vec<(String, Arc<[u8]>)>,
 }
 
 /// Where the agent finds the modules it loads only on a UEFI boot (to mark
@@ -69,15 +78,16 @@ const UEFI_ORDER_PATH: &str = contract::paths::relative(contract::paths::MODULES
 const DEFERRED_ORDER_PATH: &str =
     contract::paths::relative(contract::paths::MODULES_DEFERRED_ORDER);
 
-/// Puts the closure of `wanted`, minus what loads earlier, into the root
-/// with its load order at `order_path`; returns the module names.
+/// The closure of `wanted`, minus what loads earlier, as root files (the
+/// modules and their load order at `order_path`, appended to `files`);
+/// returns the module names.
 fn root_modules(
     ktree: &Tree,
     kver: &str,
     wanted: &BTreeSet<String>,
     earlier: &BTreeSet<String>,
     order_path: &str,
-    root: &mut Tree,
+    files: &mut Vec<(String, Arc<[u8]>)>,
 ) -> Result<Vec<String>, BootStageError> {
     let wanted: Vec<String> = wanted.iter().cloned().collect();
     let all = closure(ktree, kver, &wanted).map_err(BootStageError::Modules)?;
@@ -86,10 +96,8 @@ fn root_modules(
         .filter(|m| !earlier.contains(&m.name))
         .collect();
     let payload = decompressed(initramfs_payload(ktree, &mods).map_err(BootStageError::Modules)?)?;
-    for (path, data) in &payload.files {
-        root.insert(path, Entry::file(Arc::clone(data), 0o644));
-    }
-    root.insert(order_path, Entry::file(payload.order.into_bytes(), 0o644));
+    files.extend(payload.files);
+    files.push((order_path.to_string(), payload.order.into_bytes().into()));
     Ok(mods
         .iter()
         .filter(|m| !m.builtin)
@@ -97,14 +105,20 @@ fn root_modules(
         .collect())
 }
 
-/// Unpacks the kernel packages, puts the root-side modules (and their load
-/// order) into `root`, and builds the initramfs.
+/// Puts the boot stage's root files into `root`.
+pub fn add_root_files(root: &mut Tree, parts: &BootParts) {
+    for (path, data) in &parts.root_files {
+        root.insert(path, Entry::file(Arc::clone(data), 0o644));
+    }
+}
+
+/// Unpacks the kernel packages, picks the root-side modules (and their
+/// load orders) for [`BootParts::root_files`], and builds the initramfs.
 pub fn prepare(
     plan: &Plan,
     kernel_packages: &[&LockedPackage],
     kernel_debs: &[Vec<u8>],
     agent: Option<&[u8]>,
-    root: &mut Tree,
     mtime: u32,
 ) -> Result<BootParts, BootStageError> {
     let agent = agent.ok_or_else(|| BootStageError::NoAgent {
@@ -126,36 +140,26 @@ pub fn prepare(
     let payload =
         decompressed(initramfs_payload(&ktree, &early).map_err(BootStageError::Modules)?)?;
 
-    let late = root_modules(
-        &ktree,
-        &kver,
-        &plan.modules,
-        &early_names,
-        MODULES_ORDER_PATH,
-        root,
-    )?;
-    let mut loaded = early_names.clone();
-    loaded.extend(late.iter().cloned());
-    let uefi = root_modules(
-        &ktree,
-        &kver,
-        &plan.uefi_modules,
-        &loaded,
-        UEFI_ORDER_PATH,
-        root,
-    )?;
-    loaded.extend(uefi.iter().cloned());
-    let deferred = root_modules(
-        &ktree,
-        &kver,
-        &plan.deferred_modules,
-        &loaded,
-        DEFERRED_ORDER_PATH,
-        root,
-    )?;
-
-    let initramfs = initramfs::build(agent, &payload.files, &payload.order, mtime)
-        .map_err(BootStageError::Initramfs)?;
+    // Compressing the initramfs (zstd -19) is most of this stage: it runs
+    // on its own thread while the root-side modules are picked.
+    let (initramfs, root_side) = std::thread::scope(|s| {
+        let initramfs = s.spawn(|| {
+            initramfs::build(agent, &payload.files, &payload.order, mtime)
+                .map_err(BootStageError::Initramfs)
+        });
+        let root_side = root_side_modules(plan, &ktree, &kver, &early_names);
+        let initramfs = initramfs
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (initramfs, root_side)
+    });
+    let initramfs = initramfs?;
+    let RootSide {
+        late,
+        uefi,
+        deferred,
+        files,
+    } = root_side?;
     tracing::info!(
         kernel = kver,
         initramfs_modules = early.len(),
@@ -177,6 +181,59 @@ pub fn prepare(
         root_modules: late,
         uefi_modules: uefi,
         deferred_modules: deferred,
+        root_files: files,
+    })
+}
+
+/// The modules the root carries, by when the agent loads them.
+struct RootSide {
+    late: Vec<String>,
+    uefi: Vec<String>,
+    deferred: Vec<String>,
+    files: Vec<(String, Arc<[u8]>)>,
+}
+
+/// The root's modules: each group's closure minus what loads before it
+/// (the initramfs's `early`, then the groups in load order).
+fn root_side_modules(
+    plan: &Plan,
+    ktree: &Tree,
+    kver: &str,
+    early: &BTreeSet<String>,
+) -> Result<RootSide, BootStageError> {
+    let mut files = Vec::new();
+    let late = root_modules(
+        ktree,
+        kver,
+        &plan.modules,
+        early,
+        MODULES_ORDER_PATH,
+        &mut files,
+    )?;
+    let mut loaded = early.clone();
+    loaded.extend(late.iter().cloned());
+    let uefi = root_modules(
+        ktree,
+        kver,
+        &plan.uefi_modules,
+        &loaded,
+        UEFI_ORDER_PATH,
+        &mut files,
+    )?;
+    loaded.extend(uefi.iter().cloned());
+    let deferred = root_modules(
+        ktree,
+        kver,
+        &plan.deferred_modules,
+        &loaded,
+        DEFERRED_ORDER_PATH,
+        &mut files,
+    )?;
+    Ok(RootSide {
+        late,
+        uefi,
+        deferred,
+        files,
     })
 }
 

@@ -3,14 +3,16 @@
 //! next. No stage's own code lives here: the stages call the writers of
 //! `rootfs`, `boot`, `fs`, `output` and `sign`.
 //!
-//! plan + lock -> packages (`source::locked`) -> root tree ([`tree`]) ->
-//! boot files ([`boot_files`]: kernel, modules, initramfs) -> root image and
+//! plan + lock -> packages (`source::locked`) -> root tree ([`tree`]) and,
+//! beside it, boot files ([`boot_files`]: kernel, modules, initramfs; read
+//! from [`boot_cache`] when their inputs did not change) -> root image and
 //! dm-verity tree ([`root_image`]) -> bootable outputs ([`bootable`]: UKI,
 //! disk, disk formats, PXE bundle) -> SBOM and manifest ([`record`]) ->
 //! signature. Every artifact is written under a temporary name and renamed
 //! into place; `manifest.json` goes last, so a failed build leaves no
 //! manifest behind.
 
+pub mod boot_cache;
 pub mod boot_files;
 pub mod bootable;
 pub mod record;
@@ -32,7 +34,7 @@ use crate::sign::keys::SigningKey;
 use crate::source::cache::Cache;
 use crate::source::deb::DebError;
 use crate::source::fetch::Mirrors;
-use crate::source::lock::{ImagePackages, Lock, LockError};
+use crate::source::lock::{ImagePackages, Lock, LockError, LockedPackage};
 use crate::source::locked::{fetch_packages, PackageError};
 use crate::spec::Plan;
 use crate::util::date;
@@ -97,7 +99,8 @@ pub struct BuildInputs<'a> {
     pub progress: Progress,
 }
 
-/// The plain .debs of each package group, in the lock's order.
+/// The plain .debs of each package group, in the lock's order (`kernel`
+/// is empty when the boot stage's cache made them unnecessary).
 pub struct Debs {
     pub rootfs: Vec<Vec<u8>>,
     pub kernel: Vec<Vec<u8>>,
@@ -118,30 +121,20 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     // So must a signature over the old manifest.
     remove_files(out, &[MANIFEST_FILE, BUNDLE_FILE, SBOM_FILE])?;
 
-    let debs = fetch(&locked, inputs)?;
+    let agent = inputs.artifacts.get("nodeagent").map(Vec::as_slice);
+    let (cached, mut debs) = fetch_and_look_up(plan, &locked, inputs, agent, mtime)?;
     let t = Instant::now();
-    let tree::RootTree {
-        mut tree,
-        copyrights,
-    } = tree::assemble_tree(
-        plan,
-        &locked.rootfs,
-        &debs.rootfs,
-        &inputs.artifacts,
-        inputs.signing_key,
-        &inputs.progress,
-    )?;
-    let boot = match plan.kernel_package {
-        Some(_) => Some(boot_files::prepare(
-            plan,
-            &locked.kernel,
-            &debs.kernel,
-            inputs.artifacts.get("nodeagent").map(Vec::as_slice),
-            &mut tree,
-            mtime,
-        )?),
-        None => None,
-    };
+    let uefi_debs = std::mem::take(&mut debs.uefi);
+    let (
+        tree::RootTree {
+            mut tree,
+            copyrights,
+        },
+        boot,
+    ) = root_and_boot(plan, &locked, debs, cached, inputs, agent, mtime)?;
+    if let Some(parts) = &boot {
+        boot_files::add_root_files(&mut tree, parts);
+    }
     tracing::info!(
         entries = tree.len(),
         bytes = tree.file_bytes(),
@@ -150,15 +143,14 @@ pub fn build(plan: &Plan, inputs: &BuildInputs, out: &Path) -> Result<Manifest, 
     );
 
     let squashfs = root_image::squashfs_options(&inputs.squashfs, inputs.cache);
-    let verity = root_image::write_root_image(&tree, mtime, &squashfs, out)?;
-    let mut artifacts = root_image::artifacts(out)?;
+    let (verity, mut artifacts) = root_image::write_root_image(&tree, mtime, &squashfs, out)?;
     let booted = match &boot {
         Some(parts) => {
             artifacts.extend(boot_files::write_boot_files(out, parts)?);
             let uefi_deb = locked
                 .uefi
                 .first()
-                .zip(debs.uefi.first())
+                .zip(uefi_debs.first())
                 .map(|(p, d)| (p.name.as_str(), d.as_slice()));
             let cmdline = boot_files::cmdline(plan, &verity)?;
             let written = bootable::write_outputs(&bootable::OutputInputs {
@@ -224,29 +216,110 @@ fn source_date_epoch(inputs: &BuildInputs) -> Result<u64, BuildError> {
     newest.ok_or(BuildError::NoSource)
 }
 
-/// The plain .debs of every locked package, from the cache or the mirror.
-fn fetch(locked: &ImagePackages, inputs: &BuildInputs) -> Result<Debs, BuildError> {
-    let t = Instant::now();
-    let get = |packages| {
-        fetch_packages(
-            packages,
-            &inputs.lock.sources,
-            inputs.cache,
-            inputs.mirrors,
+/// The root tree (from `debs.rootfs`, each dropped once unpacked) and,
+/// beside it, the boot parts: the cache's when its lookup found them, else
+/// built from `debs.kernel` and stored. The boot stage reads no tree; its
+/// root files join the tree afterwards.
+fn root_and_boot(
+    plan: &Plan,
+    locked: &ImagePackages,
+    debs: Debs,
+    cached: Option<boot_cache::Lookup>,
+    inputs: &BuildInputs,
+    agent: Option<&[u8]>,
+    mtime: u32,
+) -> Result<(tree::RootTree, Option<boot_files::BootParts>), BuildError> {
+    let cache = inputs.cache;
+    let Debs {
+        rootfs: root_debs,
+        kernel: kernel_debs,
+        ..
+    } = debs;
+    let (root, boot) = std::thread::scope(|s| {
+        let boot = s.spawn(|| match cached {
+            None => Ok(None),
+            Some(boot_cache::Lookup {
+                parts: Some(parts), ..
+            }) => Ok(Some(parts)),
+            Some(boot_cache::Lookup { key, parts: None }) => {
+                let parts = boot_files::prepare(plan, &locked.kernel, &kernel_debs, agent, mtime)?;
+                if let Some(key) = &key {
+                    boot_cache::store(cache, key, &parts);
+                }
+                Ok::<_, BuildError>(Some(parts))
+            }
+        });
+        let root = tree::assemble_tree(
+            plan,
+            &locked.rootfs,
+            root_debs,
+            &inputs.artifacts,
+            inputs.signing_key,
             &inputs.progress,
-        )
-    };
-    let debs = Debs {
-        rootfs: get(&locked.rootfs)?,
-        kernel: get(&locked.kernel)?,
-        uefi: get(&locked.uefi)?,
+        );
+        let boot = boot.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (root, boot)
+    });
+    Ok((root?, boot?))
+}
+
+/// The plain .debs of every locked package, from the cache or the mirror,
+/// and the boot-parts cache's answer (`None`: the plan names no kernel),
+/// looked up beside the fetch. The kernel's .debs are fetched only when
+/// the boot stage needs them: its cache missed.
+fn fetch_and_look_up(
+    plan: &Plan,
+    locked: &ImagePackages,
+    inputs: &BuildInputs,
+    agent: Option<&[u8]>,
+    mtime: u32,
+) -> Result<(Option<boot_cache::Lookup>, Debs), BuildError> {
+    let t = Instant::now();
+    let cache = inputs.cache;
+    let (cached, rootfs, uefi) = std::thread::scope(|s| {
+        let lookup = plan.kernel_package.as_ref().map(|_| {
+            s.spawn(|| {
+                let builder = boot_cache::builder_identity();
+                boot_cache::lookup(cache, builder.as_ref(), plan, &locked.kernel, agent, mtime)
+            })
+        });
+        let rootfs = fetch_group(&locked.rootfs, inputs);
+        let uefi = fetch_group(&locked.uefi, inputs);
+        let cached = lookup.map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        (cached, rootfs, uefi)
+    });
+    let (rootfs, uefi) = (rootfs?, uefi?);
+    let boot_missed = cached.as_ref().is_some_and(|c| c.parts.is_none());
+    let kernel = if boot_missed {
+        fetch_group(&locked.kernel, inputs)?
+    } else {
+        Vec::new()
     };
     tracing::info!(
-        packages = debs.rootfs.len(),
+        packages = rootfs.len(),
+        kernel = boot_missed,
         secs = t.elapsed().as_secs_f32(),
         "packages ready"
     );
-    Ok(debs)
+    let debs = Debs {
+        rootfs,
+        kernel,
+        uefi,
+    };
+    Ok((cached, debs))
+}
+
+fn fetch_group(
+    packages: &[&LockedPackage],
+    inputs: &BuildInputs,
+) -> Result<Vec<Vec<u8>>, BuildError> {
+    Ok(fetch_packages(
+        packages,
+        &inputs.lock.sources,
+        inputs.cache,
+        inputs.mirrors,
+        &inputs.progress,
+    )?)
 }
 
 /// Removes files of an earlier build; a file that is not there is fine.

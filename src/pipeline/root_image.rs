@@ -60,19 +60,20 @@ pub fn squashfs_options(given: &SquashfsOptions, cache: &Cache) -> SquashfsOptio
 }
 
 /// Writes `out/rootfs.squashfs` and `out/rootfs.verity` from `tree`;
-/// returns the verity record the command line and the manifest carry.
+/// returns the verity record the command line and the manifest carry, and
+/// the manifest's entries for the two files.
 pub fn write_root_image(
     tree: &Tree,
     mtime: u32,
     squashfs: &SquashfsOptions,
     out: &Path,
-) -> Result<VerityRecord, RootImageError> {
+) -> Result<(VerityRecord, Vec<Artifact>), RootImageError> {
     let t = Instant::now();
     let rootfs_tmp = atomic::temp_path(&out.join(ROOTFS_FILE));
     let verity_tmp = atomic::temp_path(&out.join(VERITY_FILE));
     let result = write_squashfs_file(tree, mtime, squashfs, &rootfs_tmp)
         .and_then(|(file, size)| write_verity_file(file, &rootfs_tmp, size, &verity_tmp));
-    let verity = match result {
+    let (verity, rootfs_sha256, rootfs_size) = match result {
         Ok(v) => v,
         Err(e) => {
             let _ = fs::remove_file(&rootfs_tmp);
@@ -83,21 +84,23 @@ pub fn write_root_image(
     let out_err = io_at(out);
     atomic::commit(&rootfs_tmp, &out.join(ROOTFS_FILE)).map_err(&out_err)?;
     atomic::commit(&verity_tmp, &out.join(VERITY_FILE)).map_err(&out_err)?;
+    // The image was read back from its file for the salt's sha256: the
+    // manifest takes its entry from there rather than reading it again.
+    let artifacts = vec![
+        Artifact {
+            kind: "rootfs".into(),
+            path: ROOTFS_FILE.into(),
+            sha256: hex::encode(rootfs_sha256),
+            size: rootfs_size,
+        },
+        Artifact::of_file("verity", out, VERITY_FILE).map_err(&out_err)?,
+    ];
     tracing::info!(
         secs = t.elapsed().as_secs_f32(),
         root_hash = verity.root_hash,
         "root image and verity tree written"
     );
-    Ok(verity)
-}
-
-/// The manifest's entries for the two files.
-pub fn artifacts(out: &Path) -> Result<Vec<Artifact>, RootImageError> {
-    let out_err = io_at(out);
-    Ok(vec![
-        Artifact::of_file("rootfs", out, ROOTFS_FILE).map_err(&out_err)?,
-        Artifact::of_file("verity", out, VERITY_FILE).map_err(&out_err)?,
-    ])
+    Ok((verity, artifacts))
 }
 
 /// The squashfs at `path`, synced; returns the open file and the image size.
@@ -130,14 +133,15 @@ fn write_squashfs_file(
 
 /// The dm-verity hash tree of the `size`-byte image in `root` (at
 /// `root_path`; salted by the image's own sha256), written to `path`.
+/// Returns the record, and the sha256 and length of the file as read back.
 fn write_verity_file(
     mut root: File,
     root_path: &Path,
     size: u64,
     path: &Path,
-) -> Result<VerityRecord, RootImageError> {
+) -> Result<(VerityRecord, hash::Sha256, u64), RootImageError> {
     root.rewind().map_err(io_at(root_path))?;
-    let (digest, _) =
+    let (digest, read) =
         hash::sha256_reader(BufReader::with_capacity(1 << 20, &root)).map_err(io_at(root_path))?;
     root.rewind().map_err(io_at(root_path))?;
     let params = VerityParams::new(salt_for(&digest));
@@ -158,7 +162,7 @@ fn write_verity_file(
         .map_err(io_at(path))?
         .sync_all()
         .map_err(io_at(path))?;
-    Ok(VerityRecord {
+    let record = VerityRecord {
         root_hash: v.root_hash_hex(),
         salt: v.salt.clone(),
         hash_algorithm: v.hash_algorithm.to_string(),
@@ -168,5 +172,6 @@ fn write_verity_file(
         hash_offset: v.hash_offset,
         hash_start_block: v.hash_start_block(),
         uuid: v.uuid.clone(),
-    })
+    };
+    Ok((record, digest, read))
 }

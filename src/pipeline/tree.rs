@@ -51,11 +51,13 @@ pub struct RootTree {
 }
 
 /// The root tree of `plan` from its packages (`debs[i]` is the plain .deb
-/// of `packages[i]`) and the build's own artifacts.
+/// of `packages[i]`) and the build's own artifacts. Each .deb is dropped
+/// once unpacked (the tree holds copies), so the packages and the tree
+/// are not held whole at the same time.
 pub fn assemble_tree(
     plan: &Plan,
     packages: &[&LockedPackage],
-    debs: &[Vec<u8>],
+    debs: Vec<Vec<u8>>,
     artifacts: &Artifacts,
     signing_key: Option<&SigningKey>,
     progress: &Progress,
@@ -66,7 +68,8 @@ pub fn assemble_tree(
     let bar = progress.bar(debs.len() as u64, "unpacking");
     for (pkg, bytes) in packages.iter().zip(debs) {
         bar.set_message(pkg.name.clone());
-        let info = unpack_into(&pkg.name, bytes, &mut tree, &mut owners)?;
+        let info = unpack_into(&pkg.name, &bytes, &mut tree, &mut owners)?;
+        drop(bytes);
         check_identity(pkg, &info)?;
         if let Some(text) = info.copyright {
             copyrights.insert(pkg.name.clone(), text);

@@ -167,10 +167,86 @@ impl Cache {
         })
     }
 
+    /// Marks the product of `kind` for `source` as just used, so
+    /// [`Cache::prune_derived`] keeps it over older ones. Best effort: a
+    /// link that cannot be touched only ages sooner.
+    pub fn touch_derived(&self, kind: &str, source: &hash::Sha256) {
+        let link = self.derived_link(kind, source);
+        let touched = fs::OpenOptions::new()
+            .write(true)
+            .open(&link)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        if let Err(e) = touched {
+            tracing::debug!(path = %link.display(), error = %e, "cannot touch a derived-cache link");
+        }
+    }
+
+    /// Keeps the `keep` most recently written (or touched) products of
+    /// `kind` and removes the others: their links, and their entries unless
+    /// a kept link names the same bytes. Returns how many were removed.
+    pub fn prune_derived(&self, kind: &str, keep: usize) -> Result<usize, CacheError> {
+        let dir = self.root.join("derived");
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CacheError::Io { path, source }
+        };
+        let read = match fs::read_dir(&dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let prefix = format!("{kind}-");
+        let mut links = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_ours = name
+                .strip_prefix(&prefix)
+                .is_some_and(|rest| hash::parse_sha256(rest).is_some());
+            if !is_ours {
+                continue;
+            }
+            let path = entry.path();
+            let modified = match entry.metadata().and_then(|m| m.modified()) {
+                Ok(t) => t,
+                // Removed by a concurrent prune: nothing left to weigh.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            let target = fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| hash::parse_sha256(t.trim()));
+            links.push((modified, name, path, target));
+        }
+        // Newest first; the name breaks ties so the choice is stable.
+        links.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let split = keep.min(links.len());
+        let (kept, old) = links.split_at(split);
+        for (_, _, link, target) in old {
+            remove_if_present(link)?;
+            let shared = kept.iter().any(|(_, _, _, t)| t.is_some() && t == target);
+            if let (Some(sha), false) = (target, shared) {
+                remove_if_present(&self.path_for(sha))?;
+            }
+        }
+        Ok(old.len())
+    }
+
     fn derived_link(&self, kind: &str, source: &hash::Sha256) -> PathBuf {
         self.root
             .join("derived")
             .join(format!("{kind}-{}", hex::encode(source)))
+    }
+}
+
+/// Removes `path`; one already gone is fine.
+fn remove_if_present(path: &Path) -> Result<(), CacheError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CacheError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -208,5 +284,44 @@ mod tests {
         );
         fs::write(c.path_for(&hash::sha256(b"plain deb")), b"tampered").unwrap();
         assert_eq!(c.get_derived("plain", &src).unwrap(), None);
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recently_used_products() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::new(d.path());
+        let srcs: Vec<_> = (0u8..4).map(|i| hash::sha256(&[i])).collect();
+        let set_age = |src: &hash::Sha256, secs: u64| {
+            let link = c.derived_link("parts", src);
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            fs::File::options()
+                .write(true)
+                .open(link)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        for (i, src) in srcs.iter().enumerate() {
+            c.put_derived("parts", src, format!("product {i}").as_bytes())
+                .unwrap();
+            set_age(src, 1_000 + i as u64);
+        }
+        // Another kind is never pruned; a product shared by a kept link
+        // keeps its entry.
+        c.put_derived("other", &srcs[0], b"product 0").unwrap();
+        c.put_derived("parts", &hash::sha256(b"shared"), b"product 3")
+            .unwrap();
+        set_age(&hash::sha256(b"shared"), 500);
+        // Used just now: the oldest write is kept over younger ones.
+        c.touch_derived("parts", &srcs[0]);
+
+        assert_eq!(c.prune_derived("parts", 3).unwrap(), 2);
+        let has = |src| c.get_derived("parts", src).unwrap().is_some();
+        assert!(has(&srcs[0]) && has(&srcs[2]) && has(&srcs[3]));
+        assert!(!has(&srcs[1]) && !has(&hash::sha256(b"shared")));
+        assert!(!c.path_for(&hash::sha256(b"product 1")).exists());
+        assert!(c.path_for(&hash::sha256(b"product 3")).exists());
+        assert!(c.get_derived("other", &srcs[0]).unwrap().is_some());
+        assert_eq!(c.prune_derived("parts", 3).unwrap(), 0);
     }
 }
