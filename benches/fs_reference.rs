@@ -1,7 +1,10 @@
-//! `cargo bench --bench fs_reference -- DIR [LEVEL]`: nodeimg's squashfs +
-//! verity against `mksquashfs` + `veritysetup format` on the tree in DIR
-//! (scripts/bench.sh passes the unpacked worker image). Prints one markdown
-//! table row; the numbers are wall-clock seconds of each step.
+//! `cargo bench --bench fs_reference -- DIR [LEVEL [RUNS]]`: nodeimg's
+//! squashfs + verity against `mksquashfs` + `veritysetup format` on the tree
+//! in DIR (scripts/bench.sh passes the unpacked worker image). Both sides
+//! run RUNS times (default `BENCH_RUNS`, else 3), taking turns, and each
+//! step keeps its fastest time. Prints one markdown table row; the numbers
+//! are wall-clock seconds of each step. Fails if `veritysetup format` of
+//! our image does not write our hash device byte for byte.
 
 use std::path::Path;
 
@@ -14,13 +17,19 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let Some(dir) = args.first() else {
-        eprintln!("usage: cargo bench --bench fs_reference -- DIR [LEVEL]");
+        eprintln!("usage: cargo bench --bench fs_reference -- DIR [LEVEL [RUNS]]");
         std::process::exit(2);
     };
     let level = args
         .get(1)
         .and_then(|l| l.parse().ok())
         .unwrap_or(SquashfsOptions::default().compression_level);
+    let runs = args
+        .get(2)
+        .cloned()
+        .or_else(|| std::env::var("BENCH_RUNS").ok())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let tree = match tree_from_host(&[(Path::new(dir), "", u64::MAX)]) {
         Ok(t) => t,
         Err(e) => {
@@ -35,7 +44,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match compare_with_reference(&tree, level, scratch.path()) {
+    match compare_with_reference(&tree, level, runs, scratch.path()) {
         Ok(r) => {
             eprintln!("{r}");
             println!(

@@ -23,8 +23,14 @@
 //! other flag. Without it, pass `--no-superblock --format=1
 //! --hash=sha256 --data-block-size=4096 --hash-block-size=4096
 //! --data-blocks=N --salt=HEX`. The kernel table is [`VerityInfo::dm_table`].
+//!
+//! Speed: the salt is hashed once and its state cloned for every block.
+//! Level 0 (all but 1/128 of the work) is read on the calling thread while
+//! one helper per core hashes what is already read, in 1 MiB jobs; ring's
+//! SHA-256 uses the CPU's SHA extensions where it has them.
 
 use std::io::{self, Read, Seek, Write};
+use std::sync::{mpsc, Mutex};
 
 use ring::digest::{Context, SHA256};
 
@@ -34,8 +40,11 @@ const DIGEST: usize = 32;
 pub const SUPERBLOCK_SIZE: usize = 512;
 /// `veritysetup` refuses longer salts.
 pub const MAX_SALT: usize = 256;
-/// Data read and hashed per parallel step.
-const BATCH: usize = 8 << 20;
+/// Data bytes per hashing job: big enough that a job costs far more than
+/// handing it to a thread, small enough that the cores finish together.
+const JOB_BYTES: usize = 1 << 20;
+/// Below this much data, threads cost more than they save.
+const PARALLEL_MIN: u64 = 4 << 20;
 
 /// Block sizes and salt of one hash tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,25 +177,18 @@ pub fn build_hash_tree<R: Read>(
     let dbs = params.data_block_size as usize;
     let hbs = params.hash_block_size as usize;
     let data_blocks = data_size / dbs as u64;
+    // Every digest starts from the salt: hash it once, clone the state.
     let mut salted = Context::new(&SHA256);
     salted.update(&params.salt);
 
-    // Level 0: digests of the data blocks, read and hashed in batches.
+    // Level 0: digests of the data blocks, padded to whole hash blocks.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut level = Vec::with_capacity(blocks_to_bytes(data_blocks, hbs));
-    let mut buf = vec![0u8; BATCH.max(dbs) / dbs * dbs];
-    let mut done = 0u64;
-    while done < data_blocks {
-        let n = (buf.len() / dbs).min((data_blocks - done) as usize);
-        let batch = &mut buf[..n * dbs];
-        data.read_exact(batch)
-            .map_err(|source| VerityError::ReadData {
-                block: done,
-                blocks: data_blocks,
-                source,
-            })?;
-        hash_blocks(&salted, batch, dbs, threads, &mut level);
-        done += n as u64;
+    let mut level = vec![0u8; blocks_to_bytes(data_blocks, hbs)];
+    let digests = &mut level[..data_blocks as usize * DIGEST];
+    if threads < 2 || data_size < PARALLEL_MIN {
+        hash_data_serial(&mut data, dbs, &salted, digests)?;
+    } else {
+        hash_data_parallel(&mut data, dbs, &salted, threads, digests)?;
     }
 
     // One data block: no tree, the root is that block's digest.
@@ -194,7 +196,6 @@ pub fn build_hash_tree<R: Read>(
     let root: [u8; 32] = if data_blocks == 1 {
         digest_array(&level)
     } else {
-        pad_to(&mut level, hbs);
         while level.len() > hbs {
             let mut next = Vec::with_capacity(blocks_to_bytes((level.len() / hbs) as u64, hbs));
             hash_blocks(&salted, &level, hbs, threads, &mut next);
@@ -278,6 +279,156 @@ fn digest_array(bytes: &[u8]) -> [u8; 32] {
     d
 }
 
+/// `sha256(salt || block)` of every `block_size` block of `input` into
+/// `digests`, 32 bytes each: one clone of the salted state per block.
+fn hash_run(salted: &Context, input: &[u8], block_size: usize, digests: &mut [u8]) {
+    for (block, d) in input
+        .chunks_exact(block_size)
+        .zip(digests.chunks_exact_mut(DIGEST))
+    {
+        let mut ctx = salted.clone();
+        ctx.update(block);
+        d.copy_from_slice(ctx.finish().as_ref());
+    }
+}
+
+/// Data blocks per job, and how many of them `digests` asks for.
+fn job_shape(block_size: usize, digests: &[u8]) -> (usize, u64) {
+    let per_job = (JOB_BYTES / block_size).max(1);
+    (per_job, (digests.len() / DIGEST) as u64)
+}
+
+/// Level 0 on this thread: read a job's worth of blocks, hash it, repeat.
+fn hash_data_serial(
+    data: &mut impl Read,
+    block_size: usize,
+    salted: &Context,
+    digests: &mut [u8],
+) -> Result<(), VerityError> {
+    let (per_job, blocks) = job_shape(block_size, digests);
+    let mut buf = vec![0u8; per_job.min(blocks as usize) * block_size];
+    for (job, out) in digests.chunks_mut(per_job * DIGEST).enumerate() {
+        let input = &mut buf[..out.len() / DIGEST * block_size];
+        read_blocks(data, input, (job * per_job) as u64, blocks)?;
+        hash_run(salted, input, block_size, out);
+    }
+    Ok(())
+}
+
+/// One job: `len` bytes of data blocks in `buf`, and where their digests go.
+struct Job<'a> {
+    buf: Vec<u8>,
+    len: usize,
+    digests: &'a mut [u8],
+}
+
+/// The reader's job buffers: up to `most` of `size` bytes, each reused once
+/// a helper has hashed it and sent it back.
+struct Buffers {
+    back: mpsc::Receiver<Vec<u8>>,
+    made: usize,
+    most: usize,
+    size: usize,
+}
+
+impl Buffers {
+    /// A free buffer, waiting for one if all are in use; `None` if the
+    /// helpers are gone.
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if let Ok(b) = self.back.try_recv() {
+            return Some(b);
+        }
+        if self.made < self.most {
+            self.made += 1;
+            return Some(vec![0u8; self.size]);
+        }
+        self.back.recv().ok()
+    }
+}
+
+/// Level 0 on `threads` helpers: this thread reads jobs (a few buffers
+/// ahead of the hashing at most), the helpers hash them as they come, and
+/// this thread joins them once the data is read. Reading and hashing
+/// overlap, and each job's digests land in their own slice of `digests`.
+fn hash_data_parallel(
+    data: &mut impl Read,
+    block_size: usize,
+    salted: &Context,
+    threads: usize,
+    digests: &mut [u8],
+) -> Result<(), VerityError> {
+    let (per_job, blocks) = job_shape(block_size, digests);
+    let (job_tx, job_rx) = mpsc::channel::<Job<'_>>();
+    let job_rx = Mutex::new(job_rx);
+    // Hashes jobs until the queue is closed and empty, and sends each
+    // buffer `back` if given.
+    let work = |back: Option<&mpsc::Sender<Vec<u8>>>| loop {
+        // A poisoned lock means a helper panicked; the scope re-raises it.
+        let job = match job_rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        hash_run(salted, &job.buf[..job.len], block_size, job.digests);
+        if let Some(back) = back {
+            // The reader may have stopped (read error): drop the buffer.
+            let _ = back.send(job.buf);
+        }
+    };
+    std::thread::scope(|s| {
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        for _ in 0..threads {
+            let back = back_tx.clone();
+            let work = &work;
+            s.spawn(move || work(Some(&back)));
+        }
+        // Only the helpers hold senders now: should they all die, waiting
+        // for a buffer fails instead of hanging.
+        drop(back_tx);
+        let mut buffers = Buffers {
+            back: back_rx,
+            made: 0,
+            most: 2 * threads + 2,
+            size: per_job * block_size,
+        };
+        let mut read = Ok(());
+        for (job, out) in digests.chunks_mut(per_job * DIGEST).enumerate() {
+            let Some(mut buf) = buffers.next() else { break };
+            let len = out.len() / DIGEST * block_size;
+            read = read_blocks(data, &mut buf[..len], (job * per_job) as u64, blocks);
+            if read.is_err() {
+                break;
+            }
+            let job = Job {
+                buf,
+                len,
+                digests: out,
+            };
+            if job_tx.send(job).is_err() {
+                break;
+            }
+        }
+        drop(job_tx);
+        work(None);
+        read
+    })
+}
+
+/// Fills `buf` with whole data blocks, the first of which is `first`.
+fn read_blocks(
+    data: &mut impl Read,
+    buf: &mut [u8],
+    first: u64,
+    blocks: u64,
+) -> Result<(), VerityError> {
+    data.read_exact(buf)
+        .map_err(|source| VerityError::ReadData {
+            block: first,
+            blocks,
+            source,
+        })
+}
+
 /// Appends `sha256(salt || block)` of every `block_size` block of `input` to
 /// `out`, splitting the work across `threads` (each takes a contiguous run).
 fn hash_blocks(
@@ -291,19 +442,9 @@ fn hash_blocks(
     let start = out.len();
     out.resize(start + blocks * DIGEST, 0);
     let digests = &mut out[start..];
-    let hash_run = |input: &[u8], digests: &mut [u8]| {
-        for (block, d) in input
-            .chunks_exact(block_size)
-            .zip(digests.chunks_exact_mut(DIGEST))
-        {
-            let mut ctx = salted.clone();
-            ctx.update(block);
-            d.copy_from_slice(ctx.finish().as_ref());
-        }
-    };
-    // Below ~1 MiB a thread costs more than it saves.
-    if threads < 2 || input.len() < (1 << 20) {
-        hash_run(input, digests);
+    let run = |input: &[u8], digests: &mut [u8]| hash_run(salted, input, block_size, digests);
+    if threads < 2 || (input.len() as u64) < PARALLEL_MIN {
+        run(input, digests);
         return;
     }
     let per = blocks.div_ceil(threads);
@@ -313,10 +454,10 @@ fn hash_blocks(
             .zip(digests.chunks_mut(per * DIGEST));
         let mine = runs.next();
         for (inp, dig) in runs {
-            s.spawn(move || hash_run(inp, dig));
+            s.spawn(move || run(inp, dig));
         }
         if let Some((inp, dig)) = mine {
-            hash_run(inp, dig);
+            run(inp, dig);
         }
     });
 }

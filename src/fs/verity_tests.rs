@@ -1,4 +1,4 @@
-use std::io::Cursor;
+use std::io::{self, Cursor, Read};
 use std::path::Path;
 use std::process::Command;
 
@@ -288,6 +288,97 @@ fn small_blocks_and_empty_salt_match_veritysetup() {
     assert!(
         info.dm_table("a", "b").ends_with(" -"),
         "empty salt is '-' in the dm table"
+    );
+}
+
+/// A reader that hands out at most 777 bytes per call.
+struct Trickle<'a>(&'a [u8]);
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(777).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// Level 0 the plain way: one full sha256 per block.
+fn plain_level0(salt: &[u8], data: &[u8]) -> Vec<u8> {
+    data.chunks(BLOCK)
+        .flat_map(|b| {
+            let mut ctx = Context::new(&SHA256);
+            ctx.update(salt);
+            ctx.update(b);
+            ctx.finish().as_ref().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn level0_is_the_same_serial_parallel_and_trickled() {
+    let salt = [5u8; 32];
+    let mut salted = Context::new(&SHA256);
+    salted.update(&salt);
+    // Around the job size (256 blocks), and several jobs per thread.
+    for blocks in [1, 255, 256, 257, 2000] {
+        let data = noise(blocks * BLOCK, blocks as u64);
+        let want = plain_level0(&salt, &data);
+        let mut got = vec![0u8; want.len()];
+        hash_data_serial(&mut Trickle(&data), BLOCK, &salted, &mut got).expect("serial");
+        assert!(got == want, "{blocks} blocks, serial");
+        for threads in [1, 2, 3] {
+            got.fill(0);
+            hash_data_parallel(&mut &data[..], BLOCK, &salted, threads, &mut got)
+                .expect("parallel");
+            assert!(got == want, "{blocks} blocks, {threads} threads");
+            got.fill(0);
+            hash_data_parallel(&mut Trickle(&data), BLOCK, &salted, threads, &mut got)
+                .expect("parallel, trickled");
+            assert!(got == want, "{blocks} blocks, {threads} threads, trickled");
+        }
+    }
+}
+
+#[test]
+fn short_data_names_the_first_block_it_could_not_read() {
+    let data = noise(600 * BLOCK, 5);
+    let salted = Context::new(&SHA256);
+    // 1000 blocks promised, 600 there: the job of blocks 512..768 fails.
+    let mut digests = vec![0u8; 1000 * DIGEST];
+    for threads in [1, 2] {
+        let e = hash_data_parallel(&mut &data[..], BLOCK, &salted, threads, &mut digests)
+            .expect_err("short");
+        assert!(
+            matches!(
+                e,
+                VerityError::ReadData {
+                    block: 512,
+                    blocks: 1000,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    let e = hash_data_serial(&mut &data[..], BLOCK, &salted, &mut digests).expect_err("short");
+    assert!(
+        matches!(e, VerityError::ReadData { block: 512, .. }),
+        "{e:?}"
+    );
+    // Through the public entry point, on the parallel path (over 4 MiB)
+    // where there are cores.
+    let e = build_hash_tree(
+        Trickle(&data),
+        1100 * BLOCK as u64,
+        &VerityParams::default(),
+        Cursor::new(Vec::new()),
+        true,
+    )
+    .expect_err("short");
+    assert!(
+        matches!(e, VerityError::ReadData { block: 512, .. }),
+        "{e:?}"
     );
 }
 

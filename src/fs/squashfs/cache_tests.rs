@@ -57,10 +57,10 @@ fn opts(cache: Option<&Path>) -> SquashfsOptions {
 }
 
 fn write(tree: &Tree, cache: Option<&Path>) -> (Vec<u8>, CompressStats) {
-    let mut out = Vec::new();
+    let mut out = Cursor::new(Vec::new());
     let (_, stats) =
         write_squashfs_with_stats(tree, MTIME, &opts(cache), &mut out).expect("write squashfs");
-    (out, stats)
+    (out.into_inner(), stats)
 }
 
 fn cached_entries(dir: &Path) -> usize {
@@ -190,10 +190,10 @@ fn cache_for_other_options_is_not_used() {
         compression_level: 3,
         ..opts(Some(dir.path()))
     };
-    let mut with = Vec::new();
+    let mut with = Cursor::new(Vec::new());
     let (_, stats) = write_squashfs_with_stats(&t, MTIME, &level3, &mut with).expect("write");
     assert_eq!(stats.cache_hits, 0, "{stats:?}");
-    let mut without = Vec::new();
+    let mut without = Cursor::new(Vec::new());
     let plain = SquashfsOptions {
         block_cache: None,
         ..level3

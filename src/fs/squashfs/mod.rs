@@ -1,10 +1,11 @@
 //! Squashfs root image writer on top of `backhand`.
 //!
 //! Takes a [`Tree`] and SOURCE_DATE_EPOCH; writes a zstd squashfs 4.0 image
-//! into an `impl Write`, padded with zeros to a multiple of 4096 bytes so
-//! that dm-verity sees whole data blocks. Never reads the clock or the
-//! environment; touches the host file system only for the optional block
-//! cache ([`SquashfsOptions::block_cache`]), which cannot change the bytes.
+//! into an `impl Write + Seek`, padded with zeros to a multiple of 4096
+//! bytes so that dm-verity sees whole data blocks. Never reads the clock or
+//! the environment; touches the host file system only for the optional
+//! block cache ([`SquashfsOptions::block_cache`]), which cannot change the
+//! bytes.
 //!
 //! Every inode, the root included, carries `mtime`, the entry's uid, gid and
 //! mode. The same tree and `mtime` give the same bytes, whatever the thread
@@ -12,12 +13,12 @@
 //!
 //! Speed: backhand compresses one block at a time on the calling thread;
 //! `blocks` compresses them ahead on worker threads with reused zstd
-//! contexts, and `cache` lets a rebuild skip the blocks that did not
-//! change.
+//! contexts, `sink` writes the image out while they do, and `cache` lets a
+//! rebuild skip the blocks that did not change.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,10 +33,12 @@ use crate::rootfs::{Entry, Kind, Tree};
 
 mod blocks;
 mod cache;
+mod sink;
 
 pub(crate) use blocks::CompressStats;
 use blocks::{plan_blocks, run_precompressed, PRECOMPRESSED};
 use cache::BlockCache;
+use sink::Streamed;
 
 /// Alignment of the finished image: one dm-verity data block.
 pub const IMAGE_ALIGN: u64 = 4096;
@@ -165,10 +168,12 @@ impl std::error::Error for BackhandCause {
     }
 }
 
-/// Writes `tree` as a squashfs image into `out`,
-/// padded with zeros to a multiple of [`IMAGE_ALIGN`]. The image is built in
-/// memory and written to `out` in one `write_all`; `out` is not flushed.
-pub fn write_squashfs<W: Write>(
+/// Writes `tree` as a squashfs image into `out` from its current position,
+/// padded with zeros to a multiple of [`IMAGE_ALIGN`], and leaves `out` just
+/// past it. The image goes out while it is being compressed; at the end the
+/// superblock is written over its first bytes, which is why `out` must
+/// seek. `out` is not flushed.
+pub fn write_squashfs<W: Write + Seek>(
     tree: &Tree,
     mtime: u32,
     opts: &SquashfsOptions,
@@ -177,7 +182,7 @@ pub fn write_squashfs<W: Write>(
     write_squashfs_with_stats(tree, mtime, opts, out).map(|(info, _)| info)
 }
 
-pub(crate) fn write_squashfs_with_stats<W: Write>(
+pub(crate) fn write_squashfs_with_stats<W: Write + Seek>(
     tree: &Tree,
     mtime: u32,
     opts: &SquashfsOptions,
@@ -241,26 +246,26 @@ pub(crate) fn write_squashfs_with_stats<W: Write>(
         .block_cache
         .as_deref()
         .and_then(|dir| open_cache(dir, opts));
-    // backhand writes a duplicate file's data, then seeks back over it: the
-    // sink keeps those bytes past the image's end. Write into memory and
-    // copy out the image alone, so a file sink holds no trailing garbage.
-    let mut image = Cursor::new(Vec::with_capacity(tree.file_bytes() as usize / 2));
+    let output = |source| SquashfsError::Output { source };
+    let mut sink = Streamed::new(&mut out).map_err(output)?;
     let (written, stats, shared) =
         run_precompressed(jobs, cache, opts.compression_level, threads, || {
-            fs.write(&mut image)
+            fs.write(&mut sink)
         });
-    let (superblock, bytes_used): (SuperBlock, u64) =
-        written.map_err(|e| SquashfsError::Write {
-            source: BackhandCause(e),
-        })?;
-
+    let (superblock, bytes_used): (SuperBlock, u64) = match written {
+        Ok(w) => w,
+        // backhand saw the output's error as its own: report the output's.
+        Err(e) => {
+            return Err(match sink.take_error() {
+                Some(source) => SquashfsError::Output { source },
+                None => SquashfsError::Write {
+                    source: BackhandCause(e),
+                },
+            })
+        }
+    };
     let size = bytes_used.div_ceil(IMAGE_ALIGN) * IMAGE_ALIGN;
-    let mut image = image.into_inner();
-    image.resize(bytes_used as usize, 0);
-    image.resize(size as usize, 0);
-    out.write_all(&image)
-        .map_err(|e| SquashfsError::Output { source: e })?;
-    drop(image);
+    sink.finish(bytes_used, size).map_err(output)?;
     if let Some(cache) = shared.cache() {
         save_cache(cache, shared.take_kept(), &stats);
     }

@@ -94,10 +94,10 @@ fn sample_tree() -> Tree {
 }
 
 fn write(tree: &Tree, opts: &SquashfsOptions) -> (Vec<u8>, SquashfsInfo, CompressStats) {
-    let mut out = Vec::new();
+    let mut out = Cursor::new(Vec::new());
     let (info, stats) =
         write_squashfs_with_stats(tree, MTIME, opts, &mut out).expect("write squashfs");
-    (out, info, stats)
+    (out.into_inner(), info, stats)
 }
 
 #[test]
@@ -272,9 +272,9 @@ fn same_tree_same_bytes_whatever_the_threads() {
     );
     assert_eq!(stats.hits, stats.planned, "{stats:?}");
 
-    let mut later = Vec::new();
+    let mut later = Cursor::new(Vec::new());
     write_squashfs(&tree, MTIME + 1, &one, &mut later).expect("write");
-    assert!(later != a, "mtime must reach the image");
+    assert!(later.into_inner() != a, "mtime must reach the image");
 }
 
 #[test]
@@ -317,11 +317,96 @@ fn image_is_padded_to_4096_with_nothing_after_it() {
 
     // The sample tree has a duplicate file, which backhand writes and then
     // overwrites: nothing of it may trail the image.
-    let mut out = vec![0xAAu8; 512];
+    let mut out = Cursor::new(vec![0xAAu8; 512]);
+    out.set_position(512);
     let at = write_squashfs(&tree, MTIME, &SquashfsOptions::default(), &mut out).expect("write");
+    assert_eq!(out.position(), 512 + at.size, "left just past the image");
+    let out = out.into_inner();
     assert_eq!(out.len() as u64, 512 + at.size);
     assert!(out[..512].iter().all(|b| *b == 0xAA));
     assert!(out[512..] == img[..], "appended image differs");
+}
+
+/// Enough data that the image goes out in pieces while it is written,
+/// with duplicates (which backhand writes, then seeks back over) before and
+/// after those pieces, and files that straddle them.
+fn streamed_tree() -> Tree {
+    let mut t = Tree::new();
+    let a = noise(1536 * 1024 + 5, 21);
+    let c = noise(2 << 20, 22);
+    t.insert("a/first", Entry::file(a.clone(), 0o644));
+    t.insert("a/first-copy", Entry::file(a.clone(), 0o644));
+    t.insert("b/second", Entry::file(c.clone(), 0o755));
+    t.insert("b/small", Entry::file(noise(3000, 23), 0o644));
+    t.insert("b/second-copy", Entry::file(c, 0o755));
+    t.insert("c/text", Entry::file(b"x".repeat(700_000), 0o644));
+    t.insert("z/last-copy", Entry::file(a, 0o644));
+    t
+}
+
+#[test]
+fn streamed_image_reads_back_and_equals_a_file_written_one() {
+    let tree = streamed_tree();
+    let opts = SquashfsOptions {
+        compression_level: 1,
+        ..Default::default()
+    };
+    let (img, info, _) = write(&tree, &opts);
+    assert_eq!(img.len() as u64, info.size, "nothing trails the image");
+    assert!(info.size > 3 << 20, "large enough to go out in pieces");
+
+    let fs = FilesystemReader::from_reader(Cursor::new(img.clone())).expect("read image");
+    let mut files = 0;
+    for node in fs.files() {
+        if let InnerNode::File(f) = &node.inner {
+            let path = node.fullpath.to_str().expect("utf-8");
+            let Some(Entry {
+                kind: Kind::File(want),
+                ..
+            }) = tree.get(path.trim_start_matches('/'))
+            else {
+                panic!("{path} is not a file in the tree")
+            };
+            let mut got = Vec::new();
+            fs.file(f)
+                .reader()
+                .read_to_end(&mut got)
+                .expect("read file");
+            assert!(got == want[..], "{path} content differs");
+            files += 1;
+        }
+    }
+    assert_eq!(files, 7);
+
+    // The same bytes through a real file, and after 512 bytes of a sink.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("root.img");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
+    write_squashfs(&tree, MTIME, &opts, &mut file).expect("write to file");
+    drop(file);
+    assert!(
+        std::fs::read(&path).expect("read back") == img,
+        "file differs"
+    );
+    let mut after = Cursor::new(vec![0x55u8; 512]);
+    after.set_position(512);
+    write_squashfs(&tree, MTIME, &opts, &mut after).expect("write after 512");
+    assert!(after.get_ref()[512..] == img[..], "appended image differs");
+
+    let out = run_ok(
+        Command::new(tool("unsquashfs", "squashfs-tools"))
+            .arg("-cat")
+            .arg(&path)
+            .arg("z/last-copy"),
+    );
+    let Some(Entry {
+        kind: Kind::File(a),
+        ..
+    }) = tree.get("a/first")
+    else {
+        panic!("a/first is a file")
+    };
+    assert!(out.stdout == a[..], "unsquashfs -cat z/last-copy differs");
 }
 
 #[test]
@@ -336,7 +421,7 @@ fn empty_tree_and_default_tree_write() {
 #[test]
 fn rejects_bad_options_and_devices() {
     let t = Tree::new();
-    let mut out = Vec::new();
+    let mut out = Cursor::new(Vec::new());
     let bad_bs = SquashfsOptions {
         block_size: 100_000,
         ..Default::default()
