@@ -64,6 +64,12 @@ fn put32(b: &mut [u8], off: usize, v: u32) {
 /// a zstd payload of `vmlinux` with its size trailer. Offsets are the
 /// boot protocol's (Documentation/arch/x86/boot.rst).
 pub(crate) fn bzimage(release: &str, vmlinux: &[u8]) -> Vec<u8> {
+    bzimage_for(crate::pe::MACHINE_X86_64, release, vmlinux)
+}
+
+/// [`bzimage`] with its PE header naming `machine` (the inspector's
+/// refusal of other machines is tested with it).
+pub(crate) fn bzimage_for(machine: u16, release: &str, vmlinux: &[u8]) -> Vec<u8> {
     let setup_sects = 3u8;
     let pm_start = (setup_sects as usize + 1) * 512;
     let mut payload = zstd::bulk::compress(vmlinux, 3).expect("zstd");
@@ -74,7 +80,7 @@ pub(crate) fn bzimage(release: &str, vmlinux: &[u8]) -> Vec<u8> {
     put32(&mut b, 0x3c, 0x40);
     b[0x40..0x44].copy_from_slice(b"PE\0\0");
     let coff = 0x44;
-    put16(&mut b, coff, 0x8664); // IMAGE_FILE_MACHINE_AMD64
+    put16(&mut b, coff, machine);
     put16(&mut b, coff + 2, 1); // NumberOfSections
     put16(&mut b, coff + 16, 240); // SizeOfOptionalHeader (PE32+)
     put16(&mut b, coff + 18, 0x0206); // executable, debug stripped
