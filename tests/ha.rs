@@ -371,12 +371,18 @@ fn value_of(key: &str) -> String {
     )
 }
 
-#[test]
-fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("control-plane");
+/// The two tests each bring up four VMs: one at a time, or they would
+/// share the two cores and time each other.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// What a test brings up: the cluster directory made by `cluster init`
+/// with `edit` applied to its cluster.toml, and the committed lab file
+/// pointing at one control-plane image (the worker boots it too: its role
+/// comes from its config, which saves a second build).
+fn prepare(dir: &std::path::Path, edit: impl FnOnce(&str) -> String) -> (PathBuf, PathBuf) {
+    let image = dir.join("control-plane");
     support::build_image_with("control-plane", &image, &["--format", "none"]);
-    let cluster = dir.path().join("cluster");
+    let cluster = dir.join("cluster");
     let mut init = vec![
         "cluster",
         "init",
@@ -392,28 +398,10 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         init.extend(["--member", m.as_str()]);
     }
     ok(&init);
-    // backups every 20 s, two kept: the test sees the schedule, the
-    // election and the pruning within its run
     let toml = cluster.join("cluster.toml");
-    let defaults = std::fs::read_to_string(&toml).unwrap();
-    assert!(
-        defaults.contains("interval = \"1h\"") && defaults.contains("retain = 24"),
-        "{defaults}"
-    );
-    std::fs::write(
-        &toml,
-        defaults
-            .replace("interval = \"1h\"", "interval = \"20s\"")
-            .replace("retain = 24", "retain = 2"),
-    )
-    .unwrap();
-    // and each one copied to an S3 server on this machine, two kept there
-    let store = ObjectStore::start();
-    store.configure(&cluster, PREFIX, 2);
-    // the committed lab; the worker boots the control-plane image too (its
-    // role comes from its config), which saves a second build here
+    std::fs::write(&toml, edit(&std::fs::read_to_string(&toml).unwrap())).unwrap();
     let committed = std::fs::read_to_string(support::repo().join("qemu/ha.toml")).unwrap();
-    let lab_file = dir.path().join("ha.toml");
+    let lab_file = dir.join("ha.toml");
     let image_path = format!("image = {:?}", s(&image));
     std::fs::write(
         &lab_file,
@@ -422,6 +410,132 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
             .replace("image = \"out/worker\"", &image_path),
     )
     .unwrap();
+    (cluster, lab_file)
+}
+
+/// The lab `lab up` printed (`--json`), reached through its forwards.
+fn lab_of(
+    up: &Output,
+    run: &std::path::Path,
+    cluster: &std::path::Path,
+    dir: &std::path::Path,
+) -> Lab {
+    let up = json(&String::from_utf8_lossy(&up.stdout));
+    let port = |n: &Value, k: &str| n[k].as_u64().unwrap() as u16;
+    let nodes = up["nodes"].as_array().unwrap();
+    let name = |n: &Value| n["name"].as_str().unwrap().to_string();
+    let tls = dir.join("etcdctl");
+    support::etcd::client_cert(cluster, &tls);
+    Lab {
+        run: run.to_path_buf(),
+        tls,
+        admin: cluster.join("admin.nodeconfig"),
+        etcd: nodes
+            .iter()
+            .map(|n| (name(n), port(n, "etcd_port")))
+            .collect(),
+        api: nodes
+            .iter()
+            .map(|n| (name(n), port(n, "api_port")))
+            .collect(),
+    }
+}
+
+/// Prints each control-plane node's etcd and agent memory, from its own
+/// report (`make bench` tabulates these lines).
+fn print_memory(lab: &Lab, formation: &str) {
+    for (name, _) in CPS {
+        let r = lab.etcd_report(name);
+        let etcd = r["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "etcd"))
+            .and_then(|s| s["rss_kib"].as_u64())
+            .unwrap_or(0);
+        let agent = r["agent_rss_kib"].as_u64().unwrap_or(0);
+        assert!(etcd > 0 && agent > 0, "{name}: {r:#}");
+        eprintln!("ha: rss {formation} {name} etcd {} MiB", etcd / 1024);
+        eprintln!("ha: rss {formation} {name} nodeagent {} MiB", agent / 1024);
+    }
+}
+
+/// The baseline the self-join is measured against: the same images and
+/// lab with etcd's static bootstrap (`[etcd] formation = "static"`): every
+/// member starts at once with the whole list, no bootstrap call, no
+/// learner. `lab up` makes no bootstrap call itself, a call is refused, and
+/// the first voter names the cluster.
+#[test]
+fn a_static_formation_needs_no_bootstrap_call() {
+    let _one = ONE_LAB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, lab_file) = prepare(dir.path(), |t| {
+        assert!(t.contains("formation = \"bootstrap\""), "{t}");
+        t.replace("formation = \"bootstrap\"", "formation = \"static\"")
+    });
+    let run = dir.path().join("run");
+    let _down = LabDown(run.clone());
+    let t = Instant::now();
+    let out = support::lab_up(&lab_file, &cluster, &run, 600);
+    assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("etcd forms statically") && !said.contains("bootstrapping"),
+        "{}",
+        text(&out)
+    );
+    let lab = lab_of(&out, &run, &cluster, dir.path());
+    let all = ["cp-1", "cp-2", "cp-3"];
+    let formed = lab.wait_voters("static", "cp-1", &all);
+    eprintln!(
+        "ha: static lab up to three voters in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let leader = lab.leader(&all);
+    assert!(all.contains(&leader.as_str()), "{leader} among {formed:?}");
+    // the cluster is named once, by whichever voter got there first
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.get("cp-3", "/nodeimg/cluster") != "ha" {
+        assert!(Instant::now() < deadline, "/nodeimg/cluster never named ha");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    lab.ctl_ok(&["cp-2"], &["put", "ha/static", "through cp-2"]);
+    assert_eq!(lab.get("cp-1", "ha/static"), "through cp-2");
+    for name in all {
+        let r = lab.etcd_report(name);
+        assert_eq!(r["etcd"]["state"], "voter", "{name}: {r:#}");
+    }
+    let out = lab.node("cp-2", &["cluster", "bootstrap"]);
+    assert!(
+        !out.status.success() && text(&out).contains("forms statically"),
+        "{}",
+        text(&out)
+    );
+    print_memory(&lab, "static");
+    let out = nodeimg(&["lab", "down", "--run-dir", s(&run)]);
+    assert_eq!(out.status.code(), Some(0), "lab down: {}", text(&out));
+}
+
+#[test]
+fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
+    let _one = ONE_LAB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    // backups every 20 s, two kept: the test sees the schedule, the
+    // election and the pruning within its run
+    let (cluster, lab_file) = prepare(dir.path(), |defaults| {
+        assert!(
+            defaults.contains("interval = \"1h\"") && defaults.contains("retain = 24"),
+            "{defaults}"
+        );
+        defaults
+            .replace("interval = \"1h\"", "interval = \"20s\"")
+            .replace("retain = 24", "retain = 2")
+    });
+    // and each one copied to an S3 server on this machine, two kept there
+    let store = ObjectStore::start();
+    store.configure(&cluster, PREFIX, 2);
     let run = dir.path().join("run");
     let _down = LabDown(run.clone());
 
@@ -441,29 +555,7 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         "{}",
         text(&out)
     );
-    let up = json(&String::from_utf8_lossy(&out.stdout));
-    let port = |n: &Value, k: &str| n[k].as_u64().unwrap() as u16;
-    let nodes = up["nodes"].as_array().unwrap();
-    let tls = dir.path().join("etcdctl");
-    support::etcd::client_cert(&cluster, &tls);
-    let lab = Lab {
-        run: run.clone(),
-        tls,
-        admin: cluster.join("admin.nodeconfig"),
-        etcd: nodes
-            .iter()
-            .map(|n| {
-                (
-                    n["name"].as_str().unwrap().to_string(),
-                    port(n, "etcd_port"),
-                )
-            })
-            .collect(),
-        api: nodes
-            .iter()
-            .map(|n| (n["name"].as_str().unwrap().to_string(), port(n, "api_port")))
-            .collect(),
-    };
+    let lab = lab_of(&out, &run, &cluster, dir.path());
     let all = ["cp-1", "cp-2", "cp-3"];
 
     // Formed: three voters, one leader, the worker no member.
@@ -490,6 +582,7 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
         assert_eq!(e["state"], "voter", "{name}: {r:#}");
         assert_eq!(e["member_id"], format!("{id:x}"), "{name}: {r:#}");
     }
+    print_memory(&lab, "self-join");
     let w = lab.etcd_report("worker-1");
     assert_eq!(w["ready"], true, "{w:#}");
     assert!(w.get("etcd").is_none_or(Value::is_null), "{w:#}");

@@ -272,7 +272,9 @@ fn boot(stage: Stage, con: &mut Console) -> Outcome {
         report.runtime = containers.as_ref().map(runtime::Runtime::report);
         if let Some(r) = &report.runtime {
             let fine = format!(
-                "sandbox image imported, container confined; {} more importing",
+                "sandbox image imported ({} ms), container confined ({} ms); {} more importing",
+                r.images.first().and_then(|i| i.import_ms).unwrap_or(0),
+                r.probe_ms.unwrap_or(0),
                 r.importing.len()
             );
             con.say(&format!(

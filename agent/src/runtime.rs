@@ -197,6 +197,7 @@ pub fn preload_and_check() -> Option<Runtime> {
 /// Imports one image and checks containerd reports the digest the build
 /// recorded.
 fn import(img: &PreloadedImage) -> Result<ImageReport, String> {
+    let t = crate::sys::uptime_ms();
     let path = format!("{IMAGES_DIR}/{}", img.file);
     let out = ctr_within(
         &["images", "import", "--all-platforms", &path],
@@ -219,6 +220,7 @@ fn import(img: &PreloadedImage) -> Result<ImageReport, String> {
         name: img.name.clone(),
         digest: got,
         imported: true,
+        import_ms: Some(crate::sys::uptime_ms().saturating_sub(t)),
     })
 }
 
@@ -246,7 +248,9 @@ fn probe(sandbox: &PreloadedImage, report: &mut RuntimeReport) -> Result<(), Str
         args.push(cap);
     }
     args.extend([sandbox.name.as_str(), id.as_str(), "/pause", "probe"]);
+    let t = crate::sys::uptime_ms();
     let out = ctr(&args)?;
+    report.probe_ms = Some(crate::sys::uptime_ms().saturating_sub(t));
     let seen = parse_probe(&out).ok_or_else(|| format!("the probe printed no report: {out:?}"))?;
     let problems = seen.problems();
     report.confinement = Some(seen);

@@ -351,6 +351,9 @@ pub struct ImageReport {
     pub name: String,
     pub digest: String,
     pub imported: bool,
+    /// How long `ctr images import` took, digest check included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_ms: Option<u64>,
 }
 
 /// What the confinement probe saw of itself inside a container.
@@ -394,6 +397,11 @@ pub struct RuntimeReport {
     pub images: Vec<ImageReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<Confinement>,
+    /// How long the confinement probe took: `ctr run` to its exit (the
+    /// container made, the shim and runc started, the probe run, all
+    /// removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ms: Option<u64>,
     /// `true` when the probe was confined and every image imported so far
     /// is in with its digest (the sandbox image first, at boot; the others
     /// after the report, listed in `importing` until they are in).

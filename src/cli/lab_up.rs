@@ -210,6 +210,16 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
     if code != 0 || args.no_bootstrap {
         return Ok(code);
     }
+    let formation = nodeimg::cluster::ClusterDir::load(&args.cluster)?
+        .config
+        .etcd
+        .formation;
+    if formation == contract::config::EtcdFormation::Static {
+        eprintln!(
+            "lab: etcd forms statically (cluster.toml [etcd] formation = \"static\"): no bootstrap call"
+        );
+        return Ok(code);
+    }
     bootstrap(&status, &args.cluster)
 }
 

@@ -150,7 +150,13 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
     let backup = defaults.etcd.backup;
     let timing = defaults.etcd.timing;
     t.push_str(&format!(
-        "\n[etcd.backup]\n\
+        "\n[etcd]\n\
+         # bootstrap: one `nodeimg cluster bootstrap` call, every other member joins by\n\
+         # itself, and a blank machine replacing a member heals the membership;\n\
+         # static: every member starts at once with the list above, no bootstrap\n\
+         # call, and a member that loses its disk cannot rejoin\n\
+         formation = {}\n\n\
+         [etcd.backup]\n\
          # how often one elected control-plane node snapshots etcd, and how many it keeps\n\
          interval = {}\n\
          retain = {}\n\n\
@@ -169,6 +175,7 @@ pub fn render_cluster_toml(r: &InitRequest) -> String {
          # endpoint, bucket, prefix, region, credentials_file (TOML beside this file:\n\
          # access_key_id, secret_access_key), ca, retain (docs/machine-config.md).\n\
          [backup_targets]\n",
+        quoted(defaults.etcd.formation.as_str()),
         quoted(&backup.interval.to_string()),
         backup.retain,
         timing.heartbeat_interval_ms,

@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use contract::config::{
-    Api, CaPair, Cluster, ClusterControlPlane, MachineConfig, Role, Secret, SCHEMA,
+    Api, CaPair, Cluster, ClusterControlPlane, EtcdFormation, MachineConfig, Role, Secret, SCHEMA,
 };
 use time::OffsetDateTime;
 
@@ -101,6 +101,10 @@ pub fn render(
             etcd_backup: Some(cfg.etcd.backup),
             etcd_backup_s3: c.s3_upload()?,
             etcd_timing: Some(cfg.etcd.timing),
+            // absent means the default, so configs rendered before the key
+            // existed read the same
+            etcd_formation: (cfg.etcd.formation != EtcdFormation::Bootstrap)
+                .then_some(cfg.etcd.formation),
             leader_election: Some(cfg.control_plane.leader_election),
             members: cfg.control_plane.members.clone(),
             oidc: cfg.oidc.is_set().then(|| cfg.oidc.clone()),

@@ -179,6 +179,7 @@ impl Client {
 
     /// Puts `key` = `value` under `lease` only if `key` does not exist (a
     /// transaction on its create revision); `true` when it was put.
+    /// Lease 0 is none: the key outlives every member.
     pub fn create_with_lease(
         &self,
         host: &str,

@@ -5,7 +5,10 @@
 //! one-time `bootstrap`, joins a running cluster by itself when its data
 //! is gone or was never here ([`join`]: learner first, promoted once in
 //! sync), and watches the member through etcd's JSON gateway for the
-//! report (state, member ID, leader, cluster ID).
+//! report (state, member ID, leader, cluster ID). With `etcd_formation =
+//! "static"` every member starts at once with the whole member list
+//! instead: no bootstrap call, no join (the baseline the self-join is
+//! measured against).
 //!
 //! It takes the machine config, the node's addresses and the supervisor's
 //! [`Mailbox`]; it never starts or stops a process itself: it asks the
@@ -23,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use contract::config::MachineConfig;
+use contract::config::{EtcdFormation, MachineConfig};
 use contract::etcd::{self as spec, CertsReport, EtcdReport, EtcdState};
 
 use crate::services::mailbox::Mailbox;
@@ -103,6 +106,8 @@ struct Inner {
     joined_at: Option<u64>,
     /// The backup lease, if this member holds it.
     holder: backup::Holder,
+    /// A static member has seen `/nodeimg/cluster` name this cluster.
+    identity_checked: bool,
 }
 
 /// The node's etcd, shared by the watcher thread, the node API and the
@@ -118,6 +123,9 @@ pub struct Etcd {
     address: Option<IpAddr>,
     /// The other configured control-plane members: (name, address).
     peers: Vec<(String, String)>,
+    /// A static formation's initial cluster, every member as (name, peer
+    /// URL); `None` for the bootstrap-once formation.
+    static_members: Option<Vec<(String, String)>>,
     ca: Option<(String, String)>,
     names: pki::Names,
     lifetime: u64,
@@ -166,6 +174,12 @@ impl Etcd {
             .map(|m| m.address);
         let mut all = addresses.to_vec();
         all.extend(address);
+        let formation = config
+            .cluster
+            .control_plane
+            .as_ref()
+            .and_then(|c| c.etcd_formation)
+            .unwrap_or_default();
         // etcd's user owns its keys; without it etcd could not read them
         let owner =
             crate::services::users::resolve(std::path::Path::new("/etc"), Some(SERVICE), None);
@@ -178,6 +192,7 @@ impl Etcd {
                 misses: 0,
                 joined_at: None,
                 holder: backup::Holder::default(),
+                identity_checked: false,
             }),
             bootstrapping: Mutex::new(()),
             cluster: config.cluster.name.clone(),
@@ -188,6 +203,12 @@ impl Etcd {
                 .filter(|m| m.hostname != config.hostname)
                 .map(|m| (m.hostname.clone(), m.address.to_string()))
                 .collect(),
+            static_members: (formation == EtcdFormation::Static).then(|| {
+                members
+                    .iter()
+                    .map(|m| (m.hostname.clone(), url(m.address, spec::PEER_PORT)))
+                    .collect()
+            }),
             ca: config.cluster.etcd_ca.as_ref().map(|ca| {
                 (
                     ca.certificate.clone(),
@@ -237,6 +258,8 @@ impl Etcd {
         } else if etcd.has_data() {
             // a member's data: etcd rejoins its own cluster
             etcd.release(ClusterState::Existing, Vec::new());
+        } else if let Some(initial) = etcd.static_members.clone() {
+            etcd.release(ClusterState::New, initial);
         }
         let watcher = etcd.clone();
         let spawned = std::thread::Builder::new()
@@ -621,6 +644,35 @@ impl Etcd {
         if let Some(id) = learner {
             self.promote(id);
         }
+        if self.static_members.is_some()
+            && self.report().state == EtcdState::Voter
+            && !self.lock().identity_checked
+        {
+            self.claim_identity();
+        }
+    }
+
+    /// A static member's stand-in for the bootstrap's write: the first
+    /// member to get there names the cluster in `/nodeimg/cluster` (a
+    /// create-only transaction, so members never overwrite each other);
+    /// every member then checks the name is its own, as a joining node
+    /// does.
+    fn claim_identity(&self) {
+        let key = spec::CLUSTER_KEY;
+        let named = self.client(Duration::from_secs(5)).and_then(|c| {
+            c.create_with_lease("127.0.0.1", key, &self.cluster, 0)
+                .and_then(|_| c.get("127.0.0.1", key))
+                .map_err(|e| format!("{key}: {}", crate::error::chain(&e)))
+        });
+        match named {
+            Ok(Some(name)) if name == self.cluster => self.lock().identity_checked = true,
+            Ok(other) => self.fail(format!(
+                "{key} names cluster {other:?}, not {:?}: this member started in another cluster",
+                self.cluster
+            )),
+            // not yet: the next look tries again
+            Err(why) => self.update(|r| r.detail = Some(why)),
+        }
     }
 
     /// Why a bootstrap (empty or from a snapshot) must not happen here:
@@ -628,6 +680,13 @@ impl Etcd {
     /// peer already answers as an etcd member (a second bootstrap would
     /// split the cluster).
     fn refusal(&self) -> Result<(), String> {
+        if self.static_members.is_some() {
+            return Err(
+                "refused: this cluster forms statically (etcd_formation = \"static\"): \
+                 every member starts etcd by itself, with no bootstrap call"
+                    .to_string(),
+            );
+        }
         if self.has_data() {
             return Err(format!(
                 "refused: this node's etcd already has data ({}/member): its cluster exists",

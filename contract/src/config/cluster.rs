@@ -103,6 +103,34 @@ impl Default for EtcdBackup {
     }
 }
 
+/// `[etcd] formation` (cluster.toml) and `[cluster.control_plane]
+/// etcd_formation`: how the control plane's etcd cluster comes to be.
+///
+/// `bootstrap` (the default) is one bootstrap call on one node, every other
+/// member joining by itself as a learner and then a voter; a blank machine
+/// replacing a member heals the membership on its own. `static` is etcd's
+/// own static bootstrap: every member starts at once with the whole
+/// `[[control_plane.members]]` list, no bootstrap call and no learner step.
+/// It forms a little sooner but never heals: a member whose disk is lost
+/// cannot rejoin (etcd refuses a second "new" member under its name). It
+/// is here as the baseline the self-join is measured against.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdFormation {
+    #[default]
+    Bootstrap,
+    Static,
+}
+
+impl EtcdFormation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EtcdFormation::Bootstrap => "bootstrap",
+            EtcdFormation::Static => "static",
+        }
+    }
+}
+
 /// `[etcd.timing]` (cluster.toml) and `[cluster.control_plane.etcd_timing]`:
 /// etcd's `--heartbeat-interval` and `--election-timeout`, in milliseconds.
 /// etcd's defaults suit machines that answer within milliseconds; where
@@ -643,6 +671,12 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     }
     if let Some(t) = &cp.etcd_timing {
         out.extend(t.problems("cluster.control_plane.etcd_timing"));
+    }
+    if cp.etcd_formation == Some(EtcdFormation::Static) && cp.members.is_empty() {
+        out.push(Problem::new(
+            "cluster.control_plane.etcd_formation",
+            "static needs every member listed in [[cluster.control_plane.members]]",
+        ));
     }
     if let Some(l) = &cp.leader_election {
         out.extend(l.problems("cluster.control_plane.leader_election"));

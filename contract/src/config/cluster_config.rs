@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::cluster::{
-    check_endpoint, member_problems, EtcdBackup, EtcdTiming, LeaderElection, Member,
+    check_endpoint, member_problems, EtcdBackup, EtcdFormation, EtcdTiming, LeaderElection, Member,
 };
 use super::stack::{ApiServer, Stack};
 use super::validate::dns_label;
@@ -77,6 +77,10 @@ pub struct Etcd {
     /// `election_timeout_ms` (default 1000).
     #[serde(default)]
     pub timing: EtcdTiming,
+    /// `formation`: `bootstrap` (default: one bootstrap call, every other
+    /// member joins by itself) or `static` (see [`EtcdFormation`]).
+    #[serde(default)]
+    pub formation: EtcdFormation,
 }
 
 /// `[oidc]` (and `[cluster.control_plane.oidc]` of a control-plane node's
@@ -204,6 +208,12 @@ impl ClusterConfig {
         ));
         out.extend(self.etcd.backup.problems("etcd.backup"));
         out.extend(self.etcd.timing.problems("etcd.timing"));
+        if self.etcd.formation == EtcdFormation::Static && self.control_plane.members.is_empty() {
+            out.push(Problem::new(
+                "etcd.formation",
+                "static needs every member listed in [[control_plane.members]]",
+            ));
+        }
         out.extend(
             self.control_plane
                 .leader_election

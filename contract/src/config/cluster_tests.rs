@@ -65,6 +65,7 @@ fn control_plane() -> MachineConfig {
                 etcd_backup: Some(EtcdBackup::default()),
                 etcd_backup_s3: None,
                 etcd_timing: None,
+                etcd_formation: None,
                 leader_election: None,
                 members: members(),
                 oidc: None,
@@ -442,6 +443,40 @@ fn cluster_toml_reads_with_defaults() {
     assert_eq!(c.etcd.backup.retain, 24);
     let back = ClusterConfig::from_toml(&toml::to_string(&c).unwrap(), "again").unwrap();
     assert_eq!(back, c);
+}
+
+#[test]
+fn etcd_formation_reads_checks_and_round_trips() {
+    let c = ClusterConfig::from_toml(CLUSTER_TOML, "cluster.toml").unwrap();
+    assert_eq!(c.etcd.formation, EtcdFormation::Bootstrap);
+    let text = CLUSTER_TOML.replace(
+        "[etcd.backup]",
+        "[etcd]\nformation = \"static\"\n\n[etcd.backup]",
+    );
+    let c = ClusterConfig::from_toml(&text, "cluster.toml").unwrap();
+    assert_eq!(c.etcd.formation, EtcdFormation::Static);
+    let back = ClusterConfig::from_toml(&toml::to_string(&c).unwrap(), "again").unwrap();
+    assert_eq!(back, c);
+    // an unknown formation names the key; static without members is refused
+    let e = ClusterConfig::from_toml(&text.replace("\"static\"", "\"quorum\""), "c").unwrap_err();
+    let keys: Vec<String> = e.problems().into_iter().map(|p| p.key).collect();
+    assert_eq!(keys, ["etcd.formation"], "{e}");
+    let lone = "schema = 1\nname = \"lab\"\ncontrol_plane_endpoint = \"api.lab:6443\"\n\n[etcd]\nformation = \"static\"\n";
+    let e = ClusterConfig::from_toml(lone, "c").unwrap_err();
+    assert!(
+        e.to_string().contains("c: etcd.formation: static needs"),
+        "{e}"
+    );
+    // the machine config: the same check, under its own key
+    let mut m = control_plane();
+    m.cluster.control_plane.as_mut().unwrap().etcd_formation = Some(EtcdFormation::Static);
+    assert!(keys_of(&m).is_empty(), "{:?}", problems_of(&m));
+    m.cluster.control_plane.as_mut().unwrap().members.clear();
+    assert!(
+        keys_of(&m).contains(&"cluster.control_plane.etcd_formation".to_string()),
+        "{:?}",
+        problems_of(&m)
+    );
 }
 
 #[test]

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use changes::{changes, Changes, ENCRYPTION_KEYS, STACK_TABLE};
 pub use cluster::{
     check_bootstrap_token, check_encryption_key, check_endpoint, member_problems, CaPair,
-    EtcdBackup, EtcdTiming, Interval, LeaderElection, Member, ServiceAccountKeys,
+    EtcdBackup, EtcdFormation, EtcdTiming, Interval, LeaderElection, Member, ServiceAccountKeys,
     ENCRYPTION_KEY_BYTES,
 };
 pub use cluster_config::{ClusterConfig, Oidc, CLUSTER_SCHEMA};
@@ -187,6 +187,10 @@ pub struct ClusterControlPlane {
     /// `[cluster.control_plane.etcd_timing]`: heartbeat and election timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd_timing: Option<EtcdTiming>,
+    /// `etcd_formation`: `static` starts etcd on every member at once with
+    /// the whole member list; absent, the bootstrap-once formation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd_formation: Option<EtcdFormation>,
     /// `[cluster.control_plane.leader_election]`: the controllers' leases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_election: Option<LeaderElection>,
