@@ -153,6 +153,31 @@ k8s_stack_rows=$(sed -n \
   -e 's/^k8s: kube-bench on \([^:]*\): \([0-9]* PASS, .*\)$/| kube-bench cis-1.12 on \1 (FAILs: the documented exceptions) | \2 |/p' \
   <<<"$k8s_out")
 
+echo "bench: the HA control plane (tests/ha.rs: etcd's static bootstrap, then the self-join lab)" >&2
+# the two labs run one after the other (the test binary holds one lock)
+ha_out=$(cargo test --locked --quiet --test ha -- --nocapture 2>&1 || true)
+ha_rows=$(python3 -c '
+import re, sys
+out = sys.stdin.read()
+def one(pattern):
+    m = re.search(pattern, out, re.M)
+    return m.group(1) if m else None
+static = one(r"^ha: static lab up to three voters in ([0-9.]+) s$")
+joined = one(r"^ha: lab up to three voters in ([0-9.]+) s$")
+rows = [
+    ("`lab up` to three voters, static bootstrap (the baseline: every member started with the whole list)", static and static + " s"),
+    ("`lab up` to three voters, bootstrap once + self-join (learner, then voter)", joined and joined + " s"),
+    ("self-join against the baseline [< 1.5x]", static and joined and "%.2fx" % (float(joined) / float(static))),
+    ("longest write gap when the leader is killed (one etcdctl put after another through the survivors)", one(r"^ha: leader .* longest write gap ([0-9]+ ms)")),
+    ("a blank machine replacing cp-2: a voter after its start", one(r"^ha: blank cp-2 a voter ([0-9.]+ s) after its start$")),
+    ("restore from the object store to three voters", one(r"^ha: restored and three voters again ([0-9.]+ s) after the restore call$")),
+]
+for what, got in rows:
+    print("| %s | %s |" % (what, got or "failed"))
+for f, node, prog, mib in re.findall(r"^ha: rss (\S+) (\S+) (\S+) ([0-9]+) MiB$", out, re.M):
+    print("| RSS on %s (%s): %s | %s MiB |" % (node, f, prog, mib))
+' <<<"$ha_out")
+
 echo "bench: root image + verity vs mksquashfs + veritysetup on the worker tree" >&2
 unsquashfs -q -n -d "$work/tree" "$work/out/rootfs.squashfs" >/dev/null
 fsrow=$(cargo bench --quiet --bench fs_reference -- "$work/tree" 2>/dev/null | tail -1)
@@ -241,6 +266,17 @@ ${k8s_rss_rows}
 ${k8s_cpu_rows}
 ${k8s_stack_rows}
 ${k8s_rows}
+## The HA control plane (tests/ha.rs: 3 control-plane nodes + 1 worker, TCG)
+
+The same four VMs and images brought up twice in one run: first with
+etcd's static bootstrap (\`[etcd] formation = "static"\`), then the way
+clusters form here (one bootstrap call, the others join as learners and
+are promoted); the rest of the rows come from the second lab.
+
+| what | result |
+| --- | --- |
+${ha_rows}
+
 ## Root image + verity against the reference tools, same tree
 
 nodeimg writes squashfs + dm-verity itself; the reference is
@@ -262,4 +298,6 @@ measured in the same run.
 ${bootrows}
 | nodeagent binary (static, stripped) | $((agent_size / 1024)) KiB |
 MD
+# sections measured by hand (slow labs, cold builds): kept as they are
+cat benches/by-hand.md >> BENCHMARKS.md
 cat BENCHMARKS.md

@@ -35,13 +35,19 @@ use crate::services::mailbox::Mailbox;
 pub const SERVICE: &str = "etcd";
 /// How often the watcher looks at the member and the certificates.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How often it looks while this node joins (a cluster answered and the
+/// node waits for its turn, its member starts, or its learner waits for
+/// promotion): each look may be the one that moves the join on.
+const WATCH_JOINING: Duration = Duration::from_secs(1);
 /// How long a started member may take to answer before it counts as failed.
 const START_DEADLINE_SECS: u64 = 180;
 /// Failed status polls in a row before a running member counts as failed.
 const MISSES_TO_FAIL: u32 = 3;
 /// How long a configured peer gets to answer the bootstrap's probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Seconds between join attempts of a member without data.
+/// Seconds between join attempts of a member without data while no peer
+/// serves a cluster (the bootstrap may be hours away: each attempt costs
+/// every peer a TLS handshake).
 const JOIN_EVERY_SECS: u64 = 5;
 
 /// A new cluster (the bootstrap) or one this member is already in.
@@ -452,7 +458,11 @@ impl Etcd {
     /// The watcher: renews certificates when due, and follows the member.
     fn watch(&self) {
         loop {
-            std::thread::sleep(WATCH_EVERY);
+            let joining = matches!(
+                self.report().state,
+                EtcdState::Joining | EtcdState::Starting | EtcdState::Learner
+            );
+            std::thread::sleep(if joining { WATCH_JOINING } else { WATCH_EVERY });
             let due = self
                 .lock()
                 .certs
@@ -525,9 +535,15 @@ impl Etcd {
         let now = crate::sys::uptime_ms() / 1000;
         {
             let mut inner = self.lock();
+            // once a cluster answers, every look is an attempt
+            let every = if inner.report.state == EtcdState::Joining {
+                0
+            } else {
+                JOIN_EVERY_SECS
+            };
             let due = inner
                 .joined_at
-                .is_none_or(|t| now.saturating_sub(t) >= JOIN_EVERY_SECS);
+                .is_none_or(|t| now.saturating_sub(t) >= every);
             if !due || inner.certs.is_none() || self.address.is_none() {
                 return;
             }
