@@ -39,7 +39,8 @@ pub struct UpArgs {
     pub timeout: u64,
     /// Leave the etcd bootstrap to the user (`nodeimg cluster bootstrap`);
     /// by default `up` makes that one call on the first control-plane
-    /// node once every node reported ready.
+    /// node as soon as it reports ready (the others join as they come
+    /// up), and none for a static formation (cluster.toml `[etcd]`).
     #[arg(long)]
     pub no_bootstrap: bool,
     /// `PORT=127.0.0.1:PORT`: the lab host (10.77.0.1) offers the nodes, on
@@ -166,6 +167,20 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
         nodes = run.lab.nodes.len(),
         "lab supervisor started; waiting for every node's report"
     );
+    let formation = nodeimg::cluster::ClusterDir::load(&args.cluster)?
+        .config
+        .etcd
+        .formation;
+    let static_formation = formation == contract::config::EtcdFormation::Static;
+    if static_formation && !args.no_bootstrap {
+        eprintln!(
+            "lab: etcd forms statically (cluster.toml [etcd] formation = \"static\"): no bootstrap call"
+        );
+    }
+    let want_bootstrap = !args.no_bootstrap && !static_formation;
+    // made as soon as the first control-plane node is ready, while the
+    // others still boot: they join as soon as they are up
+    let mut bootstrapped: Option<i32> = None;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let status = loop {
         if let Some(exit) = supervisor.try_wait()? {
@@ -193,8 +208,13 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
                 );
                 return Ok(1);
             }
+            Ok(s) => {
+                if want_bootstrap && bootstrapped.is_none() && first_control_plane_ready(&s) {
+                    bootstrapped = Some(bootstrap(&s, &args.cluster)?);
+                }
+            }
             // the supervisor binds its socket once the network is up
-            Ok(_) | Err(ControlError::Connect { .. }) => {}
+            Err(ControlError::Connect { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         if Instant::now() >= deadline {
@@ -207,25 +227,29 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
     };
     print_status(&status, args.json)?;
     let code = verdict(&status, status.nodes.iter().collect());
-    if code != 0 || args.no_bootstrap {
+    if code != 0 || !want_bootstrap {
         return Ok(code);
     }
-    let formation = nodeimg::cluster::ClusterDir::load(&args.cluster)?
-        .config
-        .etcd
-        .formation;
-    if formation == contract::config::EtcdFormation::Static {
-        eprintln!(
-            "lab: etcd forms statically (cluster.toml [etcd] formation = \"static\"): no bootstrap call"
-        );
-        return Ok(code);
+    match bootstrapped {
+        Some(code) => Ok(code),
+        None => bootstrap(&status, &args.cluster),
     }
-    bootstrap(&status, &args.cluster)
 }
 
 /// How long `up` keeps trying to reach the first control-plane node's API
 /// for the bootstrap call.
 const BOOTSTRAP_REACH: Duration = Duration::from_secs(60);
+
+/// The lab's first control-plane node (the one the bootstrap call goes
+/// to) has reported ready.
+fn first_control_plane_ready(status: &LabStatus) -> bool {
+    status
+        .nodes
+        .iter()
+        .find(|n| n.role == contract::config::Role::ControlPlane)
+        .and_then(|n| n.report.as_ref())
+        .is_some_and(|r| r.report.ready)
+}
 
 /// The one bootstrap call, on the lab's first control-plane node (as
 /// `talosctl cluster create` makes it); the others join by themselves.
