@@ -241,6 +241,11 @@ node has no disk and keeps \`/var\` on tmpfs.
 
 ## Services (direct boot, median of $RUNS; from the node's own report)
 
+Where the time goes: containerd (a Go daemon) to its socket, one \`ctr\`
+import, and one \`ctr run\` that makes containerd start its shim, which
+runs runc three times; every one a Go program of tens of MiB started
+under emulation. The agent's own work between them takes milliseconds.
+
 | what | result |
 | --- | --- |
 ${services_rows}
