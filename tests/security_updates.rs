@@ -10,8 +10,8 @@
 mod common;
 
 use common::{
-    archive_key, changed, public_key, publish_suite, sha256_hex, Item, Pkg, Project, Server, DATE,
-    SECURITY, SUITE, UPDATES,
+    archive_key, changed, public_key, publish_suite, publish_suite_with, sha256_hex, Item, Pkg,
+    Project, Server, DATE, SECURITY, SUITE, UPDATES,
 };
 use pgp::composed::SignedSecretKey;
 
@@ -299,4 +299,59 @@ fn a_lock_of_the_old_format_is_refused_naming_the_way_out() {
     let run = p.run("lock", &[]);
     assert!(run.ok, "{}", run.stderr);
     assert!(lock_text(p).contains("version = 2\n"));
+}
+
+#[test]
+fn a_security_inrelease_past_its_valid_until_fails_the_lock() {
+    let f = fixture();
+    let p = &f.p;
+    let fixed = || libfoo("1.0-1+deb13u1").in_pool(SECURITY_POOL);
+    // an old copy, validly signed: a stale mirror, or one replayed to hold
+    // a fix back
+    let expired = "Valid-Until: Mon, 17 Mar 2025 08:00:00 UTC\n";
+    publish_suite_with(
+        &f.security,
+        &f.key,
+        SECURITY,
+        SECURITY_DATE,
+        expired,
+        &[fixed()],
+    );
+    let before = p.snapshot();
+    let run = p.lock();
+    assert!(!run.ok);
+    let needle = "InRelease of suite trixie-security expired at its Valid-Until, \
+                  Mon, 17 Mar 2025 08:00:00 UTC";
+    assert!(run.stderr.contains(needle), "{}", run.stderr);
+    assert!(changed(&before, &p.snapshot()).is_empty(), "written");
+    // a date that does not read is refused, naming the field
+    let garbled = "Valid-Until: next week\n";
+    publish_suite_with(
+        &f.security,
+        &f.key,
+        SECURITY,
+        SECURITY_DATE,
+        garbled,
+        &[fixed()],
+    );
+    let run = p.lock();
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("Valid-Until \"next week\""),
+        "{}",
+        run.stderr
+    );
+    // a fresh copy locks
+    let fresh = "Valid-Until: Fri, 01 Jan 2100 00:00:00 UTC\n";
+    publish_suite_with(
+        &f.security,
+        &f.key,
+        SECURITY,
+        SECURITY_DATE,
+        fresh,
+        &[fixed()],
+    );
+    let run = p.lock();
+    assert!(run.ok, "{}", run.stderr);
+    assert!(locked_entry(&lock_text(p), "libfoo").contains("1.0-1+deb13u1"));
 }

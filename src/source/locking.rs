@@ -60,6 +60,14 @@ pub enum LockingError {
         signed_suite: String,
         signed_codename: String,
     },
+    #[error("InRelease of suite {suite} expired at its Valid-Until, {valid_until}: the mirror serves an old copy (stale, or replayed to hold back security fixes); try again later or use another mirror")]
+    Expired { suite: String, valid_until: String },
+    #[error("InRelease of suite {suite}")]
+    Release {
+        suite: String,
+        #[source]
+        source: Box<ReleaseError>,
+    },
     #[error("suite {suite}: index {path}")]
     Index {
         suite: String,
@@ -200,6 +208,20 @@ fn read_release(
             suite: suite.to_string(),
             signed_suite: release.suite.clone(),
             signed_codename: release.codename.clone(),
+        });
+    }
+    // apt's rule: past Valid-Until an index is not trusted, signed or not
+    let until = release
+        .valid_until_unix()
+        .map_err(|e| LockingError::Release {
+            suite: suite.to_string(),
+            source: Box::new(e),
+        })?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if until.is_some_and(|until| now > until) {
+        return Err(LockingError::Expired {
+            suite: suite.to_string(),
+            valid_until: release.valid_until.clone().unwrap_or_default(),
         });
     }
     let source = LockSource {

@@ -364,13 +364,26 @@ pub fn publish_suite(
     date: &str,
     pkgs: &[Pkg],
 ) {
+    publish_suite_with(server, signer, suite, date, "", pkgs);
+}
+
+/// [`publish_suite`] with `fields` (whole lines, such as `Valid-Until:
+/// …\n`) added to the signed Release text.
+pub fn publish_suite_with(
+    server: &Server,
+    signer: &SignedSecretKey,
+    suite: &str,
+    date: &str,
+    fields: &str,
+    pkgs: &[Pkg],
+) {
     for p in pkgs {
         server.put(&p.pool_path(), p.deb.clone());
     }
     let index = xz(packages_index(pkgs).as_bytes());
     let sha = sha256_hex(&index);
     let release = format!(
-        "Origin: Debian\nLabel: Debian\nSuite: {suite}\nCodename: {suite}\nDate: {date}\n\
+        "Origin: Debian\nLabel: Debian\nSuite: {suite}\nCodename: {suite}\nDate: {date}\n{fields}\
          Acquire-By-Hash: yes\nArchitectures: amd64\nComponents: main\nDescription: test\n\
          SHA256:\n {sha} {} {PACKAGES_XZ}\n",
         index.len()

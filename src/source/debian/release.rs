@@ -15,8 +15,9 @@
 //!   signature is required.
 //! - Key expiry is judged at the signature's creation time by
 //!   [`verify_inrelease`] (no clock is read) and at a given instant by
-//!   [`verify_inrelease_at`]. `Valid-Until` is returned, not enforced: that
-//!   check needs the clock and belongs to the caller.
+//!   [`verify_inrelease_at`]. `Valid-Until` is returned
+//!   ([`Release::valid_until_unix`]), not enforced here: that check needs
+//!   the clock and belongs to the caller (`nodeimg lock`).
 //! - Only the signed text is parsed: anything outside the signature (armor
 //!   headers, text after the signature) is rejected by the armor parser or
 //!   ignored, never trusted.
@@ -66,6 +67,8 @@ pub enum ReleaseError {
     },
     #[error("Release of suite {suite} lists no SHA256 entry for {path}")]
     MissingIndex { suite: String, path: String },
+    #[error("signed Release text: {field} {value:?} is not a date as Debian writes them (\"Sat, 06 Dec 2026 08:01:02 UTC\")")]
+    BadDate { field: &'static str, value: String },
 }
 
 /// The signed fields of a Release file that the builder uses.
@@ -86,6 +89,20 @@ pub struct Release {
 }
 
 impl Release {
+    /// `Valid-Until` as seconds since the epoch; `None` when the archive
+    /// sets none (Debian's main suites do not; its security suite does).
+    pub fn valid_until_unix(&self) -> Result<Option<i64>, ReleaseError> {
+        self.valid_until
+            .as_deref()
+            .map(|v| {
+                parse_date(v).ok_or_else(|| ReleaseError::BadDate {
+                    field: "Valid-Until",
+                    value: v.to_string(),
+                })
+            })
+            .transpose()
+    }
+
     /// The size and SHA-256 of index file `path`, relative to the suite directory.
     pub fn index_entry(&self, path: &str) -> Result<(u64, [u8; 32]), ReleaseError> {
         self.sha256
@@ -382,6 +399,21 @@ fn usable(sig: &Signature, signer: &Signer<'_>, now: Option<u64>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// A Release date (`Sat, 06 Dec 2026 08:01:02 UTC`): RFC 2822 with the
+/// zone spelled `UTC` as Debian's archive tools write it, which RFC 2822
+/// itself calls obsolete; as seconds since the epoch.
+fn parse_date(value: &str) -> Option<i64> {
+    use time::format_description::well_known::Rfc2822;
+    let v = value.trim();
+    let numeric = ["UTC", "GMT", "Z"]
+        .iter()
+        .find_map(|zone| v.strip_suffix(zone).map(|rest| format!("{}+0000", rest)))
+        .unwrap_or_else(|| v.to_string());
+    time::OffsetDateTime::parse(&numeric, &Rfc2822)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
 }
 
 /// Parses the (already verified) text of a Release file.

@@ -317,3 +317,29 @@ fn verifies_real_trixie_inrelease_with_host_keyring() {
     tampered[pos] = b'd';
     assert!(verify_inrelease(&tampered, &keyring).is_err());
 }
+
+#[test]
+fn valid_until_reads_as_debian_writes_it() {
+    let mut release = parse_release(BODY).unwrap();
+    assert_eq!(release.valid_until_unix().unwrap(), None);
+    for (text, unix) in [
+        // the security archive's own spelling
+        ("Sat, 13 Dec 2025 10:22:33 UTC", 1765621353),
+        ("Sat, 13 Dec 2025 10:22:33 GMT", 1765621353),
+        ("Sat, 13 Dec 2025 10:22:33 +0000", 1765621353),
+        ("Sat, 13 Dec 2025 11:22:33 +0100", 1765621353),
+    ] {
+        release.valid_until = Some(text.into());
+        assert_eq!(release.valid_until_unix().unwrap(), Some(unix), "{text}");
+    }
+    for bad in [
+        "",
+        "yesterday",
+        "2025-12-13T10:22:33Z",
+        "Sat, 13 Dec 2025 UTC",
+    ] {
+        release.valid_until = Some(bad.into());
+        let err = release.valid_until_unix().unwrap_err();
+        assert!(err.to_string().contains("Valid-Until"), "{err}");
+    }
+}
