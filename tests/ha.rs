@@ -25,6 +25,8 @@
 //!   reboots wiped and joins again as a new member.
 //!
 //! One lab bring-up for all of it: each boot costs tens of seconds under TCG.
+//! A second test brings the same lab up with etcd's static bootstrap, the
+//! baseline the self-join is measured against (`make bench` prints both).
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -306,6 +308,27 @@ impl Lab {
         (at, object)
     }
 
+    /// Waits for each member of `formed` to report itself a ready voter
+    /// with the member ID etcd lists: a node's report follows its member
+    /// within a look or two, so etcd may list a voter its agent still
+    /// reports a learner.
+    fn wait_voter_reports(&self, formed: &[(String, u64, bool)]) {
+        for (name, id, _) in formed {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let r = loop {
+                let r = self.etcd_report(name);
+                if r["etcd"]["state"] == "voter" || Instant::now() > deadline {
+                    break r;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            };
+            assert_eq!(r["ready"], true, "{r:#}");
+            let e = &r["etcd"];
+            assert_eq!(e["state"], "voter", "{name}: {r:#}");
+            assert_eq!(e["member_id"], format!("{id:x}"), "{name}: {r:#}");
+        }
+    }
+
     /// A node's etcd state in its report, through the node API.
     fn etcd_report(&self, name: &str) -> Value {
         let port = self.api.iter().find(|(n, _)| n == name).unwrap().1;
@@ -371,8 +394,8 @@ fn value_of(key: &str) -> String {
     )
 }
 
-/// The two tests each bring up four VMs: one at a time, or they would
-/// share the two cores and time each other.
+/// The two tests each bring up four VMs: one at a time (whichever takes
+/// this first), or they would share the two cores and time each other.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What a test brings up: the cluster directory made by `cluster init`
@@ -411,6 +434,35 @@ fn prepare(dir: &std::path::Path, edit: impl FnOnce(&str) -> String) -> (PathBuf
     )
     .unwrap();
     (cluster, lab_file)
+}
+
+/// `lab up` (with `extra` arguments), its stderr judged by `said_ok`,
+/// until cp-1 lists the three control-plane nodes as voters; prints
+/// `ha: {what} to three voters in S s` (`make bench` reads it).
+fn up_to_three_voters(
+    what: &str,
+    lab_file: &std::path::Path,
+    cluster: &std::path::Path,
+    run: &std::path::Path,
+    extra: &[&str],
+    said_ok: impl Fn(&str) -> bool,
+) -> (Lab, Vec<(String, u64, bool)>) {
+    let t = Instant::now();
+    let out = support::lab_up_with(lab_file, cluster, run, 600, extra);
+    assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
+    assert!(
+        said_ok(&String::from_utf8_lossy(&out.stderr)),
+        "{}",
+        text(&out)
+    );
+    let dir = run.parent().unwrap();
+    let lab = lab_of(&out, run, cluster, dir);
+    let formed = lab.wait_voters(what, "cp-1", &["cp-1", "cp-2", "cp-3"]);
+    eprintln!(
+        "ha: {what} to three voters in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    (lab, formed)
 }
 
 /// The lab `lab up` printed (`--json`), reached through its forwards.
@@ -475,22 +527,11 @@ fn a_static_formation_needs_no_bootstrap_call() {
     });
     let run = dir.path().join("run");
     let _down = LabDown(run.clone());
-    let t = Instant::now();
-    let out = support::lab_up(&lab_file, &cluster, &run, 600);
-    assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("etcd forms statically") && !said.contains("bootstrapping"),
-        "{}",
-        text(&out)
-    );
-    let lab = lab_of(&out, &run, &cluster, dir.path());
     let all = ["cp-1", "cp-2", "cp-3"];
-    let formed = lab.wait_voters("static", "cp-1", &all);
-    eprintln!(
-        "ha: static lab up to three voters in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let (lab, formed) =
+        up_to_three_voters("static lab up", &lab_file, &cluster, &run, &[], |said| {
+            said.contains("etcd forms statically") && !said.contains("bootstrapping")
+        });
     let leader = lab.leader(&all);
     assert!(all.contains(&leader.as_str()), "{leader} among {formed:?}");
     // the cluster is named once, by whichever voter got there first
@@ -501,10 +542,7 @@ fn a_static_formation_needs_no_bootstrap_call() {
     }
     lab.ctl_ok(&["cp-2"], &["put", "ha/static", "through cp-2"]);
     assert_eq!(lab.get("cp-1", "ha/static"), "through cp-2");
-    for name in all {
-        let r = lab.etcd_report(name);
-        assert_eq!(r["etcd"]["state"], "voter", "{name}: {r:#}");
-    }
+    lab.wait_voter_reports(&formed);
     let out = lab.node("cp-2", &["cluster", "bootstrap"]);
     assert!(
         !out.status.success() && text(&out).contains("forms statically"),
@@ -540,48 +578,15 @@ fn three_control_planes_form_heal_and_refuse_a_second_bootstrap() {
     let _down = LabDown(run.clone());
 
     // Up: every node reports; `lab up` makes the one bootstrap call.
-    let t = Instant::now();
-    let forward = store.host_forward();
-    let out = support::lab_up_with(
-        &lab_file,
-        &cluster,
-        &run,
-        600,
-        &["--host-forward", &forward],
-    );
-    assert_eq!(out.status.code(), Some(0), "lab up: {}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("bootstrapped on cp-1"),
-        "{}",
-        text(&out)
-    );
-    let lab = lab_of(&out, &run, &cluster, dir.path());
-    let all = ["cp-1", "cp-2", "cp-3"];
-
     // Formed: three voters, one leader, the worker no member.
-    let formed = lab.wait_voters("self-join", "cp-1", &all);
-    eprintln!(
-        "ha: lab up to three voters in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    let all = ["cp-1", "cp-2", "cp-3"];
+    let forward = store.host_forward();
+    let extra = ["--host-forward", forward.as_str()];
+    let (lab, formed) = up_to_three_voters("lab up", &lab_file, &cluster, &run, &extra, |said| {
+        said.contains("bootstrapped on cp-1")
+    });
     let leader = lab.leader(&all);
-    for name in all {
-        // a node's report follows its member within a look or two (2 s
-        // each): etcd may list a voter its agent still reports a learner
-        let id = formed.iter().find(|(n, _, _)| n == name).unwrap().1;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let r = loop {
-            let r = lab.etcd_report(name);
-            if r["etcd"]["state"] == "voter" || Instant::now() > deadline {
-                break r;
-            }
-            std::thread::sleep(Duration::from_secs(2));
-        };
-        assert_eq!(r["ready"], true, "{r:#}");
-        let e = &r["etcd"];
-        assert_eq!(e["state"], "voter", "{name}: {r:#}");
-        assert_eq!(e["member_id"], format!("{id:x}"), "{name}: {r:#}");
-    }
+    lab.wait_voter_reports(&formed);
     print_memory(&lab, "self-join");
     let w = lab.etcd_report("worker-1");
     assert_eq!(w["ready"], true, "{w:#}");

@@ -143,6 +143,18 @@ impl RunDirArgs {
 
 pub fn up(args: UpArgs) -> anyhow::Result<i32> {
     let plan = definition::load(&args.lab)?;
+    // read before any VM starts: a bad cluster.toml leaves nothing running
+    let formation = nodeimg::cluster::ClusterDir::load(&args.cluster)?
+        .config
+        .etcd
+        .formation;
+    let static_formation = formation == contract::config::EtcdFormation::Static;
+    if static_formation && !args.no_bootstrap {
+        eprintln!(
+            "lab: etcd forms statically (cluster.toml [etcd] formation = \"static\"): no bootstrap call"
+        );
+    }
+    let want_bootstrap = !args.no_bootstrap && !static_formation;
     let run_dir = match (&args.run.run_dir, &args.run.name) {
         (Some(d), _) => std::path::absolute(d)?,
         (None, Some(n)) => up::default_run_dir(n),
@@ -167,17 +179,6 @@ pub fn up(args: UpArgs) -> anyhow::Result<i32> {
         nodes = run.lab.nodes.len(),
         "lab supervisor started; waiting for every node's report"
     );
-    let formation = nodeimg::cluster::ClusterDir::load(&args.cluster)?
-        .config
-        .etcd
-        .formation;
-    let static_formation = formation == contract::config::EtcdFormation::Static;
-    if static_formation && !args.no_bootstrap {
-        eprintln!(
-            "lab: etcd forms statically (cluster.toml [etcd] formation = \"static\"): no bootstrap call"
-        );
-    }
-    let want_bootstrap = !args.no_bootstrap && !static_formation;
     // made as soon as the first control-plane node is ready, while the
     // others still boot: they join as soon as they are up
     let mut bootstrapped: Option<i32> = None;

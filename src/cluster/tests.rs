@@ -319,6 +319,25 @@ fn a_control_plane_config_has_what_etcd_needs() {
     let api = contract::config::pem_blocks(&c.api.certificate).unwrap();
     let ip = [10u8, 0, 0, 12];
     assert!(api[0].der.windows(4).any(|w| w == ip), "no 10.0.0.12 SAN");
+    // the default formation is not written; a static one is, to the
+    // control plane only
+    assert!(text.contains("etcd_timing") && !text.contains("etcd_formation"));
+    let toml = dir.path().join("cluster.toml");
+    let edited = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("formation = \"bootstrap\"", "formation = \"static\"");
+    std::fs::write(&toml, edited).unwrap();
+    let text = machine_config(dir.path(), &spec("cp-2", Role::ControlPlane, &[]), now()).unwrap();
+    let c = MachineConfig::from_toml(&text, "cp-2.toml").unwrap();
+    let formation = c.cluster.control_plane.as_ref().unwrap().etcd_formation;
+    assert_eq!(formation, Some(contract::config::EtcdFormation::Static));
+    let text = machine_config(
+        dir.path(),
+        &spec("w-1", Role::Worker, &["10.0.0.21"]),
+        now(),
+    )
+    .unwrap();
+    assert!(!text.contains("etcd_formation"), "{text}");
 }
 
 #[test]

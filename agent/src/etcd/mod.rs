@@ -49,6 +49,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// serves a cluster (the bootstrap may be hours away: each attempt costs
 /// every peer a TLS handshake).
 const JOIN_EVERY_SECS: u64 = 5;
+/// How long after a cluster first answered a waiting node tries on every
+/// look (a learner ahead of it is promoted within seconds).
+const JOIN_EAGER_SECS: u64 = 30;
 
 /// A new cluster (the bootstrap) or one this member is already in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +115,15 @@ struct Inner {
     joined_at: Option<u64>,
     /// The backup lease, if this member holds it.
     holder: backup::Holder,
-    /// A static member has seen `/nodeimg/cluster` name this cluster.
-    identity_checked: bool,
+    /// A static member's look at `/nodeimg/cluster`: `Ok` once it named
+    /// this cluster, `Err` when it names another (kept: the member stays
+    /// failed however well etcd answers).
+    identity: Option<Result<(), String>>,
+    /// uptime (s) when this node began waiting for its turn to join.
+    joining_since: Option<u64>,
+    /// A static member started etcd without data: if its peers formed
+    /// without it, etcd refuses it, and a failure says so.
+    static_blank: bool,
 }
 
 /// The node's etcd, shared by the watcher thread, the node API and the
@@ -198,7 +208,9 @@ impl Etcd {
                 misses: 0,
                 joined_at: None,
                 holder: backup::Holder::default(),
-                identity_checked: false,
+                identity: None,
+                joining_since: None,
+                static_blank: false,
             }),
             bootstrapping: Mutex::new(()),
             cluster: config.cluster.name.clone(),
@@ -265,6 +277,7 @@ impl Etcd {
             // a member's data: etcd rejoins its own cluster
             etcd.release(ClusterState::Existing, Vec::new());
         } else if let Some(initial) = etcd.static_members.clone() {
+            etcd.lock().static_blank = true;
             etcd.release(ClusterState::New, initial);
         }
         let watcher = etcd.clone();
@@ -330,6 +343,15 @@ impl Etcd {
             .bootstrapping
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.static_members.is_some() {
+            // wiped, it would start as a new member under its old name,
+            // which its cluster refuses: it could never come back
+            return Err(
+                "refused: this cluster forms statically (etcd_formation = \"static\"): a member \
+                 that leaves cannot rejoin it"
+                    .to_string(),
+            );
+        }
         let report = self.report();
         let me = report
             .member_id
@@ -479,7 +501,9 @@ impl Etcd {
                 continue;
             };
             self.observe(since);
-            if self.report().state == EtcdState::Voter {
+            let named =
+                self.static_members.is_none() || matches!(self.lock().identity, Some(Ok(())));
+            if self.report().state == EtcdState::Voter && named {
                 self.backup();
             }
         }
@@ -535,12 +559,13 @@ impl Etcd {
         let now = crate::sys::uptime_ms() / 1000;
         {
             let mut inner = self.lock();
-            // once a cluster answers, every look is an attempt
-            let every = if inner.report.state == EtcdState::Joining {
-                0
-            } else {
-                JOIN_EVERY_SECS
-            };
+            // once a cluster answers, every look is an attempt for a
+            // while (its turn comes within seconds), then every few seconds
+            let eager = inner.report.state == EtcdState::Joining
+                && inner
+                    .joining_since
+                    .is_some_and(|t| now.saturating_sub(t) < JOIN_EAGER_SECS);
+            let every = if eager { 0 } else { JOIN_EVERY_SECS };
             let due = inner
                 .joined_at
                 .is_none_or(|t| now.saturating_sub(t) >= every);
@@ -573,11 +598,14 @@ impl Etcd {
                 r.detail = (!answers.is_empty())
                     .then(|| format!("no configured member serves etcd yet: {answers}"));
             }),
-            join::Outcome::Wait(why) => self.update(|r| {
-                r.state = EtcdState::Joining;
-                r.error = None;
-                r.detail = Some(why);
-            }),
+            join::Outcome::Wait(why) => {
+                self.lock().joining_since.get_or_insert(now);
+                self.update(|r| {
+                    r.state = EtcdState::Joining;
+                    r.error = None;
+                    r.detail = Some(why);
+                });
+            }
             join::Outcome::Refused(why) => self.update(|r| {
                 r.state = EtcdState::Failed;
                 r.error = Some(why);
@@ -631,7 +659,19 @@ impl Etcd {
             .ok()
             .filter(|s| s.learner)
             .and_then(|s| s.member_id);
+        let (foreign, static_blank) = {
+            let inner = self.lock();
+            let foreign = match &inner.identity {
+                Some(Err(why)) => Some(why.clone()),
+                _ => None,
+            };
+            (foreign, inner.static_blank)
+        };
         self.update(|r| match status {
+            Ok(_) if foreign.is_some() => {
+                r.state = EtcdState::Failed;
+                r.error = foreign;
+            }
             Ok(s) => {
                 r.state = if s.learner {
                     EtcdState::Learner
@@ -652,7 +692,15 @@ impl Etcd {
                     && now.saturating_sub(released_at) < START_DEADLINE_SECS;
                 if !starting && misses >= MISSES_TO_FAIL {
                     r.state = EtcdState::Failed;
-                    r.error = Some(why);
+                    r.error = Some(if static_blank {
+                        format!(
+                            "{why} (etcd_formation = \"static\": a member that starts without \
+                             data cannot join members that formed without it; its log says \
+                             whether that is the cause)"
+                        )
+                    } else {
+                        why
+                    });
                     r.leader = None;
                 }
             }
@@ -662,7 +710,7 @@ impl Etcd {
         }
         if self.static_members.is_some()
             && self.report().state == EtcdState::Voter
-            && !self.lock().identity_checked
+            && self.lock().identity.is_none()
         {
             self.claim_identity();
         }
@@ -681,13 +729,19 @@ impl Etcd {
                 .map_err(|e| format!("{key}: {}", crate::error::chain(&e)))
         });
         match named {
-            Ok(Some(name)) if name == self.cluster => self.lock().identity_checked = true,
-            Ok(other) => self.fail(format!(
-                "{key} names cluster {other:?}, not {:?}: this member started in another cluster",
-                self.cluster
-            )),
-            // not yet: the next look tries again
-            Err(why) => self.update(|r| r.detail = Some(why)),
+            Ok(Some(name)) if name == self.cluster => self.lock().identity = Some(Ok(())),
+            Ok(other) => {
+                let why = format!(
+                    "{key} names cluster {:?}, not {:?}: this member started in another cluster",
+                    other.unwrap_or_default(),
+                    self.cluster
+                );
+                self.lock().identity = Some(Err(why.clone()));
+                self.fail(why);
+            }
+            // not yet (no leader, a slow answer): the next look tries
+            // again; the member's own state says why
+            Err(_) => {}
         }
     }
 
@@ -699,7 +753,7 @@ impl Etcd {
         if self.static_members.is_some() {
             return Err(
                 "refused: this cluster forms statically (etcd_formation = \"static\"): \
-                 every member starts etcd by itself, with no bootstrap call"
+                 every member starts etcd by itself, with no bootstrap or restore call"
                     .to_string(),
             );
         }

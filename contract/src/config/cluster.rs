@@ -123,6 +123,17 @@ pub enum EtcdFormation {
 }
 
 impl EtcdFormation {
+    /// What is wrong with this formation for `members` (listed in the
+    /// table `members_table`), under the key `at`.
+    pub fn problem(self, members: &[Member], at: &str, members_table: &str) -> Option<Problem> {
+        (self == EtcdFormation::Static && members.is_empty()).then(|| {
+            Problem::new(
+                at,
+                format!("static needs every member listed in {members_table}"),
+            )
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EtcdFormation::Bootstrap => "bootstrap",
@@ -672,10 +683,11 @@ pub(super) fn problems(c: &super::Cluster, role: Role, hostname: &str, out: &mut
     if let Some(t) = &cp.etcd_timing {
         out.extend(t.problems("cluster.control_plane.etcd_timing"));
     }
-    if cp.etcd_formation == Some(EtcdFormation::Static) && cp.members.is_empty() {
-        out.push(Problem::new(
+    if let Some(f) = cp.etcd_formation {
+        out.extend(f.problem(
+            &cp.members,
             "cluster.control_plane.etcd_formation",
-            "static needs every member listed in [[cluster.control_plane.members]]",
+            "[[cluster.control_plane.members]]",
         ));
     }
     if let Some(l) = &cp.leader_election {

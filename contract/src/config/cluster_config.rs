@@ -208,12 +208,11 @@ impl ClusterConfig {
         ));
         out.extend(self.etcd.backup.problems("etcd.backup"));
         out.extend(self.etcd.timing.problems("etcd.timing"));
-        if self.etcd.formation == EtcdFormation::Static && self.control_plane.members.is_empty() {
-            out.push(Problem::new(
-                "etcd.formation",
-                "static needs every member listed in [[control_plane.members]]",
-            ));
-        }
+        out.extend(self.etcd.formation.problem(
+            &self.control_plane.members,
+            "etcd.formation",
+            "[[control_plane.members]]",
+        ));
         out.extend(
             self.control_plane
                 .leader_election
