@@ -455,30 +455,14 @@ fn up_to_three_voters(
         "{}",
         text(&out)
     );
-    let dir = run.parent().unwrap();
-    let lab = lab_of(&out, run, cluster, dir);
-    let formed = lab.wait_voters(what, "cp-1", &["cp-1", "cp-2", "cp-3"]);
-    eprintln!(
-        "ha: {what} to three voters in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    (lab, formed)
-}
-
-/// The lab `lab up` printed (`--json`), reached through its forwards.
-fn lab_of(
-    up: &Output,
-    run: &std::path::Path,
-    cluster: &std::path::Path,
-    dir: &std::path::Path,
-) -> Lab {
-    let up = json(&String::from_utf8_lossy(&up.stdout));
+    // the lab `lab up` printed (`--json`), reached through its forwards
+    let up = json(&String::from_utf8_lossy(&out.stdout));
     let port = |n: &Value, k: &str| n[k].as_u64().unwrap() as u16;
     let nodes = up["nodes"].as_array().unwrap();
     let name = |n: &Value| n["name"].as_str().unwrap().to_string();
-    let tls = dir.join("etcdctl");
+    let tls = run.parent().unwrap().join("etcdctl");
     support::etcd::client_cert(cluster, &tls);
-    Lab {
+    let lab = Lab {
         run: run.to_path_buf(),
         tls,
         admin: cluster.join("admin.nodeconfig"),
@@ -490,7 +474,13 @@ fn lab_of(
             .iter()
             .map(|n| (name(n), port(n, "api_port")))
             .collect(),
-    }
+    };
+    let formed = lab.wait_voters(what, "cp-1", &["cp-1", "cp-2", "cp-3"]);
+    eprintln!(
+        "ha: {what} to three voters in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    (lab, formed)
 }
 
 /// Prints each control-plane node's etcd and agent memory, from its own
@@ -513,8 +503,8 @@ fn print_memory(lab: &Lab, formation: &str) {
 /// The baseline the self-join is measured against: the same images and
 /// lab with etcd's static bootstrap (`[etcd] formation = "static"`): every
 /// member starts at once with the whole list, no bootstrap call, no
-/// learner. `lab up` makes no bootstrap call itself, a call is refused, and
-/// the first voter names the cluster.
+/// learner. `lab up` makes no bootstrap call itself, a call is refused (and
+/// so is a reset), and the first voter names the cluster.
 #[test]
 fn a_static_formation_needs_no_bootstrap_call() {
     let _one = ONE_LAB
@@ -543,12 +533,19 @@ fn a_static_formation_needs_no_bootstrap_call() {
     lab.ctl_ok(&["cp-2"], &["put", "ha/static", "through cp-2"]);
     assert_eq!(lab.get("cp-1", "ha/static"), "through cp-2");
     lab.wait_voter_reports(&formed);
-    let out = lab.node("cp-2", &["cluster", "bootstrap"]);
-    assert!(
-        !out.status.success() && text(&out).contains("forms statically"),
-        "{}",
-        text(&out)
-    );
+    // nothing that a static cluster could not come back from: no
+    // bootstrap, and no reset (wiped, a member cannot rejoin)
+    for (name, call) in [
+        ("cp-2", ["cluster", "bootstrap"]),
+        ("cp-3", ["node", "reset"]),
+    ] {
+        let out = lab.node(name, &call);
+        assert!(
+            !out.status.success() && text(&out).contains("forms statically"),
+            "{call:?} on {name}: {}",
+            text(&out)
+        );
+    }
     print_memory(&lab, "static");
     let out = nodeimg(&["lab", "down", "--run-dir", s(&run)]);
     assert_eq!(out.status.code(), Some(0), "lab down: {}", text(&out));
