@@ -325,3 +325,7 @@ pub fn sample(sent: Timestamp, reply: &[u8], received: Timestamp) -> Result<Samp
 #[cfg(test)]
 #[path = "ntp_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "ntp_props.rs"]
+mod props;

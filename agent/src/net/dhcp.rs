@@ -137,8 +137,21 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, String> {
 /// and the fields a lease needs. Anything else is `None` (another client's,
 /// a stray, or broken).
 pub fn parse_reply(bytes: &[u8], xid: u32, mac: &[u8; 6]) -> Option<Reply> {
-    let m = Message::from_bytes(bytes).ok()?;
-    if m.opcode() != Opcode::BootReply || m.xid() != xid || m.chaddr() != mac.as_slice() {
+    // Any host on the link can send this. dhcproto asserts option lengths
+    // it should check (debug builds panic on them, found by the property
+    // test below): a datagram must never take a thread of PID 1 down, so a
+    // panic while decoding is a packet ignored.
+    let m = std::panic::catch_unwind(|| Message::from_bytes(bytes))
+        .ok()?
+        .ok()?;
+    // hlen first: dhcproto's `chaddr()` slices its 16-byte field by the
+    // packet's hlen and panics past 16, and any host on the link can
+    // send that (found by the property test below)
+    if m.opcode() != Opcode::BootReply
+        || m.xid() != xid
+        || usize::from(m.hlen()) != mac.len()
+        || m.chaddr() != mac.as_slice()
+    {
         return None;
     }
     let server = match m.opts().get(OptionCode::ServerIdentifier) {
@@ -539,5 +552,71 @@ mod tests {
         tcp[9] = 6;
         assert_eq!(dhcp_payload(&tcp), None);
         assert_eq!(dhcp_payload(&[]), None);
+    }
+
+    // Property tests, bounded: a datagram off the wire is read without
+    // panicking whatever its bytes, the IPv4/UDP unwrapping takes back
+    // exactly what was wrapped, and a reply is a lease only for our own
+    // transaction and hardware address.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 1024,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_packet_is_read_without_panicking(
+                bytes in proptest::collection::vec(any::<u8>(), 0..700),
+                xid in any::<u32>(),
+            ) {
+                let _ = dhcp_payload(&bytes);
+                let _ = parse_reply(&bytes, xid, &MAC);
+            }
+
+            #[test]
+            fn a_mutated_reply_never_panics_and_stays_ours(
+                at in 0usize..400,
+                byte in any::<u8>(),
+            ) {
+                let mut bytes = reply(MessageType::Ack, 5, &[]);
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = byte;
+                }
+                // a lease comes only from a reply that still names our
+                // transaction and address
+                if parse_reply(&bytes, 5, &MAC).is_some() {
+                    let m = Message::from_bytes(&bytes).unwrap();
+                    prop_assert_eq!(m.xid(), 5);
+                    prop_assert_eq!(usize::from(m.hlen()), MAC.len());
+                    prop_assert_eq!(m.chaddr(), MAC.as_slice());
+                }
+            }
+
+            #[test]
+            fn udp_to_port_68_unwraps_to_its_payload(
+                payload in proptest::collection::vec(any::<u8>(), 0..600),
+                dport in any::<u16>(),
+            ) {
+                let packet = ip_udp(dport, &payload, 0);
+                let got = dhcp_payload(&packet);
+                if dport == CLIENT_PORT {
+                    prop_assert_eq!(got, Some(payload.as_slice()));
+                } else {
+                    prop_assert_eq!(got, None);
+                }
+                // a fragment is never taken, whatever its port
+                let fragment = ip_udp(dport, &payload, 0x2000);
+                prop_assert_eq!(dhcp_payload(&fragment), None);
+            }
+        }
     }
 }
