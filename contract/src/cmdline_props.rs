@@ -6,14 +6,6 @@
 use super::*;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 1024,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Pieces a command line is made of, so random lines reach every key's
 /// value checks rather than stopping at "unknown key".
 fn fragment() -> impl Strategy<Value = String> {
@@ -155,7 +147,7 @@ fn args() -> impl Strategy<Value = Args> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::props::bounded(1024))]
 
     /// Any text: a typed result, never a panic; and the failure policy is
     /// read from every line, good or bad.

@@ -7,14 +7,6 @@
 use super::*;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 1024,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// A header any tool could write, read back from `my_lba`.
 fn header() -> impl Strategy<Value = Header> {
     (
@@ -80,7 +72,7 @@ fn block_size() -> impl Strategy<Value = u64> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::props::bounded(1024))]
 
     /// Any bytes at any LBA: a header or a typed error, never a panic.
     #[test]

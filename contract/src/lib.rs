@@ -45,3 +45,6 @@ pub mod report;
 pub mod services;
 pub mod stack;
 pub mod yaml;
+
+#[cfg(test)]
+mod props;

@@ -7,14 +7,6 @@
 use super::*;
 use proptest::prelude::*;
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 1024,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 fn packet() -> impl Strategy<Value = Packet> {
     (
         (
@@ -52,7 +44,7 @@ fn packet() -> impl Strategy<Value = Packet> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::props::bounded(1024))]
 
     #[test]
     fn any_datagram_is_judged_without_panicking(

@@ -22,14 +22,6 @@ fn worker() -> String {
     )
 }
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// One way to damage a document.
 #[derive(Debug, Clone)]
 enum Mutation {
@@ -128,7 +120,7 @@ fn names_the_file(e: &ConfigError, text: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(crate::props::bounded(512))]
 
     /// Any text: a config or an error naming the file.
     #[test]
@@ -163,7 +155,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(crate::props::bounded(256))]
 
     /// A good machine config, damaged: read or refused with the file
     /// named, and what still reads prints back the same.
